@@ -1,0 +1,1 @@
+"""Reusable logic of the fmnist jobs: data set preparation, training, scoring, storage."""

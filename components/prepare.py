@@ -1,0 +1,143 @@
+"""Dataset preparation: raw IDX files -> validated, deterministic PNG image shards + manifest."""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from components import storage
+from components.constants import (
+    CLASS_NAMES,
+    DEFAULT_SOURCE,
+    IDX_FILES,
+    IMAGE_SIZE,
+    MANIFEST_NAME,
+    PUBLISHED_SHA256,
+    SHARD_SCHEMA_VERSION,
+    tool_version,
+)
+from components.errors import InputError
+from components.idx import IdxFile, load_split
+from components.shards import SHARD_NAME_RE, ShardTask, class_histogram, shard_name, write_shard
+
+log = logging.getLogger(__name__)
+
+
+def prepare(
+    *,
+    output: str,
+    source: str = DEFAULT_SOURCE,
+    shards_per_split: int = 8,
+    overwrite: bool = False,
+    allow_unknown_source: bool = False,
+    workers: int | None = None,
+) -> dict:
+    """Turns the four IDX files below `source` into train/test shards below `output`.
+
+    Returns the manifest, which is written last. Same input -> byte-identical shards.
+    """
+    if shards_per_split < 1:
+        raise InputError(f"--shards-per-split must be at least 1, got {shards_per_split}")
+    refuse_complete_output(output, overwrite=overwrite)
+    splits = {split: load_split(source, *names) for split, names in IDX_FILES.items()}
+    source_files = _check_sources(splits, allow_unknown_source=allow_unknown_source)
+    storage.ensure_writable(output)
+
+    tasks = {
+        split: shard_tasks(output, split, [f"{split}-{i:05d}" for i in range(len(labels.array))],
+                           images.array, labels.array, shards_per_split)
+        for split, (images, labels) in splits.items()
+    }
+    storage.delete(storage.join(output, MANIFEST_NAME))  # unpublish before rewriting
+    entries = iter(run_parallel(write_shard, [task for group in tasks.values() for task in group], workers=workers))
+    manifest = new_manifest(
+        source={"uri": source, "files": source_files},
+        splits={
+            split: {
+                "num_records": len(labels.array),
+                "class_histogram": class_histogram(labels.array),
+                "shards": [next(entries) for _ in tasks[split]],
+            }
+            for split, (_, labels) in splits.items()
+        },
+    )
+    publish_manifest(output, manifest)
+    return manifest
+
+
+def shard_tasks(
+    output: str, split: str, image_ids: Sequence[str], images: np.ndarray, labels: np.ndarray | None, count: int
+) -> list[ShardTask]:
+    """Cuts a split into `count` contiguous shards (order kept: deterministic output)."""
+    return [
+        ShardTask(
+            uri=storage.join(output, shard_name(split, index, count)),
+            image_ids=[image_ids[i] for i in positions],
+            images=images[positions],
+            labels=None if labels is None else labels[positions],
+        )
+        for index, positions in enumerate(np.array_split(np.arange(len(image_ids)), count))
+    ]
+
+
+def new_manifest(*, source: dict, splits: dict) -> dict:
+    """The manifest of a data set (DESIGN.md, image shards)."""
+    return {
+        "schema_version": SHARD_SCHEMA_VERSION,
+        "tool": {"name": "fmnist-jobs", "version": tool_version()},
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "image": {"height": IMAGE_SIZE, "width": IMAGE_SIZE, "channels": 1, "format": "png"},
+        "class_names": list(CLASS_NAMES),
+        "source": source,
+        "splits": splits,
+    }
+
+
+def refuse_complete_output(output: str, *, overwrite: bool) -> None:
+    """A complete data set (one with a manifest) is replaced only when asked to."""
+    if storage.exists(storage.join(output, MANIFEST_NAME)) and not overwrite:
+        raise InputError(f"{output}: already holds a complete data set (manifest.json); pass --overwrite to replace it")
+
+
+def publish_manifest(output: str, manifest: dict) -> None:
+    """Removes shards of earlier runs that the new manifest does not list, then writes it."""
+    listed = {shard["name"] for split in manifest["splits"].values() for shard in split["shards"]}
+    for uri in storage.list_prefix(output):
+        name = storage.basename(uri)
+        if SHARD_NAME_RE.match(name) and name not in listed and storage.join(output, name) == uri:
+            storage.delete(uri)
+    storage.write_bytes(storage.join(output, MANIFEST_NAME), json.dumps(manifest, indent=2).encode())
+    log.info("published %s with %d shards", storage.join(output, MANIFEST_NAME), len(listed))
+
+
+def _check_sources(splits: dict[str, tuple[IdxFile, IdxFile]], *, allow_unknown_source: bool) -> dict:
+    files = {}
+    for split, pair in splits.items():
+        for idx_file, name in zip(pair, IDX_FILES[split]):
+            published = PUBLISHED_SHA256[name] == idx_file.sha256
+            if not published and not allow_unknown_source:
+                raise InputError(
+                    f"{idx_file.uri}: SHA-256 {idx_file.sha256[:12]}… of the decompressed content is not "
+                    "the published Fashion-MNIST; pass --allow-unknown-source for a custom data set"
+                )
+            files[name] = {"uri": idx_file.uri, "sha256": idx_file.sha256, "published": published}
+    return files
+
+
+def run_parallel(function: Callable, tasks: Sequence, *, workers: int | None = None) -> list:
+    """Maps `function` over tasks in worker processes (all cores by default), keeping order.
+
+    'spawn' rather than 'fork': TensorFlow and the GCS client hold threads and locks that a
+    forked child would inherit in an undefined state.
+    """
+    workers = min(workers or os.cpu_count() or 1, len(tasks))
+    if workers <= 1:
+        return [function(task) for task in tasks]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return pool.map(function, tasks, chunksize=1)
+

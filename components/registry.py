@@ -1,0 +1,68 @@
+"""The model registry contract: versioned model folders and the published `LATEST` pointer.
+
+    <model_root>/<model_version>/model.keras, saved_model/, metrics.json, ...
+    <model_root>/LATEST          one line: the model_version that scoring uses
+
+Only a model that passed the quality gate is ever named by LATEST, and `resolve` refuses a
+version folder whose metrics.json does not record a passed gate.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from components import storage
+from components.errors import InputError
+
+LATEST_NAME = "LATEST"
+MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    """A resolved, scoreable model version."""
+
+    version: str
+    uri: str  # the version folder
+
+    @property
+    def keras_uri(self) -> str:
+        return storage.join(self.uri, MODEL_FILE)
+
+
+def publish(model_root: str, version: str) -> None:
+    """Makes `version` the model that scoring uses: one atomic write of the pointer."""
+    storage.write_bytes(storage.join(model_root, LATEST_NAME), f"{version}\n".encode())
+
+
+def latest_version(model_root: str) -> str | None:
+    """The published version under a model root, or None when nothing is published."""
+    pointer = storage.join(model_root, LATEST_NAME)
+    if not storage.exists(pointer):
+        return None
+    return storage.read_bytes(pointer).decode().strip() or None
+
+
+def resolve(model: str) -> ModelRef:
+    """A model version folder, or a model root (then its published LATEST), as a ModelRef."""
+    if storage.exists(storage.join(model, MODEL_FILE)):
+        ref = ModelRef(version=storage.basename(model), uri=model.rstrip("/"))
+    else:
+        version = latest_version(model)
+        if version is None:
+            raise InputError(f"{model}: neither a model version folder ({MODEL_FILE}) nor a model root with a published {LATEST_NAME}")
+        ref = ModelRef(version=version, uri=storage.join(model, version))
+        if not storage.exists(ref.keras_uri):
+            raise InputError(f"{ref.keras_uri}: {LATEST_NAME} names a version whose model file is missing")
+    _require_passed_gate(ref)
+    return ref
+
+
+def _require_passed_gate(ref: ModelRef) -> None:
+    metrics_uri = storage.join(ref.uri, METRICS_FILE)
+    if not storage.exists(metrics_uri):
+        raise InputError(f"{metrics_uri}: missing; an unevaluated model is never scored with")
+    gate = json.loads(storage.read_bytes(metrics_uri)).get("quality_gate", {})
+    if gate.get("passed") is not True:
+        raise InputError(f"{ref.uri}: model failed its quality gate ({gate.get('reason', 'no gate result')}); not scored with")

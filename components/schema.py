@@ -1,0 +1,69 @@
+"""The output tables of batch scoring: one module, the single source of truth.
+
+Types are those BigQuery loads from Parquet without surprises: signed integers, float32,
+strings, standard LIST, timestamps in microseconds UTC. Layout (Hive partitioning):
+
+    <out>/predictions/run_date=YYYY-MM-DD/run_id=<id>/part-*.parquet
+    <out>/errors/run_date=YYYY-MM-DD/run_id=<id>/part-*.parquet
+    <out>/runs/<run_id>.json      (run summary, written last)
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from components import storage
+
+TABLE_SCHEMA_VERSION = "fmnist-predictions/1"
+PREDICTIONS_TABLE = "predictions"
+ERRORS_TABLE = "errors"
+RUNS_FOLDER = "runs"
+PARTITION_KEYS = ("run_date", "run_id")
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+# (name, type, nullable, description): the description feeds docs/prediction_table.md.
+PREDICTION_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
+    ("image_id", pa.string(), False, "Unique id of the image, from the shard's `image_id` feature."),
+    ("source_uri", pa.string(), False, "URI of the shard the record came from."),
+    ("predicted_label", pa.int32(), False, "Predicted class index, 0-9."),
+    ("predicted_class", pa.string(), False, "Predicted class name, \"T-shirt/top\" ... \"Ankle boot\"."),
+    ("confidence", pa.float32(), False, "Softmax probability of the predicted class."),
+    ("probabilities", pa.list_(pa.field("element", pa.float32(), nullable=False)), False,
+     "Softmax probabilities of all 10 classes, in label order."),
+    ("true_label", pa.int32(), True, "Label from the shard, when the shard carries labels; else null."),
+    ("model_version", pa.string(), False, "Version of the model that scored the row (lineage)."),
+    ("run_id", pa.string(), False, "Id of the scoring run; also a partition key."),
+    ("scored_at", TIMESTAMP, False, "When the row was scored (UTC, microseconds)."),
+)
+
+ERROR_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
+    ("source_uri", pa.string(), False, "URI of the shard holding the bad record."),
+    ("record_index", pa.int64(), False, "0-based position of the record in its shard."),
+    ("image_id", pa.string(), True, "The record's `image_id`, when it could be read."),
+    ("error_type", pa.string(), False,
+     "corrupt_record, truncated_record, missing_feature, decode_error, bad_shape, ..."),
+    ("error_message", pa.string(), False, "Human-readable reason."),
+    ("run_id", pa.string(), False, "Id of the scoring run; also a partition key."),
+    ("scored_at", TIMESTAMP, False, "When the record was processed (UTC, microseconds)."),
+)
+
+
+def _schema(columns) -> pa.Schema:
+    return pa.schema(
+        [pa.field(name, dtype, nullable=nullable) for name, dtype, nullable, _ in columns],
+        metadata={"schema_version": TABLE_SCHEMA_VERSION},
+    )
+
+
+PREDICTION_SCHEMA = _schema(PREDICTION_COLUMNS)
+ERROR_SCHEMA = _schema(ERROR_COLUMNS)
+
+
+def partition_uri(output: str, table: str, run_date: str, run_id: str) -> str:
+    """Folder of one run's files of a table (Hive partitioning)."""
+    return storage.join(output, table, f"run_date={run_date}", f"run_id={run_id}")
+
+
+def run_summary_uri(output: str, run_id: str) -> str:
+    """Where a run's summary JSON goes (written last: its presence means the run is complete)."""
+    return storage.join(output, RUNS_FOLDER, f"{run_id}.json")

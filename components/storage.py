@@ -1,0 +1,315 @@
+"""Scheme-agnostic storage: every location is a URI, a local path or `gs://bucket/key`.
+
+This module is the only place that looks at a URI's scheme. Local paths use the file system;
+`gs://` uses the google-cloud-storage client with retries on transient errors (429, 5xx,
+dropped connections), resumable uploads for large objects and generation preconditions for
+create-only writes; `http(s)://` is readable only (public data set mirrors).
+
+Credentials: Application Default Credentials, or anonymous access when
+`STORAGE_EMULATOR_HOST` points the client at a GCS API emulator (tests, local runs) so
+that nothing stalls looking for credentials that cannot exist there.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import functools
+import io
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import IO
+
+from components.errors import InputError
+
+GCS_SCHEME = "gs://"
+HTTP_SCHEMES = ("http://", "https://")
+_WILDCARDS = "*?["
+# Uploads above this size go through the resumable protocol, so a dropped connection
+# resumes from the last chunk instead of resending everything.
+RESUMABLE_CHUNK_BYTES = 8 * 1024 * 1024
+_HTTP_TIMEOUT_S = 60
+
+
+class StorageConflictError(Exception):
+    """A create-only write found another writer's object already there."""
+
+
+def is_remote(uri: str) -> bool:
+    """True for object-store or web URIs, False for local paths."""
+    return uri.startswith(GCS_SCHEME) or uri.startswith(HTTP_SCHEMES)
+
+
+def join(base: str, *parts: str) -> str:
+    """Joins URI segments with exactly one '/' between them."""
+    joined = base.rstrip("/")
+    for part in parts:
+        joined = f"{joined}/{part.strip('/')}"
+    return joined
+
+
+def basename(uri: str) -> str:
+    """The last segment of a URI."""
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+# --- Google Cloud Storage -----------------------------------------------------------------
+
+
+@functools.cache
+def _gcs_client():  # -> google.cloud.storage.Client
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project="local-emulator", credentials=AnonymousCredentials())
+    return storage.Client()
+
+
+def _split_gcs(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len(GCS_SCHEME) :].partition("/")
+    if not bucket:
+        raise InputError(f"{uri}: no bucket name in the gs:// URI")
+    return bucket, key
+
+
+def _blob(uri: str):  # -> google.cloud.storage.Blob
+    bucket, key = _split_gcs(uri)
+    blob = _gcs_client().bucket(bucket).blob(key)
+    blob.chunk_size = RESUMABLE_CHUNK_BYTES
+    return blob
+
+
+def _retry():
+    # Every write here is idempotent (same bytes to the same name, or guarded by a
+    # generation precondition that is re-checked below), so all calls may be retried.
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY
+
+
+def _gcs_not_found():
+    from google.api_core.exceptions import NotFound
+
+    return NotFound
+
+
+# --- Reading ------------------------------------------------------------------------------
+
+
+def exists(uri: str) -> bool:
+    """True when an object or file exists at the URI."""
+    if uri.startswith(GCS_SCHEME):
+        return _blob(uri).exists(retry=_retry())
+    if uri.startswith(HTTP_SCHEMES):
+        try:
+            request = urllib.request.Request(uri, method="HEAD")
+            with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S):
+                return True
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return False
+            raise
+    return os.path.isfile(uri)
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole content of a file or object; a missing one is an InputError naming it."""
+    try:
+        if uri.startswith(GCS_SCHEME):
+            return _blob(uri).download_as_bytes(retry=_retry())
+        if uri.startswith(HTTP_SCHEMES):
+            with urllib.request.urlopen(uri, timeout=_HTTP_TIMEOUT_S) as response:
+                return response.read()
+        with open(uri, "rb") as file:
+            return file.read()
+    except (FileNotFoundError, _gcs_not_found()) as error:
+        raise InputError(f"{uri}: file not found") from error
+    except urllib.error.HTTPError as error:
+        raise InputError(f"{uri}: HTTP {error.code} {error.reason}") from error
+    except IsADirectoryError as error:
+        raise InputError(f"{uri}: is a directory, expected a file") from error
+
+
+@contextlib.contextmanager
+def open_read(uri: str) -> Iterator[IO[bytes]]:
+    """A binary stream over a file or object, read in chunks (memory stays bounded)."""
+    try:
+        if uri.startswith(GCS_SCHEME):
+            stream = _blob(uri).open("rb", retry=_retry())
+        elif uri.startswith(HTTP_SCHEMES):
+            stream = urllib.request.urlopen(uri, timeout=_HTTP_TIMEOUT_S)
+        else:
+            stream = open(uri, "rb")
+    except (FileNotFoundError, _gcs_not_found()) as error:
+        raise InputError(f"{uri}: file not found") from error
+    with stream:
+        yield stream
+
+
+def glob(pattern: str) -> list[str]:
+    """Sorted URIs of the files matching a shell-style pattern ('*' may cross '/' on gs://)."""
+    if pattern.startswith(GCS_SCHEME):
+        bucket, key_pattern = _split_gcs(pattern)
+        cut = min((key_pattern.find(c) for c in _WILDCARDS if c in key_pattern), default=-1)
+        prefix = key_pattern if cut < 0 else key_pattern[:cut]
+        blobs = _gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry())
+        return sorted(
+            f"{GCS_SCHEME}{bucket}/{blob.name}"
+            for blob in blobs
+            if fnmatch.fnmatchcase(blob.name, key_pattern) and not blob.name.endswith("/")
+        )
+    if pattern.startswith(HTTP_SCHEMES):
+        raise InputError(f"{pattern}: http(s) locations cannot be listed; name the files")
+    import glob as local_glob
+
+    return sorted(path for path in local_glob.glob(pattern, recursive=True) if os.path.isfile(path))
+
+
+def list_prefix(uri: str) -> list[str]:
+    """Sorted URIs of every file below a folder-like prefix."""
+    if uri.startswith(GCS_SCHEME):
+        return glob(join(uri, "*"))
+    return sorted(
+        os.path.join(root, name) for root, _, names in os.walk(uri) for name in names
+    )
+
+
+# --- Writing ------------------------------------------------------------------------------
+
+
+def write_bytes(uri: str, data: bytes, *, if_absent: bool = False) -> None:
+    """Writes a whole file atomically: readers see the old content or the new, never a part.
+
+    With if_absent, the write fails with StorageConflictError when another writer has
+    already created the object (a generation precondition on GCS, O_EXCL locally).
+    """
+    if uri.startswith(GCS_SCHEME):
+        _write_gcs(uri, data, if_absent=if_absent)
+        return
+    _refuse_http(uri)
+    directory = os.path.dirname(os.path.abspath(uri))
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", delete=False) as tmp:
+        tmp.write(data)
+    os.chmod(tmp.name, 0o666 & ~_umask())  # temp files are private; published files are not
+    try:
+        if if_absent:
+            try:
+                os.link(tmp.name, uri)  # fails if uri exists: the local create-only write
+            except FileExistsError as error:
+                if read_bytes(uri) != data:  # the same bytes again is a repeated write, not a rival
+                    raise StorageConflictError(f"{uri}: already exists") from error
+        else:
+            os.replace(tmp.name, uri)
+    finally:
+        if os.path.exists(tmp.name):
+            os.unlink(tmp.name)
+
+
+def _write_gcs(uri: str, data: bytes, *, if_absent: bool) -> None:
+    from google.api_core.exceptions import PreconditionFailed
+
+    blob = _blob(uri)
+    try:
+        blob.upload_from_file(
+            io.BytesIO(data),
+            size=len(data),
+            if_generation_match=0 if if_absent else None,
+            retry=_retry(),
+        )
+    except PreconditionFailed as error:
+        # A retried create whose first attempt succeeded also lands here: same bytes = ours.
+        if blob.download_as_bytes(retry=_retry()) != data:
+            raise StorageConflictError(f"{uri}: already exists") from error
+
+
+def upload_file(local_path: str, uri: str) -> None:
+    """Copies a local file to a URI (resumable on GCS); atomic for readers."""
+    if uri.startswith(GCS_SCHEME):
+        _blob(uri).upload_from_filename(local_path, retry=_retry())
+        return
+    _refuse_http(uri)
+    os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+    tmp = f"{uri}.tmp-{os.getpid()}"
+    shutil.copyfile(local_path, tmp)
+    os.replace(tmp, uri)
+
+
+def download_file(uri: str, local_path: str) -> None:
+    """Copies a file or object to a local path."""
+    os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
+    if uri.startswith(GCS_SCHEME):
+        try:
+            _blob(uri).download_to_filename(local_path, retry=_retry())
+        except _gcs_not_found() as error:
+            raise InputError(f"{uri}: file not found") from error
+        return
+    with open_read(uri) as source, open(local_path, "wb") as target:
+        shutil.copyfileobj(source, target)
+
+
+def copy(source: str, target: str) -> None:
+    """Copies one file or object to another location (server-side within GCS)."""
+    if source.startswith(GCS_SCHEME) and target.startswith(GCS_SCHEME):
+        source_blob, target_blob = _blob(source), _blob(target)
+        source_blob.bucket.copy_blob(
+            source_blob, target_blob.bucket, target_blob.name, retry=_retry()
+        )
+        return
+    if not is_remote(source) and not is_remote(target):
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        shutil.copyfile(source, target)
+        return
+    write_bytes(target, read_bytes(source))
+
+
+def delete(uri: str) -> None:
+    """Deletes one file or object; a missing one is not an error."""
+    if uri.startswith(GCS_SCHEME):
+        try:
+            _blob(uri).delete(retry=_retry())
+        except _gcs_not_found():
+            pass  # deleting is idempotent: a retried delete may find it gone
+        return
+    _refuse_http(uri)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(uri)
+
+
+def delete_prefix(uri: str) -> None:
+    """Deletes everything below a folder-like prefix."""
+    if uri.startswith(GCS_SCHEME):
+        for child in list_prefix(uri):
+            delete(child)
+        return
+    if os.path.isdir(uri):
+        shutil.rmtree(uri)
+
+
+def ensure_writable(uri: str) -> None:
+    """Fails early with an InputError when nothing can be written below the URI."""
+    probe = join(uri, f".write-probe-{os.getpid()}")
+    try:
+        write_bytes(probe, b"")
+        delete(probe)
+    except InputError:
+        raise
+    except Exception as error:  # any OS or API error: report it as the caller's input
+        raise InputError(f"{uri}: output is not writable ({type(error).__name__}: {error})") from error
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _refuse_http(uri: str) -> None:
+    if uri.startswith(HTTP_SCHEMES):
+        raise InputError(f"{uri}: http(s) locations are read-only")
