@@ -1,5 +1,13 @@
-"""The one error type that means "the caller's input is wrong" (exit code 2)."""
+"""Error types that jobs map to exit codes (see jobs/runner.py)."""
 
 
 class InputError(Exception):
     """Bad arguments or bad input data: reported as one line, exit code 2, nothing published."""
+
+
+class CheckFailed(Exception):
+    """The run finished, but its result fails a check the scheduler must see (exit code 3).
+
+    Examples: a model below the quality gate, a scoring run above its error-rate limit.
+    Everything the run wrote stays for inspection; nothing is published as good.
+    """

@@ -13,14 +13,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from components.errors import InputError
+from components.errors import CheckFailed, InputError
 from components.storage import StorageConflictError
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_CHECK_FAILED = 0, 1, 2, 3
-
-
-class CheckFailed(Exception):
-    """The job ran to the end but its result fails a check the scheduler must see."""
 
 
 def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
