@@ -108,3 +108,38 @@ def split_shard_uris(data_uri: str, manifest: dict, split: str) -> list[str]:
     if not entry or not entry.get("shards") or entry.get("num_records", 0) == 0:
         raise InputError(f"{data_uri}: split {split!r} is missing or empty in the manifest")
     return [storage.join(data_uri, shard["name"]) for shard in entry["shards"]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardExample:
+    """The features of one shard record."""
+
+    image_id: str
+    encoded: bytes
+    image_format: str
+    label: int | None
+
+
+def parse_example(data: bytes) -> ShardExample:
+    """Parses one tf.train.Example record of the shard contract.
+
+    Raises ValueError for bytes that are no Example and KeyError naming a missing feature.
+    """
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.example import example_pb2
+
+    try:
+        feature = example_pb2.Example.FromString(data).features.feature
+    except DecodeError as error:
+        raise ValueError(f"not a tf.train.Example: {error}") from error
+    for key in (FEATURE_IMAGE_ID, FEATURE_IMAGE):
+        if key not in feature or not feature[key].bytes_list.value:
+            raise KeyError(key)
+    labels = feature[FEATURE_LABEL].int64_list.value if FEATURE_LABEL in feature else []
+    formats = feature[FEATURE_FORMAT].bytes_list.value if FEATURE_FORMAT in feature else []
+    return ShardExample(
+        image_id=feature[FEATURE_IMAGE_ID].bytes_list.value[0].decode(),
+        encoded=feature[FEATURE_IMAGE].bytes_list.value[0],
+        image_format=formats[0].decode() if formats else "",
+        label=int(labels[0]) if labels else None,
+    )
