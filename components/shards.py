@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from components.constants import (
 )
 from components.errors import InputError
 from components.images import encode_png
-from components.tfrecord import frame_record
+from components.tfrecord import frame_record, read_records
 
 SHARD_NAME_RE = re.compile(r"^(?P<split>[a-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
 
@@ -36,17 +36,46 @@ def shard_name(split: str, index: int, count: int) -> str:
 
 
 def serialize_example(image_id: str, png: bytes, label: int | None, image_format: bytes = b"png") -> bytes:
-    """One tf.train.Example record (deterministic bytes for deterministic shards)."""
-    from tensorflow.core.example import example_pb2  # TF's own proto: the canonical encoding
+    """One tf.train.Example record, byte-identical to TensorFlow's deterministic serialization.
 
-    example = example_pb2.Example()
-    feature = example.features.feature
-    feature[FEATURE_IMAGE_ID].bytes_list.value.append(image_id.encode())
-    feature[FEATURE_IMAGE].bytes_list.value.append(png)
-    feature[FEATURE_FORMAT].bytes_list.value.append(image_format)
+    Encoded here rather than with TensorFlow's proto classes so that `prepare` needs no
+    TensorFlow: each worker process would otherwise spend seconds importing it (measured;
+    docs/benchmarks.md). tests/test_shards.py proves the bytes equal TensorFlow's.
+    """
+    features = {
+        FEATURE_IMAGE_ID: _bytes_feature(image_id.encode()),
+        FEATURE_IMAGE: _bytes_feature(png),
+        FEATURE_FORMAT: _bytes_feature(image_format),
+    }
     if label is not None:
-        feature[FEATURE_LABEL].int64_list.value.append(int(label))
-    return example.SerializeToString(deterministic=True)
+        features[FEATURE_LABEL] = _int64_feature(int(label))
+    entries = b"".join(
+        _field(1, _field(1, key.encode()) + _field(2, value)) for key, value in sorted(features.items())
+    )
+    return _field(1, entries)
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # negative int64 -> two's complement, as protobuf does
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _bytes_feature(value: bytes) -> bytes:
+    return _field(1, _field(1, value))  # Feature.bytes_list = BytesList{value: [value]}
+
+
+def _int64_feature(value: int) -> bytes:
+    return _field(3, _field(1, _varint(value)))  # Feature.int64_list, packed repeated int64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,3 +172,15 @@ def parse_example(data: bytes) -> ShardExample:
         image_format=formats[0].decode() if formats else "",
         label=int(labels[0]) if labels else None,
     )
+
+
+def read_shard(uri: str) -> Iterator[ShardExample]:
+    """Every record of a shard, strictly: a damaged record is an InputError naming it."""
+    with storage.open_read(uri) as stream:
+        for record in read_records(stream):
+            if record.data is None:
+                raise InputError(f"{uri}: {record.error_message}")
+            try:
+                yield parse_example(record.data)
+            except (KeyError, ValueError) as error:
+                raise InputError(f"{uri}: record {record.index} is not a valid shard record ({error!r})") from error

@@ -1,0 +1,182 @@
+"""`fmnist prepare`: validated, deterministic shards with the manifest written last."""
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from components import storage
+from components.constants import IDX_FILES, MANIFEST_NAME, SPLIT_SIZES
+from components.errors import InputError
+from components.idx import load_idx
+from components.images import to_model_image
+from components.prepare import prepare
+from components.shards import read_manifest, read_shard
+from tests.conftest import write_idx
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def read_split(output: str, manifest: dict, split: str) -> list:
+    return [example for shard in manifest["splits"][split]["shards"]
+            for example in read_shard(storage.join(output, shard["name"]))]
+
+
+def test_tiny_data_set_round_trips(tiny_idx, tmp_path):
+    output = str(tmp_path / "shards")
+    manifest = prepare(source=tiny_idx, output=output, shards_per_split=3, allow_unknown_source=True, workers=1)
+
+    assert manifest == read_manifest(output)
+    assert sorted(os.listdir(output)) == [MANIFEST_NAME] + [f"{s}-0000{i}-of-00003.tfrecord" for s in ("test", "train") for i in range(3)]
+    for split, (images_name, labels_name) in IDX_FILES.items():
+        images = load_idx(os.path.join(tiny_idx, images_name + ".gz"), ndim=3).array
+        labels = load_idx(os.path.join(tiny_idx, labels_name + ".gz"), ndim=1).array
+        examples = read_split(output, manifest, split)
+        assert [e.image_id for e in examples] == [f"{split}-{i:05d}" for i in range(len(labels))]
+        assert [e.label for e in examples] == labels.tolist()
+        assert all(np.array_equal(to_model_image(e.encoded), image) for e, image in zip(examples, images))
+        assert manifest["splits"][split]["class_histogram"] == np.bincount(labels, minlength=10).tolist()
+        assert sum(s["num_records"] for s in manifest["splits"][split]["shards"]) == len(labels)
+    assert all(not f["published"] for f in manifest["source"]["files"].values())
+
+
+def test_output_is_byte_identical_across_runs_and_worker_counts(tiny_idx, tmp_path):
+    first, second = str(tmp_path / "one"), str(tmp_path / "two")
+    prepare(source=tiny_idx, output=first, shards_per_split=2, allow_unknown_source=True, workers=1)
+    prepare(source=tiny_idx, output=second, shards_per_split=2, allow_unknown_source=True, workers=2)
+    for name in os.listdir(first):
+        if name.endswith(".tfrecord"):
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+            sha = hashlib.sha256((tmp_path / "one" / name).read_bytes()).hexdigest()
+            assert sha in {s["sha256"] for split in read_manifest(first)["splits"].values() for s in split["shards"]}
+
+
+def test_unknown_source_is_refused_without_the_flag(tiny_idx, tmp_path):
+    with pytest.raises(InputError, match="not the published Fashion-MNIST"):
+        prepare(source=tiny_idx, output=str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out" / MANIFEST_NAME)
+
+
+def test_complete_output_needs_overwrite_and_stale_shards_go(tiny_idx, tmp_path):
+    output = str(tmp_path / "shards")
+    prepare(source=tiny_idx, output=output, shards_per_split=3, allow_unknown_source=True, workers=1)
+    with pytest.raises(InputError, match="--overwrite"):
+        prepare(source=tiny_idx, output=output, allow_unknown_source=True, workers=1)
+    prepare(source=tiny_idx, output=output, shards_per_split=2, overwrite=True, allow_unknown_source=True, workers=1)
+    assert len([n for n in os.listdir(output) if n.endswith(".tfrecord")]) == 4  # no -of-00003 left
+
+
+def test_interrupted_run_leaves_no_manifest_and_a_rerun_completes_it(tiny_idx, tmp_path):
+    output = tmp_path / "shards"
+    output.mkdir()
+    (output / "train-00000-of-00002.tfrecord").write_bytes(b"half-written garbage")  # what a crash leaves
+    manifest = prepare(source=tiny_idx, output=str(output), shards_per_split=2, allow_unknown_source=True, workers=1)
+    assert len(read_split(str(output), manifest, "train")) == 20
+
+
+def test_uncompressed_idx_files_are_accepted(tiny_idx, tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in os.listdir(tiny_idx):
+        (plain / name.removesuffix(".gz")).write_bytes(gzip.decompress(open(os.path.join(tiny_idx, name), "rb").read()))
+    manifest = prepare(source=str(plain), output=str(tmp_path / "out"), allow_unknown_source=True, workers=1)
+    assert manifest["splits"]["test"]["num_records"] == 10
+
+
+def test_gcs_output(tiny_idx, gcs_bucket):
+    output = f"{gcs_bucket}/data/shards"
+    manifest = prepare(source=tiny_idx, output=output, shards_per_split=2, allow_unknown_source=True, workers=2)
+    assert read_manifest(output) == manifest
+    assert len(read_split(output, manifest, "train")) == 20
+
+
+# --- bad input: one line naming the file and the problem, exit 2, no manifest -------------
+
+
+def break_missing(folder):
+    os.remove(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"))
+    return "t10k-labels-idx1-ubyte", "file not found"
+
+
+def break_truncated_gzip(folder):
+    path = os.path.join(folder, "train-images-idx3-ubyte.gz")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    return "train-images-idx3-ubyte.gz", "truncated or corrupt gzip"
+
+
+def break_magic(folder):
+    path = os.path.join(folder, "train-labels-idx1-ubyte.gz")
+    raw = bytearray(gzip.decompress(open(path, "rb").read()))
+    raw[2:4] = b"\x08\x03"
+    open(path, "wb").write(gzip.compress(bytes(raw)))
+    return "train-labels-idx1-ubyte.gz", "wrong magic number"
+
+
+def break_count(folder):
+    write_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"), np.zeros(9, np.uint8))
+    return "t10k-labels-idx1-ubyte.gz", "9 labels for 10 images"
+
+
+def break_label_range(folder):
+    write_idx(os.path.join(folder, "train-labels-idx1-ubyte.gz"), np.full(20, 10, np.uint8))
+    return "train-labels-idx1-ubyte.gz", "outside 0-9"
+
+
+def break_dimensions(folder):
+    write_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"), np.zeros((10, 28, 27), np.uint8))
+    return "t10k-images-idx3-ubyte.gz", "expected 28x28"
+
+
+@pytest.mark.parametrize("breakage", [break_missing, break_truncated_gzip, break_magic, break_count,
+                                      break_label_range, break_dimensions])
+def test_bad_source_fails_cleanly(tiny_idx, tmp_path, breakage):
+    file_name, problem = breakage(tiny_idx)
+    output = tmp_path / "out"
+    result = run_cli("prepare", "--source", tiny_idx, "--output", str(output), "--allow-unknown-source")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and file_name in lines[0] and problem in lines[0], result.stderr
+    assert not output.exists() or not (output / MANIFEST_NAME).exists()
+
+
+def test_unwritable_output_fails_cleanly(tiny_idx, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_cli("prepare", "--source", tiny_idx, "--output", str(blocker / "out"), "--allow-unknown-source")
+    assert result.returncode == 2 and "not writable" in result.stderr and str(blocker) in result.stderr
+
+
+def test_bad_flag_value_fails_cleanly(tmp_path):
+    result = run_cli("prepare", "--output", str(tmp_path), "--shards-per-split", "0")
+    assert result.returncode == 2 and "at least 1" in result.stderr
+
+
+@pytest.mark.slow
+def test_real_data_set_round_trips(real_source, tmp_path):
+    output = str(tmp_path / "shards")
+    result = run_cli("prepare", "--output", output)
+    assert result.returncode == 0, result.stderr
+    manifest = read_manifest(output)
+    assert all(f["published"] for f in manifest["source"]["files"].values())
+    total = 0
+    for split, (images_name, labels_name) in IDX_FILES.items():
+        images = load_idx(os.path.join(real_source, images_name + ".gz"), ndim=3).array
+        labels = load_idx(os.path.join(real_source, labels_name + ".gz"), ndim=1).array
+        examples = read_split(output, manifest, split)
+        assert len(examples) == manifest["splits"][split]["num_records"] == SPLIT_SIZES[split]
+        assert len({e.image_id for e in examples}) == len(examples)
+        assert np.array_equal(np.stack([to_model_image(e.encoded) for e in examples]), images)
+        assert np.array_equal(np.array([e.label for e in examples]), labels)
+        total += len(examples)
+    assert total == 70_000
