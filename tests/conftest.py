@@ -88,3 +88,18 @@ def real_source() -> str:
     if not os.path.isdir(DEFAULT_SOURCE):
         pytest.fail(f"{DEFAULT_SOURCE} is missing: `make data` installs dataset-fashion-mnist")
     return DEFAULT_SOURCE
+
+
+@pytest.fixture
+def faulty_gcs_bucket(gcs_bucket: str, gcs_emulator: str, monkeypatch: pytest.MonkeyPatch):
+    """(`gs://bucket`, proxy): the bucket of `gcs_bucket`, reached through a proxy that fails
+    every 4th request (503, connection reset, or response lost after the write took effect)."""
+    from components import storage
+    from tests.fault_proxy import FaultProxy
+
+    with FaultProxy(upstream=gcs_emulator, every=4) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{proxy.address}")
+        storage._gcs_client.cache_clear()
+        yield gcs_bucket, proxy
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{gcs_emulator}")
+        storage._gcs_client.cache_clear()
