@@ -20,6 +20,8 @@ RUNS_FOLDER = "runs"
 PARTITION_KEYS = ("run_date", "run_id")
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+# Types of the partition keys when a reader turns the folder names back into columns.
+PARTITION_SCHEMA = pa.schema([pa.field("run_date", pa.date32()), pa.field("run_id", pa.string())])
 
 # (name, type, nullable, description): the description feeds docs/prediction_table.md.
 PREDICTION_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
@@ -67,3 +69,33 @@ def partition_uri(output: str, table: str, run_date: str, run_id: str) -> str:
 def run_summary_uri(output: str, run_id: str) -> str:
     """Where a run's summary JSON goes (written last: its presence means the run is complete)."""
     return storage.join(output, RUNS_FOLDER, f"{run_id}.json")
+
+
+# Arrow type -> BigQuery type of the column that BigQuery makes of it when it reads the Parquet.
+_BIGQUERY_TYPES = {
+    pa.string(): "STRING",
+    pa.int32(): "INTEGER",
+    pa.int64(): "INTEGER",
+    pa.float32(): "FLOAT",
+    pa.float64(): "FLOAT",
+    pa.bool_(): "BOOLEAN",
+    pa.date32(): "DATE",
+    TIMESTAMP: "TIMESTAMP",
+}
+
+
+def bigquery_schema(columns) -> list[dict]:
+    """The BigQuery JSON schema (name, type, mode, description) of a table's columns.
+
+    A list<T> column is a REPEATED field of T: what BigQuery makes of a standard Parquet LIST
+    with list inference on (`parquetOptions.enableListInference`).
+    """
+    fields = []
+    for name, dtype, nullable, description in columns:
+        mode = "NULLABLE" if nullable else "REQUIRED"
+        if pa.types.is_list(dtype):
+            dtype, mode = dtype.value_type, "REPEATED"
+        if dtype not in _BIGQUERY_TYPES:
+            raise TypeError(f"column {name}: Arrow type {dtype} has no BigQuery-safe Parquet mapping")
+        fields.append({"name": name, "type": _BIGQUERY_TYPES[dtype], "mode": mode, "description": description})
+    return fields

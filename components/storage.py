@@ -56,6 +56,11 @@ def basename(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
+def dirname(uri: str) -> str:
+    """The URI of the folder holding a file or object."""
+    return uri.rstrip("/").rsplit("/", 1)[0]
+
+
 # --- Google Cloud Storage -----------------------------------------------------------------
 
 
@@ -96,6 +101,28 @@ def _gcs_not_found():
     from google.api_core.exceptions import NotFound
 
     return NotFound
+
+
+def arrow_filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
+    """A pyarrow file system and the path on it for a URI, for Arrow readers (datasets, Parquet).
+
+    gs:// uses Arrow's own GCS client: anonymous over plain HTTP against the emulator named by
+    STORAGE_EMULATOR_HOST, Application Default Credentials otherwise.
+    """
+    from pyarrow import fs
+
+    if uri.startswith(GCS_SCHEME):
+        _split_gcs(uri)  # a URI without a bucket is the caller's error
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        if emulator:
+            scheme, _, host = emulator.rpartition("://")
+            gcs = fs.GcsFileSystem(anonymous=True, scheme=scheme or "http", endpoint_override=host.rstrip("/"))
+        else:
+            gcs = fs.GcsFileSystem()
+        return gcs, uri[len(GCS_SCHEME) :].rstrip("/")
+    if uri.startswith(HTTP_SCHEMES):
+        raise InputError(f"{uri}: http(s) locations cannot be opened as Arrow file systems")
+    return fs.LocalFileSystem(), os.path.abspath(uri)
 
 
 # --- Reading ------------------------------------------------------------------------------

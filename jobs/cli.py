@@ -7,6 +7,8 @@ from collections.abc import Sequence
 STEPS = {
     "prepare": "jobs.prepare",
     "prepare-images": "jobs.prepare_images",
+    "query": "jobs.query",
+    "report": "jobs.report",
 }
 
 

@@ -103,3 +103,15 @@ def faulty_gcs_bucket(gcs_bucket: str, gcs_emulator: str, monkeypatch: pytest.Mo
         yield gcs_bucket, proxy
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{gcs_emulator}")
         storage._gcs_client.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def scored_output(tmp_path_factory) -> tuple[str, str]:
+    """(data set URI, scoring output URI): tiny shards and two complete scoring runs over them.
+
+    Written the way `fmnist score` writes its tables (tests/scoring_fixture.py); a test that
+    needs real scorer output can take another fixture returning the same pair.
+    """
+    from tests.scoring_fixture import write_scored_output
+
+    return write_scored_output(str(tmp_path_factory.mktemp("scored")))

@@ -1,0 +1,63 @@
+"""The numbers of a scoring report, as pure functions of class counts (tested on their own)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Confidence histogram: this many equal bins over [0, 1]; "low confidence" is below LOW_CONFIDENCE.
+CONFIDENCE_BINS = 20
+LOW_CONFIDENCE = 0.5
+# Shares below this are floored before the logarithm of the PSI: an empty class in either
+# distribution would otherwise make the index infinite.
+PSI_FLOOR = 1e-4
+# The customary reading of a population stability index.
+PSI_BANDS: tuple[tuple[float, str], ...] = ((0.1, "stable"), (0.25, "moderate shift"), (float("inf"), "major shift"))
+
+
+def shares(counts) -> np.ndarray:
+    """Counts as fractions of their total (all zeros for an empty distribution)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    return counts / total if total else np.zeros_like(counts)
+
+
+def psi_per_class(actual_counts, expected_counts) -> np.ndarray:
+    """Each class's term of the population stability index: (a - e) * ln(a / e) on shares."""
+    actual = np.maximum(shares(actual_counts), PSI_FLOOR)
+    expected = np.maximum(shares(expected_counts), PSI_FLOOR)
+    return (actual - expected) * np.log(actual / expected)
+
+
+def psi_band(psi: float) -> str:
+    """'stable', 'moderate shift' or 'major shift' for an overall PSI."""
+    return next(label for limit, label in PSI_BANDS if psi < limit)
+
+
+def classification_metrics(confusion) -> dict:
+    """Accuracy and per-class precision/recall/F1 of a confusion matrix (rows true, columns predicted).
+
+    A class never predicted has no precision (NaN), one never present no recall (NaN).
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    correct = np.diag(confusion)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = correct / confusion.sum(axis=0)
+        recall = correct / confusion.sum(axis=1)
+        f1 = 2 * precision * recall / (precision + recall)
+    total = confusion.sum()
+    return {
+        "labeled": int(total),
+        "accuracy": float(correct.sum() / total) if total else float("nan"),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "support": confusion.sum(axis=1).astype(int),
+    }
+
+
+def format_number(value, spec: str) -> str:
+    """A number for people: "–" for a missing one (None or NaN)."""
+    if value is None or math.isnan(float(value)):
+        return "–"
+    return format(float(value), spec)

@@ -1,0 +1,268 @@
+"""The HTML page of a scoring report: matplotlib figures (Agg) as embedded PNGs, no outside resources."""
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from components.constants import CLASS_NAMES, NUM_CLASSES, tool_version
+from components.report_metrics import CONFIDENCE_BINS, LOW_CONFIDENCE, PSI_BANDS, format_number, psi_band, shares
+
+if TYPE_CHECKING:
+    from components.report import ReportData
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1100px;color:#1d232a;padding:0 1rem}
+h1{margin-bottom:.2rem}h2{border-bottom:1px solid #d6dbe0;padding-bottom:.3rem;margin-top:2.2rem}
+.meta{color:#5b6670}.facts{display:flex;flex-wrap:wrap;gap:.8rem;margin:1rem 0}
+.fact{background:#f3f5f7;border-radius:6px;padding:.6rem .9rem}.fact b{display:block;font-size:1.35rem}
+table{border-collapse:collapse;margin:.8rem 0}th,td{padding:.25rem .7rem;text-align:right;border-bottom:1px solid #e4e8ec}
+th:first-child,td:first-child{text-align:left}figure{margin:1rem 0}figure img{max-width:100%;height:auto}
+figcaption{color:#5b6670;font-size:.9rem}.warn{color:#a23b00}.note{color:#5b6670}
+.thumbs{display:grid;grid-template-columns:repeat(auto-fill,minmax(130px,1fr));gap:.8rem}
+.thumb{background:#f3f5f7;border-radius:6px;padding:.5rem;font-size:.8rem;text-align:center}
+.thumb img{width:84px;height:84px;image-rendering:pixelated;display:block;margin:0 auto .3rem}
+.wrong{color:#a23b00;font-weight:600}
+"""
+
+
+def render(data: ReportData) -> str:
+    """The whole page as one HTML string."""
+    title = "Scoring report: " + ", ".join(run["run_id"] for run in data.runs)
+    sections = [_overview(data), _class_mix(data), _confidence(data)]
+    if data.metrics is not None:
+        sections.append(_accuracy(data))
+    if data.baseline is not None:
+        sections.append(_baseline(data))
+    sections.append(_lowest(data))
+    generated = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{_e(title)}</title><link rel=\"icon\" href=\"data:,\"><style>{_STYLE}</style></head>\n<body>\n"
+        f"<h1>{_e(title)}</h1>\n<p class=\"meta\">generated {generated} by fmnist-jobs {_e(tool_version())}</p>\n"
+        + "\n".join(sections) + "\n</body></html>\n"
+    )
+
+
+# --- Sections ---------------------------------------------------------------------------
+
+
+def _overview(data: ReportData) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(run['run_id'])}</td><td>{_e(run['run_date'])}</td><td>{_e(run['model_version'])}</td>"
+        f"<td>{_e(run['read'])}</td><td>{_e(run['scored'])}</td><td>{_e(run['failed'])}</td></tr>"
+        for run in data.runs
+    )
+    errors = ", ".join(f"{_e(kind)}: {count}" for kind, count in data.errors_by_type.items()) or "none"
+    facts = [("images scored", f"{data.rows:,}"), ("error rows", f"{sum(data.errors_by_type.values()):,}"),
+             ("mean confidence", format_number(data.mean_confidence, ".3f"))]
+    if data.psi is not None:
+        facts.append(("class-mix PSI", f"{data.psi.sum():.4f} ({psi_band(float(data.psi.sum()))})"))
+    if data.metrics is not None:
+        facts.append(("accuracy", f"{data.metrics['accuracy']:.2%}"))
+    if data.baseline is not None:
+        facts.append(("agreement with baseline", format_number(data.baseline["agreement"], ".2%")))
+    return (
+        "<section id=\"overview\"><h2>Overview</h2><div class=\"facts\">"
+        + "".join(f"<div class=\"fact\">{_e(label)}<b>{value}</b></div>" for label, value in facts)
+        + "</div><table><tr><th>run</th><th>run date</th><th>model version</th><th>read</th><th>scored</th>"
+        f"<th>failed</th></tr>{rows}</table><p>Error rows by type: {errors}.</p></section>"
+    )
+
+
+def _class_mix(data: ReportData) -> str:
+    run_shares = shares(data.predicted_counts)
+    if data.training_counts is None:
+        return (
+            "<section id=\"class-mix\"><h2>Class mix</h2>"
+            f"<p class=\"warn\">{_e(data.training_source)}: no drift score.</p>"
+            + _figure(_bars({"this run (predicted)": run_shares}, "share of images"), "Predicted class mix of this run.")
+            + "</section>"
+        )
+    train_shares = shares(data.training_counts)
+    figure = _figure(
+        _drift_figure(train_shares, run_shares, data.psi),
+        "Left: share of each class in the training set and among this run's predictions. "
+        "Right: each class's term of the population stability index.",
+    )
+    bands = "; ".join(f"&lt; {limit} {label}" for limit, label in PSI_BANDS if math.isfinite(limit))
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td>{train_shares[i]:.1%}</td><td>{run_shares[i]:.1%}</td>"
+        f"<td>{int(data.predicted_counts[i]):,}</td><td>{data.psi[i]:.4f}</td></tr>"
+        for i, name in enumerate(CLASS_NAMES)
+    )
+    overall = float(data.psi.sum())
+    return (
+        "<section id=\"class-mix\"><h2>Class mix against the training set</h2>"
+        f"<p>Population stability index over the 10 classes: <b>{overall:.4f}</b> ({psi_band(overall)}; "
+        f"{bands}, else major shift). Training distribution from <code>{_e(data.training_source)}</code>.</p>"
+        + figure
+        + "<table><tr><th>class</th><th>training</th><th>this run</th><th>images</th><th>PSI term</th></tr>"
+        + rows + "</table></section>"
+    )
+
+
+def _confidence(data: ReportData) -> str:
+    fig, axis = _plt().subplots(figsize=(8, 3.2))
+    edges = np.linspace(0, 1, CONFIDENCE_BINS + 1)
+    labeled = data.confidence_bins[1].sum() > 0 or data.metrics is not None
+    axis.bar(edges[:-1], data.confidence_bins[0], width=1 / CONFIDENCE_BINS, align="edge",
+             color="#3a7ca5", label="right" if labeled else "all")
+    if labeled:
+        axis.bar(edges[:-1], data.confidence_bins[1], width=1 / CONFIDENCE_BINS, align="edge",
+                 bottom=data.confidence_bins[0], color="#d1495b", label="wrong")
+    axis.set_xlabel("confidence (softmax of the predicted class)")
+    axis.set_ylabel("images")
+    axis.legend(frameon=False)
+    _tidy(axis)
+    fig.tight_layout()
+    return (
+        "<section id=\"confidence\"><h2>Confidence</h2>"
+        f"<p>{data.low_confidence_share:.1%} of the images were predicted with confidence below {LOW_CONFIDENCE}.</p>"
+        + _figure(fig, "Confidence histogram" + (", stacked by right and wrong predictions." if labeled else "."))
+        + "</section>"
+    )
+
+
+def _accuracy(data: ReportData) -> str:
+    metrics = data.metrics
+    fig = _matrix_figure(data.confusion, "true class", "predicted class")
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td>{format_number(metrics['precision'][i], '.3f')}</td><td>{format_number(metrics['recall'][i], '.3f')}</td>"
+        f"<td>{format_number(metrics['f1'][i], '.3f')}</td><td>{int(metrics['support'][i]):,}</td></tr>"
+        for i, name in enumerate(CLASS_NAMES)
+    )
+    return (
+        "<section id=\"accuracy\"><h2>Accuracy</h2>"
+        f"<p>Accuracy <b>{metrics['accuracy']:.2%}</b> on {metrics['labeled']:,} images whose shards carried a label.</p>"
+        + _figure(fig, "Confusion matrix: rows are the true class, columns the predicted class.")
+        + "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>"
+        + rows + "</table></section>"
+    )
+
+
+def _baseline(data: ReportData) -> str:
+    baseline = data.baseline
+    head = (f"<section id=\"baseline\"><h2>Against baseline run {_e(baseline['run_id'])}</h2>"
+            f"<p>Baseline model {_e(', '.join(baseline['model_versions']))}. ")
+    if not baseline["common_images"]:
+        return head + "The two runs have no image in common.</p></section>"
+    accuracy = ""
+    if baseline["labeled"]:
+        accuracy = (f" On the {baseline['labeled']:,} labeled ones: accuracy {baseline['accuracy']:.2%} here, "
+                    f"{baseline['baseline_accuracy']:.2%} in the baseline.")
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td>{int(baseline['baseline_counts'][i]):,}</td><td>{int(baseline['current_counts'][i]):,}</td>"
+        f"<td>{int(baseline['current_counts'][i] - baseline['baseline_counts'][i]):+d}</td></tr>"
+        for i, name in enumerate(CLASS_NAMES)
+    )
+    return (
+        head + f"{baseline['common_images']:,} images scored by both; the predicted class agrees on "
+        f"<b>{baseline['agreement']:.2%}</b>.{accuracy}</p>"
+        + _figure(_matrix_figure(baseline["flips"], "baseline prediction", "this run's prediction"),
+                  "Where predictions moved: rows are the baseline's class, columns this run's; off the diagonal are changes.")
+        + "<table><tr><th>class</th><th>baseline</th><th>this run</th><th>delta</th></tr>" + rows + "</table></section>"
+    )
+
+
+def _lowest(data: ReportData) -> str:
+    if not data.thumbnails:
+        return "<section id=\"lowest\"><h2>Lowest-confidence images</h2><p class=\"note\">None to show.</p></section>"
+    cards = []
+    for thumb in data.thumbnails:
+        picture = (f"<img alt=\"{_e(thumb.image_id)}\" src=\"data:image/png;base64,{base64.b64encode(thumb.png).decode()}\">"
+                   if thumb.png is not None else f"<p class=\"note\">{_e(thumb.note)}</p>")
+        truth = ""
+        if thumb.true_label is not None:
+            wrong = " class=\"wrong\"" if CLASS_NAMES[thumb.true_label] != thumb.predicted_class else ""
+            truth = f"<br><span{wrong}>true: {_e(CLASS_NAMES[thumb.true_label])}</span>"
+        cards.append(f"<div class=\"thumb\" title=\"{_e(thumb.source_uri)}\">{picture}<code>{_e(thumb.image_id)}</code><br>"
+                     f"{_e(thumb.predicted_class)} {thumb.confidence:.2f}{truth}</div>")
+    return (
+        "<section id=\"lowest\"><h2>Lowest-confidence images</h2>"
+        f"<p>The {len(cards)} images the model was least sure of, as the model saw them (28×28, decoded from their "
+        "source shards), with the predicted class and its confidence.</p>"
+        f"<div class=\"thumbs\">{''.join(cards)}</div></section>"
+    )
+
+
+# --- Figures ----------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to PNG bytes only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _drift_figure(train_shares: np.ndarray, run_shares: np.ndarray, psi: np.ndarray):
+    fig, (left, right) = _plt().subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    _bars({"training set": train_shares, "this run (predicted)": run_shares}, "share of images", axis=left)
+    right.barh(range(NUM_CLASSES), psi, color=["#d1495b" if value >= 0.1 else "#3a7ca5" for value in psi])
+    right.set_yticks(range(NUM_CLASSES), CLASS_NAMES)
+    right.invert_yaxis()
+    right.set_xlabel("PSI term")
+    _tidy(right)
+    fig.tight_layout()
+    return fig
+
+
+def _bars(series: dict[str, np.ndarray], ylabel: str, axis=None):
+    fig = None
+    if axis is None:
+        fig, axis = _plt().subplots(figsize=(9, 3.5))
+    width = 0.8 / len(series)
+    colours = ("#9aa5b1", "#3a7ca5", "#d1495b")
+    for index, (label, values) in enumerate(series.items()):
+        axis.bar(np.arange(NUM_CLASSES) + (index - (len(series) - 1) / 2) * width, values, width,
+                 label=label, color=colours[index % len(colours)])
+    axis.set_xticks(range(NUM_CLASSES), CLASS_NAMES, rotation=30, ha="right")
+    axis.set_ylabel(ylabel)
+    axis.legend(frameon=False)
+    _tidy(axis)
+    if fig is not None:
+        fig.tight_layout()
+    return fig
+
+
+def _matrix_figure(matrix: np.ndarray, ylabel: str, xlabel: str):
+    fig, axis = _plt().subplots(figsize=(7, 6))
+    axis.imshow(matrix, cmap="Blues")
+    threshold = matrix.max() / 2 if matrix.max() else 1
+    for (row, column), value in np.ndenumerate(matrix):
+        if value:
+            axis.text(column, row, str(value), ha="center", va="center", fontsize=8,
+                      color="white" if value > threshold else "#1d232a")
+    axis.set_xticks(range(NUM_CLASSES), CLASS_NAMES, rotation=45, ha="right")
+    axis.set_yticks(range(NUM_CLASSES), CLASS_NAMES)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def _tidy(axis) -> None:
+    axis.spines[["top", "right"]].set_visible(False)
+
+
+def _figure(fig, caption: str) -> str:
+    """A figure as an <img> with the PNG inline (the page needs no other file)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    _plt().close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return (f"<figure><img alt=\"{_e(caption)}\" src=\"data:image/png;base64,{encoded}\">"
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _e(value) -> str:
+    return html.escape(str(value))

@@ -1,0 +1,39 @@
+"""Scoring tables -> one self-contained HTML report (class mix vs training, confidence, accuracy, thumbnails).
+
+    fmnist report --predictions runs/local/scores --out runs/local/report
+    fmnist report --predictions gs://bucket/scores --run-date 2026-11-28 --out gs://bucket/reports/2026-11-28
+    fmnist report --predictions runs/local/scores --run-id RUN --baseline-run OLDER_RUN --out report/
+"""
+import argparse
+import sys
+
+from components.report import report
+from jobs.runner import main_of, new_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("fmnist report", __doc__.splitlines()[0])
+    parser.add_argument("--predictions", required=True, help="the scoring output root (the --output given to `fmnist score`)")
+    parser.add_argument("--out", required=True, help="folder for report.html and summary.json")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--run-id", dest="run_id", help="the run to report on (default: the latest complete run)")
+    which.add_argument("--run-date", dest="run_date", help="report on every complete run of this day (YYYY-MM-DD)")
+    parser.add_argument("--baseline-run", dest="baseline_run",
+                        help="a run to compare with on the images both scored (e.g. the previous model version)")
+    parser.add_argument("--manifest", help="data set manifest.json (or its folder) holding the training class histogram "
+                        "(default: the manifest beside the scored shards)")
+    parser.add_argument("--lowest", type=int, help="how many lowest-confidence images to show (default 24)")
+    return parser
+
+
+def report_and_print(**kwargs) -> dict:
+    """Writes the report, prints the terminal summary, and returns where everything went."""
+    result = report(**kwargs)
+    print(result.terminal, flush=True)
+    return {"report": result.report_uri, "summary": result.summary_uri}
+
+
+main = main_of(build_parser, report_and_print)
+
+if __name__ == "__main__":
+    sys.exit(main())
