@@ -133,12 +133,12 @@ def collect(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_da
     selected = select_runs(connection, run_id=run_id, run_date=run_date)
     where, params = _in("run_id", selected)
     predicted = _class_counts(connection, f"SELECT predicted_label, count(*) FROM predictions WHERE {where} GROUP BY 1", params)
-    labeled = connection.execute(f"SELECT count(*) FROM predictions WHERE {where} AND true_label IS NOT NULL", params).fetchone()[0]
+    labeled = _rows(connection, f"SELECT count(*) FROM predictions WHERE {where} AND true_label IS NOT NULL", params)[0][0]
     confusion = _confusion(connection, where, params) if labeled else None
     training_counts, training_source = training_histogram(connection, selected, manifest)
-    mean, low_share = connection.execute(
+    mean, low_share = _rows(connection,
         f"SELECT avg(confidence), avg(CASE WHEN confidence < {LOW_CONFIDENCE} THEN 1 ELSE 0 END) "
-        f"FROM predictions WHERE {where}", params).fetchone()
+        f"FROM predictions WHERE {where}", params)[0]
     return ReportData(
         runs=_runs(connection, selected),
         rows=int(predicted.sum()),
@@ -149,21 +149,21 @@ def collect(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_da
         confidence_bins=_confidence_bins(connection, where, params, labeled=bool(labeled)),
         low_confidence_share=float(low_share or 0.0),
         mean_confidence=float(mean) if mean is not None else math.nan,
-        errors_by_type=dict(connection.execute(
-            f"SELECT error_type, count(*) FROM errors WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1", params).fetchall()),
+        errors_by_type=dict(_rows(connection,
+            f"SELECT error_type, count(*) FROM errors WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1", params)),
         confusion=confusion,
         metrics=None if confusion is None else classification_metrics(confusion),
         baseline=None if baseline_run is None else compare(connection, selected, baseline_run),
-        thumbnails=thumbnails(connection.execute(
+        thumbnails=thumbnails(_rows(connection,
             f"SELECT image_id, run_id, source_uri, predicted_class, confidence, true_label FROM predictions "
-            f"WHERE {where} ORDER BY confidence, image_id LIMIT {int(lowest)}", params).fetchall()),
+            f"WHERE {where} ORDER BY confidence, image_id LIMIT {int(lowest)}", params)),
     )
 
 
 def select_runs(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_date: str | None) -> list[str]:
     """The run ids a report covers: one run, every run of a day, or the latest run."""
     if run_id:
-        if not connection.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]:
+        if not _rows(connection, "SELECT count(*) FROM runs WHERE run_id = ?", [run_id])[0][0]:
             raise InputError(f"run {run_id}: no complete run with that id (no runs/{run_id}.json)")
         return [run_id]
     if run_date:
@@ -171,18 +171,23 @@ def select_runs(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, ru
             day = datetime.date.fromisoformat(run_date)
         except ValueError as error:
             raise InputError(f"--run-date {run_date!r}: expected YYYY-MM-DD") from error
-        selected = [row[0] for row in connection.execute(
-            "SELECT run_id FROM runs WHERE run_date = ? ORDER BY run_id", [day]).fetchall()]
+        selected = [row[0] for row in _rows(connection,
+            "SELECT run_id FROM runs WHERE run_date = ? ORDER BY run_id", [day])]
         if not selected:
             raise InputError(f"--run-date {run_date}: no complete run on that day")
         return selected
     # The latest: newest run date, then the run whose rows were scored last.
-    return [connection.execute(
+    return [_rows(connection,
         "SELECT r.run_id FROM runs r LEFT JOIN ("
         "  SELECT run_id, max(scored_at) AS last FROM predictions GROUP BY run_id"
         "  UNION ALL SELECT run_id, max(scored_at) FROM errors GROUP BY run_id) s USING (run_id) "
         "GROUP BY r.run_id, r.run_date ORDER BY r.run_date DESC NULLS LAST, max(s.last) DESC NULLS LAST, r.run_id DESC "
-        "LIMIT 1").fetchone()[0]]
+        "LIMIT 1")[0][0]]
+
+
+def _rows(connection: duckdb.DuckDBPyConnection, sql: str, params: Sequence = ()) -> list[tuple]:
+    """All rows of a query (fetched to the end, so the connection is free for the next one)."""
+    return connection.execute(sql, list(params)).fetchall()
 
 
 def _in(column: str, values: Sequence[str]) -> tuple[str, list[str]]:
@@ -191,7 +196,7 @@ def _in(column: str, values: Sequence[str]) -> tuple[str, list[str]]:
 
 def _class_counts(connection, sql: str, params: list) -> np.ndarray:
     counts = np.zeros(NUM_CLASSES, dtype=np.int64)
-    for label, count in connection.execute(sql, params).fetchall():
+    for label, count in _rows(connection, sql, params):
         if label is not None and 0 <= label < NUM_CLASSES:
             counts[label] = count
     return counts
@@ -199,9 +204,9 @@ def _class_counts(connection, sql: str, params: list) -> np.ndarray:
 
 def _confusion(connection, where: str, params: list) -> np.ndarray:
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    for true, predicted, count in connection.execute(
+    for true, predicted, count in _rows(connection,
         f"SELECT true_label, predicted_label, count(*) FROM predictions WHERE {where} "
-        "AND true_label BETWEEN 0 AND 9 GROUP BY ALL", params).fetchall():
+        "AND true_label BETWEEN 0 AND 9 GROUP BY ALL", params):
         confusion[true, predicted] = count
     return confusion
 
@@ -209,9 +214,9 @@ def _confusion(connection, where: str, params: list) -> np.ndarray:
 def _confidence_bins(connection, where: str, params: list, *, labeled: bool) -> np.ndarray:
     bins = np.zeros((2, CONFIDENCE_BINS), dtype=np.int64)
     wrong = "coalesce(true_label <> predicted_label, false)" if labeled else "false"
-    for is_wrong, index, count in connection.execute(
+    for is_wrong, index, count in _rows(connection,
         f"SELECT {wrong}, least(floor(confidence * {CONFIDENCE_BINS}), {CONFIDENCE_BINS - 1})::INTEGER, count(*) "
-        f"FROM predictions WHERE {where} GROUP BY ALL", params).fetchall():
+        f"FROM predictions WHERE {where} GROUP BY ALL", params):
         bins[int(is_wrong), index] = count
     return bins
 
@@ -219,7 +224,7 @@ def _confidence_bins(connection, where: str, params: list, *, labeled: bool) -> 
 def _runs(connection, selected: list[str]) -> list[dict]:
     where, params = _in("run_id", selected)
     columns = ["run_id", "run_date", "model_version", "read", "scored", "failed"]
-    rows = connection.execute(f"SELECT {', '.join(columns)} FROM runs WHERE {where} ORDER BY run_id", params).fetchall()
+    rows = _rows(connection, f"SELECT {', '.join(columns)} FROM runs WHERE {where} ORDER BY run_id", params)
     return [dict(zip(columns, (str(value) if isinstance(value, datetime.date) else value for value in row))) for row in rows]
 
 
@@ -232,8 +237,8 @@ def training_histogram(connection, selected: list[str], manifest: str | None) ->
             raise InputError(f"{storage.join(folder, MANIFEST_NAME)}: has no train split class_histogram")
         return histogram, storage.join(folder, MANIFEST_NAME)
     where, params = _in("run_id", selected)
-    folders = sorted({storage.dirname(row[0]) for row in connection.execute(
-        f"SELECT DISTINCT source_uri FROM predictions WHERE {where}", params).fetchall()})
+    folders = sorted({storage.dirname(row[0]) for row in _rows(connection,
+        f"SELECT DISTINCT source_uri FROM predictions WHERE {where}", params)})
     for folder in folders:
         if storage.exists(storage.join(folder, MANIFEST_NAME)):
             histogram = _train_split_histogram(read_manifest(folder))
@@ -249,20 +254,20 @@ def _train_split_histogram(manifest: dict) -> np.ndarray | None:
 
 def compare(connection, selected: list[str], baseline_run: str) -> dict:
     """This run against a baseline run on the images both scored: agreement, deltas, flips."""
-    if not connection.execute("SELECT count(*) FROM runs WHERE run_id = ?", [baseline_run]).fetchone()[0]:
+    if not _rows(connection, "SELECT count(*) FROM runs WHERE run_id = ?", [baseline_run])[0][0]:
         raise InputError(f"--baseline-run {baseline_run}: no complete run with that id (no runs/{baseline_run}.json)")
     where, params = _in("c.run_id", selected)
     pairs = (f"FROM predictions c JOIN predictions b ON c.image_id = b.image_id AND b.run_id = ? WHERE {where}",
              [baseline_run, *params])
     flips = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    for base, current, count in connection.execute(
-        f"SELECT b.predicted_label, c.predicted_label, count(*) {pairs[0]} GROUP BY ALL", pairs[1]).fetchall():
+    for base, current, count in _rows(connection,
+        f"SELECT b.predicted_label, c.predicted_label, count(*) {pairs[0]} GROUP BY ALL", pairs[1]):
         flips[base, current] = count
-    labeled_correct = connection.execute(
+    labeled_correct = _rows(connection,
         f"SELECT count(*), sum((c.predicted_label = c.true_label)::INT), sum((b.predicted_label = b.true_label)::INT) "
-        f"{pairs[0]} AND c.true_label IS NOT NULL", pairs[1]).fetchone()
-    versions = [row[0] for row in connection.execute(
-        "SELECT DISTINCT model_version FROM runs WHERE run_id = ? ORDER BY 1", [baseline_run]).fetchall()]
+        f"{pairs[0]} AND c.true_label IS NOT NULL", pairs[1])[0]
+    versions = [row[0] for row in _rows(connection,
+        "SELECT DISTINCT model_version FROM runs WHERE run_id = ? ORDER BY 1", [baseline_run])]
     common = int(flips.sum())
     labeled = int(labeled_correct[0])
     return {

@@ -204,6 +204,12 @@ def _plt():
     return plt
 
 
+def _ticker():
+    import matplotlib.ticker
+
+    return matplotlib.ticker
+
+
 def _drift_figure(train_shares: np.ndarray, run_shares: np.ndarray, psi: np.ndarray):
     fig, (left, right) = _plt().subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     _bars({"training set": train_shares, "this run (predicted)": run_shares}, "share of images", axis=left)
@@ -226,6 +232,7 @@ def _bars(series: dict[str, np.ndarray], ylabel: str, axis=None):
         axis.bar(np.arange(NUM_CLASSES) + (index - (len(series) - 1) / 2) * width, values, width,
                  label=label, color=colours[index % len(colours)])
     axis.set_xticks(range(NUM_CLASSES), CLASS_NAMES, rotation=30, ha="right")
+    axis.yaxis.set_major_formatter(_ticker().PercentFormatter(1.0))
     axis.set_ylabel(ylabel)
     axis.legend(frameon=False)
     _tidy(axis)

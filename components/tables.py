@@ -173,7 +173,7 @@ def format_table(table: pa.Table, *, max_rows: int = 100) -> str:
     """A result as a boxed text table for the terminal (the first max_rows rows)."""
     connection = duckdb.connect()
     try:
-        text = str(connection.from_arrow(table.slice(0, max_rows)))
+        text = str(connection.from_arrow(table.slice(0, max_rows))).rstrip("\n")
     finally:
         connection.close()
     if table.num_rows > max_rows:

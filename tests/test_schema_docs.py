@@ -1,0 +1,30 @@
+"""The files generated from components/schema.py are committed as generated (`make schema-docs`)."""
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pytest
+
+from components import schema_docs
+from components.schema import PREDICTION_COLUMNS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("relative", sorted(schema_docs.generated_files()))
+def test_committed_file_matches_the_schema_module(relative):
+    with open(os.path.join(REPO, relative)) as file:
+        committed = file.read()
+    assert committed == schema_docs.generated_files()[relative], f"{relative} is stale: run `make schema-docs`"
+
+
+def test_data_dictionary_lists_every_column_with_its_types():
+    text = schema_docs.data_dictionary()
+    section = text.split("## `predictions`")[1].split("## `errors`")[0]
+    for name, dtype, _, description in PREDICTION_COLUMNS:
+        row = next(line for line in section.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"`{schema_docs.arrow_type_name(dtype)}`" in row and description in row
+    assert "| `probabilities` | `list<float32>` | FLOAT | REPEATED |" in text
+    assert "| `run_date` | `date` |" in text
+    assert schema_docs.arrow_type_name(pa.timestamp("us", tz="UTC")) == "timestamp[us, UTC]"

@@ -1,0 +1,121 @@
+"""SQL views over the scoring tables (components/tables.py) and `fmnist query`, locally and on gs://."""
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+from pyarrow import fs
+
+from components import storage
+from components.errors import InputError
+from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, partition_uri
+from components.tables import open_tables, query
+from jobs import query as query_job
+from tests.scoring_fixture import RUNS, UNFINISHED
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def counts_by_run(connection, view: str) -> dict[str, int]:
+    return dict(connection.sql(f"SELECT run_id, count(*) FROM {view} GROUP BY 1").fetchall())
+
+
+def test_views_hold_complete_runs_only_and_reconcile_with_summaries(scored_output):
+    _, scores = scored_output
+    connection = open_tables(predictions=scores)
+    assert [row[0] for row in connection.sql("SELECT run_id FROM runs ORDER BY 1").fetchall()] == [run.run_id for run in RUNS]
+    predictions, errors = counts_by_run(connection, "predictions"), counts_by_run(connection, "errors")
+    assert UNFINISHED.run_id not in predictions and UNFINISHED.run_id not in errors
+    assert predictions == {"nightly-2026-11-27": 38, "nightly-2026-11-28": 40}
+    for run_id, read, scored, failed in connection.sql("SELECT run_id, read, scored, failed FROM runs").fetchall():
+        assert (scored, failed) == (predictions[run_id], errors.get(run_id, 0))
+        assert read == scored + failed
+
+
+def test_partition_columns_are_typed_and_usable_in_where(scored_output):
+    _, scores = scored_output
+    connection = open_tables(predictions=scores)
+    columns = dict(connection.sql("SELECT column_name, column_type FROM (DESCRIBE predictions)").fetchall())
+    assert list(columns) == PREDICTION_SCHEMA.names + ["run_date"]
+    assert columns["run_date"] == "DATE" and columns["probabilities"] == "FLOAT[]"
+    assert connection.sql("SELECT DISTINCT run_id FROM predictions WHERE run_date = '2026-11-27'").fetchall() == [
+        ("nightly-2026-11-27",)]
+    assert connection.execute("SELECT count(*) FROM errors WHERE run_id = 'nightly-2026-11-28'").fetchall() == [(0,)]
+    error_columns = [row[0] for row in connection.sql("DESCRIBE errors").fetchall()]
+    assert error_columns == ERROR_SCHEMA.names + ["run_date"]
+    assert connection.execute("SELECT run_date FROM runs ORDER BY 1 LIMIT 1").fetchall() == [(datetime.date(2026, 11, 27),)]
+
+
+def test_stray_files_in_a_complete_partition_are_not_read(scored_output, tmp_path):
+    """Temporary and hidden files (a writer's staging) and foreign files never reach the views."""
+    _, scores = scored_output
+    copy = str(tmp_path / "scores")
+    for uri in storage.list_prefix(scores):
+        storage.copy(uri, os.path.join(copy, os.path.relpath(uri, scores)))
+    folder = partition_uri(copy, "predictions", RUNS[0].run_date, RUNS[0].run_id)
+    for name in (".part-00009.parquet.tmp", "_part-00009.parquet", ".tmp-abc", "notes.txt"):
+        storage.write_bytes(storage.join(folder, name), b"not parquet")
+    assert counts_by_run(open_tables(predictions=copy), "predictions")[RUNS[0].run_id] == 38
+
+
+def test_no_complete_run_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no complete scoring run"):
+        open_tables(predictions=str(tmp_path))
+
+
+def test_arrow_filesystem_maps_uris(gcs_bucket, tmp_path):
+    local, path = storage.arrow_filesystem(str(tmp_path / "x"))
+    assert isinstance(local, fs.LocalFileSystem) and path == str(tmp_path / "x")
+    gcs, path = storage.arrow_filesystem(f"{gcs_bucket}/scores/")
+    assert isinstance(gcs, fs.GcsFileSystem) and path == f"{gcs_bucket[5:]}/scores"
+    with pytest.raises(InputError):
+        storage.arrow_filesystem("https://example.com/scores")
+
+
+def test_views_read_gcs_through_the_emulator(scored_output, gcs_bucket):
+    _, scores = scored_output
+    remote = f"{gcs_bucket}/scores"
+    for uri in storage.list_prefix(scores):
+        storage.copy(uri, storage.join(remote, os.path.relpath(uri, scores)))
+    table = query(sql="SELECT run_id, count(*) AS n FROM predictions WHERE run_date >= '2026-11-27' "
+                      "GROUP BY 1 ORDER BY 1", predictions=remote)
+    assert table.to_pylist() == [{"run_id": "nightly-2026-11-27", "n": 38}, {"run_id": "nightly-2026-11-28", "n": 40}]
+
+
+def test_query_cli_prints_a_table(scored_output):
+    _, scores = scored_output
+    completed = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "query",
+         "SELECT run_id, count(*) AS images FROM predictions GROUP BY 1 ORDER BY 1", "--predictions", scores],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    lines = [line for line in completed.stdout.splitlines() if "nightly" in line]
+    assert "nightly-2026-11-27" in lines[0] and "38" in lines[0]
+    assert "nightly-2026-11-28" in lines[1] and "40" in lines[1]
+
+
+@pytest.mark.parametrize("extension", [".csv", ".parquet"])
+def test_query_cli_writes_csv_or_parquet(scored_output, tmp_path, capsys, extension):
+    _, scores = scored_output
+    out = str(tmp_path / f"result{extension}")
+    code = query_job.main(["SELECT image_id, probabilities, run_date FROM predictions ORDER BY image_id, run_id",
+                           "--predictions", scores, "--out", out])
+    assert code == 0
+    assert '"rows": 78' in capsys.readouterr().out
+    table = pa_csv.read_csv(out) if extension == ".csv" else pq.read_table(out)
+    assert table.num_rows == 78 and table.column_names == ["image_id", "probabilities", "run_date"]
+
+
+def test_query_cli_bad_input_is_one_line_exit_2(scored_output, tmp_path, capsys):
+    _, scores = scored_output
+    assert query_job.main(["SELECT nope FROM predictions", "--predictions", scores]) == 2
+    assert query_job.main(["SELECT 1", "--predictions", scores, "--out", str(tmp_path / "x.xlsx")]) == 2
+    assert query_job.main(["SELECT 1", "--predictions", str(tmp_path / "empty")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert "nope" in lines[0] and "x.xlsx" in lines[1] and "no complete scoring run" in lines[2]
