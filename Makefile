@@ -9,7 +9,7 @@ DATA_DIR := /usr/share/datasets/fashion-mnist
 # Where `make run` writes everything (shards, models, prediction tables, report).
 RUN_DIR ?= runs/local
 
-.PHONY: install data run test clean
+.PHONY: install data browser run report test schema-docs clean
 
 install: $(VENV)/.installed data
 
@@ -24,14 +24,26 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 data:
 	@test -d $(DATA_DIR) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
 
+# Headless Chromium (Debian's package) for the test that renders the HTML report.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 lock: $(VENV)/.installed
 	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock
 
 run: install
 	$(BIN)/fmnist prepare --output $(RUN_DIR)/shards --overwrite
 
-test: install
+# The analysts' report of the latest scoring run in $(RUN_DIR)/scores.
+report: install
+	$(BIN)/fmnist report --predictions $(RUN_DIR)/scores --out $(RUN_DIR)/report
+
+test: install browser
 	$(BIN)/python -m pytest
+
+# Rewrites the files generated from components/schema.py (a test fails when they are stale).
+schema-docs: $(VENV)/.installed
+	$(BIN)/python -m components.schema_docs
 
 clean:
 	rm -rf $(RUN_DIR)

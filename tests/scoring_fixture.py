@@ -32,6 +32,7 @@ from components.schema import (
     ERRORS_TABLE,
     PREDICTION_SCHEMA,
     PREDICTIONS_TABLE,
+    TABLE_SCHEMA_VERSION,
     partition_uri,
     run_summary_uri,
 )
@@ -105,7 +106,7 @@ def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bo
     """Scores the shards with the stand-in model into the tables; the summary is written last."""
     scored_at = datetime.datetime(*map(int, run.run_date.split("-")), 6, 0, tzinfo=datetime.timezone.utc)
     failures = {(shard, record): error_type for shard, record, error_type in run.failures}
-    read, failed_by_type, timings_start = 0, {}, datetime.datetime.now(datetime.timezone.utc)
+    read, failed_by_type, started_at = 0, {}, datetime.datetime.now(datetime.timezone.utc)
     for shard_index, uri in enumerate(shard_uris):
         predictions, errors = [], []
         with storage.open_read(uri) as stream:
@@ -134,14 +135,19 @@ def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bo
             _write_parquet(storage.join(partition_uri(output, ERRORS_TABLE, run.run_date, run.run_id), part),
                            pa.Table.from_pylist(errors, schema=ERROR_SCHEMA))
     failed = sum(failed_by_type.values())
-    document = {
+    finished_at = datetime.datetime.now(datetime.timezone.utc)
+    document = {  # the fields `fmnist score` writes (components/score_run.py), minus Beam's counters
+        "schema_version": TABLE_SCHEMA_VERSION,
         "run_id": run.run_id,
         "run_date": run.run_date,
+        "status": "ok",
         "model_version": run.model_version,
+        "model_uri": f"models/{run.model_version}",
+        "inputs": {"glob": storage.join(storage.dirname(shard_uris[0]), "test-*.tfrecord"), "shards": list(shard_uris)},
         "counts": {"read": read, "scored": read - failed, "failed": failed, "failed_by_type": failed_by_type},
-        "inputs": {"input": storage.join(storage.dirname(shard_uris[0]), "test-*.tfrecord"),
-                   "model": f"models/{run.model_version}"},
-        "timings": {"started_at": timings_start.isoformat(), "seconds": 0.1},
+        "error_rate": failed / read,
+        "timings": {"started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
+                    "total_seconds": round((finished_at - started_at).total_seconds(), 3)},
     }
     if summary:
         storage.write_bytes(run_summary_uri(output, run.run_id), json.dumps(document, indent=2).encode())
