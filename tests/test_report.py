@@ -160,3 +160,14 @@ def test_report_cli_prints_the_summary_table(scored_output, tmp_path):
     assert f"report: {out}/report.html" in lines
     assert json.loads(lines[-1]) == {"report": f"{out}/report.html", "summary": f"{out}/summary.json"}
     assert os.path.getsize(f"{out}/report.html") > 50_000
+
+
+def test_report_reads_and_writes_gcs(scored_output, gcs_bucket):
+    _, scores = scored_output
+    remote = f"{gcs_bucket}/scores"
+    for uri in storage.list_prefix(scores):
+        storage.copy(uri, storage.join(remote, os.path.relpath(uri, scores)))
+    result = report(predictions=remote, out=f"{gcs_bucket}/report", run_id=OLDER, lowest=2)
+    assert result.report_uri == f"{gcs_bucket}/report/report.html"
+    assert b"<h1>Scoring report: nightly-2026-11-27</h1>" in storage.read_bytes(result.report_uri)
+    assert json.loads(storage.read_bytes(result.summary_uri))["rows"] == 38
