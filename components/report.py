@@ -132,13 +132,21 @@ def collect(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_da
     """Runs the report's queries over the views for the selected runs."""
     selected = select_runs(connection, run_id=run_id, run_date=run_date)
     where, params = _in("run_id", selected)
-    predicted = _class_counts(connection, f"SELECT predicted_label, count(*) FROM predictions WHERE {where} GROUP BY 1", params)
-    labeled = _rows(connection, f"SELECT count(*) FROM predictions WHERE {where} AND true_label IS NOT NULL", params)[0][0]
+    predicted = _class_counts(connection, where, params)
+    [(labeled, mean, low_share)] = _rows(
+        connection,
+        f"SELECT count(true_label), avg(confidence), avg(CASE WHEN confidence < {LOW_CONFIDENCE} THEN 1 ELSE 0 END) "
+        f"FROM predictions WHERE {where}", params)
     confusion = _confusion(connection, where, params) if labeled else None
     training_counts, training_source = training_histogram(connection, selected, manifest)
-    mean, low_share = _rows(connection,
-        f"SELECT avg(confidence), avg(CASE WHEN confidence < {LOW_CONFIDENCE} THEN 1 ELSE 0 END) "
-        f"FROM predictions WHERE {where}", params)[0]
+    if not predicted.sum():  # every record failed: there is no class mix to compare
+        training_counts, training_source = None, "no image was scored"
+    errors_by_type = _rows(
+        connection, f"SELECT error_type, count(*) FROM errors WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1", params)
+    lowest_rows = _rows(
+        connection,
+        "SELECT image_id, run_id, source_uri, predicted_class, confidence, true_label FROM predictions "
+        f"WHERE {where} ORDER BY confidence, image_id LIMIT {int(lowest)}", params)
     return ReportData(
         runs=_runs(connection, selected),
         rows=int(predicted.sum()),
@@ -148,15 +156,12 @@ def collect(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_da
         psi=None if training_counts is None else psi_per_class(predicted, training_counts),
         confidence_bins=_confidence_bins(connection, where, params, labeled=bool(labeled)),
         low_confidence_share=float(low_share or 0.0),
-        mean_confidence=float(mean) if mean is not None else math.nan,
-        errors_by_type=dict(_rows(connection,
-            f"SELECT error_type, count(*) FROM errors WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1", params)),
+        mean_confidence=math.nan if mean is None else float(mean),
+        errors_by_type=dict(errors_by_type),
         confusion=confusion,
         metrics=None if confusion is None else classification_metrics(confusion),
         baseline=None if baseline_run is None else compare(connection, selected, baseline_run),
-        thumbnails=thumbnails(_rows(connection,
-            f"SELECT image_id, run_id, source_uri, predicted_class, confidence, true_label FROM predictions "
-            f"WHERE {where} ORDER BY confidence, image_id LIMIT {int(lowest)}", params)),
+        thumbnails=thumbnails(lowest_rows),
     )
 
 
@@ -171,18 +176,19 @@ def select_runs(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, ru
             day = datetime.date.fromisoformat(run_date)
         except ValueError as error:
             raise InputError(f"--run-date {run_date!r}: expected YYYY-MM-DD") from error
-        selected = [row[0] for row in _rows(connection,
-            "SELECT run_id FROM runs WHERE run_date = ? ORDER BY run_id", [day])]
+        selected = [row[0] for row in _rows(connection, "SELECT run_id FROM runs WHERE run_date = ? ORDER BY run_id", [day])]
         if not selected:
             raise InputError(f"--run-date {run_date}: no complete run on that day")
         return selected
     # The latest: newest run date, then the run whose rows were scored last.
-    return [_rows(connection,
+    [(latest,)] = _rows(
+        connection,
         "SELECT r.run_id FROM runs r LEFT JOIN ("
         "  SELECT run_id, max(scored_at) AS last FROM predictions GROUP BY run_id"
         "  UNION ALL SELECT run_id, max(scored_at) FROM errors GROUP BY run_id) s USING (run_id) "
         "GROUP BY r.run_id, r.run_date ORDER BY r.run_date DESC NULLS LAST, max(s.last) DESC NULLS LAST, r.run_id DESC "
-        "LIMIT 1")[0][0]]
+        "LIMIT 1")
+    return [latest]
 
 
 def _rows(connection: duckdb.DuckDBPyConnection, sql: str, params: Sequence = ()) -> list[tuple]:
@@ -194,9 +200,9 @@ def _in(column: str, values: Sequence[str]) -> tuple[str, list[str]]:
     return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
 
 
-def _class_counts(connection, sql: str, params: list) -> np.ndarray:
+def _class_counts(connection, where: str, params: list) -> np.ndarray:
     counts = np.zeros(NUM_CLASSES, dtype=np.int64)
-    for label, count in _rows(connection, sql, params):
+    for label, count in _rows(connection, f"SELECT predicted_label, count(*) FROM predictions WHERE {where} GROUP BY 1", params):
         if label is not None and 0 <= label < NUM_CLASSES:
             counts[label] = count
     return counts
@@ -204,9 +210,9 @@ def _class_counts(connection, sql: str, params: list) -> np.ndarray:
 
 def _confusion(connection, where: str, params: list) -> np.ndarray:
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    for true, predicted, count in _rows(connection,
-        f"SELECT true_label, predicted_label, count(*) FROM predictions WHERE {where} "
-        "AND true_label BETWEEN 0 AND 9 GROUP BY ALL", params):
+    sql = (f"SELECT true_label, predicted_label, count(*) FROM predictions WHERE {where} "
+           "AND true_label BETWEEN 0 AND 9 GROUP BY ALL")
+    for true, predicted, count in _rows(connection, sql, params):
         confusion[true, predicted] = count
     return confusion
 
@@ -214,9 +220,9 @@ def _confusion(connection, where: str, params: list) -> np.ndarray:
 def _confidence_bins(connection, where: str, params: list, *, labeled: bool) -> np.ndarray:
     bins = np.zeros((2, CONFIDENCE_BINS), dtype=np.int64)
     wrong = "coalesce(true_label <> predicted_label, false)" if labeled else "false"
-    for is_wrong, index, count in _rows(connection,
-        f"SELECT {wrong}, least(floor(confidence * {CONFIDENCE_BINS}), {CONFIDENCE_BINS - 1})::INTEGER, count(*) "
-        f"FROM predictions WHERE {where} GROUP BY ALL", params):
+    sql = (f"SELECT {wrong}, least(floor(confidence * {CONFIDENCE_BINS}), {CONFIDENCE_BINS - 1})::INTEGER, count(*) "
+           f"FROM predictions WHERE {where} GROUP BY ALL")
+    for is_wrong, index, count in _rows(connection, sql, params):
         bins[int(is_wrong), index] = count
     return bins
 
@@ -237,8 +243,8 @@ def training_histogram(connection, selected: list[str], manifest: str | None) ->
             raise InputError(f"{storage.join(folder, MANIFEST_NAME)}: has no train split class_histogram")
         return histogram, storage.join(folder, MANIFEST_NAME)
     where, params = _in("run_id", selected)
-    folders = sorted({storage.dirname(row[0]) for row in _rows(connection,
-        f"SELECT DISTINCT source_uri FROM predictions WHERE {where}", params)})
+    sources = _rows(connection, f"SELECT DISTINCT source_uri FROM predictions WHERE {where}", params)
+    folders = sorted({storage.dirname(source) for (source,) in sources})
     for folder in folders:
         if storage.exists(storage.join(folder, MANIFEST_NAME)):
             histogram = _train_split_histogram(read_manifest(folder))
@@ -257,19 +263,19 @@ def compare(connection, selected: list[str], baseline_run: str) -> dict:
     if not _rows(connection, "SELECT count(*) FROM runs WHERE run_id = ?", [baseline_run])[0][0]:
         raise InputError(f"--baseline-run {baseline_run}: no complete run with that id (no runs/{baseline_run}.json)")
     where, params = _in("c.run_id", selected)
-    pairs = (f"FROM predictions c JOIN predictions b ON c.image_id = b.image_id AND b.run_id = ? WHERE {where}",
-             [baseline_run, *params])
+    pairs = f"FROM predictions c JOIN predictions b ON c.image_id = b.image_id AND b.run_id = ? WHERE {where}"
+    params = [baseline_run, *params]
     flips = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    for base, current, count in _rows(connection,
-        f"SELECT b.predicted_label, c.predicted_label, count(*) {pairs[0]} GROUP BY ALL", pairs[1]):
+    for base, current, count in _rows(
+            connection, f"SELECT b.predicted_label, c.predicted_label, count(*) {pairs} GROUP BY ALL", params):
         flips[base, current] = count
-    labeled_correct = _rows(connection,
-        f"SELECT count(*), sum((c.predicted_label = c.true_label)::INT), sum((b.predicted_label = b.true_label)::INT) "
-        f"{pairs[0]} AND c.true_label IS NOT NULL", pairs[1])[0]
-    versions = [row[0] for row in _rows(connection,
-        "SELECT DISTINCT model_version FROM runs WHERE run_id = ? ORDER BY 1", [baseline_run])]
+    [(labeled, right, baseline_right)] = _rows(
+        connection,
+        "SELECT count(*), sum((c.predicted_label = c.true_label)::INT), sum((b.predicted_label = b.true_label)::INT) "
+        f"{pairs} AND c.true_label IS NOT NULL", params)
+    versions = [version for (version,) in _rows(
+        connection, "SELECT DISTINCT model_version FROM runs WHERE run_id = ? ORDER BY 1", [baseline_run])]
     common = int(flips.sum())
-    labeled = int(labeled_correct[0])
     return {
         "run_id": baseline_run,
         "model_versions": versions,
@@ -279,8 +285,8 @@ def compare(connection, selected: list[str], baseline_run: str) -> dict:
         "current_counts": flips.sum(axis=0),
         "baseline_counts": flips.sum(axis=1),
         "labeled": labeled,
-        "accuracy": float(labeled_correct[1] / labeled) if labeled else math.nan,
-        "baseline_accuracy": float(labeled_correct[2] / labeled) if labeled else math.nan,
+        "accuracy": float(right / labeled) if labeled else math.nan,
+        "baseline_accuracy": float(baseline_right / labeled) if labeled else math.nan,
     }
 
 

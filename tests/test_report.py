@@ -1,6 +1,7 @@
 """`fmnist report`: the numbers against the tables, run selection, thumbnails, baseline, CLI."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -171,3 +172,15 @@ def test_report_reads_and_writes_gcs(scored_output, gcs_bucket):
     assert result.report_uri == f"{gcs_bucket}/report/report.html"
     assert b"<h1>Scoring report: nightly-2026-11-27</h1>" in storage.read_bytes(result.report_uri)
     assert json.loads(storage.read_bytes(result.summary_uri))["rows"] == 38
+
+
+def test_a_run_where_every_record_failed_still_gets_a_report(scored_output, tmp_path):
+    data, _ = scored_output
+    shards = [storage.join(data, f"test-0000{i}-of-00002.tfrecord") for i in range(2)]
+    failed = dataclasses.replace(RUNS[0], failures=tuple((shard, record, "decode_error")
+                                                         for shard in range(2) for record in range(20)))
+    scores = str(tmp_path / "scores")
+    write_run(scores, shards, failed)
+    summary = report(predictions=scores, out=str(tmp_path / "report")).summary
+    assert summary["rows"] == 0 and summary["errors_by_type"] == {"decode_error": 40}
+    assert summary["overall_psi"] is None and summary["accuracy"] is None and summary["lowest_confidence"] == []
