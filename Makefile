@@ -29,6 +29,7 @@ lock: $(VENV)/.installed
 
 run: install
 	$(BIN)/fmnist prepare --output $(RUN_DIR)/shards --overwrite
+	$(BIN)/fmnist train --data $(RUN_DIR)/shards --model-root $(RUN_DIR)/models
 
 test: install
 	$(BIN)/python -m pytest

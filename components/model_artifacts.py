@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from components.constants import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
-from components.training_data import decode_png_image
+from components.training_data import decode_png_images
 
 # Serving signatures of the exported SavedModel (the first is also `serving_default`).
 SIGNATURE_PNG = "serve_png"  # encoded PNG bytes, tf.string [None]
@@ -60,10 +60,7 @@ def export_saved_model(model, path: str) -> None:
         return {"probabilities": probabilities, "class_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
     def serve_png(png):
-        images = tf.map_fn(
-            decode_png_image, png, fn_output_signature=tf.TensorSpec((IMAGE_SIZE, IMAGE_SIZE), tf.float32)
-        )
-        return serve_images(images)
+        return serve_images(decode_png_images(png))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -130,7 +127,7 @@ images, {data['validation_records']:,} held out of the training split for valida
 {data['test_records']:,} test images used only for the final evaluation.
 
 ## Training
-{params['epochs']} epochs, batch {params['batch_size']}, Adam (learning rate {params['learning_rate']}),
+{params['epochs']} epochs, batch {params['batch_size']}, Adam (learning rate {params['learning_rate']}, {params['lr_schedule']} schedule),
 seed {params['seed']}; weights of the epoch with the best validation accuracy (epoch {metrics['best_epoch']}).
 
 ## Evaluation (test split)

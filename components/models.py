@@ -10,13 +10,19 @@ from components.constants import IMAGE_SIZE, NUM_CLASSES
 MODEL_NAMES = ("mlp", "cnn")
 
 
-def build_model(name: str, *, learning_rate: float):  # -> keras.Model
-    """A compiled model: Adam, sparse categorical cross-entropy from logits, accuracy."""
+def build_model(name: str, *, learning_rate: float, decay_steps: int | None = None):  # -> keras.Model
+    """A compiled model: Adam, sparse categorical cross-entropy from logits, accuracy.
+
+    With `decay_steps`, Adam's learning rate falls along a cosine from `learning_rate` to 0
+    over that many steps; without, it stays constant (the tutorial's recipe).
+    """
     import keras
 
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     model = _mlp(keras) if name == "mlp" else _cnn(keras)
+    if decay_steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=decay_steps)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -44,12 +50,16 @@ def _cnn(keras):
         [
             keras.Input((IMAGE_SIZE, IMAGE_SIZE)),
             layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1)),
-            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.Conv2D(32, 3, padding="same", use_bias=False),
+            layers.BatchNormalization(),
+            layers.ReLU(),
             layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, padding="same", activation="relu"),
+            layers.Conv2D(64, 3, padding="same", use_bias=False),
+            layers.BatchNormalization(),
+            layers.ReLU(),
             layers.MaxPooling2D(),
             layers.Flatten(),
-            layers.Dropout(0.3),  # the dense head over-fits within 10 epochs without it
+            layers.Dropout(0.4),  # the dense head over-fits within 10 epochs without it
             layers.Dense(128, activation="relu"),
             layers.Dense(NUM_CLASSES),
         ],

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from components.models import MODEL_NAMES
-from components.training import train
+from components.training import LR_SCHEDULES, train
 from jobs.runner import main_of, new_parser
 
 
@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="passes over the training data (default 10)")
     parser.add_argument("--batch-size", dest="batch_size", type=int, help="images per step (default 32)")
     parser.add_argument("--learning-rate", dest="learning_rate", type=float, help="Adam's learning rate (default 0.001)")
+    parser.add_argument("--lr-schedule", dest="lr_schedule", choices=LR_SCHEDULES,
+                        help="cosine: decay to 0 over the run (default); constant: the tutorial's")
     parser.add_argument("--seed", type=int, help="random seed; same data + seed + flags = same model (default 0)")
     parser.add_argument("--min-accuracy", dest="min_accuracy", type=float,
                         help="quality gate: minimum test accuracy to publish (default 0.85); below it exit 3")

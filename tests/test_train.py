@@ -208,6 +208,7 @@ def test_non_finite_loss_exits_2_and_publishes_nothing(tiny_shards, tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--model", "resnet"], "invalid choice: 'resnet'"),
+    (["--lr-schedule", "step"], "invalid choice: 'step'"),
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--min-accuracy", "1.5"], "--min-accuracy must be between 0 and 1"),
 ])
