@@ -33,6 +33,7 @@ lock: $(VENV)/.installed
 
 run: install
 	$(BIN)/fmnist prepare --output $(RUN_DIR)/shards --overwrite
+	$(BIN)/fmnist train --data $(RUN_DIR)/shards --model-root $(RUN_DIR)/models
 
 # The analysts' report of the latest scoring run in $(RUN_DIR)/scores.
 report: install

@@ -17,6 +17,10 @@ from components.errors import InputError
 LATEST_NAME = "LATEST"
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
+SAVED_MODEL_DIR = "saved_model"  # signatures serve_png (PNG bytes) and serve_images (floats)
+LABELS_FILE = "labels.json"  # class names, index = class id
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+MODEL_CARD_FILE = "model_card.md"
 
 
 @dataclasses.dataclass(frozen=True)

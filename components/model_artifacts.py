@@ -1,0 +1,155 @@
+"""What a trained model leaves behind: evaluation metrics, pictures, a model card, a serving export.
+
+Every writer here takes a local folder; components.training uploads the folder's files to
+the model version folder afterwards (so `gs://` model roots work the same as local ones).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from components.constants import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
+from components.training_data import decode_png_images
+
+# Serving signatures of the exported SavedModel (the first is also `serving_default`).
+SIGNATURE_PNG = "serve_png"  # encoded PNG bytes, tf.string [None]
+SIGNATURE_IMAGES = "serve_images"  # float images [None, 28, 28] in [0, 1]
+
+
+def evaluate(logits: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy, mean cross-entropy, confusion matrix and per-class precision/recall/F1."""
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    predicted = logits.argmax(axis=1)
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)  # rows: true label, columns: predicted
+    true_positives = np.diag(confusion).astype(np.float64)
+    precision = _ratio(true_positives, confusion.sum(axis=0))
+    recall = _ratio(true_positives, confusion.sum(axis=1))
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    return {
+        "test_accuracy": float((predicted == labels).mean()),
+        "test_loss": float(-log_probabilities[np.arange(len(labels)), labels].mean()),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(confusion[i].sum()),
+            }
+            for i, name in enumerate(CLASS_NAMES)
+        },
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    # A class never predicted (or never present) has precision (recall) 0, not NaN.
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+def export_saved_model(model, path: str) -> None:
+    """A SavedModel with two serving signatures; both return softmax `probabilities` and `class_ids`."""
+    import keras
+    import tensorflow as tf
+
+    def serve_images(images):
+        probabilities = tf.nn.softmax(model(images, training=False), axis=-1)
+        return {"probabilities": probabilities, "class_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
+
+    def serve_png(png):
+        return serve_images(decode_png_images(png))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SIGNATURE_PNG, serve_png, input_signature=[tf.TensorSpec((None,), tf.string, name="png")])
+    archive.add_endpoint(
+        SIGNATURE_IMAGES,
+        serve_images,
+        input_signature=[tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32, name="images")],
+    )
+    archive.write_out(path, verbose=False)
+
+
+def write_confusion_matrix_png(confusion: list[list[int]], path: str, title: str) -> None:
+    """The confusion matrix as a picture: counts in the cells, true labels down, predictions across."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in a batch job
+    from matplotlib import pyplot
+
+    matrix = np.asarray(confusion)
+    figure, axes = pyplot.subplots(figsize=(9, 8))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(NUM_CLASSES), CLASS_NAMES, rotation=45, ha="right")
+    axes.set_yticks(range(NUM_CLASSES), CLASS_NAMES)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    threshold = matrix.max() / 2
+    for (row, column), count in np.ndenumerate(matrix):
+        axes.text(column, row, str(count), ha="center", va="center", fontsize=8,
+                  color="white" if count > threshold else "black")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
+def write_labels(path: str) -> None:
+    """labels.json: the class names in label order (index = class id)."""
+    with open(path, "w") as file:
+        json.dump(list(CLASS_NAMES), file, indent=2)
+
+
+def write_model_card(metrics: dict, path: str) -> None:
+    """model_card.md: what the model is, what it was trained on, how good it is, how to use it."""
+    params, data, gate = metrics["parameters"], metrics["data"], metrics["quality_gate"]
+    rows = "\n".join(
+        f"| {name} | {scores['precision']:.3f} | {scores['recall']:.3f} | {scores['f1']:.3f} | {scores['support']} |"
+        for name, scores in metrics["per_class"].items()
+    )
+    text = f"""# Model card: {metrics['model_version']}
+
+Fashion-MNIST clothing classifier (`{params['model']}`, {metrics['parameter_count']:,} parameters), trained by
+`fmnist train` (fmnist-jobs {metrics['versions']['fmnist_jobs']}, TensorFlow {metrics['versions']['tensorflow']},
+Keras {metrics['versions']['keras']}) on {metrics['created_at']}.
+
+## Intended use
+Labels 28x28 grayscale pictures of a single garment, light on a black background, in one of
+ten classes ({', '.join(CLASS_NAMES)}). Other pictures must first go through
+`fmnist prepare-images`; the model knows nothing outside those ten classes.
+
+## Data
+`{data['uri']}` (manifest digest `{data['manifest_digest'][:16]}…`): {data['train_records']:,} training
+images, {data['validation_records']:,} held out of the training split for validation (epoch selection),
+{data['test_records']:,} test images used only for the final evaluation.
+
+## Training
+{params['epochs']} epochs, batch {params['batch_size']}, Adam (learning rate {params['learning_rate']}, {params['lr_schedule']} schedule),
+seed {params['seed']}; weights of the epoch with the best validation accuracy (epoch {metrics['best_epoch']}).
+
+## Evaluation (test split)
+Accuracy **{metrics['test_accuracy']:.4f}**, loss {metrics['test_loss']:.4f}. Quality gate
+(min accuracy {gate['min_accuracy']}): **{'passed' if gate['passed'] else 'FAILED'}** — {gate['reason']}.
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{rows}
+
+Confusion matrix: `confusion_matrix.png`; every figure: `metrics.json`.
+
+## Serving
+`model.keras` (Keras) and `saved_model/` with the signatures `{SIGNATURE_PNG}` (PNG bytes) and
+`{SIGNATURE_IMAGES}` (float images in [0, 1]); both return softmax `probabilities` and `class_ids`.
+"""
+    with open(path, "w") as file:
+        file.write(text)
+
+
+def local_files(folder: str) -> list[str]:
+    """Every file below a folder, relative to it, sorted (the upload order is then stable)."""
+    return sorted(
+        os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names
+    )

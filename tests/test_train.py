@@ -1,0 +1,251 @@
+"""`fmnist train`: shards -> a reproducible, evaluated, gated and (when good) published model version."""
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from components import registry, storage
+from components.constants import CLASS_NAMES, IDX_FILES, MANIFEST_NAME
+from components.errors import InputError
+from components.idx import load_split as load_idx_split
+from components.model_artifacts import SIGNATURE_IMAGES, SIGNATURE_PNG, evaluate
+from components.prepare import new_manifest, prepare, publish_manifest, shard_tasks
+from components.shards import class_histogram, read_manifest, read_shard, write_shard
+from components.training import train
+from components.training_data import holdout_mask, load_split
+from tests.test_prepare import run_cli
+
+VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+ARTIFACTS = {"model.keras", "metrics.json", "labels.json", "confusion_matrix.png", "model_card.md",
+             "saved_model/saved_model.pb"}
+TINY = {"train": 600, "test": 200}
+
+
+def write_data_set(output: str, source: str, sizes: dict[str, int], shards_per_split: int = 2) -> dict:
+    """Shards + manifest of the first `sizes[split]` real images of each split (learnable, small)."""
+    splits = {}
+    for split, names in IDX_FILES.items():
+        images, labels = (idx.array[: sizes[split]] for idx in load_idx_split(source, *names))
+        ids = [f"{split}-{i:05d}" for i in range(len(labels))]
+        entries = [write_shard(task) for task in shard_tasks(output, split, ids, images, labels, shards_per_split)]
+        splits[split] = {"num_records": len(labels), "class_histogram": class_histogram(labels), "shards": entries}
+    manifest = new_manifest(source={"uri": source, "files": {}}, splits=splits)
+    publish_manifest(output, manifest)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def tiny_shards(real_source, tmp_path_factory) -> str:
+    output = str(tmp_path_factory.mktemp("tiny") / "shards")
+    write_data_set(output, real_source, TINY)
+    return output
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_shards, tmp_path_factory) -> tuple[str, dict]:
+    """(model_root, summary) of one 2-epoch training on the tiny data set, published."""
+    model_root = str(tmp_path_factory.mktemp("registry") / "models")
+    return model_root, train(data=tiny_shards, model_root=model_root, epochs=2, min_accuracy=0.5)
+
+
+def copy_data_set(source: str, target: str, edit_manifest=None) -> str:
+    shutil.copytree(source, target)
+    if edit_manifest:
+        manifest = read_manifest(target)
+        edit_manifest(manifest)
+        storage.write_bytes(os.path.join(target, MANIFEST_NAME), json.dumps(manifest).encode())
+    return target
+
+
+def test_publishes_a_version_with_every_artifact(trained):
+    model_root, summary = trained
+    version = summary["model_version"]
+    folder = os.path.join(model_root, version)
+
+    assert VERSION_RE.match(version)
+    assert registry.latest_version(model_root) == version
+    assert registry.resolve(model_root).uri == folder
+    assert ARTIFACTS <= {os.path.relpath(os.path.join(r, n), folder) for r, _, ns in os.walk(folder) for n in ns}
+    metrics = json.loads(open(os.path.join(folder, "metrics.json")).read())
+    assert metrics["quality_gate"] == {"passed": True, "min_accuracy": 0.5, "reason": metrics["quality_gate"]["reason"]}
+    assert metrics["test_accuracy"] == summary["test_accuracy"] > 0.5  # labels travel with their images
+    assert np.isfinite(metrics["test_loss"])
+    assert np.sum(metrics["confusion_matrix"]) == TINY["test"] == metrics["data"]["test_records"]
+    assert metrics["data"]["train_records"] + metrics["data"]["validation_records"] == TINY["train"]
+    assert set(metrics["per_class"]) == set(CLASS_NAMES)
+    assert [entry["epoch"] for entry in metrics["history"]] == [1, 2] and 1 <= metrics["best_epoch"] <= 2
+    assert metrics["versions"]["tensorflow"] and metrics["parameters"]["model"] == "mlp"
+    assert json.loads(open(os.path.join(folder, "labels.json")).read()) == list(CLASS_NAMES)
+    assert open(os.path.join(folder, "confusion_matrix.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert f"{metrics['test_accuracy']:.4f}" in open(os.path.join(folder, "model_card.md")).read()
+
+
+def test_saved_model_signatures_agree_with_the_keras_model(trained, tiny_shards):
+    import keras
+    import tensorflow as tf
+
+    model_root, summary = trained
+    folder = os.path.join(model_root, summary["model_version"])
+    examples = list(read_shard(os.path.join(tiny_shards, "test-00000-of-00002.tfrecord")))[:50]
+    pngs = tf.constant([example.encoded for example in examples])
+    images = tf.stack([tf.cast(tf.io.decode_png(png, channels=1)[..., 0], tf.float32) / 255 for png in pngs])
+    expected = tf.nn.softmax(keras.saving.load_model(os.path.join(folder, "model.keras"))(images)).numpy()
+
+    served = tf.saved_model.load(os.path.join(folder, "saved_model"))
+    assert {SIGNATURE_PNG, SIGNATURE_IMAGES, "serving_default"} <= set(served.signatures)
+    from_png = served.signatures[SIGNATURE_PNG](png=pngs)
+    from_images = served.signatures[SIGNATURE_IMAGES](images=images)
+    for output in (from_png, from_images):
+        np.testing.assert_allclose(output["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
+        assert output["class_ids"].numpy().tolist() == expected.argmax(axis=1).tolist()
+
+
+def test_same_seed_gives_the_same_model(tiny_shards, tmp_path):
+    runs = [train(data=tiny_shards, model_root=str(tmp_path / name), epochs=1, seed=seed, min_accuracy=0)
+            for name, seed in (("one", 7), ("two", 7), ("other", 8))]
+    one, two, other = runs
+    assert (one["test_accuracy"], one["test_loss"]) == (two["test_accuracy"], two["test_loss"])
+    assert one["model_version"][-8:] == two["model_version"][-8:]  # same weights, same hash
+    assert other["model_version"][-8:] != one["model_version"][-8:]
+
+
+def test_failed_gate_exits_3_keeps_artifacts_and_latest(trained, tiny_shards, tmp_path):
+    model_root = str(tmp_path / "models")
+    shutil.copytree(trained[0], model_root)
+    before = registry.latest_version(model_root)
+
+    result = run_cli("train", "--data", tiny_shards, "--model-root", model_root,
+                     "--epochs", "1", "--min-accuracy", "0.99")
+
+    assert result.returncode == 3, result.stderr
+    assert re.search(r"failed: .*test accuracy 0\.\d{4} < minimum 0\.99; artifacts kept, not published", result.stderr)
+    assert registry.latest_version(model_root) == before
+    rejected = [name for name in os.listdir(model_root) if VERSION_RE.match(name) and name != before]
+    assert len(rejected) == 1
+    metrics = json.loads(open(os.path.join(model_root, rejected[0], "metrics.json")).read())
+    assert metrics["quality_gate"]["passed"] is False
+    with pytest.raises(InputError, match="failed its quality gate"):
+        registry.resolve(os.path.join(model_root, rejected[0]))
+
+
+def test_trains_from_and_publishes_to_gcs(tiny_shards, gcs_bucket):
+    data, model_root = f"{gcs_bucket}/shards", f"{gcs_bucket}/models"
+    for name in sorted(os.listdir(tiny_shards)):
+        storage.upload_file(os.path.join(tiny_shards, name), storage.join(data, name))
+
+    result = run_cli("train", "--data", data, "--model-root", model_root, "--epochs", "1", "--min-accuracy", "0")
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert registry.latest_version(model_root) == summary["model_version"]
+    ref = registry.resolve(model_root)
+    assert all(storage.exists(storage.join(ref.uri, name)) for name in ARTIFACTS)
+    assert json.loads(storage.read_bytes(storage.join(ref.uri, "metrics.json")))["data"]["uri"] == data
+
+
+def _drop_manifest(data: str) -> None:
+    os.unlink(os.path.join(data, MANIFEST_NAME))
+
+
+def _miscount(manifest: dict) -> None:
+    manifest["splits"]["train"]["shards"][1]["num_records"] += 1
+    manifest["splits"]["train"]["num_records"] += 1
+
+
+def _empty_test_split(manifest: dict) -> None:
+    manifest["splits"]["test"].update(num_records=0, shards=[])
+
+
+def _old_schema(manifest: dict) -> None:
+    manifest["schema_version"] = "fmnist-shards/0"
+
+
+@pytest.mark.parametrize("break_data, message", [
+    ("no_manifest", "no manifest"),
+    (_miscount, r"train-00001-of-00002.tfrecord: holds 300 records, the manifest says 301"),
+    (_empty_test_split, "split 'test' is missing or empty"),
+    (_old_schema, "schema version 'fmnist-shards/0'"),
+    ("swap_shard", r"train-00000-of-00002.tfrecord: SHA-256 .* differs from the manifest's"),
+])
+def test_bad_data_is_an_input_error_and_nothing_is_written(tiny_shards, tmp_path, break_data, message):
+    data = copy_data_set(tiny_shards, str(tmp_path / "data"), None if isinstance(break_data, str) else break_data)
+    if break_data == "no_manifest":
+        _drop_manifest(data)
+    if break_data == "swap_shard":
+        shutil.copyfile(os.path.join(data, "train-00001-of-00002.tfrecord"), os.path.join(data, "train-00000-of-00002.tfrecord"))
+    model_root = str(tmp_path / "models")
+
+    with pytest.raises(InputError, match=message):
+        train(data=data, model_root=model_root, epochs=1)
+
+    assert storage.list_prefix(model_root) == []
+
+
+def test_counts_are_checked_against_the_records_not_only_the_manifest(tiny_shards, tmp_path):
+    # A shard rewritten with fewer records, its SHA-256 updated: the count still disagrees.
+    data = copy_data_set(tiny_shards, str(tmp_path / "data"))
+    manifest = read_manifest(data)
+    images, labels = (idx.array[:10] for idx in load_idx_split(manifest["source"]["uri"], *IDX_FILES["test"]))
+    entry = write_shard(shard_tasks(data, "test", [f"test-{i:05d}" for i in range(10)], images, labels, 2)[0])
+    manifest["splits"]["test"]["shards"][0]["sha256"] = entry["sha256"]
+    storage.write_bytes(os.path.join(data, MANIFEST_NAME), json.dumps(manifest).encode())
+
+    with pytest.raises(InputError, match=r"test-00000-of-00002.tfrecord: holds 5 records, the manifest says 100"):
+        load_split(data, manifest, "test", str(tmp_path / "staging"))
+
+
+def test_non_finite_loss_exits_2_and_publishes_nothing(tiny_shards, tmp_path):
+    model_root = str(tmp_path / "models")
+    result = run_cli("train", "--data", tiny_shards, "--model-root", model_root, "--epochs", "2",
+                     "--learning-rate", "1e30", "--min-accuracy", "0")
+    assert result.returncode == 2, result.stderr
+    assert "training loss became" in result.stderr
+    assert storage.list_prefix(model_root) == []
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "resnet"], "invalid choice: 'resnet'"),
+    (["--lr-schedule", "step"], "invalid choice: 'step'"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--min-accuracy", "1.5"], "--min-accuracy must be between 0 and 1"),
+])
+def test_bad_flags_exit_2(tiny_shards, tmp_path, flags, message):
+    result = run_cli("train", "--data", tiny_shards, "--model-root", str(tmp_path / "models"), *flags)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not os.path.exists(tmp_path / "models")
+
+
+def test_holdout_depends_only_on_the_image_ids():
+    ids = np.array([f"train-{i:05d}".encode() for i in range(20_000)])
+    mask = holdout_mask(ids, 0.05)
+    order = np.random.default_rng(0).permutation(len(ids))
+    assert np.array_equal(holdout_mask(ids[order], 0.05), mask[order])
+    assert 0.04 < mask.mean() < 0.06
+
+
+def test_evaluate_counts_and_scores():
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    logits = np.full((6, 10), -5.0)
+    logits[np.arange(6), [0, 1, 1, 2, 2, 0]] = 5.0  # one 0 taken for 1, one 2 taken for 0
+    scores = evaluate(logits, labels)
+    assert scores["test_accuracy"] == pytest.approx(4 / 6)
+    assert scores["confusion_matrix"][0][:3] == [1, 1, 0] and scores["confusion_matrix"][2][:3] == [1, 0, 2]
+    assert scores["per_class"]["T-shirt/top"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert scores["per_class"]["Trouser"]["precision"] == 0.5 and scores["per_class"]["Trouser"]["recall"] == 1.0
+    assert scores["per_class"]["Bag"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    import keras
+
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits.astype("float32"))
+    assert scores["test_loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_one_epoch_on_the_real_data_set(real_source, tmp_path):
+    data = str(tmp_path / "shards")
+    prepare(source=real_source, output=data)
+    summary = train(data=data, model_root=str(tmp_path / "models"), epochs=1, min_accuracy=0.8)
+    assert summary["published"] and summary["test_accuracy"] >= 0.8
