@@ -29,6 +29,9 @@ lock: $(VENV)/.installed
 
 run: install
 	$(BIN)/fmnist prepare --output $(RUN_DIR)/shards --overwrite
+	# score runs after train (it scores with the model train published under $(RUN_DIR)/models);
+	# a fixed run id makes a rerun replace the previous run's rows instead of adding to them.
+	$(BIN)/fmnist score --input '$(RUN_DIR)/shards/test-*.tfrecord' --model $(RUN_DIR)/models --output $(RUN_DIR)/scores --run-id local
 
 test: install
 	$(BIN)/python -m pytest

@@ -17,6 +17,7 @@ Model contract (from training): `model.keras` maps float32 images scaled to [0, 
 (28, 28), (28, 28, 1) or (784,), to 10 logits; a model whose last layer is a softmax
 already returns probabilities and gets no second softmax.
 """
+import concurrent.futures
 import dataclasses
 import datetime
 import json
@@ -151,69 +152,104 @@ def part_name(shard_index: int) -> str:
     return f"part-{shard_index:05d}"
 
 
-def model_images(scorer: ModelScorer, encoded: Sequence[bytes]) -> tuple[np.ndarray, list[int], dict[int, ImageError]]:
-    """Model images of a batch of encoded pictures: (pixels, positions they came from, errors by position).
+@dataclasses.dataclass
+class _Batch:
+    """One batch on its way through scoring (owned by one thread at a time)."""
 
-    Contract PNGs are decoded together in one call; other pictures (JPEG, colour, any size)
-    and the members of a batch that failed to decode go through `to_model_image` one by one.
-    """
-    fast = [position for position, data in enumerate(encoded) if is_model_png(data)]
-    pixels: dict[int, np.ndarray] = {}
-    if fast:
-        decoded = scorer.decode_model_pngs([encoded[position] for position in fast])
-        if decoded is not None:
-            pixels.update(zip(fast, decoded))
-    errors: dict[int, ImageError] = {}
-    for position, data in enumerate(encoded):
-        if position not in pixels:
-            try:
-                pixels[position] = to_model_image(data)
-            except ImageError as error:
-                errors[position] = error
-    positions = sorted(pixels)
-    images = np.stack([pixels[p] for p in positions]) if positions else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    return images, positions, errors
+    scored_at: datetime.datetime
+    parsed: list[ParsedRecord]
+    errors: list[RecordError]
+    pixels: dict[int, np.ndarray]  # position in `parsed` -> 28x28 model image
+    contract_pngs: list[int]  # positions whose PNGs are decoded together
+
+
+def _prepare_batch(records: Sequence[Record]) -> _Batch:
+    """Parses a batch and converts the pictures that need components.images (Python, per record)."""
+    batch = _Batch(datetime.datetime.now(datetime.timezone.utc), [], [], {}, [])
+    for record in records:
+        result = parse_record(record)
+        if isinstance(result, RecordError):
+            batch.errors.append(result)
+            continue
+        position = len(batch.parsed)
+        batch.parsed.append(result)
+        if is_model_png(result.example.encoded):
+            batch.contract_pngs.append(position)
+        else:  # JPEG, colour, any size: converted the way prepare-images does
+            _convert_one(batch, position)
+    return batch
+
+
+def _convert_one(batch: _Batch, position: int) -> None:
+    record = batch.parsed[position]
+    try:
+        batch.pixels[position] = to_model_image(record.example.encoded)
+    except ImageError as error:
+        batch.errors.append(RecordError(record.record_index, error.error_type, str(error), image_id=record.example.image_id))
+
+
+def _infer_batch(scorer: ModelScorer, batch: _Batch) -> tuple[list[int], np.ndarray]:
+    """Decodes the batch's contract PNGs in one call and scores every image in one model call."""
+    if batch.contract_pngs:
+        decoded = scorer.decode_model_pngs([batch.parsed[p].example.encoded for p in batch.contract_pngs])
+        if decoded is None:  # some PNG is damaged: find it (and keep the others) one by one
+            for position in batch.contract_pngs:
+                _convert_one(batch, position)
+        else:
+            batch.pixels.update(zip(batch.contract_pngs, decoded))
+    positions = sorted(batch.pixels)
+    if not positions:
+        return positions, np.zeros((0, NUM_CLASSES), np.float32)
+    return positions, scorer.probabilities(np.stack([batch.pixels[p] for p in positions]))
+
+
+def _batch_tables(
+    batch: _Batch, positions: list[int], probabilities: np.ndarray, *, source_uri: str, target: ScoringTarget
+) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    scored = [batch.parsed[position].example for position in positions]
+    predictions = prediction_batch(
+        image_ids=[example.image_id for example in scored],
+        source_uri=source_uri,
+        probabilities=probabilities,
+        true_labels=[example.label for example in scored],
+        model_version=target.model_version,
+        run_id=target.run_id,
+        scored_at=batch.scored_at,
+    )
+    errors = sorted(batch.errors, key=lambda error: error.record_index)
+    return predictions, error_batch(errors, source_uri=source_uri, run_id=target.run_id, scored_at=batch.scored_at)
+
+
+def _record_batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def score_records(
     records: Iterable[Record], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget
 ) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
-    """Scores a stream of records in batches: yields (prediction batch, error batch) per batch."""
-    batch: list[Record] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) >= target.batch_size:
-            yield _score_batch(batch, scorer=scorer, source_uri=source_uri, target=target)
-            batch = []
-    if batch:
-        yield _score_batch(batch, scorer=scorer, source_uri=source_uri, target=target)
+    """Scores a stream of records in batches: yields (prediction rows, error rows) per batch.
 
-
-def _score_batch(
-    records: Sequence[Record], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget
-) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    scored_at = datetime.datetime.now(datetime.timezone.utc)
-    parsed: list[ParsedRecord] = []
-    errors: list[RecordError] = []
-    for record in records:
-        result = parse_record(record)
-        (parsed if isinstance(result, ParsedRecord) else errors).append(result)
-    images, positions, image_errors = model_images(scorer, [p.example.encoded for p in parsed])
-    for position, error in image_errors.items():
-        record = parsed[position]
-        errors.append(RecordError(record.record_index, error.error_type, str(error), image_id=record.example.image_id))
-    scored = [parsed[position].example for position in positions]
-    predictions = prediction_batch(
-        image_ids=[example.image_id for example in scored],
-        source_uri=source_uri,
-        probabilities=scorer.probabilities(images) if scored else np.zeros((0, NUM_CLASSES), np.float32),
-        true_labels=[example.label for example in scored],
-        model_version=target.model_version,
-        run_id=target.run_id,
-        scored_at=scored_at,
-    )
-    errors.sort(key=lambda error: error.record_index)
-    return predictions, error_batch(errors, source_uri=source_uri, run_id=target.run_id, scored_at=scored_at)
+    Two stages overlap: while a model thread decodes and scores batch k (TensorFlow, which
+    releases the GIL), this thread reads and parses batch k+1. At most two batches are in
+    memory at once.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fmnist-model") as model_thread:
+        in_flight: tuple[_Batch, concurrent.futures.Future] | None = None
+        for records_batch in _record_batches(records, target.batch_size):
+            batch = _prepare_batch(records_batch)
+            future = model_thread.submit(_infer_batch, scorer, batch)
+            if in_flight is not None:
+                yield _batch_tables(in_flight[0], *in_flight[1].result(), source_uri=source_uri, target=target)
+            in_flight = (batch, future)
+        if in_flight is not None:
+            yield _batch_tables(in_flight[0], *in_flight[1].result(), source_uri=source_uri, target=target)
 
 
 def score_shard(shard_index: int, shard_uri: str, *, scorer: ModelScorer, target: ScoringTarget) -> dict:

@@ -267,6 +267,7 @@ def test_error_rate_above_the_limit_exits_3_after_publishing(shard_folder, model
     assert len(read_table(output, "errors")) == summary["counts"]["failed"] == 6
 
 
+@pytest.mark.slow  # each worker process imports TensorFlow
 def test_default_run_id_and_date_and_beam_counters_multi_process(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
     output = str(tmp_path / "scores")
@@ -390,12 +391,14 @@ def test_real_test_shards_accuracy_equals_model_evaluate(tmp_path, real_source):
 
     from components.constants import IDX_FILES
     from components.idx import load_split
-    from components.prepare import prepare
+    from components.prepare import run_parallel, shard_tasks
+    from components.shards import write_shard
 
-    shards = str(tmp_path / "shards")
-    prepare(source=real_source, output=shards, shards_per_split=4)
     train_images, train_labels = (f.array for f in load_split(real_source, *IDX_FILES["train"]))
     test_images, test_labels = (f.array for f in load_split(real_source, *IDX_FILES["test"]))
+    shards = str(tmp_path / "shards")  # the test split, sharded exactly as `prepare` shards it
+    ids = [f"test-{i:05d}" for i in range(len(test_labels))]
+    run_parallel(write_shard, shard_tasks(shards, "test", ids, test_images, test_labels, 4))
     keras.utils.set_random_seed(RNG_SEED)
     model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
                               keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
