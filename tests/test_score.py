@@ -342,11 +342,18 @@ def test_cli_empty_glob_is_one_line_exit_2(model_root, tmp_path):
 # --- Cloud: gs:// everywhere, and the Dataflow translation --------------------------------
 
 
-def test_gcs_input_model_and_output(gcs_bucket, shard_folder, tiny_model):
+@pytest.fixture
+def gcs_inputs(gcs_bucket, shard_folder, tiny_model) -> dict:
+    """The planted shards and the published tiny model in a bucket on the GCS API server."""
     folder, shards = shard_folder
     for name in shards:
         storage.upload_file(os.path.join(folder, name), storage.join(gcs_bucket, "shards", name))
     save_model(tiny_model, storage.join(gcs_bucket, "models"), "v1")
+    return shards
+
+
+def test_gcs_input_model_and_output(gcs_bucket, gcs_inputs):
+    shards = gcs_inputs
     output = storage.join(gcs_bucket, "scores")
     summary = score(input=storage.join(gcs_bucket, "shards", "*.tfrecord"), model=storage.join(gcs_bucket, "models"),
                     output=output, run_id="cloud", run_date="2026-11-29", max_error_rate=1.0)
@@ -362,11 +369,7 @@ def test_gcs_input_model_and_output(gcs_bucket, shard_folder, tiny_model):
     assert error_sources == {"part-00000.parquet", "part-00001.parquet"}
 
 
-def test_dataflow_translation_dry_run(gcs_bucket, shard_folder, tiny_model):
-    folder, shards = shard_folder
-    for name in shards:
-        storage.upload_file(os.path.join(folder, name), storage.join(gcs_bucket, "shards", name))
-    save_model(tiny_model, storage.join(gcs_bucket, "models"), "v1")
+def test_dataflow_translation_dry_run(gcs_bucket, gcs_inputs):
     output = storage.join(gcs_bucket, "scores")
     result = score(
         input=storage.join(gcs_bucket, "shards", "*.tfrecord"), model=storage.join(gcs_bucket, "models"), output=output,
