@@ -17,6 +17,7 @@ Model contract (from training): `model.keras` maps float32 images scaled to [0, 
 (28, 28), (28, 28, 1) or (784,), to 10 logits; a model whose last layer is a softmax
 already returns probabilities and gets no second softmax.
 """
+import collections
 import concurrent.futures
 import dataclasses
 import datetime
@@ -33,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from components import storage
-from components.constants import IMAGE_SIZE, NUM_CLASSES
+from components.constants import FEATURE_FORMAT, FEATURE_IMAGE, FEATURE_IMAGE_ID, FEATURE_LABEL, IMAGE_SIZE, NUM_CLASSES
 from components.errors import InputError
 from components.images import ImageError, to_model_image
 from components.parquet_parts import PartWriter
@@ -43,6 +44,7 @@ from components.prediction_rows import (
     error_batch,
     is_model_png,
     parse_record,
+    parsed_example,
     prediction_batch,
 )
 from components.schema import ERROR_SCHEMA, ERRORS_TABLE, PREDICTION_SCHEMA, PREDICTIONS_TABLE
@@ -51,6 +53,9 @@ from components.tfrecord import Record, read_records
 COUNTER_NAMESPACE = "fmnist_score"
 RECEIPTS_FOLDER = "receipts"
 DEFAULT_BATCH_SIZE = 1024
+# Batches scored at once per shard. Two concurrent TensorFlow calls decode PNGs about twice
+# as fast as one on two cores (measured: docs/benchmarks.md); more buys little and costs memory.
+MODEL_THREADS = 2
 
 
 # --- The model ----------------------------------------------------------------------------
@@ -107,10 +112,26 @@ class ModelScorer:
                 fn_output_signature=tf.TensorSpec((IMAGE_SIZE, IMAGE_SIZE), tf.uint8),
             )
 
-        image_batch = tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.uint8)
-        self._probabilities = tf.function(probabilities, input_signature=[image_batch])
-        self._decode = tf.function(decode, input_signature=[tf.TensorSpec((None,), tf.string)])
-        self._decode_error = tf.errors.InvalidArgumentError
+        features = {
+            # Required and single-valued: a record without them fails the vectorized parse,
+            # and the batch is parsed again record by record (which names the problem).
+            FEATURE_IMAGE_ID: tf.io.FixedLenFeature([], tf.string),
+            FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
+            FEATURE_FORMAT: tf.io.FixedLenFeature([], tf.string, default_value=""),
+            FEATURE_LABEL: tf.io.RaggedFeature(tf.int64),  # absent for unlabeled data
+        }
+
+        def parse(serialized):
+            example = tf.io.parse_example(serialized, features)
+            label = example[FEATURE_LABEL]
+            return (example[FEATURE_IMAGE_ID], example[FEATURE_IMAGE], example[FEATURE_FORMAT],
+                    label.values, label.row_splits)
+
+        strings = tf.TensorSpec((None,), tf.string)
+        self._parse = tf.function(parse, input_signature=[strings])
+        self._decode = tf.function(decode, input_signature=[strings])
+        self._probabilities = tf.function(probabilities, input_signature=[tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.uint8)])
+        self._invalid_argument = tf.errors.InvalidArgumentError
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(n, 10) float32 class probabilities of (n, 28, 28) uint8 images: one model call."""
@@ -120,8 +141,21 @@ class ModelScorer:
         """(n, 28, 28) uint8 pixels of contract PNGs in one call; None if any fails to decode."""
         try:
             return self._decode(np.array(encoded, dtype=object)).numpy()
-        except self._decode_error:
+        except (self._invalid_argument, UnicodeDecodeError):  # see parse_examples
             return None  # the caller decodes one by one and reports the bad one(s)
+
+    def parse_examples(self, serialized: Sequence[bytes]) -> list[tuple[bytes, bytes, bytes, int | None]] | None:
+        """(image_id, encoded, format, label) of each Example, parsed in one call; None if any fails."""
+        try:
+            tensors = self._parse(np.array(serialized, dtype=object))
+        except (self._invalid_argument, UnicodeDecodeError):
+            # UnicodeDecodeError: TensorFlow fails to build its error message when it quotes the
+            # bad record's non-UTF-8 bytes; it is the same parse failure.
+            return None  # the caller parses one by one and reports the bad one(s)
+        image_ids, encoded, formats, label_values, label_splits = (t.numpy().tolist() for t in tensors)
+        # Like shards.parse_example: the first label of a record, None when it has none.
+        labels = [label_values[start] if end > start else None for start, end in zip(label_splits, label_splits[1:])]
+        return list(zip(image_ids, encoded, formats, labels))
 
 
 # --- One shard ----------------------------------------------------------------------------
@@ -152,61 +186,48 @@ def part_name(shard_index: int) -> str:
     return f"part-{shard_index:05d}"
 
 
-@dataclasses.dataclass
-class _Batch:
-    """One batch on its way through scoring (owned by one thread at a time)."""
-
-    scored_at: datetime.datetime
-    parsed: list[ParsedRecord]
-    errors: list[RecordError]
-    pixels: dict[int, np.ndarray]  # position in `parsed` -> 28x28 model image
-    contract_pngs: list[int]  # positions whose PNGs are decoded together
-
-
-def _prepare_batch(records: Sequence[Record]) -> _Batch:
-    """Parses a batch and converts the pictures that need components.images (Python, per record)."""
-    batch = _Batch(datetime.datetime.now(datetime.timezone.utc), [], [], {}, [])
-    for record in records:
-        result = parse_record(record)
-        if isinstance(result, RecordError):
-            batch.errors.append(result)
-            continue
-        position = len(batch.parsed)
-        batch.parsed.append(result)
-        if is_model_png(result.example.encoded):
-            batch.contract_pngs.append(position)
-        else:  # JPEG, colour, any size: converted the way prepare-images does
-            _convert_one(batch, position)
-    return batch
+def _parse_batch(scorer: ModelScorer, records: Sequence[Record]) -> tuple[list[ParsedRecord], list[RecordError]]:
+    """Parses a batch in one call; a batch holding a record that is no shard Example is parsed
+    again record by record, so that record becomes an error row and the others are kept."""
+    intact = [record for record in records if record.data is not None]
+    columns = scorer.parse_examples([record.data for record in intact]) if intact else []
+    if columns is None:
+        results = [parse_record(record) for record in intact]
+    else:
+        results = [parsed_example(record.index, *features) for record, features in zip(intact, columns)]
+    parsed = [result for result in results if isinstance(result, ParsedRecord)]
+    errors = [result for result in results if isinstance(result, RecordError)]
+    errors += [parse_record(record) for record in records if record.data is None]  # framing errors
+    return parsed, errors
 
 
-def _convert_one(batch: _Batch, position: int) -> None:
-    record = batch.parsed[position]
-    try:
-        batch.pixels[position] = to_model_image(record.example.encoded)
-    except ImageError as error:
-        batch.errors.append(RecordError(record.record_index, error.error_type, str(error), image_id=record.example.image_id))
+def _model_images(scorer: ModelScorer, parsed: Sequence[ParsedRecord]) -> tuple[dict[int, np.ndarray], list[RecordError]]:
+    """28x28 model images by position in `parsed`: contract PNGs decoded in one call, any other
+    picture (JPEG, colour, any size) and any PNG of a batch that failed converted one by one."""
+    contract = [position for position, record in enumerate(parsed) if is_model_png(record.example.encoded)]
+    decoded = scorer.decode_model_pngs([parsed[position].example.encoded for position in contract]) if contract else None
+    pixels: dict[int, np.ndarray] = dict(zip(contract, decoded)) if decoded is not None else {}
+    errors: list[RecordError] = []
+    for position, record in enumerate(parsed):
+        if position not in pixels:
+            try:
+                pixels[position] = to_model_image(record.example.encoded)
+            except ImageError as error:
+                errors.append(RecordError(record.record_index, error.error_type, str(error), image_id=record.example.image_id))
+    return pixels, errors
 
 
-def _infer_batch(scorer: ModelScorer, batch: _Batch) -> tuple[list[int], np.ndarray]:
-    """Decodes the batch's contract PNGs in one call and scores every image in one model call."""
-    if batch.contract_pngs:
-        decoded = scorer.decode_model_pngs([batch.parsed[p].example.encoded for p in batch.contract_pngs])
-        if decoded is None:  # some PNG is damaged: find it (and keep the others) one by one
-            for position in batch.contract_pngs:
-                _convert_one(batch, position)
-        else:
-            batch.pixels.update(zip(batch.contract_pngs, decoded))
-    positions = sorted(batch.pixels)
-    if not positions:
-        return positions, np.zeros((0, NUM_CLASSES), np.float32)
-    return positions, scorer.probabilities(np.stack([batch.pixels[p] for p in positions]))
-
-
-def _batch_tables(
-    batch: _Batch, positions: list[int], probabilities: np.ndarray, *, source_uri: str, target: ScoringTarget
+def _score_batch(
+    records: Sequence[Record], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget
 ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    scored = [batch.parsed[position].example for position in positions]
+    """One batch of records -> (prediction rows, error rows), with one model call."""
+    scored_at = datetime.datetime.now(datetime.timezone.utc)
+    parsed, errors = _parse_batch(scorer, records)
+    pixels, image_errors = _model_images(scorer, parsed)
+    positions = sorted(pixels)
+    scored = [parsed[position].example for position in positions]
+    probabilities = (scorer.probabilities(np.stack([pixels[p] for p in positions])) if positions
+                     else np.zeros((0, NUM_CLASSES), np.float32))
     predictions = prediction_batch(
         image_ids=[example.image_id for example in scored],
         source_uri=source_uri,
@@ -214,10 +235,10 @@ def _batch_tables(
         true_labels=[example.label for example in scored],
         model_version=target.model_version,
         run_id=target.run_id,
-        scored_at=batch.scored_at,
+        scored_at=scored_at,
     )
-    errors = sorted(batch.errors, key=lambda error: error.record_index)
-    return predictions, error_batch(errors, source_uri=source_uri, run_id=target.run_id, scored_at=batch.scored_at)
+    errors = sorted(errors + image_errors, key=lambda error: error.record_index)
+    return predictions, error_batch(errors, source_uri=source_uri, run_id=target.run_id, scored_at=scored_at)
 
 
 def _record_batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -234,22 +255,20 @@ def _record_batches(records: Iterable[Record], size: int) -> Iterator[list[Recor
 def score_records(
     records: Iterable[Record], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget
 ) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
-    """Scores a stream of records in batches: yields (prediction rows, error rows) per batch.
+    """Scores a stream of records in batches: yields (prediction rows, error rows) per batch, in order.
 
-    Two stages overlap: while a model thread decodes and scores batch k (TensorFlow, which
-    releases the GIL), this thread reads and parses batch k+1. At most two batches are in
-    memory at once.
+    The stages overlap: while model threads parse, decode and score earlier batches (mostly
+    TensorFlow, which releases the GIL: two batches decode in parallel), this thread reads
+    and frames the next one. At most MODEL_THREADS + 2 batches are in memory at once.
     """
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fmnist-model") as model_thread:
-        in_flight: tuple[_Batch, concurrent.futures.Future] | None = None
-        for records_batch in _record_batches(records, target.batch_size):
-            batch = _prepare_batch(records_batch)
-            future = model_thread.submit(_infer_batch, scorer, batch)
-            if in_flight is not None:
-                yield _batch_tables(in_flight[0], *in_flight[1].result(), source_uri=source_uri, target=target)
-            in_flight = (batch, future)
-        if in_flight is not None:
-            yield _batch_tables(in_flight[0], *in_flight[1].result(), source_uri=source_uri, target=target)
+    with concurrent.futures.ThreadPoolExecutor(MODEL_THREADS, thread_name_prefix="fmnist-model") as model_threads:
+        in_flight: collections.deque[concurrent.futures.Future] = collections.deque()
+        for batch in _record_batches(records, target.batch_size):
+            in_flight.append(model_threads.submit(_score_batch, batch, scorer=scorer, source_uri=source_uri, target=target))
+            if len(in_flight) > MODEL_THREADS:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
 
 
 def score_shard(shard_index: int, shard_uri: str, *, scorer: ModelScorer, target: ScoringTarget) -> dict:

@@ -18,6 +18,8 @@ from jobs.runner import new_parser, run
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("fmnist score", __doc__.splitlines()[0])
     parser.allow_abbrev = False  # a Beam flag must never be taken for an abbreviation of ours
+    parser.epilog = ("Any other flag is a standard Beam pipeline option: --runner, --direct_num_workers, "
+                     "--direct_running_mode, --project, --region, --temp_location, --sdk_container_image, ...")
     parser.add_argument("--input", required=True, help="glob of TFRecord image shards (local or gs://)")
     parser.add_argument("--model", required=True, help="model version folder, or model root (its published LATEST)")
     parser.add_argument("--output", required=True, help="root of the predictions/, errors/ and runs/ tables")

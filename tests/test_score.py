@@ -24,9 +24,10 @@ from components.errors import CheckFailed, InputError
 from components.images import encode_png
 from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, run_summary_uri
 from components.score_run import score, staging_uri
-from components.scoring import ScoreShardFn, ScoreShards, ScoringTarget, receipt_uri
+from components.prediction_rows import parse_record, parsed_example
+from components.scoring import ModelScorer, ScoreShardFn, ScoreShards, ScoringTarget, receipt_uri
 from components.shards import serialize_example
-from components.tfrecord import frame_record
+from components.tfrecord import Record, frame_record
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNG_SEED = 0
@@ -187,6 +188,20 @@ def test_score_shard_fn_process_stages_parts_and_a_receipt(shard_folder, model_r
     error_rows = ds.dataset(receipt["errors"]).to_table()
     assert error_rows.schema.equals(ERROR_SCHEMA)
     assert {(r["source_uri"], r["record_index"], r["error_type"]) for r in error_rows.to_pylist()} == errors
+
+
+def test_vectorized_parse_agrees_with_the_record_parser(tiny_model):
+    from tensorflow.core.example import example_pb2
+
+    two_labels = example_pb2.Example.FromString(serialize_example("two-labels", b"png", 4))
+    two_labels.features.feature["label"].int64_list.value.append(7)
+    records = [serialize_example("labeled", b"png", 3), serialize_example("unlabeled", b"png", None),
+               serialize_example("bad-label", b"png", 12), serialize_example("jpeg", b"jpg", 0, b"jpeg"),
+               two_labels.SerializeToString()]
+    columns = ModelScorer(tiny_model).parse_examples(records)
+    assert [parsed_example(i, *features) for i, features in enumerate(columns)] == [
+        parse_record(Record(i, data=data)) for i, data in enumerate(records)]
+    assert ModelScorer(tiny_model).parse_examples([*records, b"\xff not an example"]) is None
 
 
 def receipt_counts(receipt: dict) -> tuple:
