@@ -52,7 +52,7 @@ from components.tfrecord import Record, read_records
 
 COUNTER_NAMESPACE = "fmnist_score"
 RECEIPTS_FOLDER = "receipts"
-DEFAULT_BATCH_SIZE = 1024
+DEFAULT_BATCH_SIZE = 512
 # Batches scored at once per shard. Two concurrent TensorFlow calls decode PNGs about twice
 # as fast as one on two cores (measured: docs/benchmarks.md); more buys little and costs memory.
 MODEL_THREADS = 2

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-date", dest="run_date", help="partition date YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--max-error-rate", dest="max_error_rate", type=float,
                         help="failed share above which the run exits 3 after publishing (default 0.01)")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, help="images per model call (default 1024)")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, help="images per model call (default 512)")
     return parser
 
 
