@@ -34,6 +34,9 @@ lock: $(VENV)/.installed
 run: install
 	$(BIN)/fmnist prepare --output $(RUN_DIR)/shards --overwrite
 	$(BIN)/fmnist train --data $(RUN_DIR)/shards --model-root $(RUN_DIR)/models
+	# score runs after train (it scores with the model train published under $(RUN_DIR)/models);
+	# a fixed run id makes a rerun replace the previous run's rows instead of adding to them.
+	$(BIN)/fmnist score --input '$(RUN_DIR)/shards/test-*.tfrecord' --model $(RUN_DIR)/models --output $(RUN_DIR)/scores --run-id local
 
 # The analysts' report of the latest scoring run in $(RUN_DIR)/scores.
 report: install

@@ -295,6 +295,16 @@ def copy(source: str, target: str) -> None:
     write_bytes(target, read_bytes(source))
 
 
+def move(source: str, target: str) -> None:
+    """Moves a file or object: a rename locally (atomic), copy then delete on GCS."""
+    if not is_remote(source) and not is_remote(target):
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        os.replace(source, target)
+        return
+    copy(source, target)
+    delete(source)
+
+
 def delete(uri: str) -> None:
     """Deletes one file or object; a missing one is not an error."""
     if uri.startswith(GCS_SCHEME):

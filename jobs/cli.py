@@ -10,6 +10,7 @@ STEPS = {
     "query": "jobs.query",
     "report": "jobs.report",
     "train": "jobs.train",
+    "score": "jobs.score",
 }
 
 

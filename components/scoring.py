@@ -1,0 +1,364 @@
+"""The scoring pipeline: image shards -> staged Parquet parts of the prediction and error tables.
+
+    ScoreShards: ListShards -> DistributeShards (Reshuffle) -> ScoreShard (one DoFn call per shard)
+
+The unit of parallel work is a shard. Within a shard the work is in batches: records are
+streamed with components.tfrecord (a damaged record becomes an error row, the next one is
+still read), parsed, decoded (a batch of contract PNGs in one TensorFlow call; any other
+picture through components.images), scored with one model call per batch, turned into one
+Arrow record batch and streamed into a Parquet part. Memory is bounded by the batch and
+one row group, whatever the size of the input.
+
+Each shard's parts are staged under unique, deterministic names (a retried bundle replaces
+its own parts) with a receipt written last; the launcher (components.score_run) publishes
+them. The model is loaded once per worker process (apache_beam.utils.shared).
+
+Model contract (from training): `model.keras` maps float32 images scaled to [0, 1], shaped
+(28, 28), (28, 28, 1) or (784,), to 10 logits; a model whose last layer is a softmax
+already returns probabilities and gets no second softmax.
+"""
+import collections
+import concurrent.futures
+import dataclasses
+import datetime
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.utils import shared
+
+from components import storage
+from components.constants import FEATURE_FORMAT, FEATURE_IMAGE, FEATURE_IMAGE_ID, FEATURE_LABEL, IMAGE_SIZE, NUM_CLASSES
+from components.errors import InputError
+from components.images import ImageError, to_model_image
+from components.parquet_parts import PartWriter
+from components.prediction_rows import (
+    ParsedRecord,
+    RecordError,
+    error_batch,
+    is_model_png,
+    parse_record,
+    parsed_example,
+    prediction_batch,
+)
+from components.schema import ERROR_SCHEMA, ERRORS_TABLE, PREDICTION_SCHEMA, PREDICTIONS_TABLE
+from components.tfrecord import Record, read_records
+
+COUNTER_NAMESPACE = "fmnist_score"
+RECEIPTS_FOLDER = "receipts"
+DEFAULT_BATCH_SIZE = 512
+# Batches scored at once per shard. Two concurrent TensorFlow calls decode PNGs about twice
+# as fast as one on two cores (measured: docs/benchmarks.md); more buys little and costs memory.
+MODEL_THREADS = 2
+
+
+# --- The model ----------------------------------------------------------------------------
+
+
+def load_model(keras_uri: str):  # -> keras.Model
+    """Loads a `.keras` file from any URI (copied to a local temporary file first)."""
+    import keras
+
+    with tempfile.TemporaryDirectory(prefix="fmnist-model-") as folder:
+        local = os.path.join(folder, "model.keras")
+        storage.download_file(keras_uri, local)
+        return keras.saving.load_model(local, compile=False)
+
+
+def check_model_fits(model, keras_uri: str) -> None:
+    """InputError unless the model takes one 28x28 image per row and returns 10 class scores."""
+    try:
+        input_shape, output_shape = tuple(model.input_shape), tuple(model.output_shape)
+    except (AttributeError, ValueError) as error:  # a subclassed model that was never built
+        raise InputError(f"{keras_uri}: model has no defined input/output shape ({error})") from error
+    image_dims = input_shape[1:]
+    if None in image_dims or int(np.prod(image_dims)) != IMAGE_SIZE * IMAGE_SIZE:
+        raise InputError(f"{keras_uri}: model input shape {input_shape} does not fit {IMAGE_SIZE}x{IMAGE_SIZE} images")
+    if output_shape[1:] != (NUM_CLASSES,):
+        raise InputError(f"{keras_uri}: model output shape {output_shape} is not {NUM_CLASSES} class scores")
+
+
+def _returns_probabilities(model) -> bool:
+    import keras
+
+    last = model.layers[-1]
+    return isinstance(last, keras.layers.Softmax) or getattr(last, "activation", None) is keras.activations.softmax
+
+
+class ModelScorer:
+    """A model plus the compiled batch functions that feed it (one per worker process)."""
+
+    def __init__(self, model) -> None:
+        import tensorflow as tf
+
+        self.model = model
+        input_dims = tuple(model.input_shape[1:])
+        softmax = not _returns_probabilities(model)
+
+        def probabilities(images):
+            x = tf.reshape(tf.cast(images, tf.float32) / 255.0, (-1, *input_dims))
+            outputs = model(x, training=False)
+            return tf.nn.softmax(outputs) if softmax else outputs
+
+        def decode(encoded):
+            return tf.map_fn(
+                lambda png: tf.io.decode_png(png, channels=1)[:, :, 0], encoded,
+                fn_output_signature=tf.TensorSpec((IMAGE_SIZE, IMAGE_SIZE), tf.uint8),
+            )
+
+        features = {
+            # Required and single-valued: a record without them fails the vectorized parse,
+            # and the batch is parsed again record by record (which names the problem).
+            FEATURE_IMAGE_ID: tf.io.FixedLenFeature([], tf.string),
+            FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
+            FEATURE_FORMAT: tf.io.FixedLenFeature([], tf.string, default_value=""),
+            FEATURE_LABEL: tf.io.RaggedFeature(tf.int64),  # absent for unlabeled data
+        }
+
+        def parse(serialized):
+            example = tf.io.parse_example(serialized, features)
+            label = example[FEATURE_LABEL]
+            return (example[FEATURE_IMAGE_ID], example[FEATURE_IMAGE], example[FEATURE_FORMAT],
+                    label.values, label.row_splits)
+
+        strings = tf.TensorSpec((None,), tf.string)
+        self._parse = tf.function(parse, input_signature=[strings])
+        self._decode = tf.function(decode, input_signature=[strings])
+        self._probabilities = tf.function(probabilities, input_signature=[tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.uint8)])
+        self._invalid_argument = tf.errors.InvalidArgumentError
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(n, 10) float32 class probabilities of (n, 28, 28) uint8 images: one model call."""
+        return self._probabilities(images).numpy()
+
+    def decode_model_pngs(self, encoded: Sequence[bytes]) -> np.ndarray | None:
+        """(n, 28, 28) uint8 pixels of contract PNGs in one call; None if any fails to decode."""
+        try:
+            return self._decode(np.array(encoded, dtype=object)).numpy()
+        except (self._invalid_argument, UnicodeDecodeError):  # see parse_examples
+            return None  # the caller decodes one by one and reports the bad one(s)
+
+    def parse_examples(self, serialized: Sequence[bytes]) -> list[tuple[bytes, bytes, bytes, int | None]] | None:
+        """(image_id, encoded, format, label) of each Example, parsed in one call; None if any fails."""
+        try:
+            tensors = self._parse(np.array(serialized, dtype=object))
+        except (self._invalid_argument, UnicodeDecodeError):
+            # UnicodeDecodeError: TensorFlow fails to build its error message when it quotes the
+            # bad record's non-UTF-8 bytes; it is the same parse failure.
+            return None  # the caller parses one by one and reports the bad one(s)
+        image_ids, encoded, formats, label_values, label_splits = (t.numpy().tolist() for t in tensors)
+        # Like shards.parse_example: the first label of a record, None when it has none.
+        labels = [label_values[start] if end > start else None for start, end in zip(label_splits, label_splits[1:])]
+        return list(zip(image_ids, encoded, formats, labels))
+
+
+# --- One shard ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringTarget:
+    """Where and under which names a run's shards are scored."""
+
+    staging: str
+    run_id: str
+    model_version: str
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+
+def staged_part_uri(staging: str, table: str, part: str) -> str:
+    """Staging location of one shard's part of a table."""
+    return storage.join(staging, table, f"{part}.parquet")
+
+
+def receipt_uri(staging: str, part: str) -> str:
+    """Staging location of one shard's receipt (written after its parts)."""
+    return storage.join(staging, RECEIPTS_FOLDER, f"{part}.json")
+
+
+def part_name(shard_index: int) -> str:
+    """Name of the parts made from shard number `shard_index` of the run's sorted inputs."""
+    return f"part-{shard_index:05d}"
+
+
+def _parse_batch(scorer: ModelScorer, records: Sequence[Record]) -> tuple[list[ParsedRecord], list[RecordError]]:
+    """Parses a batch in one call; a batch holding a record that is no shard Example is parsed
+    again record by record, so that record becomes an error row and the others are kept."""
+    intact = [record for record in records if record.data is not None]
+    columns = scorer.parse_examples([record.data for record in intact]) if intact else []
+    if columns is None:
+        results = [parse_record(record) for record in intact]
+    else:
+        results = [parsed_example(record.index, *features) for record, features in zip(intact, columns)]
+    parsed = [result for result in results if isinstance(result, ParsedRecord)]
+    errors = [result for result in results if isinstance(result, RecordError)]
+    errors += [parse_record(record) for record in records if record.data is None]  # framing errors
+    return parsed, errors
+
+
+def _model_images(scorer: ModelScorer, parsed: Sequence[ParsedRecord]) -> tuple[dict[int, np.ndarray], list[RecordError]]:
+    """28x28 model images by position in `parsed`: contract PNGs decoded in one call, any other
+    picture (JPEG, colour, any size) and any PNG of a batch that failed converted one by one."""
+    contract = [position for position, record in enumerate(parsed) if is_model_png(record.example.encoded)]
+    decoded = scorer.decode_model_pngs([parsed[position].example.encoded for position in contract]) if contract else None
+    pixels: dict[int, np.ndarray] = dict(zip(contract, decoded)) if decoded is not None else {}
+    errors: list[RecordError] = []
+    for position, record in enumerate(parsed):
+        if position not in pixels:
+            try:
+                pixels[position] = to_model_image(record.example.encoded)
+            except ImageError as error:
+                errors.append(RecordError(record.record_index, error.error_type, str(error), image_id=record.example.image_id))
+    return pixels, errors
+
+
+def _score_batch(
+    records: Sequence[Record], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget
+) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """One batch of records -> (prediction rows, error rows), with one model call."""
+    scored_at = datetime.datetime.now(datetime.timezone.utc)
+    parsed, errors = _parse_batch(scorer, records)
+    pixels, image_errors = _model_images(scorer, parsed)
+    positions = sorted(pixels)
+    scored = [parsed[position].example for position in positions]
+    probabilities = (scorer.probabilities(np.stack([pixels[p] for p in positions])) if positions
+                     else np.zeros((0, NUM_CLASSES), np.float32))
+    predictions = prediction_batch(
+        image_ids=[example.image_id for example in scored],
+        source_uri=source_uri,
+        probabilities=probabilities,
+        true_labels=[example.label for example in scored],
+        model_version=target.model_version,
+        run_id=target.run_id,
+        scored_at=scored_at,
+    )
+    errors = sorted(errors + image_errors, key=lambda error: error.record_index)
+    return predictions, error_batch(errors, source_uri=source_uri, run_id=target.run_id, scored_at=scored_at)
+
+
+def _record_batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def score_records(
+    records: Iterable[Record], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget
+) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
+    """Scores a stream of records in batches: yields (prediction rows, error rows) per batch, in order.
+
+    The stages overlap: while model threads parse, decode and score earlier batches (mostly
+    TensorFlow, which releases the GIL: two batches decode in parallel), this thread reads
+    and frames the next one. At most MODEL_THREADS + 2 batches are in memory at once.
+    """
+    with concurrent.futures.ThreadPoolExecutor(MODEL_THREADS, thread_name_prefix="fmnist-model") as model_threads:
+        in_flight: collections.deque[concurrent.futures.Future] = collections.deque()
+        for batch in _record_batches(records, target.batch_size):
+            in_flight.append(model_threads.submit(_score_batch, batch, scorer=scorer, source_uri=source_uri, target=target))
+            if len(in_flight) > MODEL_THREADS:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+
+
+def score_shard(shard_index: int, shard_uri: str, *, scorer: ModelScorer, target: ScoringTarget) -> dict:
+    """Scores one shard into staged parts; writes and returns its receipt (the counts)."""
+    part = part_name(shard_index)
+    read = 0
+
+    def counted(records: Iterable[Record]) -> Iterator[Record]:
+        nonlocal read
+        for record in records:
+            read += 1
+            yield record
+
+    failed_by_type: dict[str, int] = {}
+    with (
+        storage.open_read(shard_uri) as stream,
+        PartWriter(staged_part_uri(target.staging, PREDICTIONS_TABLE, part), PREDICTION_SCHEMA) as predictions,
+        PartWriter(staged_part_uri(target.staging, ERRORS_TABLE, part), ERROR_SCHEMA) as errors,
+    ):
+        for prediction_rows, error_rows in score_records(
+            counted(read_records(stream)), scorer=scorer, source_uri=shard_uri, target=target
+        ):
+            predictions.write(prediction_rows)
+            errors.write(error_rows)
+            for error_type in error_rows.column("error_type").to_pylist():
+                failed_by_type[error_type] = failed_by_type.get(error_type, 0) + 1
+    receipt = {
+        "shard_index": shard_index,
+        "source_uri": shard_uri,
+        "read": read,
+        "scored": predictions.rows,
+        "failed": errors.rows,
+        "failed_by_type": failed_by_type,
+        PREDICTIONS_TABLE: staged_part_uri(target.staging, PREDICTIONS_TABLE, part) if predictions.rows else None,
+        ERRORS_TABLE: staged_part_uri(target.staging, ERRORS_TABLE, part) if errors.rows else None,
+    }
+    storage.write_bytes(receipt_uri(target.staging, part), json.dumps(receipt).encode())
+    return receipt
+
+
+# --- The pipeline -------------------------------------------------------------------------
+
+
+class ScoreShardFn(beam.DoFn):
+    """(shard index, shard URI) -> the shard's receipt, parts staged; counts as Beam counters."""
+
+    def __init__(self, *, keras_uri: str, target: ScoringTarget) -> None:
+        self._keras_uri = keras_uri
+        self._target = target
+        self._shared_model = shared.Shared()
+        self._scorer: ModelScorer | None = None
+
+    def setup(self) -> None:
+        # One model per worker process, however many threads run this DoFn.
+        self._scorer = self._shared_model.acquire(lambda: ModelScorer(load_model(self._keras_uri)), tag=self._keras_uri)
+
+    def process(self, element: tuple[int, str]) -> Iterator[dict]:
+        shard_index, shard_uri = element
+        receipt = score_shard(shard_index, shard_uri, scorer=self._scorer, target=self._target)
+        Metrics.counter(COUNTER_NAMESPACE, "shards").inc()
+        for name in ("read", "scored", "failed"):
+            Metrics.counter(COUNTER_NAMESPACE, f"records_{name}").inc(receipt[name])
+        for error_type, count in receipt["failed_by_type"].items():
+            Metrics.counter(COUNTER_NAMESPACE, f"failed_{error_type}").inc(count)
+        yield receipt
+
+
+class ScoreShards(beam.PTransform):
+    """Root transform: scores the given shards in parallel; a PCollection of their receipts."""
+
+    def __init__(self, *, shard_uris: Sequence[str], keras_uri: str, target: ScoringTarget) -> None:
+        super().__init__()
+        self._shard_uris = list(shard_uris)
+        self._keras_uri = keras_uri
+        self._target = target
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            pbegin
+            | "ListShards" >> beam.Create(list(enumerate(self._shard_uris)))
+            # Create emits one bundle; reshuffling spreads the shards over the workers.
+            | "DistributeShards" >> beam.Reshuffle()
+            | "ScoreShard" >> beam.ParDo(ScoreShardFn(keras_uri=self._keras_uri, target=self._target))
+        )
+
+
+def build_pipeline(
+    *, shard_uris: Sequence[str], keras_uri: str, target: ScoringTarget, options: PipelineOptions
+) -> beam.Pipeline:
+    """The scoring pipeline over the given shards, built but not run."""
+    pipeline = beam.Pipeline(options=options)
+    _ = pipeline | "ScoreShards" >> ScoreShards(shard_uris=shard_uris, keras_uri=keras_uri, target=target)
+    return pipeline

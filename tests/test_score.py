@@ -1,0 +1,435 @@
+"""`fmnist score`: the Beam pipeline from image shards to the prediction and error tables.
+
+Real pipelines on the DirectRunner (in-process and multi-process), a real GCS API server on
+loopback, a tiny Keras model fitted in the test. Dataflow cannot exist here: its test builds
+and translates the job graph with `--dry_run` and submits nothing.
+"""
+import io
+import json
+import os
+import subprocess
+import sys
+
+import apache_beam as beam
+import duckdb
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
+from components import registry, storage
+from components.errors import CheckFailed, InputError
+from components.images import encode_png
+from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, run_summary_uri
+from components.score_run import score, staging_uri
+from components.prediction_rows import parse_record, parsed_example
+from components.scoring import ModelScorer, ScoreShardFn, ScoreShards, ScoringTarget, receipt_uri
+from components.shards import serialize_example
+from components.tfrecord import Record, frame_record
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RNG_SEED = 0
+
+
+# --- Fixtures: a tiny model and shards with planted bad records -----------------------------
+
+
+def fit_tiny_model(input_shape=(28, 28)):
+    import keras
+
+    keras.utils.set_random_seed(RNG_SEED)
+    images = np.random.default_rng(RNG_SEED).random((64, *input_shape), dtype=np.float32)
+    model = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images, np.arange(64) % 10, epochs=1, verbose=0)
+    return model
+
+
+def save_model(model, model_root: str, version: str, *, passed: bool = True, publish: bool = True) -> str:
+    """Saves a model version folder (model.keras + metrics.json) to any URI; publishes it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        model.save(os.path.join(folder, "model.keras"))
+        storage.upload_file(os.path.join(folder, "model.keras"), storage.join(model_root, version, "model.keras"))
+    gate = {"passed": passed, "reason": "test fixture"}
+    storage.write_bytes(storage.join(model_root, version, "metrics.json"), json.dumps({"quality_gate": gate}).encode())
+    if publish:
+        registry.publish(model_root, version)
+    return storage.join(model_root, version)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return fit_tiny_model()
+
+
+@pytest.fixture
+def model_root(tiny_model, tmp_path) -> str:
+    root = str(tmp_path / "models")
+    save_model(tiny_model, root, "v1")
+    return root
+
+
+def good_record(image_id: str, rng: np.random.Generator, label: int | None = None) -> bytes:
+    image = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    return serialize_example(image_id, encode_png(image), int(rng.integers(0, 10)) if label is None else label)
+
+
+def rgb_jpeg() -> bytes:
+    """A 64x64 colour product photo: a dark square on white, as JPEG."""
+    pixels = np.full((64, 64, 3), 255, np.uint8)
+    pixels[16:48, 20:44] = (120, 30, 30)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def flip_data_byte(framed: bytes) -> bytes:
+    damaged = bytearray(framed)
+    damaged[20] ^= 0xFF  # inside the data, after the 12-byte header
+    return bytes(damaged)
+
+
+def broken_png() -> bytes:
+    """A PNG whose header says 28x28 grayscale (the batch path) but whose pixel data is damaged."""
+    data = bytearray(encode_png(np.full((28, 28), 7, np.uint8)))
+    data[45] ^= 0xFF  # inside the IDAT chunk
+    return bytes(data)
+
+
+def example_without_image(image_id: str) -> bytes:
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example()
+    example.features.feature["image_id"].bytes_list.value.append(image_id.encode())
+    return example.SerializeToString()
+
+
+# (shard name, [(image_id, framed record, expected error type or None for scored)], cut bytes at end)
+def planted_shards(folder: str) -> dict:
+    """Three shards with every kind of bad record; returns what scoring must make of them."""
+    rng = np.random.default_rng(RNG_SEED)
+    frame = frame_record
+    shards = {
+        "test-00000-of-00003.tfrecord": [
+            ("s0-good-0", frame(good_record("s0-good-0", rng)), None),
+            ("s0-flipped", flip_data_byte(frame(good_record("s0-flipped", rng))), "corrupt_record"),
+            ("s0-good-1", frame(good_record("s0-good-1", rng)), None),
+            ("s0-no-image", frame(example_without_image("s0-no-image")), "missing_feature"),
+            ("s0-not-image", frame(serialize_example("s0-not-image", b"these bytes are no picture", 1)), "decode_error"),
+            ("s0-jpeg", frame(serialize_example("s0-jpeg", rgb_jpeg(), 8, b"jpeg")), None),
+            ("s0-broken-png", frame(serialize_example("s0-broken-png", broken_png(), 2)), "decode_error"),
+            ("s0-good-2", frame(good_record("s0-good-2", rng)), None),
+            ("s0-not-example", frame(b"\xff\xff\xff\xff not a protobuf"), "invalid_example"),
+            ("s0-good-3", frame(good_record("s0-good-3", rng)), None),
+        ],
+        "test-00001-of-00003.tfrecord": [
+            *[(f"s1-good-{i}", frame(good_record(f"s1-good-{i}", rng)), None) for i in range(5)],
+            ("s1-truncated", frame(good_record("s1-truncated", rng))[:-30], "truncated_record"),
+        ],
+        "test-00002-of-00003.tfrecord": [
+            *[(f"s2-good-{i}", frame(good_record(f"s2-good-{i}", rng)), None) for i in range(4)],
+        ],
+    }
+    for name, records in shards.items():
+        with open(os.path.join(folder, name), "wb") as file:
+            file.write(b"".join(framed for _, framed, _ in records))
+    return shards
+
+
+def expected_outcome(shards: dict, folder: str) -> tuple[set, set]:
+    scored = {image_id for records in shards.values() for image_id, _, error in records if error is None}
+    errors = {(storage.join(folder, name), index, error)
+              for name, records in shards.items() for index, (_, _, error) in enumerate(records) if error}
+    return scored, errors
+
+
+@pytest.fixture
+def shard_folder(tmp_path) -> tuple[str, dict]:
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    return str(folder), planted_shards(str(folder))
+
+
+def read_table(output: str, table: str) -> list[dict]:
+    folder = storage.join(output, table)
+    if not os.path.isdir(folder):
+        return []
+    return ds.dataset(folder, format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.cli", "score", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=600, env=env)
+
+
+# --- The DoFn and the transform -----------------------------------------------------------
+
+
+def test_score_shard_fn_process_stages_parts_and_a_receipt(shard_folder, model_root, tmp_path):
+    folder, shards = shard_folder
+    shard_uri = storage.join(folder, "test-00000-of-00003.tfrecord")
+    target = ScoringTarget(staging=str(tmp_path / "staging"), run_id="r1", model_version="v1", batch_size=4)
+    fn = ScoreShardFn(keras_uri=registry.resolve(model_root).keras_uri, target=target)
+    fn.setup()
+    [receipt] = list(fn.process((0, shard_uri)))
+
+    scored, errors = expected_outcome({"test-00000-of-00003.tfrecord": shards["test-00000-of-00003.tfrecord"]}, folder)
+    assert (receipt["read"], receipt["scored"], receipt["failed"]) == (10, len(scored), len(errors))
+    assert receipt["failed_by_type"] == {"corrupt_record": 1, "missing_feature": 1, "decode_error": 2, "invalid_example": 1}
+    assert json.loads(storage.read_bytes(receipt_uri(target.staging, "part-00000"))) == receipt
+    predictions = ds.dataset(receipt["predictions"]).to_table()
+    assert predictions.schema.equals(PREDICTION_SCHEMA)
+    assert set(predictions.column("image_id").to_pylist()) == scored
+    error_rows = ds.dataset(receipt["errors"]).to_table()
+    assert error_rows.schema.equals(ERROR_SCHEMA)
+    assert {(r["source_uri"], r["record_index"], r["error_type"]) for r in error_rows.to_pylist()} == errors
+
+
+def test_vectorized_parse_agrees_with_the_record_parser(tiny_model):
+    from tensorflow.core.example import example_pb2
+
+    two_labels = example_pb2.Example.FromString(serialize_example("two-labels", b"png", 4))
+    two_labels.features.feature["label"].int64_list.value.append(7)
+    records = [serialize_example("labeled", b"png", 3), serialize_example("unlabeled", b"png", None),
+               serialize_example("bad-label", b"png", 12), serialize_example("jpeg", b"jpg", 0, b"jpeg"),
+               two_labels.SerializeToString()]
+    columns = ModelScorer(tiny_model).parse_examples(records)
+    assert [parsed_example(i, *features) for i, features in enumerate(columns)] == [
+        parse_record(Record(i, data=data)) for i, data in enumerate(records)]
+    assert ModelScorer(tiny_model).parse_examples([*records, b"\xff not an example"]) is None
+
+
+def receipt_counts(receipt: dict) -> tuple:
+    """Module-level matcher input: a receipt reduced to what a test can predict."""
+    return os.path.basename(receipt["source_uri"]), receipt["read"], receipt["scored"], receipt["failed"]
+
+
+def test_score_shards_transform_in_a_test_pipeline(shard_folder, model_root, tmp_path):
+    folder, shards = shard_folder
+    target = ScoringTarget(staging=str(tmp_path / "staging"), run_id="r1", model_version="v1", batch_size=3)
+    expected = [(name, len(records), sum(e is None for _, _, e in records), sum(e is not None for _, _, e in records))
+                for name, records in shards.items()]
+    with BeamTestPipeline() as pipeline:
+        receipts = pipeline | ScoreShards(shard_uris=storage.glob(storage.join(folder, "*.tfrecord")),
+                                          keras_uri=registry.resolve(model_root).keras_uri, target=target)
+        assert_that(receipts | beam.Map(receipt_counts), equal_to(expected))
+
+
+# --- The whole run ------------------------------------------------------------------------
+
+
+def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_root, tmp_path):
+    folder, shards = shard_folder
+    output = str(tmp_path / "scores")
+    summary = score(input=storage.join(folder, "*.tfrecord"), model=model_root, output=output, run_id="r1",
+                    run_date="2026-11-29", max_error_rate=0.5, batch_size=4)
+
+    scored, errors = expected_outcome(shards, folder)
+    predictions, error_rows = read_table(output, "predictions"), read_table(output, "errors")
+    assert sorted(r["image_id"] for r in predictions) == sorted(scored)
+    assert {(r["source_uri"], r["record_index"], r["error_type"]) for r in error_rows} == errors
+    assert {(r["model_version"], r["run_id"], str(r["run_date"])) for r in predictions} == {("v1", "r1", "2026-11-29")}
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-5 and r["confidence"] == max(r["probabilities"]) for r in predictions)
+    jpeg_row = next(r for r in predictions if r["image_id"] == "s0-jpeg")
+    assert jpeg_row["true_label"] == 8
+
+    counts = summary["counts"]
+    assert counts["read"] == sum(len(records) for records in shards.values()) == counts["scored"] + counts["failed"]
+    assert (counts["scored"], counts["failed"]) == (len(scored), len(errors))
+    assert counts["failed_by_type"] == {"corrupt_record": 1, "missing_feature": 1, "decode_error": 2,
+                                        "invalid_example": 1, "truncated_record": 1}
+    assert summary["beam_counters"]["records_read"] == counts["read"]
+    assert summary["beam_counters"]["records_failed"] == counts["failed"]
+    assert json.loads(storage.read_bytes(run_summary_uri(output, "r1"))) == summary
+    assert (summary["status"], summary["model_version"], len(summary["inputs"]["shards"])) == ("ok", "v1", 3)
+    assert not storage.list_prefix(staging_uri(output, "r1"))
+    # Analysts read the Hive-partitioned table with DuckDB.
+    query = f"select count(*) from read_parquet('{output}/predictions/**/*.parquet', hive_partitioning=true) where run_id = 'r1'"
+    assert duckdb.sql(query).fetchall() == [(len(scored),)]
+
+
+def test_same_run_id_twice_leaves_one_copy(shard_folder, model_root, tmp_path):
+    folder, shards = shard_folder
+    output = str(tmp_path / "scores")
+    arguments = dict(input=storage.join(folder, "*.tfrecord"), model=model_root, output=output, max_error_rate=1.0)
+    score(**arguments, run_id="again", run_date="2026-11-28")
+    score(**arguments, run_id="other", run_date="2026-11-28")
+    summary = score(**arguments, run_id="again", run_date="2026-11-29")  # a rerun may also move the date
+
+    predictions = read_table(output, "predictions")
+    per_run = {run_id: sum(r["run_id"] == run_id for r in predictions) for run_id in ("again", "other")}
+    assert per_run == {"again": summary["counts"]["scored"], "other": summary["counts"]["scored"]}
+    assert {str(r["run_date"]) for r in predictions if r["run_id"] == "again"} == {"2026-11-29"}
+    assert sum(r["run_id"] == "again" for r in read_table(output, "errors")) == summary["counts"]["failed"]
+    assert sorted(os.listdir(os.path.join(output, "runs"))) == ["again.json", "other.json"]
+
+
+def test_error_rate_above_the_limit_exits_3_after_publishing(shard_folder, model_root, tmp_path):
+    folder, _ = shard_folder
+    output = str(tmp_path / "scores")
+    completed = run_cli("--input", storage.join(folder, "*.tfrecord"), "--model", model_root, "--output", output,
+                        "--run-id", "too-many-errors")
+    assert completed.returncode == 3, completed.stderr
+    assert "records failed" in completed.stderr and "--max-error-rate 1.00%" in completed.stderr
+    summary = json.loads(storage.read_bytes(run_summary_uri(output, "too-many-errors")))
+    assert summary["status"] == "error_rate_exceeded"
+    assert len(read_table(output, "predictions")) == summary["counts"]["scored"] > 0
+    assert len(read_table(output, "errors")) == summary["counts"]["failed"] == 6
+
+
+@pytest.mark.slow  # each worker process imports TensorFlow
+def test_default_run_id_and_date_and_beam_counters_multi_process(shard_folder, model_root, tmp_path):
+    folder, shards = shard_folder
+    output = str(tmp_path / "scores")
+    summary = score(input=storage.join(folder, "*.tfrecord"), model=model_root, output=output, max_error_rate=1.0,
+                    beam_args=["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
+    scored, _ = expected_outcome(shards, folder)
+    assert sorted(r["image_id"] for r in read_table(output, "predictions")) == sorted(scored)
+    assert summary["run_id"].startswith(summary["run_date"].replace("-", ""))
+    assert summary["beam_counters"]["shards"] == 3
+    assert summary["beam_counters"]["records_scored"] == summary["counts"]["scored"]
+
+
+# --- Configuration errors: one line, exit 2, nothing written ---------------------------------
+
+
+def _unpublished(tiny_model, root):
+    save_model(tiny_model, root, "v1", publish=False)
+    return root
+
+
+def _failed_gate(tiny_model, root):
+    return save_model(tiny_model, root, "v1", passed=False, publish=False)
+
+
+def _wrong_input_shape(tiny_model, root):
+    save_model(fit_tiny_model(input_shape=(32, 32)), root, "v1")
+    return root
+
+
+@pytest.mark.parametrize("make_model, message", [
+    (_unpublished, "nor a model root with a published LATEST"),
+    (_failed_gate, "failed its quality gate"),
+    (_wrong_input_shape, "does not fit 28x28 images"),
+])
+def test_model_that_cannot_be_used_is_refused_before_writing(shard_folder, tiny_model, tmp_path, make_model, message):
+    folder, _ = shard_folder
+    model = make_model(tiny_model, str(tmp_path / "models"))
+    with pytest.raises(InputError, match=message):
+        score(input=storage.join(folder, "*.tfrecord"), model=model, output=str(tmp_path / "scores"))
+    assert not (tmp_path / "scores").exists()
+
+
+def test_unwritable_output_is_refused(shard_folder, model_root, tmp_path):
+    folder, _ = shard_folder
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError, match="not writable"):
+        score(input=storage.join(folder, "*.tfrecord"), model=model_root, output=str(blocker / "scores"))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"run_id": "../escape"}, "--run-id"),
+    ({"run_date": "29.11.2026"}, "--run-date"),
+    ({"max_error_rate": 1.5}, "--max-error-rate"),
+    ({"beam_args": ["--dry_run", "True"]}, "only the DataflowRunner"),
+])
+def test_bad_arguments_are_refused(shard_folder, model_root, tmp_path, arguments, message):
+    folder, _ = shard_folder
+    with pytest.raises(InputError, match=message):
+        score(input=storage.join(folder, "*.tfrecord"), model=model_root, output=str(tmp_path / "scores"), **arguments)
+    assert not (tmp_path / "scores").exists()
+
+
+def test_cli_empty_glob_is_one_line_exit_2(model_root, tmp_path):
+    completed = run_cli("--input", str(tmp_path / "nothing-*.tfrecord"), "--model", model_root,
+                        "--output", str(tmp_path / "scores"))
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == f"error: {tmp_path}/nothing-*.tfrecord: no file matches the input glob"
+    assert not (tmp_path / "scores").exists()
+
+
+# --- Cloud: gs:// everywhere, and the Dataflow translation --------------------------------
+
+
+@pytest.fixture
+def gcs_inputs(gcs_bucket, shard_folder, tiny_model) -> dict:
+    """The planted shards and the published tiny model in a bucket on the GCS API server."""
+    folder, shards = shard_folder
+    for name in shards:
+        storage.upload_file(os.path.join(folder, name), storage.join(gcs_bucket, "shards", name))
+    save_model(tiny_model, storage.join(gcs_bucket, "models"), "v1")
+    return shards
+
+
+def test_gcs_input_model_and_output(gcs_bucket, gcs_inputs):
+    shards = gcs_inputs
+    output = storage.join(gcs_bucket, "scores")
+    summary = score(input=storage.join(gcs_bucket, "shards", "*.tfrecord"), model=storage.join(gcs_bucket, "models"),
+                    output=output, run_id="cloud", run_date="2026-11-29", max_error_rate=1.0)
+
+    scored, errors = expected_outcome(shards, storage.join(gcs_bucket, "shards"))
+    assert (summary["counts"]["scored"], summary["counts"]["failed"]) == (len(scored), len(errors))
+    published = storage.list_prefix(output)
+    assert run_summary_uri(output, "cloud") in published
+    assert not [uri for uri in published if "/_staging/" in uri]
+    prediction_parts = [uri for uri in published if "/predictions/run_date=2026-11-29/run_id=cloud/" in uri]
+    assert len(prediction_parts) == 3
+    error_sources = {uri.rsplit("/", 1)[-1] for uri in published if "/errors/" in uri}
+    assert error_sources == {"part-00000.parquet", "part-00001.parquet"}
+
+
+def test_dataflow_translation_dry_run(gcs_bucket, gcs_inputs):
+    output = storage.join(gcs_bucket, "scores")
+    result = score(
+        input=storage.join(gcs_bucket, "shards", "*.tfrecord"), model=storage.join(gcs_bucket, "models"), output=output,
+        beam_args=["--runner", "DataflowRunner", "--dry_run", "True", "--project", "fmnist-test",
+                   "--region", "europe-west1", "--temp_location", f"{gcs_bucket}/tmp",
+                   "--sdk_container_image", "europe-docker.pkg.dev/fmnist-test/fmnist/fmnist-jobs:0.1.0"],
+    )
+    assert result["dry_run"] is True
+    assert result["steps"] == ["ScoreShards/DistributeShards", "ScoreShards/ListShards", "ScoreShards/ScoreShard"]
+    assert result["worker_images"] == ["europe-docker.pkg.dev/fmnist-test/fmnist/fmnist-jobs:0.1.0"]
+    assert result["job_name"].startswith("beamapp-")
+    assert storage.list_prefix(output) == []
+
+
+# --- The real test split ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_test_shards_accuracy_equals_model_evaluate(tmp_path, real_source):
+    """10,000 real test images: unique ids, and the table's accuracy is the model's own test accuracy."""
+    import keras
+
+    from components.constants import IDX_FILES
+    from components.idx import load_split
+    from components.prepare import run_parallel, shard_tasks
+    from components.shards import write_shard
+
+    train_images, train_labels = (f.array for f in load_split(real_source, *IDX_FILES["train"]))
+    test_images, test_labels = (f.array for f in load_split(real_source, *IDX_FILES["test"]))
+    shards = str(tmp_path / "shards")  # the test split, sharded exactly as `prepare` shards it
+    ids = [f"test-{i:05d}" for i in range(len(test_labels))]
+    run_parallel(write_shard, shard_tasks(shards, "test", ids, test_images, test_labels, 4))
+    keras.utils.set_random_seed(RNG_SEED)
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
+                              keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(train_images / 255.0, train_labels, epochs=1, batch_size=128, verbose=0)
+    _, evaluated_accuracy = model.evaluate(test_images / 255.0, test_labels, verbose=0)
+    model_root = str(tmp_path / "models")
+    save_model(model, model_root, "real")
+
+    output = str(tmp_path / "scores")
+    summary = score(input=storage.join(shards, "test-*.tfrecord"), model=model_root, output=output, run_id="real")
+    rows = read_table(output, "predictions")
+    assert summary["counts"] == {"read": 10_000, "scored": 10_000, "failed": 0, "failed_by_type": {}}
+    assert len({r["image_id"] for r in rows}) == len(rows) == 10_000
+    accuracy = np.mean([r["predicted_label"] == r["true_label"] for r in rows])
+    assert accuracy == pytest.approx(evaluated_accuracy, abs=1e-6)
