@@ -9,6 +9,7 @@ STEPS = {
     "prepare-images": "jobs.prepare_images",
     "query": "jobs.query",
     "report": "jobs.report",
+    "pipeline": "jobs.pipeline",
 }
 
 
