@@ -5,15 +5,12 @@
 #   docker build -t fmnist-jobs .                                                    # same, elsewhere
 #   docker build --target dataflow-worker -t fmnist-jobs-worker .                    # needs Docker Hub
 #
-# Layers go from least to most often changed: OS packages, the user, pinned dependencies, and
-# last the project source, so a code change rebuilds only the final two layers.
+# Layers go from least to most often changed: OS packages, the user, the pinned dependencies,
+# and last the project source, so a code change rebuilds only the final layers.
 # checkov:skip=CKV_DOCKER_2: batch jobs run to completion and exit; there is no long-running service for a HEALTHCHECK to probe
 
-# Beam's SDK image of the Beam version pinned in requirements.lock; only `dataflow-worker` uses it.
-ARG BEAM_SDK_IMAGE=apache/beam_python3.11_sdk:2.77.0
-
 # Debian 12: its python3 is 3.11, the version the project supports and the lock was made with.
-FROM debian:bookworm-slim AS app
+FROM debian:bookworm-slim AS base
 
 # Python 3.11 and venv from Debian (security updates come with the distribution); the real
 # Fashion-MNIST data set as the embedded default source of `fmnist prepare`; no recommended
@@ -32,26 +29,38 @@ ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 
-# Only the files that pin the dependencies, so the next (large) layer is rebuilt only when
-# the dependencies change, not when the code does.
-COPY pyproject.toml requirements.lock /tmp/fmnist/
+
+# The runtime dependency list (pyproject's [project].dependencies, not the test extra), in a
+# throwaway stage: the layer cache then keys the large install below on this list, and an edit
+# elsewhere in pyproject.toml (version, extras, tool settings) reinstalls nothing.
+FROM base AS requirements
+COPY pyproject.toml /tmp/
+RUN python3 -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write(chr(10).join(deps) + chr(10))"
+
+
+FROM base AS app
+
+# Only what pins the dependencies: the next (large) layer is rebuilt when they change, not
+# when the code does.
+COPY --from=requirements /tmp/requirements.txt /tmp/fmnist/requirements.txt
+COPY requirements.lock /tmp/fmnist/requirements.lock
 
 # Set only on machines whose HTTPS goes through a TLS-inspecting proxy: the path of that
 # proxy's CA bundle, which infra/container/build.sh mounts read-only for the build. It is
 # neither copied into a layer nor kept in the image's environment.
 ARG PIP_CERT
 
-# The project's runtime dependencies (not its test extra), at the exact versions of
-# requirements.lock; --no-cache-dir keeps pip's download cache out of the layer.
+# The runtime dependencies at the exact versions of requirements.lock; --no-cache-dir keeps
+# pip's download cache out of the layer.
 RUN python3 -m venv "$VIRTUAL_ENV" \
-    && python3 -c "import pathlib, tomllib; p = pathlib.Path('/tmp/fmnist'); p.joinpath('deps.txt').write_text('\n'.join(tomllib.loads(p.joinpath('pyproject.toml').read_text())['project']['dependencies']))" \
-    && pip install --no-cache-dir --disable-pip-version-check -c /tmp/fmnist/requirements.lock -r /tmp/fmnist/deps.txt
+    && pip install --no-cache-dir --disable-pip-version-check --quiet \
+        -c /tmp/fmnist/requirements.lock -r /tmp/fmnist/requirements.txt
 
 # The source (.dockerignore admits only pyproject.toml, requirements.lock, README.md,
 # components/ and jobs/), installed as a regular package with the same constraints; `pip check`
 # fails the build on a broken dependency set; the source copy is removed after installing.
 COPY . /tmp/fmnist/
-RUN pip install --no-cache-dir --disable-pip-version-check -c /tmp/fmnist/requirements.lock /tmp/fmnist \
+RUN pip install --no-cache-dir --disable-pip-version-check --quiet -c /tmp/fmnist/requirements.lock /tmp/fmnist \
     && pip check \
     && rm -rf /tmp/fmnist
 
@@ -64,8 +73,9 @@ ENTRYPOINT ["fmnist"]
 CMD ["--help"]
 
 
-# Read only by `dataflow-worker`; buildah and BuildKit skip it when building the default target.
-FROM ${BEAM_SDK_IMAGE} AS beam-sdk
+# Beam's SDK image of the Beam version pinned in requirements.lock (a test keeps them equal).
+# Read only by `dataflow-worker`: buildah and BuildKit skip it when building the default target.
+FROM apache/beam_python3.11_sdk:2.77.0 AS beam-sdk
 
 # Dataflow worker: the same interpreter, packages and code as the jobs, plus Beam's boot
 # program, which Dataflow starts as the container's entrypoint.
@@ -74,7 +84,6 @@ FROM app AS dataflow-worker
 COPY --from=beam-sdk /opt/apache/beam /opt/apache/beam
 # Beam's own SDK images run the boot program as root, writing to volumes the Dataflow worker
 # VM mounts; keep that tested setup here. The VM is the isolation boundary for these workers.
-# checkov:skip=CKV_DOCKER_8: the Dataflow worker target runs Beam's boot as root like Beam's SDK images; the default (last) target runs as 10001
 USER root
 # The boot program must be the entrypoint of a Dataflow custom container.
 ENTRYPOINT ["/opt/apache/beam/boot"]

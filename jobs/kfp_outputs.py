@@ -39,10 +39,7 @@ class TaskOutputs:
         }
 
     def set_parameter(self, name: str, value: str) -> None:
-        path = self._outputs["parameters"][name]["outputFile"]
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as file:
-            file.write(value)
+        storage.write_bytes(self._outputs["parameters"][name]["outputFile"], value.encode())
 
     def write(self) -> None:
         """The executor output file: KFP merges this metadata into the recorded artifacts."""
@@ -52,10 +49,7 @@ class TaskOutputs:
                 for name, artifact in self.artifacts.items()
             }
         }
-        path = self._outputs["outputFile"]
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as file:
-            json.dump(document, file)
+        storage.write_bytes(self._outputs["outputFile"], json.dumps(document).encode())
 
 
 def require_pinned(image: str) -> None:
@@ -104,8 +98,7 @@ def collect_score(*, outputs: TaskOutputs, output: str, run_id: str, run_date: s
     summary_uri = schema.run_summary_uri(output, run_id)
     summary = json.loads(storage.read_bytes(summary_uri))
     predictions = outputs.artifacts["predictions"]
-    with open(predictions.path, "w") as file:
-        json.dump(summary, file, indent=2)
+    storage.write_bytes(predictions.path, json.dumps(summary, indent=2).encode())
     predictions.metadata.update(
         predictions_uri=schema.partition_uri(output, schema.PREDICTIONS_TABLE, run_date, run_id),
         errors_uri=schema.partition_uri(output, schema.ERRORS_TABLE, run_date, run_id),
