@@ -51,10 +51,12 @@ COPY requirements.lock /tmp/fmnist/requirements.lock
 ARG PIP_CERT
 
 # The runtime dependencies at the exact versions of requirements.lock; --no-cache-dir keeps
-# pip's download cache out of the layer.
+# pip's download cache out of the layer. TensorFlow's C++ headers (~290 MB, for compiling
+# custom ops) are never used at run time: removed in the same layer, so they never ship.
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && pip install --no-cache-dir --disable-pip-version-check --quiet \
-        -c /tmp/fmnist/requirements.lock -r /tmp/fmnist/requirements.txt
+        -c /tmp/fmnist/requirements.lock -r /tmp/fmnist/requirements.txt \
+    && rm -rf "$VIRTUAL_ENV"/lib/python3.11/site-packages/tensorflow/include
 
 # The source (.dockerignore admits only pyproject.toml, requirements.lock, README.md,
 # components/ and jobs/), installed as a regular package with the same constraints; `pip check`
