@@ -13,29 +13,13 @@ import pytest
 from components.constants import CLASS_NAMES
 from components.shards import manifest_digest, read_manifest
 from jobs import kfp_outputs
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.kfp_spec import REPO, executor_input, executor_output
 IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "c" * 64
-
-
-def executor_input(folder, artifacts: dict[str, str], parameters: tuple[str, ...] = ()) -> str:
-    """`{{$}}` for a task with these output artifacts (name -> schema title) and output parameters."""
-    return json.dumps({"outputs": {
-        "artifacts": {name: {"artifacts": [{"name": name, "uri": str(folder / name), "type": {"schemaTitle": title}}]}
-                      for name, title in artifacts.items()},
-        "parameters": {name: {"outputFile": str(folder / "parameters" / name)} for name in parameters},
-        "outputFile": str(folder / "executor_output.json"),
-    }})
-
-
-def executor_output(folder) -> dict:
-    with open(folder / "executor_output.json") as file:
-        return {name: entry["artifacts"][0] for name, entry in json.load(file)["artifacts"].items()}
 
 
 def test_prepare_task_publishes_the_dataset_and_its_manifest_digest(tmp_path, tiny_idx):
     task = tmp_path / "task"
-    spec = executor_input(task, {"dataset": "system.Dataset"}, ("manifest_digest",))
+    spec = executor_input(str(task), {"dataset": "system.Dataset"}, ("manifest_digest",))
     dataset = str(task / "dataset")
     done = subprocess.run(
         [sys.executable, "-m", "jobs.kfp_outputs", "--executor-input", spec, "prepare", "--image", IMAGE, "--",
@@ -74,7 +58,7 @@ TRAIN_ARTIFACTS = {"model": "system.Model", "metrics": "system.Metrics",
 
 def test_train_task_publishes_model_metrics_confusion_matrix_and_card(tmp_path, model_root):
     task = tmp_path / "task"
-    status = kfp_outputs.main(["--executor-input", executor_input(task, TRAIN_ARTIFACTS), "train", "--image", IMAGE,
+    status = kfp_outputs.main(["--executor-input", executor_input(str(task), TRAIN_ARTIFACTS), "train", "--image", IMAGE,
                                "--model-root", str(model_root), "--manifest-digest", "d1",
                                "--", sys.executable, "-c", "pass"])
     assert status == 0
@@ -90,7 +74,7 @@ def test_train_task_publishes_model_metrics_confusion_matrix_and_card(tmp_path, 
 
 def test_train_task_refuses_a_published_model_of_other_data(tmp_path, model_root, capsys):
     task = tmp_path / "task"
-    status = kfp_outputs.main(["--executor-input", executor_input(task, TRAIN_ARTIFACTS), "train", "--image", IMAGE,
+    status = kfp_outputs.main(["--executor-input", executor_input(str(task), TRAIN_ARTIFACTS), "train", "--image", IMAGE,
                                "--model-root", str(model_root), "--manifest-digest", "other",
                                "--", sys.executable, "-c", "pass"])
     assert status == 3
@@ -100,7 +84,7 @@ def test_train_task_refuses_a_published_model_of_other_data(tmp_path, model_root
 
 def test_a_failing_step_passes_its_exit_code_through_and_publishes_nothing(tmp_path):
     task = tmp_path / "task"
-    status = kfp_outputs.main(["--executor-input", executor_input(task, TRAIN_ARTIFACTS), "train", "--image", IMAGE,
+    status = kfp_outputs.main(["--executor-input", executor_input(str(task), TRAIN_ARTIFACTS), "train", "--image", IMAGE,
                                "--model-root", str(tmp_path), "--manifest-digest", "d1",
                                "--", sys.executable, "-c", "raise SystemExit(3)"])
     assert status == 3
@@ -109,7 +93,7 @@ def test_a_failing_step_passes_its_exit_code_through_and_publishes_nothing(tmp_p
 
 def test_an_image_without_digest_is_refused_before_the_step_runs(tmp_path, capsys):
     marker = tmp_path / "ran"
-    status = kfp_outputs.main(["--executor-input", executor_input(tmp_path, {}), "train",
+    status = kfp_outputs.main(["--executor-input", executor_input(str(tmp_path), {}), "train",
                                "--image", "europe-west4-docker.pkg.dev/p/fmnist/jobs:latest",
                                "--model-root", str(tmp_path), "--manifest-digest", "d1",
                                "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"])
@@ -123,7 +107,7 @@ def test_score_task_publishes_the_run_summary_and_its_counts(tmp_path):
     summary = {"run_id": "scheduled-2026-11-28", "counts": {"read": 10, "scored": 9, "failed": 1}, "model_version": "v1"}
     (tables / "runs" / "scheduled-2026-11-28.json").write_text(json.dumps(summary))
     task = tmp_path / "task"
-    spec = executor_input(task, {"predictions": "system.Dataset", "summary": "system.Metrics"})
+    spec = executor_input(str(task), {"predictions": "system.Dataset", "summary": "system.Metrics"})
     status = kfp_outputs.main(["--executor-input", spec, "score", "--image", IMAGE, "--output", str(tables),
                                "--run-id", "scheduled-2026-11-28", "--run-date", "2026-11-28",
                                "--", sys.executable, "-c", "pass"])
@@ -136,7 +120,7 @@ def test_score_task_publishes_the_run_summary_and_its_counts(tmp_path):
 
 
 def run_context(tmp_path, *, scheduled_time: str, run_date: str = "", offset: int = -1, zone: str = "UTC"):
-    spec = executor_input(tmp_path, {}, ("date", "shards", "run_id"))
+    spec = executor_input(str(tmp_path), {}, ("date", "shards", "run_id"))
     status = kfp_outputs.main(["--executor-input", spec, "run-context", "--image", IMAGE,
                                "--scheduled-time", scheduled_time, "--run-date", run_date,
                                "--date-offset-days", str(offset), "--time-zone", zone,
