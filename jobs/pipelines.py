@@ -154,7 +154,8 @@ def score(
     """Scores one date's shards with the published model into the partitioned tables."""
     return dsl.ContainerSpec(
         image=IMAGE_INPUT_DEFAULT,
-        command=[*ADAPTER, "score", "--image", image, "--output", output, "--run-id", run_id, "--"],
+        command=[*ADAPTER, "score", "--image", image, "--output", output, "--run-id", run_id, "--run-date", run_date,
+                 "--"],
         args=score_command(
             shards=shards, model=model_root, output=output, run_id=run_id, run_date=run_date,
             flags=[*if_present_flags({"max_error_rate": max_error_rate}),

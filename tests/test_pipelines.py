@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from jobs import kfp_outputs
 from tests.kfp_spec import REPO, SPECS, container, load_spec, render
 from tests.test_container import smoke_commands, task_values
 
@@ -26,6 +27,15 @@ def test_committed_specs_equal_a_fresh_compile(tmp_path):
 def test_each_task_runs_the_smoke_test_command_line(pipeline, task, step):
     values = task_values("/out", IMAGE, manifest_digest="d1")[task]
     assert render(container(pipeline, task)["args"], values) == smoke_commands("/out")[step]
+
+
+@pytest.mark.parametrize("pipeline, task", [
+    ("training", "prepare"), ("training", "train"), ("scoring", "run-context"), ("scoring", "score")])
+def test_the_adapter_accepts_each_task_command(pipeline, task):
+    spec, values = container(pipeline, task), task_values("/out", IMAGE, manifest_digest="d1")[task]
+    line = render(spec["command"], values) + render(spec["args"], values)
+    own = line[3:line.index("--")] if "--" in line else line[3:]  # after `python -m jobs.kfp_outputs`
+    assert vars(kfp_outputs.build_parser().parse_args(own))["kind"] == task
 
 
 @pytest.mark.parametrize("name", ["training", "scoring"])
