@@ -55,14 +55,13 @@ def test_service_accounts_get_bucket_scoped_roles_and_no_broad_ones(terraform):
 
 
 def test_external_tables_read_the_schema_generated_from_components_schema(terraform):
-    tables = resources(terraform, "google_bigquery_table")
-    assert set(tables) == {"predictions", "errors"}
-    for name, table in tables.items():
-        assert f"../bigquery/{name}.schema.json" in table["schema"]
-        config = table["external_data_configuration"][0]
-        assert config["source_format"] == '"PARQUET"'
-        hive = config["hive_partitioning_options"][0]
-        assert hive["mode"] == '"CUSTOM"' and hive["source_uri_prefix"].endswith('{run_date:DATE}"')
+    table = resources(terraform, "google_bigquery_table")["scoring"]
+    assert set(table["for_each"]) == {"predictions", "errors"}
+    assert table["schema"] == '${file("${path.module}/../bigquery/${each.key}.schema.json")}'
+    config = table["external_data_configuration"][0]
+    assert config["source_format"] == '"PARQUET"'
+    hive = config["hive_partitioning_options"][0]
+    assert hive["mode"] == '"CUSTOM"' and hive["source_uri_prefix"].endswith('{run_date:DATE}"')
     # The file the table reads is the schema module's columns (the report side keeps it current).
     with open(os.path.join(REPO, "infra", "bigquery", "predictions.schema.json")) as file:
         assert json.load(file) == schema.bigquery_schema(schema.PREDICTION_COLUMNS)

@@ -16,18 +16,23 @@ resource "google_bigquery_dataset" "fmnist" {
   depends_on = [google_project_service.apis]
 }
 
-resource "google_bigquery_table" "predictions" {
+# predictions: one row per scored image; errors: one row per record that could not be scored.
+resource "google_bigquery_table" "scoring" {
   # checkov:skip=CKV_GCP_80: an external table stores no data in BigQuery; the Parquet files' bucket is the place for encryption
+  for_each = {
+    predictions = "One row per scored image; partitioned by run_date (see docs/prediction_table.md)."
+    errors      = "One row per record that could not be scored, with the reason; partitioned by run_date."
+  }
   dataset_id          = google_bigquery_dataset.fmnist.dataset_id
-  table_id            = "predictions"
-  description         = "One row per scored image; partitioned by run_date (see docs/prediction_table.md)."
+  table_id            = each.key
+  description         = each.value
   deletion_protection = true
-  schema              = file("${path.module}/../bigquery/predictions.schema.json")
+  schema              = file("${path.module}/../bigquery/${each.key}.schema.json")
 
   external_data_configuration {
     source_format = "PARQUET"
     autodetect    = false
-    source_uris   = ["gs://${google_storage_bucket.tables.name}/predictions/*"]
+    source_uris   = ["gs://${google_storage_bucket.tables.name}/${each.key}/*"]
 
     # probabilities is a standard Parquet LIST: read as REPEATED FLOAT, as the schema says.
     parquet_options {
@@ -36,28 +41,7 @@ resource "google_bigquery_table" "predictions" {
 
     hive_partitioning_options {
       mode                     = "CUSTOM"
-      source_uri_prefix        = "gs://${google_storage_bucket.tables.name}/predictions/{run_date:DATE}"
-      require_partition_filter = true
-    }
-  }
-}
-
-resource "google_bigquery_table" "errors" {
-  # checkov:skip=CKV_GCP_80: an external table stores no data in BigQuery; the Parquet files' bucket is the place for encryption
-  dataset_id          = google_bigquery_dataset.fmnist.dataset_id
-  table_id            = "errors"
-  description         = "One row per record that could not be scored, with the reason; partitioned by run_date."
-  deletion_protection = true
-  schema              = file("${path.module}/../bigquery/errors.schema.json")
-
-  external_data_configuration {
-    source_format = "PARQUET"
-    autodetect    = false
-    source_uris   = ["gs://${google_storage_bucket.tables.name}/errors/*"]
-
-    hive_partitioning_options {
-      mode                     = "CUSTOM"
-      source_uri_prefix        = "gs://${google_storage_bucket.tables.name}/errors/{run_date:DATE}"
+      source_uri_prefix        = "gs://${google_storage_bucket.tables.name}/${each.key}/{run_date:DATE}"
       require_partition_filter = true
     }
   }

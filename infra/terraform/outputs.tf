@@ -23,5 +23,5 @@ output "image_repository" {
 
 output "bigquery_tables" {
   description = "The external tables over the scoring output."
-  value       = [google_bigquery_table.predictions.id, google_bigquery_table.errors.id]
+  value       = [for table in google_bigquery_table.scoring : table.id]
 }
