@@ -9,7 +9,7 @@ DATA_DIR := /usr/share/datasets/fashion-mnist
 # Where `make run` writes everything (shards, models, prediction tables, report).
 RUN_DIR ?= runs/local
 
-.PHONY: install data browser run report test schema-docs clean
+.PHONY: install data browser run report test schema-docs clean tools container-test pipelines
 
 install: $(VENV)/.installed data
 
@@ -42,8 +42,30 @@ run: install
 report: install
 	$(BIN)/fmnist report --predictions $(RUN_DIR)/scores --out $(RUN_DIR)/report
 
-test: install browser
+test: install browser tools
 	$(BIN)/python -m pytest
+
+# checkov (policy checks of infra/ and the Dockerfile, run by tests/test_infra.py) has its own
+# virtualenv: its dependencies conflict with the project's.
+TOOLS_VENV ?= .venv-tools
+CHECKOV_VERSION ?= 3.3.30
+tools: $(TOOLS_VENV)/.installed
+$(TOOLS_VENV)/.installed:
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
+# Builds the one image with buildah (installs buildah/debootstrap and bootstraps the
+# debian:bookworm-slim base when missing), then runs prepare -> train -> score inside it as
+# the image's non-root user (tests/test_container.py). Needs root.
+IMAGE ?= localhost/fmnist-jobs:dev
+container-test: install
+	IMAGE=$(IMAGE) infra/container/build.sh
+	FMNIST_CONTAINER_TEST=1 FMNIST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -v -s -rs tests/test_container.py
+
+# Recompiles the KFP specs in infra/kfp/ (a test fails when the committed ones are stale).
+pipelines: $(VENV)/.installed
+	$(BIN)/fmnist pipeline compile
 
 # Rewrites the files generated from components/schema.py (a test fails when they are stale).
 schema-docs: $(VENV)/.installed

@@ -11,6 +11,7 @@ STEPS = {
     "report": "jobs.report",
     "train": "jobs.train",
     "score": "jobs.score",
+    "pipeline": "jobs.pipeline",
 }
 
 

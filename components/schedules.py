@@ -1,0 +1,208 @@
+"""Pipeline runs and schedules as data: a schedule file names a compiled spec, when to run it and with what.
+
+    # infra/schedules/scoring-daily.yaml
+    name: fmnist-scoring-daily
+    spec: ../kfp/scoring.yaml        # relative to this file
+    cron: "0 0 3 * * *"              # KFP cron: second minute hour day-of-month month day-of-week
+    time_zone: UTC                   # the zone KFP's scheduler evaluates cron in; passed to the pipeline
+    catchup: true                    # after downtime, run every missed interval (each its own logical date)
+    max_concurrency: 1
+    experiment: fmnist
+    parameters: {model_root: gs://..., ...}
+
+Parameters are checked against the spec's inputs (known names, types, required ones present) and
+`image`-like parameters must be pinned by digest, before anything reaches the KFP API.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import sys
+from typing import Any
+
+import yaml
+
+from components.errors import InputError
+
+SCHEDULE_FIELDS = {"name", "description", "spec", "cron", "time_zone", "catchup", "max_concurrency",
+                   "start_time", "experiment", "parameters"}
+PINNED_PARAMETERS = ("image", "worker_image")  # KFP caches on these references: digests only
+_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """One recurring run: which compiled spec, when, with which parameters, and what after downtime."""
+
+    name: str
+    spec: str  # path of the compiled pipeline YAML
+    cron: str
+    time_zone: str
+    catchup: bool
+    max_concurrency: int
+    experiment: str
+    parameters: dict[str, Any]
+    description: str = ""
+    start_time: str | None = None
+
+
+def load_schedule(path: str) -> Schedule:
+    """Reads and checks a schedule file (unknown fields, cron shape, time zone, spec present)."""
+    try:
+        with open(path) as file:
+            document = yaml.safe_load(file)
+    except (OSError, yaml.YAMLError) as error:
+        raise InputError(f"{path}: cannot read the schedule ({error})") from error
+    if not isinstance(document, dict):
+        raise InputError(f"{path}: a schedule is a mapping of fields")
+    unknown, missing = set(document) - SCHEDULE_FIELDS, {"name", "spec", "cron", "parameters"} - set(document)
+    if unknown or missing:
+        raise InputError(f"{path}: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}")
+    if len(str(document["cron"]).split()) != 6:
+        raise InputError(f"{path}: cron {document['cron']!r} needs 6 fields (KFP's cron starts with seconds)")
+    schedule = Schedule(
+        name=document["name"],
+        spec=os.path.normpath(os.path.join(os.path.dirname(path), document["spec"])),
+        cron=str(document["cron"]),
+        time_zone=document.get("time_zone", "UTC"),
+        catchup=bool(document.get("catchup", False)),
+        max_concurrency=int(document.get("max_concurrency", 1)),
+        experiment=document.get("experiment", "Default"),
+        parameters=dict(document["parameters"] or {}),
+        description=document.get("description", ""),
+        start_time=document.get("start_time"),
+    )
+    _check_time_zone(path, schedule.time_zone)
+    if not os.path.isfile(schedule.spec):
+        raise InputError(f"{path}: compiled spec {schedule.spec} not found (run `fmnist pipeline compile`)")
+    return schedule
+
+
+def _check_time_zone(path: str, time_zone: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if time_zone == "UTC":
+        return
+    try:
+        ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise InputError(f"{path}: unknown time zone {time_zone!r}") from error
+
+
+def spec_inputs(spec: str) -> dict[str, dict]:
+    """The pipeline's input parameters (name -> {parameterType, isOptional, defaultValue})."""
+    with open(spec) as file:
+        document = yaml.safe_load(file)
+    return document["root"]["inputDefinitions"]["parameters"]
+
+
+def run_parameters(spec: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Parameters checked against the spec and typed as it declares (`--param epochs=3` -> 3)."""
+    inputs = spec_inputs(spec)
+    unknown = sorted(set(parameters) - set(inputs))
+    if unknown:
+        raise InputError(f"{spec}: unknown parameters {unknown}; the pipeline takes {sorted(inputs)}")
+    typed = {name: _typed(spec, name, value, _TYPES[inputs[name]["parameterType"]]) for name, value in parameters.items()}
+    missing = sorted(name for name, definition in inputs.items()
+                     if name not in typed and not definition.get("isOptional") and "defaultValue" not in definition)
+    if missing:
+        raise InputError(f"{spec}: required parameters {missing} not given")
+    for name in PINNED_PARAMETERS:
+        if name in typed and "@sha256:" not in typed[name]:
+            raise InputError(f"parameter {name}={typed[name]}: not pinned by digest (REPOSITORY@sha256:...)")
+    return typed
+
+
+def _typed(spec: str, name: str, value: Any, kind: type) -> Any:
+    if isinstance(value, str) and kind is not str:
+        try:
+            value = {"true": True, "false": False}[value.lower()] if kind is bool else kind(value)
+        except (KeyError, ValueError) as error:
+            raise InputError(f"{spec}: parameter {name}={value!r} is not a {kind.__name__}") from error
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InputError(f"{spec}: parameter {name}={value!r} is not a {kind.__name__}")
+    return value
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, str]:
+    """`NAME=VALUE` command-line pairs as a dict."""
+    pairs = {}
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        if not equals or not name:
+            raise InputError(f"--param {assignment!r}: expected NAME=VALUE")
+        pairs[name] = value
+    return pairs
+
+
+def submit(
+    *,
+    host: str,
+    schedule: str | None = None,
+    spec: str | None = None,
+    param: list[str] | None = None,
+    once: bool = False,
+    experiment: str | None = None,
+) -> dict:
+    """Creates a recurring run from a schedule file, or one run (`once`, or a bare `spec`)."""
+    if (schedule is None) == (spec is None):
+        raise InputError("give either --schedule FILE (recurring run, or one run with --once) or --spec FILE (one run)")
+    overrides = parse_assignments(param or [])
+    plan = load_schedule(schedule) if schedule else None
+    spec_path = plan.spec if plan else spec
+    if not os.path.isfile(spec_path):
+        raise InputError(f"{spec_path}: compiled spec not found (run `fmnist pipeline compile`)")
+    values = {**(plan.parameters if plan else {}), **overrides}
+    if plan and "time_zone" in spec_inputs(spec_path):
+        values.setdefault("time_zone", plan.time_zone)
+    parameters = run_parameters(spec_path, values)
+    experiment_name = experiment or (plan.experiment if plan else "Default")
+
+    import kfp
+
+    # kfp prints links on stdout; this step's stdout carries only its JSON result.
+    with contextlib.redirect_stdout(sys.stderr):
+        client = kfp.Client(host=host)
+        experiment_id = client.create_experiment(name=experiment_name).experiment_id
+        if plan and not once:
+            return _replace_recurring_run(client, plan, experiment_id, parameters)
+        name = plan.name if plan else os.path.splitext(os.path.basename(spec_path))[0]
+        run_name = f"{name} {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S}"
+        run = client.run_pipeline(experiment_id=experiment_id, job_name=run_name,
+                                  pipeline_package_path=spec_path, params=parameters)
+    return {"run_id": run.run_id, "experiment_id": experiment_id, "spec": spec_path, "parameters": parameters}
+
+
+def _replace_recurring_run(client, plan: Schedule, experiment_id: str, parameters: dict) -> dict:
+    """The schedule file is the truth: an existing recurring run of the same name is replaced."""
+    import json
+
+    same_name = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": plan.name}]})
+    existing = client.list_recurring_runs(experiment_id=experiment_id, filter=same_name).recurring_runs or []
+    for old in existing:
+        client.delete_recurring_run(old.recurring_run_id)
+    created = client.create_recurring_run(
+        experiment_id=experiment_id,
+        job_name=plan.name,
+        description=plan.description,
+        cron_expression=plan.cron,
+        start_time=plan.start_time,
+        max_concurrency=plan.max_concurrency,
+        no_catchup=not plan.catchup,
+        params=parameters,
+        pipeline_package_path=plan.spec,
+    )
+    return {
+        "recurring_run_id": created.recurring_run_id,
+        "replaced": [old.recurring_run_id for old in existing],
+        "experiment_id": experiment_id,
+        "cron": plan.cron,
+        "time_zone": plan.time_zone,
+        "catchup": plan.catchup,
+        "spec": plan.spec,
+        "parameters": parameters,
+    }

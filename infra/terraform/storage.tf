@@ -1,0 +1,123 @@
+# Four buckets, one per kind of data, so that retention and access differ where they should:
+#   <project>-data       incoming/<YYYY-MM-DD>/*.tfrecord shards to score (and raw data sets)
+#   <project>-models     the model registry: <version>/ folders and the LATEST pointer
+#   <project>-tables     predictions/ and errors/ (Hive-partitioned Parquet), runs/ summaries
+#   <project>-pipelines  KFP pipeline root (task artifacts) and Dataflow temp/staging files
+# All: uniform bucket-level access (IAM only, no object ACLs), public access prevented,
+# Google-managed encryption.
+
+resource "google_storage_bucket" "data" {
+  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by the Data Access audit logs (services.tf), not a usage-log bucket
+  name                        = "${var.project_id}-data"
+  location                    = var.region
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = false
+
+  versioning {
+    enabled = true
+  }
+
+  # Shards are scored the day after they arrive; backfills reach back months, not years.
+  lifecycle_rule {
+    condition {
+      age            = var.incoming_retention_days
+      matches_prefix = ["incoming/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = var.noncurrent_retention_days
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}
+
+resource "google_storage_bucket" "models" {
+  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by the Data Access audit logs (services.tf), not a usage-log bucket
+  name                        = "${var.project_id}-models"
+  location                    = var.region
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = false
+
+  # Every overwrite of LATEST keeps the previous pointer restorable (a rollback is a copy).
+  versioning {
+    enabled = true
+  }
+
+  # Model versions themselves are small and are lineage for the tables: kept. Old copies of
+  # overwritten objects (mostly LATEST) go after the retention period.
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = var.noncurrent_retention_days
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}
+
+resource "google_storage_bucket" "tables" {
+  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by the Data Access audit logs (services.tf), not a usage-log bucket
+  name                        = "${var.project_id}-tables"
+  location                    = var.region
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = false
+
+  versioning {
+    enabled = true
+  }
+
+  # Partitions older than a quarter are rarely queried: cheaper storage, same URIs.
+  lifecycle_rule {
+    condition {
+      age                   = 90
+      matches_storage_class = ["STANDARD"]
+    }
+    action {
+      type          = "SetStorageClass"
+      storage_class = "NEARLINE"
+    }
+  }
+
+  # A rerun replaces its partition; the replaced files stay restorable for a while.
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = var.noncurrent_retention_days
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}
+
+resource "google_storage_bucket" "pipelines" {
+  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by the Data Access audit logs (services.tf), not a usage-log bucket
+  # checkov:skip=CKV_GCP_78: scratch space (task artifacts, Dataflow temp/staging) recreated by every run and deleted after scratch_retention_days; versions would only keep garbage
+  name                        = "${var.project_id}-pipelines"
+  location                    = var.region
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = false
+
+  lifecycle_rule {
+    condition {
+      age = var.scratch_retention_days
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}

@@ -1,0 +1,46 @@
+"""Compile the KFP pipelines into YAML specs, and submit runs or schedules to a KFP API.
+
+    fmnist pipeline compile                                   # -> infra/kfp/{training,scoring}.yaml
+    fmnist pipeline submit --host https://kfp.example.com --schedule infra/schedules/scoring-daily.yaml \\
+        --param image=REPO/jobs@sha256:... --param worker_image=REPO/worker@sha256:...
+    fmnist pipeline submit --host URL --schedule infra/schedules/scoring-daily.yaml --once --param run_date=2026-11-01
+    fmnist pipeline submit --host URL --spec infra/kfp/training.yaml --param image=... --param model_root=gs://b/models
+"""
+import argparse
+import sys
+from collections.abc import Sequence
+
+from jobs.runner import new_parser, run
+
+DEFAULT_SPECS = "infra/kfp"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("fmnist pipeline", __doc__.splitlines()[0])
+    actions = parser.add_subparsers(dest="action", required=True)
+    compile_ = actions.add_parser("compile", argument_default=argparse.SUPPRESS, help="write the YAML specs")
+    compile_.add_argument("--output", default=DEFAULT_SPECS, help=f"folder for the specs (default {DEFAULT_SPECS})")
+    submit = actions.add_parser("submit", argument_default=argparse.SUPPRESS, help="create a run or a recurring run")
+    submit.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.com")
+    submit.add_argument("--schedule", help="schedule file (infra/schedules/*.yaml): cron, time zone, spec, parameters")
+    submit.add_argument("--spec", help="compiled spec for a single run without a schedule")
+    submit.add_argument("--param", action="append", help="NAME=VALUE pipeline parameter (repeatable; overrides the file)")
+    submit.add_argument("--once", action="store_true", help="one run now with the schedule's parameters (a backfill)")
+    submit.add_argument("--experiment", help="KFP experiment (default: the schedule's, else Default)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    action = args.pop("action")
+    if action == "compile":
+        from jobs.pipelines import compile_pipelines
+
+        return run(compile_pipelines, args)
+    from components.schedules import submit
+
+    return run(submit, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Helpers for tests of the compiled KFP specs: read a spec, resolve a task's command line, fake `{{$}}`."""
+import json
+import os
+import re
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPECS = os.path.join(REPO, "infra", "kfp")
+_PLACEHOLDER = re.compile(r"\{\{\$\.(inputs|outputs)\.(parameters|artifacts)\['([a-z_]+)'\](\.path)?\}\}")
+
+
+def load_spec(name: str) -> dict:
+    import yaml
+
+    with open(os.path.join(SPECS, f"{name}.yaml")) as file:
+        return yaml.safe_load(file)
+
+
+def container(name: str, task: str) -> dict:
+    """The container (image, command, args) of one task of a compiled pipeline."""
+    return load_spec(name)["deploymentSpec"]["executors"][f"exec-{task}"]["container"]
+
+
+def render(args: list[str], values: dict[str, str]) -> list[str]:
+    """Command-line items as the KFP launcher resolves them, for the inputs/outputs in `values`
+    (an optional input absent from `values` drops its IfPresent flags; `{{$}}` is values["$"])."""
+    rendered = []
+    for arg in args:
+        if arg.startswith('{"IfPresent"'):
+            branch = json.loads(arg)["IfPresent"]
+            rendered += render(branch["Then"] if branch["InputName"] in values else branch.get("Else", []), values)
+        else:
+            arg = arg.replace("{{$}}", values.get("$", "{{$}}"))
+            rendered.append(_PLACEHOLDER.sub(lambda match: str(values[match.group(3)]), arg))
+    return rendered
+
+
+def executor_input(folder: str, artifacts: dict[str, str], parameters: tuple[str, ...] = (),
+                   uris: dict[str, str] | None = None) -> str:
+    """`{{$}}` of a task whose outputs live under `folder` (or at `uris[name]`): artifacts
+    (name -> schema title) and parameters. Local URIs: their path is the URI itself."""
+    uris = uris or {}
+    return json.dumps({"outputs": {
+        "artifacts": {name: {"artifacts": [{"name": name, "uri": uris.get(name, f"{folder}/{name}"),
+                                            "type": {"schemaTitle": title}}]}
+                      for name, title in artifacts.items()},
+        "parameters": {name: {"outputFile": f"{folder}/parameters/{name}"} for name in parameters},
+        "outputFile": f"{folder}/executor_output.json",
+    }})
+
+
+def executor_output(folder) -> dict:
+    """The artifacts (name -> {name, uri, metadata}) a task wrote to its executor output file."""
+    with open(os.path.join(folder, "executor_output.json")) as file:
+        return {name: entry["artifacts"][0] for name, entry in json.load(file)["artifacts"].items()}

@@ -1,0 +1,167 @@
+"""`fmnist pipeline submit`: schedules as data -> KFP runs and recurring runs.
+
+No KFP cluster exists here: the real kfp.Client talks HTTP to `FakeKfpApi`, a stub of the KFP
+REST API (v2beta1) on loopback that answers the few calls submit makes and records them.
+"""
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.parse
+
+import pytest
+import yaml
+
+from components.errors import InputError
+from components.schedules import load_schedule, run_parameters
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEDULES = os.path.join(REPO, "infra", "schedules")
+IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64
+WORKER = "europe-west4-docker.pkg.dev/p/fmnist/worker@sha256:" + "b" * 64
+
+
+class FakeKfpApi(http.server.ThreadingHTTPServer):
+    """Answers the KFP v2beta1 calls of kfp.Client that submit uses; keeps every request."""
+
+    def __init__(self, existing_recurring_runs: list[dict]):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[tuple[str, str, dict]] = []
+        self.existing = existing_recurring_runs
+
+    @property
+    def host(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def calls(self, method: str, path: str) -> list[dict]:
+        return [body for m, p, body in self.requests if m == method and p == path]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def _answer(self, method: str) -> None:
+        url = urllib.parse.urlparse(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else {}
+        self.server.requests.append((method, url.path, body))
+        answers = {
+            ("GET", "/apis/v2beta1/healthz"): {"multi_user": False},
+            ("GET", "/apis/v2beta1/experiments"): {},  # no experiment of that name yet
+            ("POST", "/apis/v2beta1/experiments"): {"experiment_id": "exp-1", "display_name": body.get("display_name")},
+            ("GET", "/apis/v2beta1/recurringruns"): {"recurringRuns": self.server.existing},
+            ("POST", "/apis/v2beta1/recurringruns"): {**body, "recurring_run_id": "rr-new"},
+            ("POST", "/apis/v2beta1/runs"): {**body, "run_id": "run-1"},
+        }
+        if method == "DELETE" and url.path.startswith("/apis/v2beta1/recurringruns/"):
+            answer = {}
+        else:
+            answer = answers[(method, url.path)]
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self._answer("GET")
+
+    def do_POST(self):  # noqa: N802
+        self._answer("POST")
+
+    def do_DELETE(self):  # noqa: N802
+        self._answer("DELETE")
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def kfp_api():
+    server = FakeKfpApi(existing_recurring_runs=[{"recurring_run_id": "rr-old", "display_name": "fmnist-scoring-daily"}])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def submit(*args: str, home) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(home)}  # no ~/.config/kfp/context.json of the machine's user
+    return subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "submit", *args],
+                          cwd=REPO, capture_output=True, text=True, env=env)
+
+
+def test_schedule_replaces_the_recurring_run_of_the_same_name(kfp_api, tmp_path):
+    done = submit("--host", kfp_api.host, "--schedule", "infra/schedules/scoring-daily.yaml",
+                  "--param", f"image={IMAGE}", "--param", f"worker_image={WORKER}", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["recurring_run_id"] == "rr-new" and result["replaced"] == ["rr-old"]
+    assert [p for m, p, _ in kfp_api.requests if m == "DELETE"] == ["/apis/v2beta1/recurringruns/rr-old"]
+    (created,) = kfp_api.calls("POST", "/apis/v2beta1/recurringruns")
+    schedule = yaml.safe_load(open(os.path.join(SCHEDULES, "scoring-daily.yaml")))
+    assert created["display_name"] == "fmnist-scoring-daily"
+    assert created["trigger"]["cron_schedule"]["cron"] == schedule["cron"] == "0 0 3 * * *"
+    assert created["no_catchup"] is False and created["max_concurrency"] == 1
+    parameters = created["runtime_config"]["parameters"]
+    assert parameters["image"] == IMAGE and parameters["date_offset_days"] == -1
+    assert parameters["time_zone"] == "UTC"  # the schedule's zone reaches the run-context task
+    assert created["pipeline_spec"]["pipelineInfo"]["name"] == "fmnist-scoring"
+
+
+def test_once_creates_a_single_run_for_a_backfill_date(kfp_api, tmp_path):
+    done = submit("--host", kfp_api.host, "--schedule", "infra/schedules/scoring-daily.yaml", "--once",
+                  "--param", f"image={IMAGE}", "--param", f"worker_image={WORKER}",
+                  "--param", "run_date=2026-11-01", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run,) = kfp_api.calls("POST", "/apis/v2beta1/runs")
+    assert run["runtime_config"]["parameters"]["run_date"] == "2026-11-01"
+    assert kfp_api.calls("POST", "/apis/v2beta1/recurringruns") == []
+
+
+def test_a_spec_without_schedule_runs_once_with_typed_parameters(kfp_api, tmp_path):
+    done = submit("--host", kfp_api.host, "--spec", "infra/kfp/training.yaml", "--param", f"image={IMAGE}",
+                  "--param", "model_root=gs://b/models", "--param", "epochs=3", "--param", "min_accuracy=0.9",
+                  home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run,) = kfp_api.calls("POST", "/apis/v2beta1/runs")
+    assert run["runtime_config"]["parameters"] == {"image": IMAGE, "model_root": "gs://b/models",
+                                                  "epochs": 3, "min_accuracy": 0.9}
+
+
+@pytest.mark.parametrize("param, message", [
+    ("image=europe-west4-docker.pkg.dev/p/fmnist/jobs:latest", "not pinned by digest"),
+    ("epochs=many", "is not a int"),
+    ("colour=blue", "unknown parameters ['colour']"),
+])
+def test_bad_parameters_are_refused_before_any_request(kfp_api, tmp_path, param, message):
+    args = ["--host", kfp_api.host, "--spec", "infra/kfp/training.yaml", "--param", f"image={IMAGE}",
+            "--param", "model_root=gs://b/models", "--param", param]
+    done = submit(*args, home=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr and done.stderr.count("\n") == 1
+    assert kfp_api.requests == []
+
+
+def test_a_missing_required_parameter_is_named():
+    spec = os.path.join(REPO, "infra", "kfp", "training.yaml")
+    with pytest.raises(InputError, match=r"required parameters \['model_root'\]"):
+        run_parameters(spec, {"image": IMAGE})
+
+
+def test_committed_schedules_load_and_match_their_specs():
+    for name in os.listdir(SCHEDULES):
+        schedule = load_schedule(os.path.join(SCHEDULES, name))
+        assert len(schedule.cron.split()) == 6 and schedule.max_concurrency == 1
+        # Everything but the release's image digests is in the file, and all of it is known to the spec.
+        images = {"image": IMAGE, "worker_image": WORKER} if "scoring" in name else {"image": IMAGE}
+        assert run_parameters(schedule.spec, {**schedule.parameters, **images})
+
+
+def test_a_schedule_naming_no_compiled_spec_is_refused(tmp_path):
+    shutil.copy(os.path.join(SCHEDULES, "training-weekly.yaml"), tmp_path / "weekly.yaml")
+    with pytest.raises(InputError, match="compiled spec .* not found"):
+        load_schedule(str(tmp_path / "weekly.yaml"))
