@@ -37,10 +37,12 @@ run: install
 	# score runs after train (it scores with the model train published under $(RUN_DIR)/models);
 	# a fixed run id makes a rerun replace the previous run's rows instead of adding to them.
 	$(BIN)/fmnist score --input '$(RUN_DIR)/shards/test-*.tfrecord' --model $(RUN_DIR)/models --output $(RUN_DIR)/scores --run-id local
+	$(MAKE) --no-print-directory report
 
 # The analysts' report of the latest scoring run in $(RUN_DIR)/scores.
 report: install
 	$(BIN)/fmnist report --predictions $(RUN_DIR)/scores --out $(RUN_DIR)/report
+	@echo "report: $(RUN_DIR)/report/report.html"
 
 test: install browser tools
 	$(BIN)/python -m pytest
