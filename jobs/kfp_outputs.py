@@ -89,7 +89,7 @@ def collect_train(*, outputs: TaskOutputs, model_root: str, manifest_digest: str
     for name, per_class in metrics["per_class"].items():
         scores.log_metric(f"f1 {name}", per_class["f1"])
     outputs.artifacts["confusion_matrix"].log_confusion_matrix(list(CLASS_NAMES), metrics["confusion_matrix"])
-    storage.download_file(storage.join(ref.uri, "model_card.md"), outputs.artifacts["model_card"].path)
+    storage.download_file(storage.join(ref.uri, registry.MODEL_CARD_FILE), outputs.artifacts["model_card"].path)
     return {"model_version": ref.version, "test_accuracy": metrics["test_accuracy"]}
 
 
