@@ -8,9 +8,15 @@ from __future__ import annotations
 from components.constants import IMAGE_SIZE, NUM_CLASSES
 
 MODEL_NAMES = ("mlp", "cnn")
+# Training steps per call into TensorFlow. A step of these small models costs less than
+# Keras' per-call Python overhead, so 64 steps per call train about twice as fast; the
+# updates, and so the weights, are identical to one step per call (tests/test_train.py).
+STEPS_PER_EXECUTION = 64
 
 
-def build_model(name: str, *, learning_rate: float, decay_steps: int | None = None):  # -> keras.Model
+def build_model(
+    name: str, *, learning_rate: float, decay_steps: int | None = None, steps_per_execution: int = STEPS_PER_EXECUTION
+):  # -> keras.Model
     """A compiled model: Adam, sparse categorical cross-entropy from logits, accuracy.
 
     With `decay_steps`, Adam's learning rate falls along a cosine from `learning_rate` to 0
@@ -27,6 +33,7 @@ def build_model(name: str, *, learning_rate: float, decay_steps: int | None = No
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
     return model
 

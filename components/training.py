@@ -51,8 +51,9 @@ def train(
 
     The epoch with the best accuracy on a validation slice held out of the training split
     is kept; `lr_schedule` "cosine" decays Adam's learning rate to 0 over the run,
-    "constant" keeps it (the tutorial's recipe). Publishes the version (LATEST) when its test accuracy reaches `min_accuracy`; otherwise
-    keeps the artifacts for inspection and raises CheckFailed. Returns a summary.
+    "constant" keeps it (the tutorial's recipe). Publishes the version (LATEST) when its
+    test accuracy reaches `min_accuracy`; otherwise keeps the artifacts for inspection and
+    raises CheckFailed. Returns a summary.
     """
     params = {
         "model": model, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
@@ -63,25 +64,14 @@ def train(
     started = datetime.datetime.now(datetime.timezone.utc)
     manifest = read_manifest(data)
     storage.ensure_writable(model_root)
-    clock = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fmnist-train-") as work:
-        staging = os.path.join(work, "shards")
-        train_split = load_split(data, manifest, "train", staging)
-        test_split = load_split(data, manifest, "test", staging)
-        held_out = holdout_mask(train_split.image_ids, validation_fraction)
-        fit_split, validation_split = train_split.subset(~held_out), train_split.subset(held_out)
-        if not len(fit_split) or not len(validation_split):
-            raise InputError(
-                f"{data}: {len(train_split)} training records are too few to hold out a validation slice "
-                f"of {validation_fraction:.0%} and train on the rest"
-            )
-        log.info("data %s: %d training, %d validation, %d test images",
-                 data, len(fit_split), len(validation_split), len(test_split))
-
+        clock = time.perf_counter()
+        fit_split, validation_split, test_split = load_data(data, manifest, os.path.join(work, "shards"), validation_fraction)
         load_seconds = time.perf_counter() - clock
         keras_model, history, best_epoch, fit_seconds = fit(fit_split, validation_split, params)
-        logits = keras_model.predict(test_split.images, batch_size=_EVAL_BATCH, verbose=0)
-        scores = model_artifacts.evaluate(logits, test_split.labels)
+        scores = model_artifacts.evaluate(
+            keras_model.predict(test_split.images, batch_size=_EVAL_BATCH, verbose=0), test_split.labels
+        )
         digest = manifest_digest(manifest)
         version = model_version(started, keras_model, params, digest)
         gate = quality_gate(scores["test_accuracy"], min_accuracy)
@@ -104,13 +94,30 @@ def train(
         version_uri = storage.join(model_root, version)
         write_artifacts(keras_model, metrics, os.path.join(work, "model"), version_uri)
 
-    summary = {"model_version": version, "uri": version_uri, "test_accuracy": scores["test_accuracy"],
-               "test_loss": scores["test_loss"], "quality_gate": gate}
     if not gate["passed"]:
         raise CheckFailed(f"{version_uri}: {gate['reason']}; artifacts kept, not published")
     registry.publish(model_root, version)
     log.info("published %s (test accuracy %.4f)", version_uri, scores["test_accuracy"])
-    return {**summary, "published": True}
+    return {"model_version": version, "uri": version_uri, "test_accuracy": scores["test_accuracy"],
+            "test_loss": scores["test_loss"], "quality_gate": gate, "published": True}
+
+
+def load_data(
+    data: str, manifest: dict, staging_dir: str, validation_fraction: float
+) -> tuple[LabeledImages, LabeledImages, LabeledImages]:
+    """(training, validation, test) images: the validation slice is held out of the train split."""
+    train_split = load_split(data, manifest, "train", staging_dir)
+    test_split = load_split(data, manifest, "test", staging_dir)
+    held_out = holdout_mask(train_split.image_ids, validation_fraction)
+    fit_split, validation_split = train_split.subset(~held_out), train_split.subset(held_out)
+    if not len(fit_split) or not len(validation_split):
+        raise InputError(
+            f"{data}: {len(train_split)} training records are too few to hold out a validation slice "
+            f"of {validation_fraction:.0%} and train on the rest"
+        )
+    log.info("data %s: %d training, %d validation, %d test images",
+             data, len(fit_split), len(validation_split), len(test_split))
+    return fit_split, validation_split, test_split
 
 
 def fit(fit_split: LabeledImages, validation_split: LabeledImages, params: dict):

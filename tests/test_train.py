@@ -1,4 +1,5 @@
 """`fmnist train`: shards -> a reproducible, evaluated, gated and (when good) published model version."""
+import hashlib
 import json
 import os
 import re
@@ -12,8 +13,10 @@ from components.constants import CLASS_NAMES, IDX_FILES, MANIFEST_NAME
 from components.errors import InputError
 from components.idx import load_split as load_idx_split
 from components.model_artifacts import SIGNATURE_IMAGES, SIGNATURE_PNG, evaluate
+from components.models import build_model
 from components.prepare import new_manifest, prepare, publish_manifest, shard_tasks
-from components.shards import class_histogram, read_manifest, read_shard, write_shard
+from components.shards import class_histogram, read_manifest, read_shard, serialize_example, write_shard
+from components.tfrecord import frame_record
 from components.training import train
 from components.training_data import holdout_mask, load_split
 from tests.test_prepare import run_cli
@@ -197,6 +200,24 @@ def test_counts_are_checked_against_the_records_not_only_the_manifest(tiny_shard
         load_split(data, manifest, "test", str(tmp_path / "staging"))
 
 
+def test_undecodable_image_is_an_input_error(tiny_shards, tmp_path):
+    data = copy_data_set(tiny_shards, str(tmp_path / "data"))
+    manifest = read_manifest(data)
+    shard = b"".join(frame_record(serialize_example(f"test-{i:05d}", b"not a png", 1)) for i in range(3))
+    storage.write_bytes(os.path.join(data, "test-00001-of-00002.tfrecord"), shard)
+    manifest["splits"]["test"]["shards"][1].update(num_records=3, sha256=hashlib.sha256(shard).hexdigest())
+
+    with pytest.raises(InputError, match=r"split 'test' holds a record that is not a labeled 28x28 PNG example"):
+        load_split(data, manifest, "test", str(tmp_path / "staging"))
+
+
+def test_too_few_training_records_for_a_validation_slice(real_source, tmp_path):
+    data = str(tmp_path / "data")
+    write_data_set(data, real_source, {"train": 2, "test": 4}, shards_per_split=1)
+    with pytest.raises(InputError, match="2 training records are too few to hold out a validation slice"):
+        train(data=data, model_root=str(tmp_path / "models"))
+
+
 def test_non_finite_loss_exits_2_and_publishes_nothing(tiny_shards, tmp_path):
     model_root = str(tmp_path / "models")
     result = run_cli("train", "--data", tiny_shards, "--model-root", model_root, "--epochs", "2",
@@ -217,6 +238,32 @@ def test_bad_flags_exit_2(tiny_shards, tmp_path, flags, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert not os.path.exists(tmp_path / "models")
+
+
+def test_steps_per_execution_changes_speed_not_weights():
+    import keras
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((300, 28, 28), dtype=np.float32), rng.integers(0, 10, 300)
+    weights = []
+    for steps in (1, 4):  # 10 steps per epoch: the last call of each epoch runs 2 steps
+        keras.utils.set_random_seed(3)
+        model = build_model("mlp", learning_rate=0.001, decay_steps=20, steps_per_execution=steps)
+        model.fit(images, labels, batch_size=32, epochs=2, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    assert all(np.array_equal(one, other) for one, other in zip(*weights))
+
+
+def test_cnn_trains_and_serves(tiny_shards, tmp_path):
+    import tensorflow as tf
+
+    summary = train(data=tiny_shards, model_root=str(tmp_path / "models"), model="cnn", epochs=1, min_accuracy=0)
+    served = tf.saved_model.load(os.path.join(summary["uri"], "saved_model"))
+    probabilities = served.signatures[SIGNATURE_IMAGES](images=tf.zeros((3, 28, 28)))["probabilities"].numpy()
+    assert probabilities.shape == (3, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    metrics = json.loads(open(os.path.join(summary["uri"], "metrics.json")).read())
+    assert metrics["parameters"]["model"] == "cnn" and metrics["parameter_count"] > 100_000
 
 
 def test_holdout_depends_only_on_the_image_ids():
