@@ -6,7 +6,8 @@
 (a) `fmnist score` (components.score_run.score) on the DirectRunner;
 (b) a plain Beam pipeline as the Beam docs teach it: ReadFromTFRecord -> per-record parse
     and PNG decode -> RunInference(TFModelHandlerNumpy) on the `.keras` model -> WriteToParquet;
-(c) a no-framework loop: tf.data over the shards, one model call per batch, a pyarrow writer.
+(c) a no-framework loop: tf.data over the shards (batched, vectorized parse, parallel decode),
+    one model call per batch, a pyarrow writer.
 Each variant runs in its own fresh process and times its own work (model loading, reading,
 decoding, scoring, writing Parquet; not the Python/TensorFlow import); (a) and (c) run
 `--rounds` times, interleaved, and the median counts. Then (a) runs again
@@ -211,17 +212,20 @@ def run_tf_data_loop(shard_glob: str, model_root: str, output: str, beam_args: l
     features = {"image_id": tf.io.FixedLenFeature([], tf.string), "image/encoded": tf.io.FixedLenFeature([], tf.string),
                 "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
 
-    def parse(source, record):
-        example = tf.io.parse_single_example(record, features)
-        image = tf.io.decode_png(example["image/encoded"], channels=1)[:, :, 0]
-        return source, example["image_id"], image, example["label"]
+    def parse_and_decode(source, records):
+        # The fastest tf.data recipe measured here: batch first, then a vectorized parse and
+        # one map_fn decode per batch, several batches in parallel.
+        example = tf.io.parse_example(records, features)
+        images = tf.map_fn(lambda png: tf.io.decode_png(png, channels=1)[:, :, 0], example["image/encoded"],
+                           fn_output_signature=tf.TensorSpec((28, 28), tf.uint8))
+        return tf.fill(tf.shape(records), source), example["image_id"], images, example["label"]
 
     files = sorted(glob.glob(shard_glob))
     dataset = (
         tf.data.Dataset.from_tensor_slices(files)
-        .interleave(lambda f: tf.data.TFRecordDataset(f).map(lambda r: (f, r)), num_parallel_calls=tf.data.AUTOTUNE)
-        .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(1024)
+        .interleave(lambda f: tf.data.TFRecordDataset(f).batch(512).map(lambda r: (f, r)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        .map(parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
     predict = tf.function(lambda images: tf.nn.softmax(model(tf.cast(images, tf.float32) / 255.0, training=False)))
@@ -235,7 +239,8 @@ def run_tf_data_loop(shard_glob: str, model_root: str, output: str, beam_args: l
             labels = labels.numpy().astype(np.int32)
             count = len(predicted)
             columns = [
-                pa.array(image_ids.numpy().astype(str)), pa.array(sources.numpy().astype(str)), pa.array(predicted),
+                pa.array(image_ids.numpy(), pa.binary()).cast(pa.string()),
+                pa.array(sources.numpy(), pa.binary()).cast(pa.string()), pa.array(predicted),
                 pa.array(class_names[predicted], pa.string()), pa.array(probabilities.max(axis=1)),
                 pa.ListArray.from_arrays(pa.array(np.arange(0, 10 * count + 1, 10, dtype=np.int32)),
                                          pa.array(probabilities.ravel()), type=PREDICTION_SCHEMA.field("probabilities").type),
