@@ -9,8 +9,8 @@
 (c) a no-framework loop: tf.data over the shards (batched, vectorized parse, parallel decode),
     one model call per batch, a pyarrow writer.
 Each variant runs in its own fresh process and times its own work (model loading, reading,
-decoding, scoring, writing Parquet; not the Python/TensorFlow import); (a) and (c) run
-`--rounds` times, interleaved, and the median counts. Then (a) runs again
+decoding, scoring, writing Parquet; not the Python/TensorFlow import); the three run
+`--rounds` times, interleaved, and the median of each counts. Then (a) runs again
 on `--repeat` times the input (every shard listed that many times, as symlinks) to show
 that its peak RSS stays flat. Prints images/s, the ratios and the peak RSS figures.
 
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10, help="input multiplier of the flat-memory run")
     parser.add_argument("--beam-args", default="", help="Beam options for (a), e.g. '--direct_num_workers 2'")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="runs of (a) and (c), interleaved; the median counts (a shared machine is noisy)")
+                        help="runs of (a), (b) and (c), interleaved; the median counts (a shared machine is noisy)")
     parser.add_argument("--variant", choices=["a", "b", "c", "train"], help=argparse.SUPPRESS)  # child process
     parser.add_argument("--glob", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -58,9 +58,8 @@ def main() -> None:
     shard_glob = os.path.join(os.path.abspath(args.shards), "*.tfrecord")
     repeated_glob = repeat_shards(shard_glob, os.path.join(args.workdir, "repeated"), args.repeat)
     child(args, "train", shard_glob)
-    rounds = [(child(args, "a", shard_glob), child(args, "c", shard_glob)) for _ in range(args.rounds)]
-    results = {"a": median_run([a for a, _ in rounds]), "b": child(args, "b", shard_glob),
-               "c": median_run([c for _, c in rounds])}
+    rounds = [{name: child(args, name, shard_glob) for name in "abc"} for _ in range(args.rounds)]
+    results = {name: median_run([runs[name] for runs in rounds]) for name in "abc"}
     repeated = child(args, "a", repeated_glob)
 
     print(f"\n{'variant':<44}{'images':>9}{'seconds':>9}{'images/s':>10}{'peak RSS MiB':>14}")
@@ -75,7 +74,7 @@ def main() -> None:
     print(f"(a)/(b) = {a / b:.2f}x (target >= {TARGET_VS_PLAIN_BEAM}x)")
     print(f"(a)/(c) = {a / c:.2f}x (target >= {TARGET_VS_LOOP}x)")
     print(f"peak RSS of (a) at {args.repeat}x input / at 1x = {growth:.2f} (target <= {TARGET_RSS_GROWTH})")
-    print(f"images/s of each round: (a) {results['a']['all_images_per_s']}, (c) {results['c']['all_images_per_s']}")
+    print("images/s of each round: " + ", ".join(f"({name}) {results[name]['all_images_per_s']}" for name in "abc"))
     print(f"beam args of (a): {args.beam_args or '(none: DirectRunner defaults)'}; "
           f"load average {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
 
