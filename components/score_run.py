@@ -1,6 +1,6 @@
 """A scoring run: check the configuration, run the Beam pipeline, publish its tables, write the summary.
 
-    <output>/_staging/run_id=<id>/...                          parts + receipts while the run works
+    <output>/_staging-<run_id>/...                             parts + receipts while the run works
     <output>/predictions/run_date=<date>/run_id=<id>/part-*.parquet
     <output>/errors/run_date=<date>/run_id=<id>/part-*.parquet
     <output>/runs/<run_id>.json                                 the run summary, written last
@@ -42,7 +42,7 @@ from components.scoring import (
 
 log = logging.getLogger(__name__)
 
-STAGING_FOLDER = "_staging"
+STAGING_PREFIX = "_staging-"
 DEFAULT_MAX_ERROR_RATE = 0.01
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 TABLES = (PREDICTIONS_TABLE, ERRORS_TABLE)
@@ -56,7 +56,7 @@ def new_run_id(now: datetime.datetime | None = None) -> str:
 
 def staging_uri(output: str, run_id: str) -> str:
     """Where a run stages its parts before publishing them."""
-    return storage.join(output, STAGING_FOLDER, f"run_id={run_id}")
+    return storage.join(output, f"{STAGING_PREFIX}{run_id}")  # one folder: removed whole after publishing
 
 
 def score(

@@ -13,9 +13,10 @@ Each shard's parts are staged under unique, deterministic names (a retried bundl
 its own parts) with a receipt written last; the launcher (components.score_run) publishes
 them. The model is loaded once per worker process (apache_beam.utils.shared).
 
-Model contract (from training): `model.keras` maps float32 images scaled to [0, 1], shaped
-(28, 28), (28, 28, 1) or (784,), to 10 logits; a model whose last layer is a softmax
-already returns probabilities and gets no second softmax.
+Model contract (components.models, components.training_data): `model.keras` maps float32
+images scaled to [0, 1] (decoded by training's own `decode_png_images`), shaped (28, 28),
+(28, 28, 1) or (784,), to 10 logits; a model whose last layer is a softmax already returns
+probabilities and gets no second softmax.
 """
 import collections
 import concurrent.futures
@@ -49,6 +50,7 @@ from components.prediction_rows import (
 )
 from components.schema import ERROR_SCHEMA, ERRORS_TABLE, PREDICTION_SCHEMA, PREDICTIONS_TABLE
 from components.tfrecord import Record, read_records
+from components.training_data import decode_png_images
 
 COUNTER_NAMESPACE = "fmnist_score"
 RECEIPTS_FOLDER = "receipts"
@@ -102,15 +104,8 @@ class ModelScorer:
         softmax = not _returns_probabilities(model)
 
         def probabilities(images):
-            x = tf.reshape(tf.cast(images, tf.float32) / 255.0, (-1, *input_dims))
-            outputs = model(x, training=False)
+            outputs = model(tf.reshape(images, (-1, *input_dims)), training=False)
             return tf.nn.softmax(outputs) if softmax else outputs
-
-        def decode(encoded):
-            return tf.map_fn(
-                lambda png: tf.io.decode_png(png, channels=1)[:, :, 0], encoded,
-                fn_output_signature=tf.TensorSpec((IMAGE_SIZE, IMAGE_SIZE), tf.uint8),
-            )
 
         features = {
             # Required and single-valued: a record without them fails the vectorized parse,
@@ -129,16 +124,17 @@ class ModelScorer:
 
         strings = tf.TensorSpec((None,), tf.string)
         self._parse = tf.function(parse, input_signature=[strings])
-        self._decode = tf.function(decode, input_signature=[strings])
-        self._probabilities = tf.function(probabilities, input_signature=[tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.uint8)])
+        # Training's own decoding (PNG -> [0, 1] floats), so scoring and training never disagree.
+        self._decode = tf.function(decode_png_images, input_signature=[strings])
+        self._probabilities = tf.function(probabilities, input_signature=[tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32)])
         self._invalid_argument = tf.errors.InvalidArgumentError
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """(n, 10) float32 class probabilities of (n, 28, 28) uint8 images: one model call."""
+        """(n, 10) float32 class probabilities of (n, 28, 28) model inputs in [0, 1]: one model call."""
         return self._probabilities(images).numpy()
 
     def decode_model_pngs(self, encoded: Sequence[bytes]) -> np.ndarray | None:
-        """(n, 28, 28) uint8 pixels of contract PNGs in one call; None if any fails to decode."""
+        """(n, 28, 28) model inputs in [0, 1] of contract PNGs, in one call; None if any fails to decode."""
         try:
             return self._decode(np.array(encoded, dtype=object)).numpy()
         except (self._invalid_argument, UnicodeDecodeError):  # see parse_examples
@@ -202,8 +198,8 @@ def _parse_batch(scorer: ModelScorer, records: Sequence[Record]) -> tuple[list[P
 
 
 def _model_images(scorer: ModelScorer, parsed: Sequence[ParsedRecord]) -> tuple[dict[int, np.ndarray], list[RecordError]]:
-    """28x28 model images by position in `parsed`: contract PNGs decoded in one call, any other
-    picture (JPEG, colour, any size) and any PNG of a batch that failed converted one by one."""
+    """28x28 model inputs in [0, 1] by position in `parsed`: contract PNGs decoded in one call,
+    any other picture (JPEG, colour, any size) and any PNG of a batch that failed one by one."""
     contract = [position for position, record in enumerate(parsed) if is_model_png(record.example.encoded)]
     decoded = scorer.decode_model_pngs([parsed[position].example.encoded for position in contract]) if contract else None
     pixels: dict[int, np.ndarray] = dict(zip(contract, decoded)) if decoded is not None else {}
@@ -211,7 +207,7 @@ def _model_images(scorer: ModelScorer, parsed: Sequence[ParsedRecord]) -> tuple[
     for position, record in enumerate(parsed):
         if position not in pixels:
             try:
-                pixels[position] = to_model_image(record.example.encoded)
+                pixels[position] = to_model_image(record.example.encoded).astype(np.float32) / np.float32(255.0)
             except ImageError as error:
                 errors.append(RecordError(record.record_index, error.error_type, str(error), image_id=record.example.image_id))
     return pixels, errors

@@ -247,7 +247,8 @@ def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_roo
     assert summary["beam_counters"]["records_failed"] == counts["failed"]
     assert json.loads(storage.read_bytes(run_summary_uri(output, "r1"))) == summary
     assert (summary["status"], summary["model_version"], len(summary["inputs"]["shards"])) == ("ok", "v1", 3)
-    assert not storage.list_prefix(staging_uri(output, "r1"))
+    assert not os.path.exists(staging_uri(output, "r1"))
+    assert sorted(os.listdir(output)) == ["errors", "predictions", "runs"]
     # Analysts read the Hive-partitioned table with DuckDB.
     query = f"select count(*) from read_parquet('{output}/predictions/**/*.parquet', hive_partitioning=true) where run_id = 'r1'"
     assert duckdb.sql(query).fetchall() == [(len(scored),)]
@@ -377,7 +378,7 @@ def test_gcs_input_model_and_output(gcs_bucket, gcs_inputs):
     assert (summary["counts"]["scored"], summary["counts"]["failed"]) == (len(scored), len(errors))
     published = storage.list_prefix(output)
     assert run_summary_uri(output, "cloud") in published
-    assert not [uri for uri in published if "/_staging/" in uri]
+    assert not [uri for uri in published if "/_staging" in uri]
     prediction_parts = [uri for uri in published if "/predictions/run_date=2026-11-29/run_id=cloud/" in uri]
     assert len(prediction_parts) == 3
     error_sources = {uri.rsplit("/", 1)[-1] for uri in published if "/errors/" in uri}

@@ -57,3 +57,11 @@ def test_unwritable_output_is_an_input_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(InputError, match="not writable"):
         storage.ensure_writable(str(blocker / "out"))
+
+
+def test_move_leaves_only_the_target(root):
+    source, target = storage.join(root, "staging/part.bin"), storage.join(root, "table/part.bin")
+    storage.write_bytes(source, b"rows")
+    storage.move(source, target)
+    assert storage.read_bytes(target) == b"rows"
+    assert not storage.exists(source)
