@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 STAGING_PREFIX = "_staging-"
 DEFAULT_MAX_ERROR_RATE = 0.01
+LOCAL_RUNNER = "FnApiRunner"
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 TABLES = (PREDICTIONS_TABLE, ERRORS_TABLE)
 
@@ -89,9 +90,11 @@ def score(
     check_model_fits(load_model(model_ref.keras_uri), model_ref.keras_uri)
     options = PipelineOptions(list(beam_args))
     if not options.view_as(StandardOptions).runner:
-        # Beam 2.77's default runner first tries to download the Prism binary (no network in
-        # CI or on many workers), then falls back to the DirectRunner: name it and skip that.
-        options.view_as(StandardOptions).runner = "DirectRunner"
+        # Beam 2.77's DirectRunner (the default, also when named) first tries to download the
+        # Prism runner binary, which fails offline after about a second, then runs the pipeline
+        # on the FnApiRunner. Name that local engine directly: same execution, no attempt.
+        # It honours --direct_num_workers and --direct_running_mode like the DirectRunner.
+        options.view_as(StandardOptions).runner = LOCAL_RUNNER
     dry_run = bool(options.view_as(TestOptions).dry_run)
     staging = staging_uri(output, run_id)
     target = ScoringTarget(staging=staging, run_id=run_id, model_version=model_ref.version, batch_size=batch_size)

@@ -6,6 +6,7 @@ and translates the job graph with `--dry_run` and submits nothing.
 """
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -223,9 +224,10 @@ def test_score_shards_transform_in_a_test_pipeline(shard_folder, model_root, tmp
 # --- The whole run ------------------------------------------------------------------------
 
 
-def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_root, tmp_path):
+def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_root, tmp_path, caplog):
     folder, shards = shard_folder
     output = str(tmp_path / "scores")
+    caplog.set_level(logging.INFO)
     summary = score(input=storage.join(folder, "*.tfrecord"), model=model_root, output=output, run_id="r1",
                     run_date="2026-11-29", max_error_rate=0.5, batch_size=4)
 
@@ -247,6 +249,7 @@ def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_roo
     assert summary["beam_counters"]["records_failed"] == counts["failed"]
     assert json.loads(storage.read_bytes(run_summary_uri(output, "r1"))) == summary
     assert (summary["status"], summary["model_version"], len(summary["inputs"]["shards"])) == ("ok", "v1", 3)
+    assert summary["runner"] == "FnApiRunner" and "Prism" not in caplog.text  # no download attempt offline
     assert not os.path.exists(staging_uri(output, "r1"))
     assert sorted(os.listdir(output)) == ["errors", "predictions", "runs"]
     # Analysts read the Hive-partitioned table with DuckDB.
