@@ -23,15 +23,19 @@ from tests.conftest import write_idx
 TRAIN_IMAGES, TEST_IMAGES = 3000, 600
 
 
-@pytest.fixture(scope="module")
-def real_subset(tmp_path_factory) -> str:
+def write_real_subset(folder: str, train_images: int, test_images: int) -> str:
     """The first images of the real data set as a small custom IDX data set (fast to train)."""
-    folder = tmp_path_factory.mktemp("subset")
-    for split, count in (("train", TRAIN_IMAGES), ("test", TEST_IMAGES)):
+    os.makedirs(folder, exist_ok=True)
+    for split, count in (("train", train_images), ("test", test_images)):
         for name, ndim in zip(IDX_FILES[split], (3, 1)):
             array = load_idx(os.path.join(DEFAULT_SOURCE, f"{name}.gz"), ndim=ndim).array[:count]
-            write_idx(str(folder / f"{name}.gz"), array)
-    return str(folder)
+            write_idx(os.path.join(folder, f"{name}.gz"), array)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def real_subset(tmp_path_factory) -> str:
+    return write_real_subset(str(tmp_path_factory.mktemp("subset")), TRAIN_IMAGES, TEST_IMAGES)
 
 
 def run_chain(source: str, root: str) -> tuple[dict, dict]:
