@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.score [--shards runs/local/shards] [--workdir /tmp/bench-score]
                                          [--repeat 10] [--beam-args "--direct_num_workers 2 ..."]
 
-(a) `fmnist score` (components.score_run.score) on the DirectRunner;
+(a) `fmnist score` (components.score_run.score) with its local default runner (the FnApiRunner,
+    the DirectRunner's engine);
 (b) a plain Beam pipeline as the Beam docs teach it: ReadFromTFRecord -> per-record parse
     and PNG decode -> RunInference(TFModelHandlerNumpy) on the `.keras` model -> WriteToParquet;
 (c) a no-framework loop: tf.data over the shards (batched, vectorized parse, parallel decode),
@@ -63,7 +64,7 @@ def main() -> None:
     repeated = child(args, "a", repeated_glob)
 
     print(f"\n{'variant':<44}{'images':>9}{'seconds':>9}{'images/s':>10}{'peak RSS MiB':>14}")
-    labels = {"a": "(a) fmnist score, DirectRunner", "b": "(b) plain Beam RunInference pipeline",
+    labels = {"a": "(a) fmnist score, local runner", "b": "(b) plain Beam RunInference pipeline",
               "c": "(c) tf.data loop, no framework"}
     for name, result in [*results.items(), ("a", repeated)]:
         label = labels[name] + (f", {args.repeat}x input" if result is repeated else "")
@@ -75,7 +76,7 @@ def main() -> None:
     print(f"(a)/(c) = {a / c:.2f}x (target >= {TARGET_VS_LOOP}x)")
     print(f"peak RSS of (a) at {args.repeat}x input / at 1x = {growth:.2f} (target <= {TARGET_RSS_GROWTH})")
     print("images/s of each round: " + ", ".join(f"({name}) {results[name]['all_images_per_s']}" for name in "abc"))
-    print(f"beam args of (a): {args.beam_args or '(none: DirectRunner defaults)'}; "
+    print(f"beam args of (a): {args.beam_args or '(none: score's local default, the FnApiRunner)'}; "
           f"load average {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
 
 
