@@ -29,6 +29,9 @@ BAD_LABEL = "bad_label"  # a label outside 0-9: the record breaks the shard cont
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # IHDR chunk start of a 28x28, 8-bit grayscale PNG: length 13, type, width, height, depth, colour type 0.
 _MODEL_PNG_IHDR = struct.pack(">I4sIIBB", 13, b"IHDR", IMAGE_SIZE, IMAGE_SIZE, 8, 0)
+# The first bytes of every model PNG (signature and IHDR up to the colour type).
+MODEL_PNG_HEADER = _PNG_SIGNATURE + _MODEL_PNG_IHDR
+EXIF_CHUNK = b"eXIf"
 _CLASS_NAMES = np.array(CLASS_NAMES, dtype=object)
 _PROBABILITIES_TYPE = PREDICTION_SCHEMA.field("probabilities").type
 
@@ -88,11 +91,7 @@ def is_model_png(encoded: bytes) -> bool:
 
     An eXIf chunk could rotate the picture in to_model_image; such files take the slow path.
     """
-    return (
-        encoded[:8] == _PNG_SIGNATURE
-        and encoded[8:26] == _MODEL_PNG_IHDR
-        and b"eXIf" not in encoded
-    )
+    return encoded[: len(MODEL_PNG_HEADER)] == MODEL_PNG_HEADER and EXIF_CHUNK not in encoded
 
 
 def prediction_batch(

@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 
 from components import storage
 from components.constants import tool_version
@@ -88,13 +88,7 @@ def score(
         raise InputError(f"{input}: no file matches the input glob")
     model_ref = resolve(model)
     check_model_fits(load_model(model_ref.keras_uri), model_ref.keras_uri)
-    options = PipelineOptions(list(beam_args))
-    if not options.view_as(StandardOptions).runner:
-        # Beam 2.77's DirectRunner (the default, also when named) first tries to download the
-        # Prism runner binary, which fails offline after about a second, then runs the pipeline
-        # on the FnApiRunner. Name that local engine directly: same execution, no attempt.
-        # It honours --direct_num_workers and --direct_running_mode like the DirectRunner.
-        options.view_as(StandardOptions).runner = LOCAL_RUNNER
+    options = local_defaults(PipelineOptions(list(beam_args)), beam_args)
     dry_run = bool(options.view_as(TestOptions).dry_run)
     staging = staging_uri(output, run_id)
     target = ScoringTarget(staging=staging, run_id=run_id, model_version=model_ref.version, batch_size=batch_size)
@@ -149,6 +143,23 @@ def score(
             f"--max-error-rate {max_error_rate:.2%}); see {published[ERRORS_TABLE]['uri']}"
         )
     return summary
+
+
+def local_defaults(options: PipelineOptions, beam_args: Sequence[str]) -> PipelineOptions:
+    """Without --runner: the local engine, scoring shards on all cores unless told otherwise."""
+    if options.view_as(StandardOptions).runner:
+        return options
+    # Beam 2.77's DirectRunner (the default, also when named) first tries to download the
+    # Prism runner binary, which fails offline after about a second, then runs the pipeline
+    # on the FnApiRunner. Name that local engine directly: same execution, no attempt.
+    # It honours --direct_num_workers and --direct_running_mode like the DirectRunner.
+    options.view_as(StandardOptions).runner = LOCAL_RUNNER
+    if not any(arg.startswith(("--direct_num_workers", "--direct_running_mode")) for arg in beam_args):
+        # One worker thread per core, each scoring its own shards (TensorFlow does the work,
+        # outside the GIL); worker processes would each pay seconds of imports and a model load.
+        direct = options.view_as(DirectOptions)
+        direct.direct_num_workers, direct.direct_running_mode = 0, "multi_threading"  # 0: all cores
+    return options
 
 
 def translate_only(pipeline, options: PipelineOptions) -> dict:

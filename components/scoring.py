@@ -40,6 +40,8 @@ from components.errors import InputError
 from components.images import ImageError, to_model_image
 from components.parquet_parts import PartWriter
 from components.prediction_rows import (
+    EXIF_CHUNK,
+    MODEL_PNG_HEADER,
     ParsedRecord,
     RecordError,
     error_batch,
@@ -123,11 +125,26 @@ class ModelScorer:
                     label.values, label.row_splits)
 
         strings = tf.TensorSpec((None,), tf.string)
-        self._parse = tf.function(parse, input_signature=[strings])
+        self._parse = tf.function(parse, input_signature=[strings], autograph=False)
         # Training's own decoding (PNG -> [0, 1] floats), so scoring and training never disagree.
-        self._decode = tf.function(decode_png_images, input_signature=[strings])
-        self._probabilities = tf.function(probabilities, input_signature=[tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32)])
+        self._decode = tf.function(decode_png_images, input_signature=[strings], autograph=False)
+        self._probabilities = tf.function(probabilities, input_signature=[tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32)], autograph=False)
         self._invalid_argument = tf.errors.InvalidArgumentError
+        model_png_header = tf.constant(MODEL_PNG_HEADER)
+
+        def score_contract_batch(serialized):
+            # Parse, check, decode and score in one call: the batch stays inside TensorFlow
+            # (which runs it without the GIL) from the serialized records to the probabilities.
+            image_ids, encoded, _, label_values, label_splits = parse(serialized)
+            contract = tf.reduce_all(
+                (tf.strings.length(image_ids) > 0)
+                & (tf.strings.substr(encoded, 0, len(MODEL_PNG_HEADER)) == model_png_header)
+            )
+            scores = tf.cond(contract, lambda: probabilities(decode_png_images(encoded)),
+                             lambda: tf.zeros((0, NUM_CLASSES), tf.float32))
+            return contract, image_ids, label_values, label_splits, scores
+
+        self._score_contract_batch = tf.function(score_contract_batch, input_signature=[strings], autograph=False)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(n, 10) float32 class probabilities of (n, 28, 28) model inputs in [0, 1]: one model call."""
@@ -148,10 +165,32 @@ class ModelScorer:
             # UnicodeDecodeError: TensorFlow fails to build its error message when it quotes the
             # bad record's non-UTF-8 bytes; it is the same parse failure.
             return None  # the caller parses one by one and reports the bad one(s)
-        image_ids, encoded, formats, label_values, label_splits = (t.numpy().tolist() for t in tensors)
-        # Like shards.parse_example: the first label of a record, None when it has none.
-        labels = [label_values[start] if end > start else None for start, end in zip(label_splits, label_splits[1:])]
-        return list(zip(image_ids, encoded, formats, labels))
+        image_ids, encoded, formats, label_values, label_splits = (t.numpy() for t in tensors)
+        labels = first_labels(label_values, label_splits)
+        return list(zip(image_ids.tolist(), encoded.tolist(), formats.tolist(), labels))
+
+    def score_contract_batch(self, serialized: Sequence[bytes]) -> tuple[list[str], list[int | None], np.ndarray] | None:
+        """(image_ids, labels, (n, 10) probabilities) of a batch of shard Examples holding model
+        PNGs with valid ids and labels, in one call; None if any record is not such an Example
+        (the caller then takes the careful path, which finds and reports the bad ones)."""
+        try:
+            contract, image_ids, label_values, label_splits, scores = self._score_contract_batch(
+                np.array(serialized, dtype=object))
+            if not contract:
+                return None
+            ids = [image_id.decode() for image_id in image_ids.numpy()]
+        except (self._invalid_argument, UnicodeDecodeError):  # see parse_examples
+            return None
+        labels = first_labels(label_values.numpy(), label_splits.numpy())
+        if not all(label is None or 0 <= label < NUM_CLASSES for label in labels):
+            return None  # a bad_label error row: the careful path writes it
+        return ids, labels, scores.numpy()
+
+
+def first_labels(values: np.ndarray, row_splits: np.ndarray) -> list[int | None]:
+    """Like shards.parse_example: the first label of each record, None when it has none."""
+    values, row_splits = values.tolist(), row_splits.tolist()
+    return [values[start] if end > start else None for start, end in zip(row_splits, row_splits[1:])]
 
 
 # --- One shard ----------------------------------------------------------------------------
@@ -216,24 +255,44 @@ def _model_images(scorer: ModelScorer, parsed: Sequence[ParsedRecord]) -> tuple[
 def _score_batch(
     records: Sequence[Record], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget
 ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    """One batch of records -> (prediction rows, error rows), with one model call."""
+    """One batch of records -> (prediction rows, error rows), with one model call.
+
+    The common case, a batch of intact contract records, is scored in one TensorFlow call;
+    any other batch takes the careful path, which gives its clean records the same rows.
+    """
     scored_at = datetime.datetime.now(datetime.timezone.utc)
+    if all(record.data is not None and EXIF_CHUNK not in record.data for record in records):
+        clean = scorer.score_contract_batch([record.data for record in records])
+        if clean is not None:
+            image_ids, labels, probabilities = clean
+            return _table_batches(image_ids, labels, probabilities, [], source_uri=source_uri, target=target,
+                                  scored_at=scored_at)
+    return _score_batch_carefully(records, scorer=scorer, source_uri=source_uri, target=target, scored_at=scored_at)
+
+
+def _score_batch_carefully(
+    records: Sequence[Record], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget,
+    scored_at: datetime.datetime,
+) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """Parses, checks and decodes each kind of record its own way: one error row per bad record."""
     parsed, errors = _parse_batch(scorer, records)
     pixels, image_errors = _model_images(scorer, parsed)
     positions = sorted(pixels)
     scored = [parsed[position].example for position in positions]
     probabilities = (scorer.probabilities(np.stack([pixels[p] for p in positions])) if positions
                      else np.zeros((0, NUM_CLASSES), np.float32))
-    predictions = prediction_batch(
-        image_ids=[example.image_id for example in scored],
-        source_uri=source_uri,
-        probabilities=probabilities,
-        true_labels=[example.label for example in scored],
-        model_version=target.model_version,
-        run_id=target.run_id,
-        scored_at=scored_at,
-    )
-    errors = sorted(errors + image_errors, key=lambda error: error.record_index)
+    return _table_batches([example.image_id for example in scored], [example.label for example in scored],
+                          probabilities, sorted(errors + image_errors, key=lambda error: error.record_index),
+                          source_uri=source_uri, target=target, scored_at=scored_at)
+
+
+def _table_batches(
+    image_ids: Sequence[str], labels: Sequence[int | None], probabilities: np.ndarray, errors: Sequence[RecordError],
+    *, source_uri: str, target: ScoringTarget, scored_at: datetime.datetime,
+) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    predictions = prediction_batch(image_ids=image_ids, source_uri=source_uri, probabilities=probabilities,
+                                   true_labels=labels, model_version=target.model_version, run_id=target.run_id,
+                                   scored_at=scored_at)
     return predictions, error_batch(errors, source_uri=source_uri, run_id=target.run_id, scored_at=scored_at)
 
 

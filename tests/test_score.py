@@ -205,6 +205,47 @@ def test_vectorized_parse_agrees_with_the_record_parser(tiny_model):
     assert ModelScorer(tiny_model).parse_examples([*records, b"\xff not an example"]) is None
 
 
+def _rows_without_time(batches) -> tuple[list[dict], list[dict]]:
+    predictions, errors = batches
+    return tuple([{k: v for k, v in row.items() if k != "scored_at"} for row in table.to_pylist()]
+                 for table in (predictions, errors))
+
+
+def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
+    """A clean batch is scored in one TensorFlow call; its rows equal the careful path's."""
+    import datetime
+
+    from components.scoring import _score_batch, _score_batch_carefully
+
+    rng = np.random.default_rng(RNG_SEED)
+    records = [Record(i, data=good_record(f"img-{i}", rng, label=None if i % 5 == 0 else i % 10)) for i in range(40)]
+    scorer, target = ModelScorer(tiny_model), ScoringTarget(staging="unused", run_id="r", model_version="v")
+    assert scorer.score_contract_batch([record.data for record in records]) is not None  # the one-call path is taken
+    fast = _score_batch(records, scorer=scorer, source_uri="s", target=target)
+    careful = _score_batch_carefully(records, scorer=scorer, source_uri="s", target=target,
+                                     scored_at=datetime.datetime.now(datetime.timezone.utc))
+    fast_rows, careful_rows = _rows_without_time(fast), _rows_without_time(careful)
+    assert len(fast_rows[0]) == 40 and fast_rows[1] == careful_rows[1] == []
+    assert [row["image_id"] for row in fast_rows[0]] == [row["image_id"] for row in careful_rows[0]]
+    assert [row["true_label"] for row in fast_rows[0]] == [row["true_label"] for row in careful_rows[0]]
+    np.testing.assert_allclose([row["probabilities"] for row in fast_rows[0]],
+                               [row["probabilities"] for row in careful_rows[0]], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("odd_record", [
+    serialize_example("jpeg", rgb_jpeg(), 1, b"jpeg"),
+    serialize_example("broken-png", broken_png(), 1),
+    serialize_example("bad-label", encode_png(np.zeros((28, 28), np.uint8)), 12),
+    serialize_example("", encode_png(np.zeros((28, 28), np.uint8)), 1),
+    example_without_image("no-image"),
+    b"\xff not an example",
+], ids=["jpeg", "broken-png", "bad-label", "empty-id", "no-image", "not-an-example"])
+def test_one_odd_record_sends_its_batch_the_careful_way(tiny_model, odd_record):
+    rng = np.random.default_rng(RNG_SEED)
+    batch = [good_record("a", rng), odd_record, good_record("b", rng)]
+    assert ModelScorer(tiny_model).score_contract_batch(batch) is None
+
+
 def receipt_counts(receipt: dict) -> tuple:
     """Module-level matcher input: a receipt reduced to what a test can predict."""
     return os.path.basename(receipt["source_uri"]), receipt["read"], receipt["scored"], receipt["failed"]
@@ -255,6 +296,22 @@ def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_roo
     # Analysts read the Hive-partitioned table with DuckDB.
     query = f"select count(*) from read_parquet('{output}/predictions/**/*.parquet', hive_partitioning=true) where run_id = 'r1'"
     assert duckdb.sql(query).fetchall() == [(len(scored),)]
+
+
+@pytest.mark.parametrize("beam_args, expected", [
+    ([], ("FnApiRunner", 0, "multi_threading")),  # all cores, one thread each
+    (["--direct_num_workers", "1"], ("FnApiRunner", 1, "in_memory")),
+    (["--direct_running_mode=multi_processing"], ("FnApiRunner", 1, "multi_processing")),
+    (["--runner", "DirectRunner"], ("DirectRunner", 1, "in_memory")),
+])
+def test_local_runner_defaults_leave_named_options_alone(beam_args, expected):
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    from components.score_run import local_defaults
+
+    options = local_defaults(PipelineOptions(beam_args), beam_args)
+    direct = options.view_as(DirectOptions)
+    assert (options.view_as(StandardOptions).runner, direct.direct_num_workers, direct.direct_running_mode) == expected
 
 
 def test_same_run_id_twice_leaves_one_copy(shard_folder, model_root, tmp_path):
