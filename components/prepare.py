@@ -105,13 +105,18 @@ def refuse_complete_output(output: str, *, overwrite: bool) -> None:
 
 
 def publish_manifest(output: str, manifest: dict) -> None:
-    """Removes shards of earlier runs that the new manifest does not list, then writes it."""
+    """Removes shards of earlier runs that the new manifest does not list, then writes it.
+
+    The writer removed any earlier manifest before writing shards, so the manifest is created
+    only if still absent: a concurrent run that published first makes this one fail with
+    StorageConflictError instead of silently replacing its manifest.
+    """
     listed = {shard["name"] for split in manifest["splits"].values() for shard in split["shards"]}
     for uri in storage.list_prefix(output):
         name = storage.basename(uri)
         if SHARD_NAME_RE.match(name) and name not in listed and storage.join(output, name) == uri:
             storage.delete(uri)
-    storage.write_bytes(storage.join(output, MANIFEST_NAME), json.dumps(manifest, indent=2).encode())
+    storage.write_bytes(storage.join(output, MANIFEST_NAME), json.dumps(manifest, indent=2).encode(), if_absent=True)
     log.info("published %s with %d shards", storage.join(output, MANIFEST_NAME), len(listed))
 
 

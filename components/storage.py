@@ -140,7 +140,9 @@ def exists(uri: str) -> bool:
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 return False
-            raise
+            raise _http_input_error(uri, error) from error
+        except urllib.error.URLError as error:
+            raise _http_input_error(uri, error) from error
     return os.path.isfile(uri)
 
 
@@ -156,8 +158,8 @@ def read_bytes(uri: str) -> bytes:
             return file.read()
     except (FileNotFoundError, _gcs_not_found()) as error:
         raise InputError(f"{uri}: file not found") from error
-    except urllib.error.HTTPError as error:
-        raise InputError(f"{uri}: HTTP {error.code} {error.reason}") from error
+    except urllib.error.URLError as error:  # HTTPError is one
+        raise _http_input_error(uri, error) from error
     except IsADirectoryError as error:
         raise InputError(f"{uri}: is a directory, expected a file") from error
 
@@ -174,8 +176,17 @@ def open_read(uri: str) -> Iterator[IO[bytes]]:
             stream = open(uri, "rb")
     except (FileNotFoundError, _gcs_not_found()) as error:
         raise InputError(f"{uri}: file not found") from error
+    except urllib.error.URLError as error:
+        raise _http_input_error(uri, error) from error
     with stream:
         yield stream
+
+
+def _http_input_error(uri: str, error: urllib.error.URLError) -> InputError:
+    """A web source that answers with an error or cannot be reached: bad input, named."""
+    if isinstance(error, urllib.error.HTTPError):
+        return InputError(f"{uri}: HTTP {error.code} {error.reason}")
+    return InputError(f"{uri}: cannot be reached ({error.reason})")
 
 
 def glob(pattern: str) -> list[str]:

@@ -19,9 +19,16 @@ from components.storage import StorageConflictError
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_CHECK_FAILED = 0, 1, 2, 3
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Reports a bad flag in one line (not argparse's usage block), exit 2: the error contract."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser whose unset flags stay unset, so the component's defaults apply."""
-    return argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    return OneLineErrorParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
 
 
 def run(component: Callable[..., Any], kwargs: dict[str, Any]) -> int:

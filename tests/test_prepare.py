@@ -1,9 +1,13 @@
 """`fmnist prepare`: validated, deterministic shards with the manifest written last."""
+import functools
 import gzip
 import hashlib
+import http.server
+import threading
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -74,6 +78,20 @@ def test_complete_output_needs_overwrite_and_stale_shards_go(tiny_idx, tmp_path)
         prepare(source=tiny_idx, output=output, allow_unknown_source=True, workers=1)
     prepare(source=tiny_idx, output=output, shards_per_split=2, overwrite=True, allow_unknown_source=True, workers=1)
     assert len([n for n in os.listdir(output) if n.endswith(".tfrecord")]) == 4  # no -of-00003 left
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_a_run_that_publishes_second_does_not_replace_the_first_ones_manifest(tiny_idx, tmp_path, where, request):
+    """Two runs writing the same output: the manifest is created only if absent (a generation
+    precondition on GCS), so the second fails loudly instead of silently replacing it."""
+    from components.prepare import publish_manifest
+    from components.storage import StorageConflictError
+
+    output = (request.getfixturevalue("gcs_bucket") + "/shards") if where == "gcs" else str(tmp_path / "shards")
+    first = prepare(source=tiny_idx, output=output, shards_per_split=2, allow_unknown_source=True, workers=1)
+    with pytest.raises(StorageConflictError, match=MANIFEST_NAME):
+        publish_manifest(output, {**first, "created_at": "a concurrent run"})
+    assert read_manifest(output) == first
 
 
 def test_interrupted_run_leaves_no_manifest_and_a_rerun_completes_it(tiny_idx, tmp_path):
@@ -162,6 +180,13 @@ def test_bad_flag_value_fails_cleanly(tmp_path):
     assert result.returncode == 2 and "at least 1" in result.stderr
 
 
+def test_bad_flag_is_one_line_exit_2(tmp_path):
+    result = run_cli("prepare", "--output", str(tmp_path), "--shards-per-split", "many")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: fmnist prepare: argument --shards-per-split: invalid int value: 'many' (see --help)"]
+
+
 @pytest.mark.slow
 def test_real_data_set_round_trips(real_source, tmp_path):
     output = str(tmp_path / "shards")
@@ -180,3 +205,60 @@ def test_real_data_set_round_trips(real_source, tmp_path):
         assert np.array_equal(np.array([e.label for e in examples]), labels)
         total += len(examples)
     assert total == 70_000
+
+
+class _WebSourceHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; anything below /forbidden/ answers 403 (a mirror refusing access)."""
+
+    def do_HEAD(self):
+        if self.path.startswith("/forbidden/"):
+            self.send_error(403)
+        else:
+            super().do_HEAD()
+
+    def do_GET(self):
+        if self.path.startswith("/forbidden/"):
+            self.send_error(403)
+        else:
+            super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def web_source(tiny_idx):
+    """`http://127.0.0.1:<port>` serving the tiny IDX data set (a mirror on loopback)."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_WebSourceHandler, directory=tiny_idx))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_web_source_gives_the_same_shards_as_the_local_files(tiny_idx, web_source, tmp_path):
+    local = prepare(source=tiny_idx, output=str(tmp_path / "local"), allow_unknown_source=True, workers=1)
+    web = prepare(source=web_source, output=str(tmp_path / "web"), allow_unknown_source=True, workers=1)
+    assert [s["sha256"] for s in web["splits"]["train"]["shards"]] == [s["sha256"] for s in local["splits"]["train"]["shards"]]
+
+
+@pytest.mark.parametrize("path, message", [
+    ("/missing", "file not found"),
+    ("/forbidden", "HTTP 403"),
+])
+def test_web_source_errors_are_one_line_exit_2(web_source, tmp_path, path, message):
+    result = run_cli("prepare", "--source", web_source + path, "--output", str(tmp_path / "out"))
+    assert result.returncode == 2 and message in result.stderr and web_source in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_unreachable_web_source_is_exit_2(tmp_path):
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_cli("prepare", "--source", f"http://127.0.0.1:{port}/data", "--output", str(tmp_path / "out"))
+    assert result.returncode == 2 and "cannot be reached" in result.stderr, result.stderr
+    assert not os.path.exists(tmp_path / "out")

@@ -236,7 +236,7 @@ def test_non_finite_loss_exits_2_and_publishes_nothing(tiny_shards, tmp_path):
 def test_bad_flags_exit_2(tiny_shards, tmp_path, flags, message):
     result = run_cli("train", "--data", tiny_shards, "--model-root", str(tmp_path / "models"), *flags)
     assert result.returncode == 2
-    assert message in result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line
     assert not os.path.exists(tmp_path / "models")
 
 
