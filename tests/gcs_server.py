@@ -1,6 +1,6 @@
 """Runs gcp-storage-emulator on loopback, adding the one GCS behaviour it lacks that we rely on.
 
-    python -m tests.gcs_server --port 9023
+    python -m tests.gcs_server --port 9023 [--bucket demo]
 
 The emulator ignores `ifGenerationMatch`; real GCS answers 412 Precondition Failed to a
 create-only upload (`ifGenerationMatch=0`) when the object exists. The storage layer uses
@@ -46,10 +46,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--bucket", help="a bucket to create at start")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     _install_precondition_support()
-    emulator_server.create_server(args.host, args.port, in_memory=True).run()
+    emulator_server.create_server(args.host, args.port, in_memory=True, default_bucket=args.bucket).run()
 
 
 if __name__ == "__main__":
