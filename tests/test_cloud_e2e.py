@@ -42,8 +42,9 @@ def run_chain(source: str, root: str) -> tuple[dict, dict]:
     """prepare -> train -> score below `root`; returns the train and score summaries."""
     prepare(source=source, output=f"{root}/shards", shards_per_split=3, allow_unknown_source=True, workers=1)
     trained = train(data=f"{root}/shards", model_root=f"{root}/models", epochs=2, min_accuracy=0.5, seed=7)
+    # The DirectRunner by name, as the issue asks (score's own default is its FnApiRunner engine).
     summary = score(input=f"{root}/shards/test-*.tfrecord", model=f"{root}/models", output=f"{root}/scores",
-                    run_id="e2e", run_date="2026-11-29")
+                    run_id="e2e", run_date="2026-11-29", beam_args=["--runner", "DirectRunner"])
     return trained, summary
 
 
