@@ -78,8 +78,13 @@ def parsed_example(
     return _checked(record_index, example)
 
 
+def is_valid_label(label: int | None) -> bool:
+    """A class 0-9, or no label (unlabeled data)."""
+    return label is None or 0 <= label < NUM_CLASSES
+
+
 def _checked(record_index: int, example: ShardExample) -> ParsedRecord | RecordError:
-    if example.label is not None and not 0 <= example.label < NUM_CLASSES:
+    if not is_valid_label(example.label):
         return RecordError(record_index, BAD_LABEL, f"label {example.label} is not a class 0-{NUM_CLASSES - 1}",
                            image_id=example.image_id)
     return ParsedRecord(record_index, example)

@@ -88,7 +88,7 @@ def score(
         raise InputError(f"{input}: no file matches the input glob")
     model_ref = resolve(model)
     check_model_fits(load_model(model_ref.keras_uri), model_ref.keras_uri)
-    options = local_defaults(PipelineOptions(list(beam_args)), beam_args)
+    options = pipeline_options(beam_args)
     dry_run = bool(options.view_as(TestOptions).dry_run)
     staging = staging_uri(output, run_id)
     target = ScoringTarget(staging=staging, run_id=run_id, model_version=model_ref.version, batch_size=batch_size)
@@ -145,8 +145,10 @@ def score(
     return summary
 
 
-def local_defaults(options: PipelineOptions, beam_args: Sequence[str]) -> PipelineOptions:
-    """Without --runner: the local engine, scoring shards on all cores unless told otherwise."""
+def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
+    """The Beam options given; without --runner, the local engine scoring shards on all cores
+    (unless the worker options are given too)."""
+    options = PipelineOptions(list(beam_args))
     if options.view_as(StandardOptions).runner:
         return options
     # Beam 2.77's DirectRunner (the default, also when named) first tries to download the

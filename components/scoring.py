@@ -46,6 +46,7 @@ from components.prediction_rows import (
     RecordError,
     error_batch,
     is_model_png,
+    is_valid_label,
     parse_record,
     parsed_example,
     prediction_batch,
@@ -182,7 +183,7 @@ class ModelScorer:
         except (self._invalid_argument, UnicodeDecodeError):  # see parse_examples
             return None
         labels = first_labels(label_values.numpy(), label_splits.numpy())
-        if not all(label is None or 0 <= label < NUM_CLASSES for label in labels):
+        if not all(is_valid_label(label) for label in labels):
             return None  # a bad_label error row: the careful path writes it
         return ids, labels, scores.numpy()
 
@@ -261,6 +262,8 @@ def _score_batch(
     any other batch takes the careful path, which gives its clean records the same rows.
     """
     scored_at = datetime.datetime.now(datetime.timezone.utc)
+    # The one-call path checks is_model_png's header in TensorFlow; its eXIf test is done here,
+    # on the whole record (TensorFlow's regex ops cannot search binary data).
     if all(record.data is not None and EXIF_CHUNK not in record.data for record in records):
         clean = scorer.score_contract_batch([record.data for record in records])
         if clean is not None:
@@ -290,6 +293,7 @@ def _table_batches(
     image_ids: Sequence[str], labels: Sequence[int | None], probabilities: np.ndarray, errors: Sequence[RecordError],
     *, source_uri: str, target: ScoringTarget, scored_at: datetime.datetime,
 ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """The scored images and the failed records as rows of the prediction and error tables."""
     predictions = prediction_batch(image_ids=image_ids, source_uri=source_uri, probabilities=probabilities,
                                    true_labels=labels, model_version=target.model_version, run_id=target.run_id,
                                    scored_at=scored_at)

@@ -210,17 +210,11 @@ def test_real_data_set_round_trips(real_source, tmp_path):
 class _WebSourceHandler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder; anything below /forbidden/ answers 403 (a mirror refusing access)."""
 
-    def do_HEAD(self):
+    def send_head(self):  # shared by GET and HEAD
         if self.path.startswith("/forbidden/"):
             self.send_error(403)
-        else:
-            super().do_HEAD()
-
-    def do_GET(self):
-        if self.path.startswith("/forbidden/"):
-            self.send_error(403)
-        else:
-            super().do_GET()
+            return None
+        return super().send_head()
 
     def log_message(self, *args):
         pass

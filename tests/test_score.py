@@ -305,11 +305,11 @@ def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_roo
     (["--runner", "DirectRunner"], ("DirectRunner", 1, "in_memory")),
 ])
 def test_local_runner_defaults_leave_named_options_alone(beam_args, expected):
-    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-    from components.score_run import local_defaults
+    from components.score_run import pipeline_options
 
-    options = local_defaults(PipelineOptions(beam_args), beam_args)
+    options = pipeline_options(beam_args)
     direct = options.view_as(DirectOptions)
     assert (options.view_as(StandardOptions).runner, direct.direct_num_workers, direct.direct_running_mode) == expected
 
