@@ -11,3 +11,15 @@ class CheckFailed(Exception):
     Examples: a model below the quality gate, a scoring run above its error-rate limit.
     Everything the run wrote stays for inspection; nothing is published as good.
     """
+
+
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM from a scheduler or pod eviction).
+
+    A BaseException, so that no `except Exception` swallows it: every `finally` on the way
+    out runs (staging removed, leases released) and the entry point exits 143.
+    """
+
+
+class RunConflict(Exception):
+    """Another live attempt holds the run (its lease): one line, exit code 2, nothing published."""
