@@ -56,7 +56,7 @@ def resolve(model: str) -> ModelRef:
         version = latest_version(model)
         if version is None:
             raise InputError(f"{model}: neither a model version folder ({MODEL_FILE}) nor a model root with a published {LATEST_NAME}")
-        ref = ModelRef(version=version, uri=storage.join(model, version))
+        ref = ModelRef(version=version, uri=storage.child(model, version))  # LATEST never leaves the root
         if not storage.exists(ref.keras_uri):
             raise InputError(f"{ref.keras_uri}: {LATEST_NAME} names a version whose model file is missing")
     _require_passed_gate(ref)
@@ -67,6 +67,10 @@ def _require_passed_gate(ref: ModelRef) -> None:
     metrics_uri = storage.join(ref.uri, METRICS_FILE)
     if not storage.exists(metrics_uri):
         raise InputError(f"{metrics_uri}: missing; an unevaluated model is never scored with")
-    gate = json.loads(storage.read_bytes(metrics_uri)).get("quality_gate", {})
-    if gate.get("passed") is not True:
+    try:
+        gate = json.loads(storage.read_bytes(metrics_uri))["quality_gate"]
+        passed = gate["passed"]
+    except (ValueError, TypeError, KeyError) as error:  # not JSON, or not the metrics contract
+        raise InputError(f"{metrics_uri}: not a valid metrics file ({type(error).__name__}: {error})") from error
+    if passed is not True:
         raise InputError(f"{ref.uri}: model failed its quality gate ({gate.get('reason', 'no gate result')}); not scored with")

@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
@@ -73,7 +74,12 @@ def load_model(keras_uri: str):  # -> keras.Model
     with tempfile.TemporaryDirectory(prefix="fmnist-model-") as folder:
         local = os.path.join(folder, "model.keras")
         storage.download_file(keras_uri, local)
-        return keras.saving.load_model(local, compile=False)
+        try:
+            return keras.saving.load_model(local, compile=False)
+        except (ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+            # Keras's own message names the temporary copy (and says "File not found" for a
+            # damaged zip): name the file the user gave instead.
+            raise InputError(f"{keras_uri}: damaged or not a Keras model file ({type(error).__name__})") from error
 
 
 def check_model_fits(model, keras_uri: str) -> None:

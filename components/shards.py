@@ -118,6 +118,8 @@ def read_manifest(data_uri: str) -> dict:
         manifest = json.loads(storage.read_bytes(uri))
     except json.JSONDecodeError as error:
         raise InputError(f"{uri}: manifest is not valid JSON ({error})") from error
+    if not isinstance(manifest, dict):
+        raise InputError(f"{uri}: manifest is a JSON {type(manifest).__name__}, expected an object")
     if manifest.get("schema_version") != SHARD_SCHEMA_VERSION:
         raise InputError(
             f"{uri}: schema version {manifest.get('schema_version')!r}, expected {SHARD_SCHEMA_VERSION!r}"
@@ -136,7 +138,7 @@ def split_shard_uris(data_uri: str, manifest: dict, split: str) -> list[str]:
     entry = manifest.get("splits", {}).get(split)
     if not entry or not entry.get("shards") or entry.get("num_records", 0) == 0:
         raise InputError(f"{data_uri}: split {split!r} is missing or empty in the manifest")
-    return [storage.join(data_uri, shard["name"]) for shard in entry["shards"]]
+    return [storage.child(data_uri, shard["name"]) for shard in entry["shards"]]  # never outside the data set
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ import fnmatch
 import functools
 import io
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -34,13 +35,57 @@ RESUMABLE_CHUNK_BYTES = 8 * 1024 * 1024
 _HTTP_TIMEOUT_S = 60
 
 
+# Anything that starts like `scheme:` is meant as a URI, never as a local folder named `gs:`.
+_SCHEME_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+# The characters of GCS bucket names: lowercase letters, digits, '-', '_' and '.', no '/'.
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
 class StorageConflictError(Exception):
     """A create-only write found another writer's object already there."""
 
 
+def check_uri(uri: str) -> str:
+    """The URI unchanged when it is a local path, gs://bucket[/key] or http(s)://host/...;
+    otherwise an InputError saying what is wrong with it. Every entry of this module checks it,
+    so a typo such as `gs:/b/x`, `GS://b/x` or `s3://b/x` never becomes a local folder."""
+    if not uri:
+        raise InputError("empty location: expected a local path, gs://bucket/... or http(s)://...")
+    if uri.startswith(GCS_SCHEME):
+        bucket = uri[len(GCS_SCHEME) :].partition("/")[0]
+        if not bucket:
+            raise InputError(f"{uri}: no bucket name in the gs:// URI (expected gs://bucket/...)")
+        if not _BUCKET_NAME.match(bucket):
+            raise InputError(f"{uri}: {bucket!r} is not a valid bucket name")
+        return uri
+    if uri.startswith(HTTP_SCHEMES):
+        if not uri.partition("://")[2].partition("/")[0]:
+            raise InputError(f"{uri}: no host in the URL")
+        return uri
+    if _SCHEME_LIKE.match(uri):
+        raise InputError(f"{uri}: unknown or malformed scheme; expected a local path, gs://bucket/... or http(s)://...")
+    return uri
+
+
+def child(base: str, name: str) -> str:
+    """`base/name` for a name read from data (a manifest, a pointer file): one plain segment,
+    never a path that leaves `base` (`..`, `/x`, `a/b`) or a URI of its own."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or _SCHEME_LIKE.match(name):
+        raise InputError(f"{join(base, '')}: {name!r} is not a plain name inside this folder")
+    return join(base, name)
+
+
+def _is_gcs(uri: str) -> bool:
+    return check_uri(uri).startswith(GCS_SCHEME)
+
+
+def _is_http(uri: str) -> bool:
+    return check_uri(uri).startswith(HTTP_SCHEMES)
+
+
 def is_remote(uri: str) -> bool:
     """True for object-store or web URIs, False for local paths."""
-    return uri.startswith(GCS_SCHEME) or uri.startswith(HTTP_SCHEMES)
+    return _is_gcs(uri) or _is_http(uri)
 
 
 def join(base: str, *parts: str) -> str:
@@ -76,9 +121,7 @@ def _gcs_client():  # -> google.cloud.storage.Client
 
 
 def _split_gcs(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len(GCS_SCHEME) :].partition("/")
-    if not bucket:
-        raise InputError(f"{uri}: no bucket name in the gs:// URI")
+    bucket, _, key = check_uri(uri)[len(GCS_SCHEME) :].partition("/")
     return bucket, key
 
 
@@ -103,6 +146,15 @@ def _gcs_not_found():
     return NotFound
 
 
+def _missing(uri: str) -> InputError:
+    """A not-found answer, named precisely: a missing bucket is not a missing file."""
+    if _is_gcs(uri):
+        bucket, _ = _split_gcs(uri)
+        if not _gcs_client().bucket(bucket).exists(retry=_retry()):
+            return InputError(f"{uri}: bucket gs://{bucket} does not exist")
+    return InputError(f"{uri}: file not found")
+
+
 def arrow_filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
     """A pyarrow file system and the path on it for a URI, for Arrow readers (datasets, Parquet).
 
@@ -111,8 +163,7 @@ def arrow_filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
     """
     from pyarrow import fs
 
-    if uri.startswith(GCS_SCHEME):
-        _split_gcs(uri)  # a URI without a bucket is the caller's error
+    if _is_gcs(uri):
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")
         if emulator:
             scheme, _, host = emulator.rpartition("://")
@@ -120,7 +171,7 @@ def arrow_filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
         else:
             gcs = fs.GcsFileSystem()
         return gcs, uri[len(GCS_SCHEME) :].rstrip("/")
-    if uri.startswith(HTTP_SCHEMES):
+    if _is_http(uri):
         raise InputError(f"{uri}: http(s) locations cannot be opened as Arrow file systems")
     return fs.LocalFileSystem(), os.path.abspath(uri)
 
@@ -130,9 +181,9 @@ def arrow_filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
 
 def exists(uri: str) -> bool:
     """True when an object or file exists at the URI."""
-    if uri.startswith(GCS_SCHEME):
+    if _is_gcs(uri):
         return _blob(uri).exists(retry=_retry())
-    if uri.startswith(HTTP_SCHEMES):
+    if _is_http(uri):
         try:
             request = urllib.request.Request(uri, method="HEAD")
             with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S):
@@ -149,15 +200,15 @@ def exists(uri: str) -> bool:
 def read_bytes(uri: str) -> bytes:
     """The whole content of a file or object; a missing one is an InputError naming it."""
     try:
-        if uri.startswith(GCS_SCHEME):
+        if _is_gcs(uri):
             return _blob(uri).download_as_bytes(retry=_retry())
-        if uri.startswith(HTTP_SCHEMES):
+        if _is_http(uri):
             with urllib.request.urlopen(uri, timeout=_HTTP_TIMEOUT_S) as response:
                 return response.read()
         with open(uri, "rb") as file:
             return file.read()
     except (FileNotFoundError, _gcs_not_found()) as error:
-        raise InputError(f"{uri}: file not found") from error
+        raise _missing(uri) from error
     except urllib.error.URLError as error:  # HTTPError is one
         raise _http_input_error(uri, error) from error
     except IsADirectoryError as error:
@@ -168,14 +219,14 @@ def read_bytes(uri: str) -> bytes:
 def open_read(uri: str) -> Iterator[IO[bytes]]:
     """A binary stream over a file or object, read in chunks (memory stays bounded)."""
     try:
-        if uri.startswith(GCS_SCHEME):
+        if _is_gcs(uri):
             stream = _blob(uri).open("rb", retry=_retry())
-        elif uri.startswith(HTTP_SCHEMES):
+        elif _is_http(uri):
             stream = urllib.request.urlopen(uri, timeout=_HTTP_TIMEOUT_S)
         else:
             stream = open(uri, "rb")
     except (FileNotFoundError, _gcs_not_found()) as error:
-        raise InputError(f"{uri}: file not found") from error
+        raise _missing(uri) from error
     except urllib.error.URLError as error:
         raise _http_input_error(uri, error) from error
     with stream:
@@ -191,17 +242,20 @@ def _http_input_error(uri: str, error: urllib.error.URLError) -> InputError:
 
 def glob(pattern: str) -> list[str]:
     """Sorted URIs of the files matching a shell-style pattern ('*' may cross '/' on gs://)."""
-    if pattern.startswith(GCS_SCHEME):
+    if _is_gcs(pattern):
         bucket, key_pattern = _split_gcs(pattern)
         cut = min((key_pattern.find(c) for c in _WILDCARDS if c in key_pattern), default=-1)
         prefix = key_pattern if cut < 0 else key_pattern[:cut]
-        blobs = _gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry())
+        try:
+            names = [blob.name for blob in _gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry())]
+        except _gcs_not_found() as error:
+            raise _missing(pattern) from error
         return sorted(
-            f"{GCS_SCHEME}{bucket}/{blob.name}"
-            for blob in blobs
-            if fnmatch.fnmatchcase(blob.name, key_pattern) and not blob.name.endswith("/")
+            f"{GCS_SCHEME}{bucket}/{name}"
+            for name in names
+            if fnmatch.fnmatchcase(name, key_pattern) and not name.endswith("/")
         )
-    if pattern.startswith(HTTP_SCHEMES):
+    if _is_http(pattern):
         raise InputError(f"{pattern}: http(s) locations cannot be listed; name the files")
     import glob as local_glob
 
@@ -210,7 +264,7 @@ def glob(pattern: str) -> list[str]:
 
 def list_prefix(uri: str) -> list[str]:
     """Sorted URIs of every file below a folder-like prefix."""
-    if uri.startswith(GCS_SCHEME):
+    if _is_gcs(uri):
         return glob(join(uri, "*"))
     return sorted(
         os.path.join(root, name) for root, _, names in os.walk(uri) for name in names
@@ -226,16 +280,17 @@ def write_bytes(uri: str, data: bytes, *, if_absent: bool = False) -> None:
     With if_absent, the write fails with StorageConflictError when another writer has
     already created the object (a generation precondition on GCS, O_EXCL locally).
     """
-    if uri.startswith(GCS_SCHEME):
+    if _is_gcs(uri):
         _write_gcs(uri, data, if_absent=if_absent)
         return
     _refuse_http(uri)
     directory = os.path.dirname(os.path.abspath(uri))
     os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", delete=False) as tmp:
-        tmp.write(data)
-    os.chmod(tmp.name, 0o666 & ~_umask())  # temp files are private; published files are not
-    try:
+    tmp = tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", delete=False)
+    try:  # a full disk fails the write or the close: the temporary file goes either way
+        with tmp:
+            tmp.write(data)
+        os.chmod(tmp.name, 0o666 & ~_umask())  # temp files are private; published files are not
         if if_absent:
             try:
                 os.link(tmp.name, uri)  # fails if uri exists: the local create-only write
@@ -245,7 +300,7 @@ def write_bytes(uri: str, data: bytes, *, if_absent: bool = False) -> None:
         else:
             os.replace(tmp.name, uri)
     finally:
-        if os.path.exists(tmp.name):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp.name)
 
 
@@ -260,6 +315,8 @@ def _write_gcs(uri: str, data: bytes, *, if_absent: bool) -> None:
             if_generation_match=0 if if_absent else None,
             retry=_retry(),
         )
+    except _gcs_not_found() as error:  # an upload finds nothing missing but the bucket
+        raise _missing(uri) from error
     except PreconditionFailed as error:
         # A retried create whose first attempt succeeded also lands here: same bytes = ours.
         if blob.download_as_bytes(retry=_retry()) != data:
@@ -268,24 +325,31 @@ def _write_gcs(uri: str, data: bytes, *, if_absent: bool) -> None:
 
 def upload_file(local_path: str, uri: str) -> None:
     """Copies a local file to a URI (resumable on GCS); atomic for readers."""
-    if uri.startswith(GCS_SCHEME):
-        _blob(uri).upload_from_filename(local_path, retry=_retry())
+    if _is_gcs(uri):
+        try:
+            _blob(uri).upload_from_filename(local_path, retry=_retry())
+        except _gcs_not_found() as error:
+            raise _missing(uri) from error
         return
     _refuse_http(uri)
     os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
     tmp = f"{uri}.tmp-{os.getpid()}"
-    shutil.copyfile(local_path, tmp)
-    os.replace(tmp, uri)
+    try:
+        shutil.copyfile(local_path, tmp)
+        os.replace(tmp, uri)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def download_file(uri: str, local_path: str) -> None:
     """Copies a file or object to a local path."""
     os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
-    if uri.startswith(GCS_SCHEME):
+    if _is_gcs(uri):
         try:
             _blob(uri).download_to_filename(local_path, retry=_retry())
         except _gcs_not_found() as error:
-            raise InputError(f"{uri}: file not found") from error
+            raise _missing(uri) from error
         return
     with open_read(uri) as source, open(local_path, "wb") as target:
         shutil.copyfileobj(source, target)
@@ -293,7 +357,7 @@ def download_file(uri: str, local_path: str) -> None:
 
 def copy(source: str, target: str) -> None:
     """Copies one file or object to another location (server-side within GCS)."""
-    if source.startswith(GCS_SCHEME) and target.startswith(GCS_SCHEME):
+    if _is_gcs(source) and _is_gcs(target):
         source_blob, target_blob = _blob(source), _blob(target)
         source_blob.bucket.copy_blob(
             source_blob, target_blob.bucket, target_blob.name, retry=_retry()
@@ -318,7 +382,7 @@ def move(source: str, target: str) -> None:
 
 def delete(uri: str) -> None:
     """Deletes one file or object; a missing one is not an error."""
-    if uri.startswith(GCS_SCHEME):
+    if _is_gcs(uri):
         try:
             _blob(uri).delete(retry=_retry())
         except _gcs_not_found():
@@ -331,7 +395,7 @@ def delete(uri: str) -> None:
 
 def delete_prefix(uri: str) -> None:
     """Deletes everything below a folder-like prefix."""
-    if uri.startswith(GCS_SCHEME):
+    if _is_gcs(uri):
         for child in list_prefix(uri):
             delete(child)
         return
@@ -359,5 +423,5 @@ def _umask() -> int:
 
 
 def _refuse_http(uri: str) -> None:
-    if uri.startswith(HTTP_SCHEMES):
+    if _is_http(uri):
         raise InputError(f"{uri}: http(s) locations are read-only")

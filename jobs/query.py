@@ -7,14 +7,14 @@ import argparse
 import sys
 
 from components.tables import format_table, query, write_result
-from jobs.runner import main_of, new_parser
+from jobs.runner import main_of, new_parser, uri
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("fmnist query", __doc__.splitlines()[0])
     parser.add_argument("sql", help="one SQL query (DuckDB dialect); examples in docs/analysts.md")
-    parser.add_argument("--predictions", required=True, help="the scoring output root (the --output given to `fmnist score`)")
-    parser.add_argument("--out", help="write the result to FILE.csv or FILE.parquet (a path or gs:// URI) instead of printing it")
+    parser.add_argument("--predictions", type=uri, required=True, help="the scoring output root (the --output given to `fmnist score`)")
+    parser.add_argument("--out", type=uri, help="write the result to FILE.csv or FILE.parquet (a path or gs:// URI) instead of printing it")
     return parser
 
 

@@ -8,19 +8,19 @@ import argparse
 import sys
 
 from components.report import report
-from jobs.runner import main_of, new_parser
+from jobs.runner import main_of, new_parser, uri
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("fmnist report", __doc__.splitlines()[0])
-    parser.add_argument("--predictions", required=True, help="the scoring output root (the --output given to `fmnist score`)")
-    parser.add_argument("--out", required=True, help="folder for report.html and summary.json")
+    parser.add_argument("--predictions", type=uri, required=True, help="the scoring output root (the --output given to `fmnist score`)")
+    parser.add_argument("--out", type=uri, required=True, help="folder for report.html and summary.json")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--run-id", dest="run_id", help="the run to report on (default: the latest complete run)")
     which.add_argument("--run-date", dest="run_date", help="report on every complete run of this day (YYYY-MM-DD)")
     parser.add_argument("--baseline-run", dest="baseline_run",
                         help="a run to compare with on the images both scored (e.g. the previous model version)")
-    parser.add_argument("--manifest", help="data set manifest.json (or its folder) holding the training class histogram "
+    parser.add_argument("--manifest", type=uri, help="data set manifest.json (or its folder) holding the training class histogram "
                         "(default: the manifest beside the scored shards)")
     parser.add_argument("--lowest", type=int, help="how many lowest-confidence images to show (default 24)")
     return parser

@@ -1,22 +1,34 @@
-"""What every job shares: flag parsing conventions, logging, and exit codes.
+"""What every job shares: flag parsing conventions, logging, signals and exit codes.
 
-Exit codes: 0 success, 2 bad input or arguments (one line on stderr, nothing published),
-1 an unexpected failure (with its traceback), 3 a completed run that failed its own check
-(quality gate, error-rate limit).
+Exit codes: 0 success, 2 bad input or arguments, 1 an unexpected or environment failure (a full
+disk, a lost network), 3 a completed run that failed its own check (quality gate, error-rate
+limit), 143 stopped by SIGTERM. Every failure is one line on stderr; `--verbose` adds the
+traceback and the libraries' own logs (Beam, TensorFlow), which are quiet by default.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from components.errors import CheckFailed, InputError
+from components import storage
+from components.errors import CheckFailed, InputError, RunConflict, Terminated
 from components.storage import StorageConflictError
 
-EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_CHECK_FAILED = 0, 1, 2, 3
+EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_TERMINATED = 0, 1, 2, 3, 143
+# One format on stderr for every step, locally and in the cloud's log collectors.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Our own packages log one line per phase; every other library only its warnings.
+OWN_LOGGERS = ("components", "jobs")
+
+log = logging.getLogger(__name__)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -27,24 +39,64 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser whose unset flags stay unset, so the component's defaults apply."""
-    return OneLineErrorParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    """A parser whose unset flags stay unset, so the component's defaults apply.
+
+    Every step gets `--verbose`, which `run` consumes: the component never sees it.
+    """
+    parser = OneLineErrorParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every library's INFO logs (Beam, TensorFlow) and tracebacks")
+    return parser
+
+
+def uri(value: str) -> str:
+    """The argparse type of every location flag: the storage layer's URI check, as a flag error."""
+    try:
+        return storage.check_uri(value)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def configure_logging(*, verbose: bool) -> None:
+    """Quiet by default: our one line per phase, the libraries' warnings; everything with verbose.
+
+    TensorFlow reads TF_CPP_MIN_LOG_LEVEL when it is first imported, which components do
+    lazily, after this: so its C++ banners stay off unless asked for (or set by the caller).
+    """
+    logging.basicConfig(format=LOG_FORMAT)  # a no-op where the host (a test runner) has its handlers
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # errors only
+        logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def run(component: Callable[..., Any], kwargs: dict[str, Any]) -> int:
     """Calls the component, prints its JSON result on stdout, and maps failures to exit codes."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        result = component(**kwargs)
-    except (InputError, StorageConflictError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except CheckFailed as error:
-        print(f"failed: {error}", file=sys.stderr)
-        return EXIT_CHECK_FAILED
-    except Exception:  # the catch-all of a process entry point: report, then exit 1
-        logging.getLogger(component.__module__).exception("unexpected failure")
-        return EXIT_UNEXPECTED
+    kwargs = dict(kwargs)
+    verbose = bool(kwargs.pop("verbose", False))
+    configure_logging(verbose=verbose)
+    with sigterm_raises_terminated():
+        try:
+            result = component(**kwargs)
+        except (InputError, StorageConflictError, RunConflict) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except CheckFailed as error:
+            print(f"failed: {error}", file=sys.stderr)
+            return EXIT_CHECK_FAILED
+        except Terminated:  # the components' finally blocks have cleaned up on the way here
+            print("terminated: stopped by SIGTERM", file=sys.stderr)
+            return EXIT_TERMINATED
+        except Exception as error:  # the catch-all of a process entry point: report, then exit 1
+            if verbose:
+                log.exception("unexpected failure")
+            print(f"error: unexpected failure: {_one_line(error)}"
+                  + ("" if verbose else " (--verbose shows the traceback)"), file=sys.stderr)
+            return EXIT_UNEXPECTED
     if result is not None:
         print(json.dumps(result, default=str))
     return EXIT_OK
@@ -58,3 +110,27 @@ def main_of(parser_factory: Callable[[], argparse.ArgumentParser], component: Ca
         return run(component, vars(args))
 
     return main
+
+
+@contextlib.contextmanager
+def sigterm_raises_terminated() -> Iterator[None]:
+    """While a job runs, SIGTERM (a scheduler's stop, a pod eviction) raises Terminated in the
+    main thread, so every `finally` on the way out runs: staging removed, leases released."""
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _raise_terminated(signum: int, _frame) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def _one_line(error: BaseException) -> str:
+    """`Type: first line of the message`: an environment failure's report fits one line."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__

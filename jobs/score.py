@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from components.score_run import score
-from jobs.runner import new_parser, run
+from jobs.runner import new_parser, run, uri
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,9 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.allow_abbrev = False  # a Beam flag must never be taken for an abbreviation of ours
     parser.epilog = ("Any other flag is a standard Beam pipeline option: --runner, --direct_num_workers, "
                      "--direct_running_mode, --project, --region, --temp_location, --sdk_container_image, ...")
-    parser.add_argument("--input", required=True, help="glob of TFRecord image shards (local or gs://)")
-    parser.add_argument("--model", required=True, help="model version folder, or model root (its published LATEST)")
-    parser.add_argument("--output", required=True, help="root of the predictions/, errors/ and runs/ tables")
+    parser.add_argument("--input", type=uri, required=True, help="glob of TFRecord image shards (local or gs://)")
+    parser.add_argument("--model", type=uri, required=True, help="model version folder, or model root (its published LATEST)")
+    parser.add_argument("--output", type=uri, required=True, help="root of the predictions/, errors/ and runs/ tables")
     parser.add_argument("--run-id", dest="run_id", help="id of this run; the same id replaces that run (default: UTC time + random)")
     parser.add_argument("--run-date", dest="run_date", help="partition date YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--max-error-rate", dest="max_error_rate", type=float,

@@ -8,13 +8,13 @@ import sys
 
 from components.models import MODEL_NAMES
 from components.training import LR_SCHEDULES, train
-from jobs.runner import main_of, new_parser
+from jobs.runner import main_of, new_parser, uri
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("fmnist train", __doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="folder or gs:// prefix with the shards and manifest.json")
-    parser.add_argument("--model-root", dest="model_root", required=True,
+    parser.add_argument("--data", type=uri, required=True, help="folder or gs:// prefix with the shards and manifest.json")
+    parser.add_argument("--model-root", dest="model_root", type=uri, required=True,
                         help="folder or gs:// prefix of the model registry (version folders + LATEST)")
     parser.add_argument("--model", choices=MODEL_NAMES, help="mlp = the workshop network (default), cnn = small conv net")
     parser.add_argument("--epochs", type=int, help="passes over the training data (default 10)")

@@ -65,3 +65,93 @@ def test_move_leaves_only_the_target(root):
     storage.move(source, target)
     assert storage.read_bytes(target) == b"rows"
     assert not storage.exists(source)
+
+
+MALFORMED_URIS = ["gs:/b/x", "GS://b/x", "gs://", "gs:///x", "s3://b/x", "gcs://b/x", "gs://Bucket/x", "file:/x"]
+
+
+@pytest.mark.parametrize("uri", MALFORMED_URIS)
+def test_a_malformed_uri_is_refused_by_every_operation_and_creates_nothing(uri, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a typo must never become a local folder named `gs:` or `s3:`
+    operations = [
+        lambda: storage.exists(uri), lambda: storage.read_bytes(uri), lambda: storage.glob(uri + "/*"),
+        lambda: storage.list_prefix(uri), lambda: storage.write_bytes(uri + "/f", b"x"),
+        lambda: storage.upload_file(__file__, uri + "/f"), lambda: storage.delete(uri + "/f"),
+        lambda: storage.delete_prefix(uri), lambda: storage.ensure_writable(uri), lambda: storage.arrow_filesystem(uri),
+    ]
+    for operation in operations:
+        with pytest.raises(InputError, match="scheme|bucket|empty location"):
+            operation()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_location_is_refused():
+    with pytest.raises(InputError, match="empty location"):
+        storage.check_uri("")
+
+
+@pytest.mark.parametrize("uri", ["runs/local", "/abs/path", "gs://my-bucket", "gs://my-bucket/a/b", "https://host/x.gz"])
+def test_well_formed_uris_pass_unchanged(uri):
+    assert storage.check_uri(uri) == uri
+
+
+@pytest.mark.parametrize("name", ["../x", "..", ".", "", "/etc/passwd", "a/b", "a\\b", "gs://other/x"])
+def test_a_name_read_from_data_never_leaves_its_folder(name):
+    with pytest.raises(InputError, match="not a plain name"):
+        storage.child("gs://b/models", name)
+    assert storage.child("gs://b/models", "v1") == "gs://b/models/v1"
+
+
+def test_a_missing_bucket_is_named_as_such(gcs_bucket):
+    missing = gcs_bucket + "-missing"
+    for operation in (lambda: storage.read_bytes(f"{missing}/a"), lambda: storage.write_bytes(f"{missing}/a", b"x"),
+                      lambda: storage.glob(f"{missing}/*.tfrecord"), lambda: storage.upload_file(__file__, f"{missing}/a")):
+        with pytest.raises(InputError, match=f"bucket {missing} does not exist"):
+            operation()
+    with pytest.raises(InputError, match="file not found"):  # an existing bucket: the object is what is missing
+        storage.read_bytes(f"{gcs_bucket}/absent")
+
+
+@pytest.mark.parametrize("pointer", ["../elsewhere", "/", "/tmp/elsewhere", "v1/../../elsewhere", "gs://other/v1"])
+def test_latest_never_points_outside_the_model_root(tmp_path, pointer):
+    from components import registry
+
+    elsewhere = tmp_path / "elsewhere"  # a complete, gate-passing version that LATEST tries to reach
+    elsewhere.mkdir()
+    (elsewhere / registry.MODEL_FILE).write_bytes(b"model")
+    (elsewhere / registry.METRICS_FILE).write_text('{"quality_gate": {"passed": true}}')
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / registry.LATEST_NAME).write_text(pointer + "\n")
+    with pytest.raises(InputError, match="not a plain name"):
+        registry.resolve(str(root))
+
+
+@pytest.mark.parametrize("name", ["../train-00000-of-00001.tfrecord", "/etc/passwd", "sub/train-00000-of-00001.tfrecord"])
+def test_manifest_shard_names_never_leave_the_data_set(tmp_path, name):
+    from components.shards import split_shard_uris
+
+    manifest = {"splits": {"train": {"num_records": 1, "shards": [{"name": name, "num_records": 1}]}}}
+    with pytest.raises(InputError, match="not a plain name"):
+        split_shard_uris(str(tmp_path / "data"), manifest, "train")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"quality_gate": "yes"}', '{"accuracy": 0.9}'])
+def test_an_invalid_metrics_file_is_an_input_error_naming_it(tmp_path, content):
+    from components import registry
+
+    version = tmp_path / "models" / "v1"
+    version.mkdir(parents=True)
+    (version / registry.MODEL_FILE).write_bytes(b"model")
+    (version / registry.METRICS_FILE).write_text(content)
+    with pytest.raises(InputError, match=f"{version / registry.METRICS_FILE}: not a valid metrics file"):
+        registry.resolve(str(version))
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '"text"'])
+def test_an_invalid_manifest_is_an_input_error_naming_it(tmp_path, content):
+    from components.shards import read_manifest
+
+    (tmp_path / "manifest.json").write_text(content)
+    with pytest.raises(InputError, match=f"{tmp_path / 'manifest.json'}: manifest is"):
+        read_manifest(str(tmp_path))
