@@ -11,7 +11,14 @@ import numpy as np
 from components import storage
 from components.errors import InputError
 from components.images import ImageError, to_model_image
-from components.prepare import new_manifest, publish_manifest, refuse_complete_output, run_parallel, shard_tasks
+from components.prepare import (
+    exclusive_output,
+    new_manifest,
+    publish_manifest,
+    refuse_complete_output,
+    run_parallel,
+    shard_tasks,
+)
 from components.shards import write_shard
 
 log = logging.getLogger(__name__)
@@ -28,8 +35,14 @@ def prepare_images(*, images: str, output: str, overwrite: bool = False, workers
     not abort the run. Returns the manifest (written last).
     """
     uris = find_images(images)
-    refuse_complete_output(output, overwrite=overwrite)
+    refuse_complete_output(output, overwrite=overwrite)  # early: before the pictures are decoded
     storage.ensure_writable(output)
+    with exclusive_output(output):
+        refuse_complete_output(output, overwrite=overwrite)  # again: a run may have finished meanwhile
+        return _write_data_set(images, output, uris, workers)
+
+
+def _write_data_set(images: str, output: str, uris: list[str], workers: int | None) -> dict:
     converted = run_parallel(convert_image, uris, workers=workers)
 
     image_ids, pixels, rejects = [], [], []

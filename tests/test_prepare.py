@@ -7,9 +7,11 @@ import threading
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -256,3 +258,114 @@ def test_unreachable_web_source_is_exit_2(tmp_path):
     result = run_cli("prepare", "--source", f"http://127.0.0.1:{port}/data", "--output", str(tmp_path / "out"))
     assert result.returncode == 2 and "cannot be reached" in result.stderr, result.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+# --- two writers, kill -9, SIGTERM: the published manifest always names exactly its shards -----
+
+
+@pytest.fixture
+def busy_idx(tmp_path) -> str:
+    """IDX files of 4,000 random images: enough encoding work that two runs overlap in time."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "busy-raw"
+    folder.mkdir()
+    for split, (images_name, labels_name) in IDX_FILES.items():
+        count = 3000 if split == "train" else 1000
+        write_idx(str(folder / f"{images_name}.gz"), rng.integers(0, 256, (count, 28, 28)))
+        write_idx(str(folder / f"{labels_name}.gz"), np.arange(count) % 10)
+    return str(folder)
+
+
+def start_prepare(source: str, output: str, shards_per_split: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", "prepare", "--source", source, "--output", output, "--overwrite",
+         "--allow-unknown-source", "--workers", "1", "--shards-per-split", str(shards_per_split)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def assert_published_data_set_is_whole(output: str) -> None:
+    """The manifest names exactly the shards present, each with the bytes it records; no lock left."""
+    manifest = read_manifest(output)
+    listed = {shard["name"]: shard["sha256"] for split in manifest["splits"].values() for shard in split["shards"]}
+    present = {storage.basename(uri) for uri in storage.list_prefix(output)}
+    assert present == set(listed) | {MANIFEST_NAME}, present ^ (set(listed) | {MANIFEST_NAME})
+    for name, sha256 in listed.items():
+        assert hashlib.sha256(storage.read_bytes(storage.join(output, name))).hexdigest() == sha256, name
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_two_concurrent_runs_never_publish_a_mix(busy_idx, tmp_path, where, request):
+    """Two real processes into one output with different shard counts, many times: each trial
+    ends with one whole data set; a run that found the other one writing exits 2 with one line
+    and deleted nothing. Half the trials start the second run once the first holds the output."""
+    output = (request.getfixturevalue("gcs_bucket") + "/shards") if where == "gcs" else str(tmp_path / "shards")
+    lock = storage.join(output, ".prepare.lock")
+    outcomes = []
+    for trial in range(6):
+        first = start_prepare(busy_idx, output, 2)
+        if trial % 2:
+            wait_for(lambda: storage.exists(lock) or first.poll() is not None)
+        second = start_prepare(busy_idx, output, 3)
+        for process in (first, second):
+            _, stderr = process.communicate(timeout=300)
+            assert process.returncode in (0, 2), stderr
+            if process.returncode == 2:
+                assert len(stderr.strip().splitlines()) == 1 and "another prepare is writing" in stderr, stderr
+            outcomes.append(process.returncode)
+        assert 0 in (first.returncode, second.returncode)
+        assert_published_data_set_is_whole(output)
+    assert 2 in outcomes  # the conflict really happened, and was refused
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_a_run_killed_holding_the_output_is_taken_over_by_the_next(busy_idx, tmp_path, where, request):
+    output = (request.getfixturevalue("gcs_bucket") + "/shards") if where == "gcs" else str(tmp_path / "shards")
+    killed = start_prepare(busy_idx, output, 2)
+    wait_for(lambda: storage.exists(storage.join(output, ".prepare.lock")))
+    killed.kill()  # kill -9: no finally runs, the lock stays behind
+    killed.wait()
+    assert storage.exists(storage.join(output, ".prepare.lock"))
+
+    retry = start_prepare(busy_idx, output, 3)
+    _, stderr = retry.communicate(timeout=300)
+    assert retry.returncode == 0, stderr
+    assert_published_data_set_is_whole(output)
+
+
+def test_sigterm_stops_prepare_in_one_line_and_releases_the_output(busy_idx, tmp_path):
+    output = str(tmp_path / "shards")
+    stopped = start_prepare(busy_idx, output, 2)
+    wait_for(lambda: os.path.exists(os.path.join(output, ".prepare.lock")))
+    stopped.send_signal(signal.SIGTERM)
+    _, stderr = stopped.communicate(timeout=60)
+    assert stopped.returncode == 143
+    assert stderr.strip().splitlines() == ["terminated: stopped by SIGTERM"]
+    assert not os.path.exists(os.path.join(output, ".prepare.lock"))  # released in `finally`
+    assert not os.path.exists(os.path.join(output, MANIFEST_NAME))
+    assert [n for n in os.listdir(output) if n.startswith(".tmp-")] == []
+
+
+def test_a_lock_held_elsewhere_is_respected_until_it_expires(tiny_idx, tmp_path, monkeypatch):
+    """A holder on another machine cannot be asked whether it lives: its renewals tell."""
+    from components import prepare as prepare_module
+    from components.errors import RunConflict
+
+    output = tmp_path / "shards"
+    output.mkdir()
+    held = {"attempt": "a1", "host": "another-machine", "pid": 1, "expires_at": time.time() + 60}
+    (output / ".prepare.lock").write_text(json.dumps(held))
+    with pytest.raises(RunConflict, match="another prepare is writing"):
+        prepare(source=tiny_idx, output=str(output), allow_unknown_source=True, workers=1)
+    assert os.listdir(output) == [".prepare.lock"]
+
+    (output / ".prepare.lock").write_text(json.dumps({**held, "expires_at": time.time() - 1}))
+    prepare(source=tiny_idx, output=str(output), allow_unknown_source=True, workers=1)
+    assert_published_data_set_is_whole(str(output))
+    assert prepare_module.LOCK_RENEW_S * 3 <= prepare_module.LOCK_TTL_S  # renewals outpace expiry
