@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.abc
+import importlib.util
 import json
 import logging
 import os
@@ -69,9 +71,52 @@ def configure_logging(*, verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.INFO)
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
-    else:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # errors only
-        logging.getLogger("absl").setLevel(logging.ERROR)
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # errors only
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _MutedImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _MutedImport("tensorflow"))
+
+
+class _MutedImport(importlib.abc.MetaPathFinder):
+    """Imports one package with file descriptor 2 pointed at /dev/null.
+
+    TensorFlow 2.21 prints its oneDNN banner from C++ static initialisers while it is
+    imported, before TF_CPP_MIN_LOG_LEVEL or any log setting applies. An import that fails
+    still raises its ImportError, reported once stderr is back.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # once, and so that the search below finds the real package
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def muted_exec_module(module) -> None:
+                with _stderr_to_devnull():
+                    exec_module(module)
+
+            spec.loader.exec_module = muted_exec_module
+        return spec
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def run(component: Callable[..., Any], kwargs: dict[str, Any]) -> int:
@@ -94,7 +139,7 @@ def run(component: Callable[..., Any], kwargs: dict[str, Any]) -> int:
         except Exception as error:  # the catch-all of a process entry point: report, then exit 1
             if verbose:
                 log.exception("unexpected failure")
-            print(f"error: unexpected failure: {_one_line(error)}"
+            print(f"error: {_one_line(error)}"
                   + ("" if verbose else " (--verbose shows the traceback)"), file=sys.stderr)
             return EXIT_UNEXPECTED
     if result is not None:

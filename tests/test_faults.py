@@ -1,9 +1,19 @@
-"""Transient GCS failures (503s, resets, lost responses) are retried: nothing lost, nothing doubled."""
+"""Environment failures: transient GCS errors are retried (nothing lost, nothing doubled); a full disk
+is one line, exit 1, nothing left behind."""
 import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
 
 from components import storage
+from components.constants import IDX_FILES
 from components.prepare import prepare
 from components.shards import read_manifest
+from tests.conftest import write_idx
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_storage_operations_survive_injected_faults(faulty_gcs_bucket, tmp_path):
@@ -34,3 +44,40 @@ def test_prepare_to_a_flaky_bucket_writes_exactly_the_local_bytes(tiny_idx, faul
         assert storage.read_bytes(f"{remote}/{name}") == open(os.path.join(local, name), "rb").read()
     assert read_manifest(remote)["splits"] == read_manifest(local)["splits"]
     assert sum(proxy.injected.values()) >= 3
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 128 KiB tmpfs mounted for the test (needs root): a disk that fills up mid-run."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_is_exit_1_in_one_line_and_leaves_nothing_behind(tmp_path, full_disk):
+    rng = np.random.default_rng(2)
+    source = tmp_path / "raw"
+    source.mkdir()
+    for split, (images_name, labels_name) in IDX_FILES.items():
+        write_idx(str(source / f"{images_name}.gz"), rng.integers(0, 256, (400, 28, 28)))  # ~0.4 MB of PNGs
+        write_idx(str(source / f"{labels_name}.gz"), np.arange(400) % 10)
+    output = full_disk / "shards"
+    for verbose in ([], ["--verbose"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", "prepare", "--source", str(source), "--output", str(output),
+             "--allow-unknown-source", "--workers", "1", *verbose],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1, result.stderr
+        assert "No space left on device" in result.stderr
+        if verbose:
+            assert "Traceback" in result.stderr
+        else:
+            assert result.stderr.count("\n") == 1, result.stderr
+        # No manifest, no half-written temporary file, the output's lock released.
+        assert [name for name in os.listdir(output) if not name.endswith(".tfrecord")] == []

@@ -6,9 +6,11 @@ import http.server
 import threading
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -369,3 +371,32 @@ def test_a_lock_held_elsewhere_is_respected_until_it_expires(tiny_idx, tmp_path,
     prepare(source=tiny_idx, output=str(output), allow_unknown_source=True, workers=1)
     assert_published_data_set_is_whole(str(output))
     assert prepare_module.LOCK_RENEW_S * 3 <= prepare_module.LOCK_TTL_S  # renewals outpace expiry
+
+
+def gzip_bomb(path: str, header: bytes, inflated_mib: int) -> None:
+    """A small file that inflates to `inflated_mib` MiB: concatenated gzip members of zeros."""
+    member = gzip.compress(bytes(1 << 20), compresslevel=9, mtime=0)
+    with open(path, "wb") as file:
+        file.write(gzip.compress(header, mtime=0))
+        for _ in range(inflated_mib):
+            file.write(member)
+
+
+@pytest.mark.parametrize("header, message", [
+    (bytes([0, 0, 8, 3]) + struct.pack(">3I", 10, 28, 28), "holds more than the 7856 bytes its header declares"),
+    (bytes([0, 0, 8, 3]) + struct.pack(">3I", 2_000_000, 28, 28), "header declares 1568000016 bytes"),
+])
+def test_a_gzip_bomb_is_refused_before_it_is_inflated(tiny_idx, tmp_path, header, message):
+    """A 0.6 MB source inflating to 600 MiB: refused in one line with memory bounded by the cap."""
+    bomb = os.path.join(tiny_idx, "train-images-idx3-ubyte.gz")
+    gzip_bomb(bomb, header, inflated_mib=600)
+    assert os.path.getsize(bomb) < 1_000_000
+    def at_most_300_mib_of_data():  # the inflated 600 MiB would be a MemoryError, exit 1
+        resource.setrlimit(resource.RLIMIT_DATA, (300 << 20, 300 << 20))
+
+    result = subprocess.run([sys.executable, "-m", "jobs.cli", "prepare", "--source", tiny_idx,
+                             "--output", str(tmp_path / "out"), "--allow-unknown-source"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, preexec_fn=at_most_300_mib_of_data)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert bomb in result.stderr and message in result.stderr, result.stderr
+    assert not (tmp_path / "out" / MANIFEST_NAME).exists()

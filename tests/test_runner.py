@@ -4,6 +4,8 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -33,14 +35,14 @@ def test_an_environment_failure_exits_1_with_one_line(capsys, caplog):
     error = OSError(28, "No space left on device")
     assert run(fails_with(error), {}) == 1
     assert capsys.readouterr().err == (
-        "error: unexpected failure: OSError: [Errno 28] No space left on device (--verbose shows the traceback)\n")
+        "error: OSError: [Errno 28] No space left on device (--verbose shows the traceback)\n")
     assert "Traceback" not in caplog.text
 
 
 def test_verbose_adds_the_traceback(capsys, caplog):
     caplog.set_level(logging.ERROR)
     assert run(fails_with(ZeroDivisionError("a bug\nsecond line")), {"verbose": True}) == 1
-    assert capsys.readouterr().err == "error: unexpected failure: ZeroDivisionError: a bug\n"
+    assert capsys.readouterr().err == "error: ZeroDivisionError: a bug\n"
     assert "unexpected failure" in caplog.text and "Traceback" in caplog.text
 
 
@@ -95,3 +97,47 @@ def test_a_malformed_uri_in_any_location_flag_is_one_line_exit_2(step, capsys, t
             assert exit_.value.code == 2, argv
             assert err.count("\n") == 1 and f"argument {flag}: {bad}:" in err, err
     assert list(tmp_path.iterdir()) == []  # nothing written anywhere, no folder named `gs:`
+
+
+# --- real processes: a damaged file or a missing bucket is one line naming it, exit 2 -------------
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_exit_2(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and all(f in result.stderr for f in fragments), result.stderr
+
+
+def test_damaged_model_metrics_and_manifest_files_are_named(tiny_idx, tmp_path):
+    from components.prepare import prepare
+
+    shards = str(tmp_path / "shards")
+    prepare(source=tiny_idx, output=shards, shards_per_split=1, allow_unknown_source=True, workers=1)
+    version = tmp_path / "models" / "v1"
+    version.mkdir(parents=True)
+    (version / "model.keras").write_bytes(b"PK\x03\x04 a zip header, then nothing")
+    (version / "metrics.json").write_text(json.dumps({"quality_gate": {"passed": True}}))
+    score = ["score", "--input", f"{shards}/test-*.tfrecord", "--model", str(version), "--output", str(tmp_path / "scores")]
+
+    assert_one_line_exit_2(cli(*score), f"{version}/model.keras: damaged or not a Keras model file")
+    (version / "metrics.json").write_text('{"quality_gate": ')
+    assert_one_line_exit_2(cli(*score), f"{version}/metrics.json: not a valid metrics file")
+    assert not (tmp_path / "scores").exists()
+
+    (tmp_path / "shards" / "manifest.json").write_text("[]")
+    result = cli("train", "--data", shards, "--model-root", str(tmp_path / "models2"))
+    assert_one_line_exit_2(result, f"{shards}/manifest.json: manifest is a JSON list")
+
+
+def test_a_missing_bucket_is_named(tiny_idx, gcs_bucket, tmp_path):
+    missing = gcs_bucket + "-missing"  # the emulator address reaches the child through the environment
+    result = cli("prepare", "--source", tiny_idx, "--output", f"{missing}/shards", "--allow-unknown-source")
+    assert_one_line_exit_2(result, f"bucket {missing} does not exist")
+    result = cli("prepare-images", "--images", f"{missing}/photos/*.png", "--output", str(tmp_path / "out"))
+    assert_one_line_exit_2(result, f"bucket {missing} does not exist")
