@@ -31,18 +31,27 @@ browser:
 lock: $(VENV)/.installed
 	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock
 
+# The demo: one line per step, then the report's summary ending with the test accuracy and
+# the report's path. Each step's JSON result (the machine-readable contract) goes to
+# $(RUN_DIR)/<step>.json and training's per-epoch log to $(RUN_DIR)/train.log.
+# score runs after train (it scores with the model train published under $(RUN_DIR)/models);
+# a fixed run id makes a rerun replace the previous run's rows instead of adding to them.
 run: install
-	$(BIN)/fmnist prepare --output $(RUN_DIR)/shards --overwrite
-	$(BIN)/fmnist train --data $(RUN_DIR)/shards --model-root $(RUN_DIR)/models
-	# score runs after train (it scores with the model train published under $(RUN_DIR)/models);
-	# a fixed run id makes a rerun replace the previous run's rows instead of adding to them.
-	$(BIN)/fmnist score --input '$(RUN_DIR)/shards/test-*.tfrecord' --model $(RUN_DIR)/models --output $(RUN_DIR)/scores --run-id local
-	$(MAKE) --no-print-directory report
+	@mkdir -p $(RUN_DIR)
+	@echo "1/4 prepare: the Fashion-MNIST IDX files -> image shards"
+	@$(BIN)/fmnist prepare --output $(RUN_DIR)/shards --overwrite > $(RUN_DIR)/prepare.json
+	@echo "2/4 train: about a minute; per-epoch log in $(RUN_DIR)/train.log"
+	@$(BIN)/fmnist train --data $(RUN_DIR)/shards --model-root $(RUN_DIR)/models > $(RUN_DIR)/train.json 2> $(RUN_DIR)/train.log \
+		|| { cat $(RUN_DIR)/train.log; exit 1; }
+	@tail -n 1 $(RUN_DIR)/train.log
+	@echo "3/4 score: the test shards -> prediction tables"
+	@$(BIN)/fmnist score --input '$(RUN_DIR)/shards/test-*.tfrecord' --model $(RUN_DIR)/models --output $(RUN_DIR)/scores --run-id local > $(RUN_DIR)/score.json
+	@echo "4/4 report"
+	@set -o pipefail; $(BIN)/fmnist report --predictions $(RUN_DIR)/scores --out $(RUN_DIR)/report | sed '$$d'  # not the JSON line
 
 # The analysts' report of the latest scoring run in $(RUN_DIR)/scores.
 report: install
 	$(BIN)/fmnist report --predictions $(RUN_DIR)/scores --out $(RUN_DIR)/report
-	@echo "report: $(RUN_DIR)/report/report.html"
 
 test: install browser tools
 	$(BIN)/python -m pytest

@@ -96,6 +96,15 @@ def shard_tasks(
     ]
 
 
+def manifest_summary(output: str, manifest: dict) -> dict:
+    """What a run reports on stdout: counts and where things are, not the whole manifest."""
+    return {
+        "manifest": storage.join(output, MANIFEST_NAME),
+        "splits": {split: {"records": entry["num_records"], "shards": len(entry["shards"])}
+                   for split, entry in manifest["splits"].items()},
+    }
+
+
 def new_manifest(*, source: dict, splits: dict) -> dict:
     """The manifest of a data set (DESIGN.md, image shards)."""
     return {

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from components.constants import DEFAULT_SOURCE
-from components.prepare import prepare
+from components.prepare import manifest_summary, prepare
 from jobs.runner import main_of, new_parser, uri
 
 
@@ -23,7 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-main = main_of(build_parser, prepare)
+def prepare_and_summarize(**kwargs) -> dict:
+    """Prepares the data set; the result on stdout is its summary (the manifest is in the output)."""
+    return manifest_summary(kwargs["output"], prepare(**kwargs))
+
+
+main = main_of(build_parser, prepare_and_summarize)
 
 if __name__ == "__main__":
     sys.exit(main())

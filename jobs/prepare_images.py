@@ -5,7 +5,9 @@
 import argparse
 import sys
 
-from components.prepare_images import prepare_images
+from components.prepare import manifest_summary
+from components.prepare_images import REJECTS_NAME, prepare_images
+from components.storage import join
 from jobs.runner import main_of, new_parser, uri
 
 
@@ -18,7 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-main = main_of(build_parser, prepare_images)
+def prepare_images_and_summarize(**kwargs) -> dict:
+    """Prepares the shards; the result on stdout is the data set's summary and where the rejects are."""
+    manifest = prepare_images(**kwargs)
+    return {**manifest_summary(kwargs["output"], manifest), "rejected": manifest["source"]["rejected"],
+            "rejects": join(kwargs["output"], REJECTS_NAME)}
+
+
+main = main_of(build_parser, prepare_images_and_summarize)
 
 if __name__ == "__main__":
     sys.exit(main())

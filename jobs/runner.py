@@ -72,7 +72,9 @@ def configure_logging(*, verbose: bool) -> None:
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # errors only
+    # Not even C++ errors: those that matter surface as Python exceptions; the rest are noise
+    # such as SavedModel export's "NodeDef mentions attribute ..." (TF 2.21).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("absl").setLevel(logging.ERROR)
     if "tensorflow" not in sys.modules and not any(isinstance(f, _MutedImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _MutedImport("tensorflow"))

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,3 +142,37 @@ def test_a_missing_bucket_is_named(tiny_idx, gcs_bucket, tmp_path):
     assert_one_line_exit_2(result, f"bucket {missing} does not exist")
     result = cli("prepare-images", "--images", f"{missing}/photos/*.png", "--output", str(tmp_path / "out"))
     assert_one_line_exit_2(result, f"bucket {missing} does not exist")
+
+
+# --- quiet by default, everything with --verbose ----------------------------------------------
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR) [\w.]+: ")
+
+
+def test_prepare_prints_a_compact_result_and_one_log_line(tiny_idx, tmp_path):
+    output = str(tmp_path / "shards")
+    result = cli("prepare", "--source", tiny_idx, "--output", output, "--allow-unknown-source", "--shards-per-split", "3")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"manifest": f"{output}/manifest.json",
+                                         "splits": {"train": {"records": 20, "shards": 3}, "test": {"records": 10, "shards": 3}}}
+    assert [LOG_LINE.match(line) is not None for line in result.stderr.splitlines()] == [True]
+
+
+@pytest.mark.slow
+def test_train_and_score_are_quiet_unless_verbose(tiny_idx, tmp_path):
+    """No TensorFlow C++ banner, no Beam worker-harness INFO line: only our own log lines, in one
+    format; --verbose brings both back."""
+    shards, models = str(tmp_path / "shards"), str(tmp_path / "models")
+    assert cli("prepare", "--source", tiny_idx, "--output", shards, "--allow-unknown-source").returncode == 0
+    train = cli("train", "--data", shards, "--model-root", models, "--epochs", "1", "--min-accuracy", "0",
+                "--validation-fraction", "0.1")
+    score = ["score", "--input", f"{shards}/test-*.tfrecord", "--model", models, "--run-id", "r1"]
+    quiet = cli(*score, "--output", str(tmp_path / "quiet"))
+    loud = cli(*score, "--output", str(tmp_path / "loud"), "--verbose")
+
+    for result in (train, quiet, loud):
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == 1 and json.loads(result.stdout)
+    for result in (train, quiet):
+        assert all(LOG_LINE.match(line) and " components." in line for line in result.stderr.splitlines()), result.stderr
+    assert "oneDNN" in loud.stderr and "INFO apache_beam.runners" in loud.stderr
