@@ -158,14 +158,16 @@ def exclusive_output(output: str) -> Iterator[None]:
     it stopped renewing the lock.
     """
     lock = _OutputLock(output)
-    lock.acquire()
-    try:
+    try:  # a SIGTERM may land between creating the lock and returning from acquire()
+        lock.acquire()
         yield
     finally:
-        lock.release()
+        lock.release()  # deletes the lock only if it is this attempt's
 
 
 class _OutputLock:
+    """The lock object of one output and this attempt's hold on it (see exclusive_output)."""
+
     def __init__(self, output: str):
         self.uri = storage.join(output, LOCK_NAME)
         self.attempt = secrets.token_hex(8)

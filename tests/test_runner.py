@@ -40,7 +40,8 @@ def test_an_environment_failure_exits_1_with_one_line(capsys, caplog):
     assert "Traceback" not in caplog.text
 
 
-def test_verbose_adds_the_traceback(capsys, caplog):
+def test_verbose_adds_the_traceback(capsys, caplog, monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # restored after the test: verbose sets it
     caplog.set_level(logging.ERROR)
     assert run(fails_with(ZeroDivisionError("a bug\nsecond line")), {"verbose": True}) == 1
     assert capsys.readouterr().err == "error: ZeroDivisionError: a bug\n"
