@@ -16,10 +16,11 @@ install: $(VENV)/.installed data
 # Re-installs when the dependencies change; requirements.lock pins every transitive
 # package to the versions tested together (regenerate with `make lock`).
 $(VENV)/.installed: pyproject.toml requirements.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
-	touch $@
+	@echo "installing the pinned packages into $(VENV) (first run: a few minutes)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	@touch $@
 
 data:
 	@test -d $(DATA_DIR) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
@@ -42,7 +43,7 @@ run: install
 	@$(BIN)/fmnist prepare --output $(RUN_DIR)/shards --overwrite > $(RUN_DIR)/prepare.json
 	@echo "2/4 train: about a minute; per-epoch log in $(RUN_DIR)/train.log"
 	@$(BIN)/fmnist train --data $(RUN_DIR)/shards --model-root $(RUN_DIR)/models > $(RUN_DIR)/train.json 2> $(RUN_DIR)/train.log \
-		|| { cat $(RUN_DIR)/train.log; exit 1; }
+		|| { status=$$?; cat $(RUN_DIR)/train.log; exit $$status; }
 	@tail -n 1 $(RUN_DIR)/train.log
 	@echo "3/4 score: the test shards -> prediction tables"
 	@$(BIN)/fmnist score --input '$(RUN_DIR)/shards/test-*.tfrecord' --model $(RUN_DIR)/models --output $(RUN_DIR)/scores --run-id local > $(RUN_DIR)/score.json

@@ -63,7 +63,8 @@ def configure_logging(*, verbose: bool) -> None:
     """Quiet by default: our one line per phase, the libraries' warnings; everything with verbose.
 
     TensorFlow reads TF_CPP_MIN_LOG_LEVEL when it is first imported, which components do
-    lazily, after this: so its C++ banners stay off unless asked for (or set by the caller).
+    lazily, after this (a value the caller set is kept); its import-time banner, which no
+    setting silences, is muted by importing it with stderr closed.
     """
     logging.basicConfig(format=LOG_FORMAT)  # a no-op where the host (a test runner) has its handlers
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
