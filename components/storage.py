@@ -149,10 +149,15 @@ def _gcs_not_found():
 def _missing(uri: str) -> InputError:
     """A not-found answer, named precisely: a missing bucket is not a missing file."""
     if _is_gcs(uri):
-        bucket, _ = _split_gcs(uri)
-        if not _gcs_client().bucket(bucket).exists(retry=_retry()):
-            return InputError(f"{uri}: bucket gs://{bucket} does not exist")
+        _require_bucket(uri)
     return InputError(f"{uri}: file not found")
+
+
+def _require_bucket(uri: str) -> None:
+    """An InputError naming the bucket of a gs:// URI when that bucket does not exist."""
+    bucket, _ = _split_gcs(uri)
+    if not _gcs_client().bucket(bucket).exists(retry=_retry()):
+        raise InputError(f"{uri}: bucket gs://{bucket} does not exist")
 
 
 def arrow_filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
@@ -180,9 +185,12 @@ def arrow_filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
 
 
 def exists(uri: str) -> bool:
-    """True when an object or file exists at the URI."""
+    """True when an object or file exists at the URI; a gs:// URI whose bucket is missing is an InputError."""
     if _is_gcs(uri):
-        return _blob(uri).exists(retry=_retry())
+        if _blob(uri).exists(retry=_retry()):
+            return True
+        _require_bucket(uri)  # a typo in the bucket name must not read as "no such file"
+        return False
     if _is_http(uri):
         try:
             request = urllib.request.Request(uri, method="HEAD")

@@ -141,6 +141,8 @@ def test_a_missing_bucket_is_named(tiny_idx, gcs_bucket, tmp_path):
     missing = gcs_bucket + "-missing"  # the emulator address reaches the child through the environment
     result = cli("prepare", "--source", tiny_idx, "--output", f"{missing}/shards", "--allow-unknown-source")
     assert_one_line_exit_2(result, f"bucket {missing} does not exist")
+    result = cli("prepare", "--source", f"{missing}/raw", "--output", str(tmp_path / "shards"))
+    assert_one_line_exit_2(result, f"bucket {missing} does not exist")
     result = cli("prepare-images", "--images", f"{missing}/photos/*.png", "--output", str(tmp_path / "out"))
     assert_one_line_exit_2(result, f"bucket {missing} does not exist")
 

@@ -104,12 +104,14 @@ def test_a_name_read_from_data_never_leaves_its_folder(name):
 
 def test_a_missing_bucket_is_named_as_such(gcs_bucket):
     missing = gcs_bucket + "-missing"
-    for operation in (lambda: storage.read_bytes(f"{missing}/a"), lambda: storage.write_bytes(f"{missing}/a", b"x"),
+    for operation in (lambda: storage.exists(f"{missing}/a"), lambda: storage.read_bytes(f"{missing}/a"),
+                      lambda: storage.write_bytes(f"{missing}/a", b"x"),
                       lambda: storage.glob(f"{missing}/*.tfrecord"), lambda: storage.upload_file(__file__, f"{missing}/a")):
         with pytest.raises(InputError, match=f"bucket {missing} does not exist"):
             operation()
     with pytest.raises(InputError, match="file not found"):  # an existing bucket: the object is what is missing
         storage.read_bytes(f"{gcs_bucket}/absent")
+    assert storage.exists(f"{gcs_bucket}/absent") is False
 
 
 @pytest.mark.parametrize("pointer", ["../elsewhere", "/", "/tmp/elsewhere", "v1/../../elsewhere", "gs://other/v1"])
