@@ -12,10 +12,10 @@ that nothing stalls looking for credentials that cannot exist there.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import functools
 import io
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -87,6 +87,16 @@ def _blob(uri: str):  # -> google.cloud.storage.Blob
     blob = _gcs_client().bucket(bucket).blob(key)
     blob.chunk_size = RESUMABLE_CHUNK_BYTES
     return blob
+
+
+def gcs_blob(uri: str):  # -> google.cloud.storage.Blob
+    """The Blob of a gs:// URI, for conditional writes on generations (components.lease)."""
+    return _blob(uri)
+
+
+def gcs_retry():
+    """The retry policy of every call here (conditional writes are retried only with their precondition)."""
+    return _retry()
 
 
 def _retry():
@@ -190,22 +200,51 @@ def _http_input_error(uri: str, error: urllib.error.URLError) -> InputError:
 
 
 def glob(pattern: str) -> list[str]:
-    """Sorted URIs of the files matching a shell-style pattern ('*' may cross '/' on gs://)."""
+    """Sorted URIs of the files matching a shell-style pattern, matched the same way on every
+    scheme: `*`, `?` and `[...]` stay within one path segment, `**` crosses folders."""
     if pattern.startswith(GCS_SCHEME):
         bucket, key_pattern = _split_gcs(pattern)
         cut = min((key_pattern.find(c) for c in _WILDCARDS if c in key_pattern), default=-1)
         prefix = key_pattern if cut < 0 else key_pattern[:cut]
+        matches = _segment_pattern(key_pattern).fullmatch
         blobs = _gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry())
         return sorted(
-            f"{GCS_SCHEME}{bucket}/{blob.name}"
-            for blob in blobs
-            if fnmatch.fnmatchcase(blob.name, key_pattern) and not blob.name.endswith("/")
+            f"{GCS_SCHEME}{bucket}/{blob.name}" for blob in blobs if matches(blob.name) and not blob.name.endswith("/")
         )
     if pattern.startswith(HTTP_SCHEMES):
         raise InputError(f"{pattern}: http(s) locations cannot be listed; name the files")
     import glob as local_glob
 
     return sorted(path for path in local_glob.glob(pattern, recursive=True) if os.path.isfile(path))
+
+
+def _segment_pattern(pattern: str) -> re.Pattern:
+    """The regular expression of a glob as Python's recursive glob reads it: `**` as a whole
+    segment matches zero or more folders, any other wildcard stays within one segment."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i) and (i == 0 or pattern[i - 1] == "/"):
+            out.append("(?:[^/]*/)*")
+            i += 3
+        elif pattern.startswith("**", i) and (i == 0 or pattern[i - 1] == "/") and i + 2 == len(pattern):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            negate = body[:1] in "!^"
+            out.append(("[^" if negate else "[") + re.escape(body[negate:]).replace("\\-", "-") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out), re.DOTALL)
 
 
 def list_prefix(uri: str) -> list[str]:
