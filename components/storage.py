@@ -15,10 +15,12 @@ import contextlib
 import functools
 import io
 import os
+import pathlib
 import re
 import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import IO
@@ -26,6 +28,7 @@ from typing import IO
 from components.errors import InputError
 
 GCS_SCHEME = "gs://"
+FILE_SCHEME = "file://"
 HTTP_SCHEMES = ("http://", "https://")
 _WILDCARDS = "*?["
 # Uploads above this size go through the resumable protocol, so a dropped connection
@@ -49,6 +52,20 @@ def join(base: str, *parts: str) -> str:
     for part in parts:
         joined = f"{joined}/{part.strip('/')}"
     return joined
+
+
+def absolute_uri(uri: str) -> str:
+    """The URI as lineage that holds anywhere: `file:///abs/path` for a local path, else unchanged."""
+    if is_remote(uri) or uri.startswith(FILE_SCHEME):
+        return uri
+    return pathlib.Path(os.path.abspath(uri)).as_uri()
+
+
+def from_absolute_uri(uri: str) -> str:
+    """The location this module opens for an absolute URI: the local path of a `file://` URI."""
+    if uri.startswith(FILE_SCHEME):
+        return urllib.request.url2pathname(urllib.parse.urlparse(uri).path)
+    return uri
 
 
 def basename(uri: str) -> str:

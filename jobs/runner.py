@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from components.errors import CheckFailed, InputError
+from components.errors import CheckFailed, InputError, RunConflict
 from components.storage import StorageConflictError
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_CHECK_FAILED = 0, 1, 2, 3
@@ -36,7 +36,7 @@ def run(component: Callable[..., Any], kwargs: dict[str, Any]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = component(**kwargs)
-    except (InputError, StorageConflictError) as error:
+    except (InputError, RunConflict, StorageConflictError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except CheckFailed as error:

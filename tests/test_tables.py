@@ -27,7 +27,7 @@ def counts_by_run(connection, view: str) -> dict[str, int]:
 
 def test_views_hold_complete_runs_only_and_reconcile_with_summaries(scored_output):
     _, scores = scored_output
-    connection = open_tables(predictions=scores)
+    connection = open_tables(scores=scores)
     assert [row[0] for row in connection.sql("SELECT run_id FROM runs ORDER BY 1").fetchall()] == [run.run_id for run in RUNS]
     predictions, errors = counts_by_run(connection, "predictions"), counts_by_run(connection, "errors")
     assert UNFINISHED.run_id not in predictions and UNFINISHED.run_id not in errors
@@ -39,15 +39,17 @@ def test_views_hold_complete_runs_only_and_reconcile_with_summaries(scored_outpu
 
 def test_partition_columns_are_typed_and_usable_in_where(scored_output):
     _, scores = scored_output
-    connection = open_tables(predictions=scores)
+    connection = open_tables(scores=scores)
     columns = dict(connection.sql("SELECT column_name, column_type FROM (DESCRIBE predictions)").fetchall())
-    assert list(columns) == PREDICTION_SCHEMA.names + ["run_date"]
+    names = PREDICTION_SCHEMA.names
+    at = names.index("true_label") + 1
+    assert list(columns) == names[:at] + ["true_class"] + names[at:] + ["run_date", "run_id"]
     assert columns["run_date"] == "DATE" and columns["probabilities"] == "FLOAT[]"
     assert connection.sql("SELECT DISTINCT run_id FROM predictions WHERE run_date = '2026-11-27'").fetchall() == [
         ("nightly-2026-11-27",)]
     assert connection.execute("SELECT count(*) FROM errors WHERE run_id = 'nightly-2026-11-28'").fetchall() == [(0,)]
     error_columns = [row[0] for row in connection.sql("DESCRIBE errors").fetchall()]
-    assert error_columns == ERROR_SCHEMA.names + ["run_date"]
+    assert error_columns == ERROR_SCHEMA.names + ["run_date", "run_id"]
     assert connection.execute("SELECT run_date FROM runs ORDER BY 1 LIMIT 1").fetchall() == [(datetime.date(2026, 11, 27),)]
 
 
@@ -60,12 +62,12 @@ def test_stray_files_in_a_complete_partition_are_not_read(scored_output, tmp_pat
     folder = partition_uri(copy, "predictions", RUNS[0].run_date, RUNS[0].run_id)
     for name in (".part-00009.parquet.tmp", "_part-00009.parquet", ".tmp-abc", "notes.txt"):
         storage.write_bytes(storage.join(folder, name), b"not parquet")
-    assert counts_by_run(open_tables(predictions=copy), "predictions")[RUNS[0].run_id] == 38
+    assert counts_by_run(open_tables(scores=copy), "predictions")[RUNS[0].run_id] == 38
 
 
 def test_no_complete_run_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no complete scoring run"):
-        open_tables(predictions=str(tmp_path))
+        open_tables(scores=str(tmp_path))
 
 
 def test_arrow_filesystem_maps_uris(gcs_bucket, tmp_path):
@@ -83,7 +85,7 @@ def test_views_read_gcs_through_the_emulator(scored_output, gcs_bucket):
     for uri in storage.list_prefix(scores):
         storage.copy(uri, storage.join(remote, os.path.relpath(uri, scores)))
     table = query(sql="SELECT run_id, count(*) AS n FROM predictions WHERE run_date >= '2026-11-27' "
-                      "GROUP BY 1 ORDER BY 1", predictions=remote)
+                      "GROUP BY 1 ORDER BY 1", scores=remote)
     assert table.to_pylist() == [{"run_id": "nightly-2026-11-27", "n": 38}, {"run_id": "nightly-2026-11-28", "n": 40}]
 
 
@@ -91,7 +93,7 @@ def test_query_cli_prints_a_table(scored_output):
     _, scores = scored_output
     completed = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "query",
-         "SELECT run_id, count(*) AS images FROM predictions GROUP BY 1 ORDER BY 1", "--predictions", scores],
+         "SELECT run_id, count(*) AS images FROM predictions GROUP BY 1 ORDER BY 1", "--scores", scores],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     lines = [line for line in completed.stdout.splitlines() if "nightly" in line]
@@ -104,7 +106,7 @@ def test_query_cli_writes_csv_or_parquet(scored_output, tmp_path, capsys, extens
     _, scores = scored_output
     out = str(tmp_path / f"result{extension}")
     code = query_job.main(["SELECT image_id, probabilities, run_date FROM predictions ORDER BY image_id, run_id",
-                           "--predictions", scores, "--out", out])
+                           "--scores", scores, "--out", out])
     assert code == 0
     assert '"rows": 78' in capsys.readouterr().out
     table = pa_csv.read_csv(out) if extension == ".csv" else pq.read_table(out)
@@ -113,8 +115,8 @@ def test_query_cli_writes_csv_or_parquet(scored_output, tmp_path, capsys, extens
 
 def test_query_cli_bad_input_is_one_line_exit_2(scored_output, tmp_path, capsys):
     _, scores = scored_output
-    assert query_job.main(["SELECT nope FROM predictions", "--predictions", scores]) == 2
-    assert query_job.main(["SELECT 1", "--predictions", scores, "--out", str(tmp_path / "x.xlsx")]) == 2
+    assert query_job.main(["SELECT nope FROM predictions", "--scores", scores]) == 2
+    assert query_job.main(["SELECT 1", "--scores", scores, "--out", str(tmp_path / "x.xlsx")]) == 2
     assert query_job.main(["SELECT 1", "--predictions", str(tmp_path / "empty")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
