@@ -267,7 +267,7 @@ def _segment_pattern(pattern: str) -> re.Pattern:
 def list_prefix(uri: str) -> list[str]:
     """Sorted URIs of every file below a folder-like prefix."""
     if uri.startswith(GCS_SCHEME):
-        return glob(join(uri, "*"))
+        return glob(join(uri, "**"))
     return sorted(
         os.path.join(root, name) for root, _, names in os.walk(uri) for name in names
     )
