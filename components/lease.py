@@ -196,12 +196,12 @@ def _acquire_gcs(lease: Lease) -> None:
     except PreconditionFailed:
         pass
     try:
-        data = blob.download_as_bytes(retry=storage.gcs_retry())
+        generation, data = _read_gcs(blob)
     except NotFound:  # released between our create and our read: try once more
         _upload(blob, _document(lease.owner, lease.ttl_s), if_generation_match=0)
         lease.token = blob.generation
         return
-    current, generation = _parse(data, lease.uri), blob.generation
+    current = _parse(data, lease.uri)
     if current["owner"] == lease.owner:  # a retried create that had succeeded
         lease.token = generation
         return
@@ -220,13 +220,22 @@ def _replace_gcs(lease: Lease, generation: object) -> None:
         _upload(blob, _document(lease.owner, lease.ttl_s), if_generation_match=generation)
     except PreconditionFailed:
         try:
-            data = blob.download_as_bytes(retry=storage.gcs_retry())
+            generation, data = _read_gcs(blob)
         except NotFound:
             raise RunConflict(f"{lease.uri}: this attempt ({lease.owner}) lost the lease") from None
         current = _parse(data, lease.uri)
         if current["owner"] != lease.owner:  # not a retried write of ours that had succeeded
-            raise _conflict(lease.uri, current) from None
+            raise RunConflict(f"{lease.uri}: this attempt ({lease.owner}) lost the lease to {current['owner']}") from None
+        lease.token = generation
+        return
     lease.token = blob.generation
+
+
+def _read_gcs(blob) -> tuple[object, bytes]:
+    """The lease's generation and content; the content of exactly that generation."""
+    blob.reload(retry=storage.gcs_retry())
+    generation = blob.generation
+    return generation, blob.download_as_bytes(if_generation_match=generation, retry=storage.gcs_retry())
 
 
 def _upload(blob, data: bytes, *, if_generation_match: object) -> None:
