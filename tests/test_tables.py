@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,11 +14,13 @@ import pytest
 from pyarrow import fs
 
 from components import storage
+from components.constants import CLASS_NAMES
+from components.contracts import RunSummary
 from components.errors import InputError
-from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, partition_uri
+from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, V1_SCHEMA_VERSION, partition_uri
 from components.tables import open_tables, query
 from jobs import query as query_job
-from tests.scoring_fixture import RUNS, UNFINISHED
+from tests.scoring_fixture import RUNS, UNFINISHED, ScoredRun, write_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,3 +125,107 @@ def test_query_cli_bad_input_is_one_line_exit_2(scored_output, tmp_path, capsys)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
     assert "nope" in lines[0] and "x.xlsx" in lines[1] and "no complete scoring run" in lines[2]
+
+
+# --- Contract v2: runs by their summaries, reruns, foreign files, old outputs ------------------
+
+
+def copy_of(scores: str, target) -> str:
+    copy = str(target)
+    for uri in storage.list_prefix(scores):
+        storage.copy(uri, os.path.join(copy, os.path.relpath(uri, scores)))
+    return copy
+
+
+def test_a_foreign_parquet_file_in_a_complete_partition_is_not_counted(scored_output, tmp_path):
+    _, scores = scored_output
+    copy = copy_of(scores, tmp_path / "scores")
+    folder = partition_uri(copy, "predictions", RUNS[0].run_date, RUNS[0].run_id)
+    named = storage.glob(storage.join(folder, "*.parquet"))[0]
+    storage.copy(named, storage.join(folder, "part-foreign-00000.parquet"))  # valid rows, but no summary names it
+    assert counts_by_run(open_tables(scores=copy), "predictions")[RUNS[0].run_id] == 38
+
+
+def test_two_runs_on_one_date_are_both_in_predictions_and_only_the_latest_is_current(scored_output, tmp_path):
+    data, scores = scored_output
+    copy = copy_of(scores, tmp_path / "scores")
+    shards = storage.glob(storage.join(data, "test-*.tfrecord"))
+    write_run(copy, shards, ScoredRun("backfill-2026-11-28", "2026-11-28", "v3", seed=4))
+    connection = open_tables(scores=copy)
+    assert counts_by_run(connection, "predictions") == {"nightly-2026-11-27": 38, "nightly-2026-11-28": 40,
+                                                         "backfill-2026-11-28": 40}
+    assert counts_by_run(connection, "predictions_current") == {"nightly-2026-11-27": 38, "backfill-2026-11-28": 40}
+    [(images, distinct)] = connection.sql("SELECT count(*), count(DISTINCT image_id) FROM predictions_current "
+                                          "WHERE run_date = '2026-11-28'").fetchall()
+    assert images == distinct == 40
+
+
+def test_true_class_names_the_true_label(scored_output):
+    _, scores = scored_output
+    pairs = open_tables(scores=scores).sql("SELECT DISTINCT true_label, true_class FROM predictions ORDER BY 1").fetchall()
+    assert pairs == [(label, CLASS_NAMES[label]) for label in range(10)]
+
+
+def test_an_invalid_summary_is_skipped_with_a_warning_naming_it(scored_output, tmp_path, caplog):
+    _, scores = scored_output
+    copy = copy_of(scores, tmp_path / "scores")
+    broken = storage.join(copy, "runs", "broken.json")
+    storage.write_bytes(broken, b'{"run_id": "broken", "run_date": ')
+    storage.write_bytes(storage.join(copy, "runs", "no-parts.json"), b'{"run_id": "no-parts"}\n')
+    with caplog.at_level(logging.WARNING, logger="components.tables"):
+        connection = open_tables(scores=copy)
+    assert counts_by_run(connection, "predictions") == {"nightly-2026-11-27": 38, "nightly-2026-11-28": 40}
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any(broken in message and "not valid JSON" in message for message in warnings), warnings
+    assert any("no-parts.json" in message and "missing" in message for message in warnings), warnings
+
+
+def test_a_summary_of_contract_v1_is_refused_with_how_to_migrate(scored_output, tmp_path, capsys):
+    _, scores = scored_output
+    copy = copy_of(scores, tmp_path / "scores")
+    storage.write_bytes(storage.join(copy, "runs", "old.json"),
+                        json.dumps({"schema_version": V1_SCHEMA_VERSION, "run_id": "old"}, indent=2).encode())
+    assert query_job.main(["SELECT count(*) FROM predictions", "--scores", copy]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "old.json" in line and "fmnist migrate-tables" in line
+
+
+def test_the_files_carry_no_partition_key_and_their_lineage_in_metadata(scored_output):
+    _, scores = scored_output
+    summary = RunSummary.from_json(storage.read_bytes(storage.join(scores, "runs", f"{RUNS[0].run_id}.json")))
+    for uri in summary.parts.predictions + summary.parts.errors:
+        schema = pq.read_schema(storage.from_absolute_uri(uri))
+        assert "run_id" not in schema.names and "run_date" not in schema.names
+        assert (schema.metadata[b"run_id"], schema.metadata[b"run_date"]) == (RUNS[0].run_id.encode(), RUNS[0].run_date.encode())
+        assert uri.startswith("file:///")
+
+
+# --- The query sandbox -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("COPY (SELECT * FROM predictions) TO '{out}'", "only a read-only SELECT"),
+    ("ATTACH '{out}' AS other", "only a read-only SELECT"),
+    ("INSTALL httpfs", "only a read-only SELECT"),
+    ("LOAD httpfs", "only a read-only SELECT"),
+    ("SET enable_external_access = true", "only a read-only SELECT"),
+    ("PRAGMA version", "only a read-only SELECT"),
+    ("CREATE TABLE t AS SELECT 1", "only a read-only SELECT"),
+    ("SELECT 1; SELECT 2", "exactly one statement"),
+    ("SELECT 1; COPY (SELECT 1) TO '{out}'", "exactly one statement"),
+    ("SELECT * FROM read_csv('{secret}')", "disabled"),
+    ("SELECT content FROM read_blob('{secret}')", "disabled"),
+    ("SELECT * FROM '{secret}'", "disabled"),
+    ("SELECT * FROM read_parquet('{part}')", "disabled"),
+])
+def test_the_query_sandbox_refuses_everything_but_one_select(scored_output, tmp_path, capsys, sql, message):
+    _, scores = scored_output
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password\nhunter2\n")
+    part = storage.glob(storage.join(partition_uri(scores, "predictions", RUNS[0].run_date, RUNS[0].run_id), "*"))[0]
+    out = tmp_path / "written"
+    statement = sql.format(out=out, secret=secret, part=part)
+    assert query_job.main([statement, "--scores", scores]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: SQL: ") and message in line, line
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["secret.csv"]
