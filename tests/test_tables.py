@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
@@ -17,7 +18,7 @@ from components import storage
 from components.constants import CLASS_NAMES
 from components.contracts import RunSummary
 from components.errors import InputError
-from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, V1_SCHEMA_VERSION, partition_uri
+from components.schema import ERROR_SCHEMA, PARTITION_SCHEMA, PREDICTION_SCHEMA, V1_SCHEMA_VERSION, partition_uri
 from components.tables import open_tables, query
 from jobs import query as query_job
 from tests.scoring_fixture import RUNS, UNFINISHED, ScoredRun, write_run
@@ -229,3 +230,69 @@ def test_the_query_sandbox_refuses_everything_but_one_select(scored_output, tmp_
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: SQL: ") and message in line, line
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["secret.csv"]
+
+
+# --- Reader matrix: one real scoring output, every reader sees the same table -------------------
+
+
+@pytest.fixture(scope="module")
+def real_output(tmp_path_factory) -> str:
+    """`fmnist score` output of a tiny model over shards with good and bad records (both tables)."""
+    from components.score_run import score
+    from tests.test_score import fit_tiny_model, planted_shards, save_model
+
+    root = tmp_path_factory.mktemp("real-output")
+    (root / "shards").mkdir()
+    planted_shards(str(root / "shards"))
+    model = save_model(fit_tiny_model(), str(root / "models"), "v1")
+    for run_id, day in (("a", "2026-11-28"), ("b", "2026-11-29")):
+        score(input=str(root / "shards" / "*.tfrecord"), model=model, output=str(root / "scores"), run_id=run_id,
+              run_date=day, max_error_rate=1.0)
+    return str(root / "scores")
+
+
+def read_with_duckdb(folder: str) -> tuple[int, list[str], object]:
+    import duckdb
+
+    relation = duckdb.sql(f"SELECT * FROM read_parquet('{folder}/**/*.parquet', hive_partitioning = true)")
+    return len(relation.fetchall()), relation.columns, dict(zip(relation.columns, relation.types))["run_date"]
+
+
+def read_with_pyarrow_dataset(folder: str):
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(folder, format="parquet", partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table()
+    return table.num_rows, table.column_names, table.schema.field("run_date").type
+
+
+def read_with_read_table(folder: str):
+    table = pq.read_table(folder)
+    return table.num_rows, table.column_names, table.schema.field("run_date").type
+
+
+def read_with_pandas(folder: str):
+    import pandas
+
+    frame = pandas.read_parquet(folder)
+    return len(frame), list(frame.columns), frame["run_date"].dtype
+
+
+def read_with_polars(folder: str):
+    polars = pytest.importorskip("polars")
+    frame = polars.scan_parquet(f"{folder}/**/*.parquet", hive_partitioning=True).collect()
+    return frame.height, frame.columns, frame.schema["run_date"]
+
+
+READERS = [read_with_duckdb, read_with_pyarrow_dataset, read_with_read_table, read_with_pandas, read_with_polars]
+
+
+@pytest.mark.parametrize("table, schema", [("predictions", PREDICTION_SCHEMA), ("errors", ERROR_SCHEMA)])
+@pytest.mark.parametrize("reader", READERS, ids=lambda reader: reader.__name__)
+def test_every_reader_sees_the_same_rows_and_columns(real_output, reader, table, schema):
+    expected_rows = sum(json.loads(storage.read_bytes(uri))["counts"]["scored" if table == "predictions" else "failed"]
+                        for uri in storage.glob(storage.join(real_output, "runs", "*.json")))
+    rows, columns, run_date_type = reader(storage.join(real_output, table))
+    assert rows == expected_rows > 0
+    assert sorted(columns) == sorted(schema.names + ["run_date", "run_id"])
+    if reader is read_with_pyarrow_dataset:
+        assert run_date_type == pa.date32()  # typed as a date when the reader is told the keys' types
