@@ -296,3 +296,49 @@ def test_every_reader_sees_the_same_rows_and_columns(real_output, reader, table,
     assert sorted(columns) == sorted(schema.names + ["run_date", "run_id"])
     if reader is read_with_pyarrow_dataset:
         assert run_date_type == pa.date32()  # typed as a date when the reader is told the keys' types
+
+
+# --- Migrating contract v1 output ------------------------------------------------------------------
+
+
+def as_v1(scores: str, run: ScoredRun, folder) -> None:
+    """Turns a v2 run into what contract v1 wrote: run_id in the files, relative source URIs,
+    a pretty-printed summary without a part list."""
+    summary_uri = storage.join(scores, "runs", f"{run.run_id}.json")
+    summary = RunSummary.from_json(storage.read_bytes(summary_uri))
+    for part in summary.parts.predictions + summary.parts.errors:
+        path = storage.from_absolute_uri(part)
+        table = pq.read_table(path).replace_schema_metadata({"schema_version": V1_SCHEMA_VERSION})
+        relative = [os.path.relpath(storage.from_absolute_uri(uri), folder) for uri in table.column("source_uri").to_pylist()]
+        table = table.set_column(table.schema.get_field_index("source_uri"), "source_uri", pa.array(relative))
+        table = table.append_column("run_id", pa.array([run.run_id] * table.num_rows))
+        os.unlink(path)
+        pq.write_table(table, os.path.join(os.path.dirname(path), f"part-{os.path.basename(path)[-13:]}"))
+    document = summary.to_dict()
+    document.update(schema_version=V1_SCHEMA_VERSION, outputs={}, inputs={"glob": "x", "shards": []})
+    del document["parts"], document["attempt"]
+    storage.write_bytes(summary_uri, json.dumps(document, indent=2).encode())
+
+
+def test_migrate_tables_rewrites_a_v1_output_that_then_reads_like_v2(scored_output, tmp_path, monkeypatch, capsys):
+    _, scores = scored_output
+    expected = query(sql="SELECT run_id, image_id, predicted_label, source_uri FROM predictions ORDER BY ALL", scores=scores)
+    copy = copy_of(scores, tmp_path / "scores")
+    monkeypatch.chdir(tmp_path)
+    for run in RUNS:
+        as_v1(copy, run, tmp_path)
+    assert query_job.main(["SELECT 1", "--scores", copy]) == 2  # refused, with how to migrate
+
+    from jobs import migrate_tables
+
+    assert migrate_tables.main(["--scores", copy]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"migrated_runs": [run.run_id for run in RUNS]}
+    migrated = query(sql="SELECT run_id, image_id, predicted_label, source_uri FROM predictions ORDER BY ALL", scores=copy)
+    assert migrated.to_pylist() == expected.to_pylist()
+    for run in RUNS:
+        folder = partition_uri(copy, "predictions", run.run_date, run.run_id)
+        files = storage.glob(storage.join(folder, "*"))
+        assert files and all("migrated" in storage.basename(uri) for uri in files)  # the v1 parts are gone
+        assert all("run_id" not in pq.read_schema(uri).names for uri in files)
+    assert migrate_tables.main(["--scores", copy]) == 0  # nothing left to migrate
+    assert '"migrated_runs": []' in capsys.readouterr().out
