@@ -15,12 +15,10 @@ import contextlib
 import functools
 import io
 import os
-import pathlib
 import re
 import shutil
 import tempfile
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import IO
@@ -55,17 +53,18 @@ def join(base: str, *parts: str) -> str:
 
 
 def absolute_uri(uri: str) -> str:
-    """The URI as lineage that holds anywhere: `file:///abs/path` for a local path, else unchanged."""
+    """The URI as lineage that holds anywhere: `file:///abs/path` for a local path, else unchanged.
+
+    The path is kept as it is (not percent-encoded), so a glob stays readable and
+    from_absolute_uri gives back exactly the path."""
     if is_remote(uri) or uri.startswith(FILE_SCHEME):
         return uri
-    return pathlib.Path(os.path.abspath(uri)).as_uri()
+    return FILE_SCHEME + os.path.abspath(uri)
 
 
 def from_absolute_uri(uri: str) -> str:
     """The location this module opens for an absolute URI: the local path of a `file://` URI."""
-    if uri.startswith(FILE_SCHEME):
-        return urllib.request.url2pathname(urllib.parse.urlparse(uri).path)
-    return uri
+    return uri[len(FILE_SCHEME) :] if uri.startswith(FILE_SCHEME) else uri
 
 
 def basename(uri: str) -> str:
