@@ -212,11 +212,15 @@ def publish(output: str, summary: RunSummary, receipts: Sequence[ShardReceipt], 
 
 
 def remove_unnamed_parts(output: str, summary: RunSummary) -> None:
-    """Removes every file of the run id's partitions (any run date) that the summary does not name."""
-    named = set(summary.parts.predictions) | set(summary.parts.errors)
+    """Removes every file of the run id's partitions (any run date) that the summary does not name.
+
+    A part is known by its name in the run's own partition, as the readers find it (so an
+    output root copied elsewhere keeps its parts)."""
     for table in TABLES:
+        keep = {storage.join(partition_uri(output, table, summary.run_date, summary.run_id), storage.basename(part))
+                for part in summary.parts.of(table)}
         for uri in storage.glob(storage.join(output, table, "run_date=*", f"run_id={summary.run_id}", "*")):
-            if storage.absolute_uri(uri) not in named:
+            if uri not in keep:
                 storage.delete(uri)
 
 

@@ -306,18 +306,23 @@ def as_v1(scores: str, run: ScoredRun, folder) -> None:
     a pretty-printed summary without a part list."""
     summary_uri = storage.join(scores, "runs", f"{run.run_id}.json")
     summary = RunSummary.from_json(storage.read_bytes(summary_uri))
-    for part in summary.parts.predictions + summary.parts.errors:
-        path = storage.from_absolute_uri(part)
-        table = pq.read_table(path).replace_schema_metadata({"schema_version": V1_SCHEMA_VERSION})
-        relative = [os.path.relpath(storage.from_absolute_uri(uri), folder) for uri in table.column("source_uri").to_pylist()]
-        table = table.set_column(table.schema.get_field_index("source_uri"), "source_uri", pa.array(relative))
-        table = table.append_column("run_id", pa.array([run.run_id] * table.num_rows))
-        os.unlink(path)
-        pq.write_table(table, os.path.join(os.path.dirname(path), f"part-{os.path.basename(path)[-13:]}"))
+    for table in ("predictions", "errors"):
+        for part in summary.parts.of(table):  # the copy's own file of that name (the summary names the original)
+            convert_part_to_v1(os.path.join(partition_uri(scores, table, run.run_date, run.run_id), storage.basename(part)),
+                               run, folder)
     document = summary.to_dict()
     document.update(schema_version=V1_SCHEMA_VERSION, outputs={}, inputs={"glob": "x", "shards": []})
     del document["parts"], document["attempt"]
     storage.write_bytes(summary_uri, json.dumps(document, indent=2).encode())
+
+
+def convert_part_to_v1(path: str, run: ScoredRun, folder) -> None:
+    table = pq.read_table(path).replace_schema_metadata({"schema_version": V1_SCHEMA_VERSION})
+    relative = [os.path.relpath(storage.from_absolute_uri(uri), folder) for uri in table.column("source_uri").to_pylist()]
+    table = table.set_column(table.schema.get_field_index("source_uri"), "source_uri", pa.array(relative))
+    table = table.append_column("run_id", pa.array([run.run_id] * table.num_rows))
+    os.unlink(path)
+    pq.write_table(table, os.path.join(os.path.dirname(path), f"part-{os.path.basename(path)[-13:]}"))
 
 
 def test_migrate_tables_rewrites_a_v1_output_that_then_reads_like_v2(scored_output, tmp_path, monkeypatch, capsys):
