@@ -52,10 +52,14 @@ class Lease:
     token: object = None
     lost: str | None = None  # why the heartbeat found it gone, if it did
 
-    def confirm(self) -> None:
-        """Renews the lease, or raises RunConflict when another attempt holds it now."""
+    def check(self) -> None:
+        """RunConflict if the heartbeat found the lease lost (no storage call)."""
         if self.lost:
             raise RunConflict(self.lost)
+
+    def confirm(self) -> None:
+        """Renews the lease, or raises RunConflict when another attempt holds it now."""
+        self.check()
         renew(self)
 
 

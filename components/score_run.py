@@ -19,6 +19,7 @@ agnostic); receipts are checked against the shards they claim and the parts they
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -184,7 +185,7 @@ def publish(output: str, summary: RunSummary, receipts: Sequence[ShardReceipt], 
         for table in TABLES:
             staged = receipt.part(table)
             if staged:
-                lease.confirm()  # a lost lease stops us before we touch the partitions again
+                lease.check()  # a lease the heartbeat lost stops us before we touch the partitions again
                 name = f"part-{summary.attempt}-{receipt.shard_index:05d}.parquet"
                 published = storage.join(partition_uri(output, table, summary.run_date, summary.run_id), name)
                 storage.move(staged, published)
@@ -192,18 +193,18 @@ def publish(output: str, summary: RunSummary, receipts: Sequence[ShardReceipt], 
                 _kill_point("part-published")
     _kill_point("parts-published")
     finished_at = _utc_now()
-    summary = RunSummary.from_dict({
-        **summary.to_dict(),
-        "parts": {"predictions": parts[PREDICTIONS_TABLE], "errors": parts[ERRORS_TABLE]},
-        "timings": {
+    summary = dataclasses.replace(
+        summary,
+        parts=RunParts(predictions=parts[PREDICTIONS_TABLE], errors=parts[ERRORS_TABLE]),
+        timings={
             "started_at": started_at.isoformat(),
             "finished_at": finished_at.isoformat(),
             "pipeline_seconds": round(pipeline_seconds, 3),
             "publish_seconds": round(time.monotonic() - publish_started, 3),
             "total_seconds": round(time.monotonic() - started, 3),
         },
-    })
-    lease.confirm()
+    )
+    lease.confirm()  # renewed and still ours right before the swap
     storage.write_bytes(run_summary_uri(output, summary.run_id), (summary.to_json() + "\n").encode())  # the swap
     _kill_point("summary-written")
     remove_unnamed_parts(output, summary)
