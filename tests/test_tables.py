@@ -218,6 +218,8 @@ def test_the_files_carry_no_partition_key_and_their_lineage_in_metadata(scored_o
     ("SELECT content FROM read_blob('{secret}')", "disabled"),
     ("SELECT * FROM '{secret}'", "disabled"),
     ("SELECT * FROM read_parquet('{part}')", "disabled"),
+    ("SELECT * FROM glob('{secret}')", "disabled"),
+    ("SELECT * FROM query('COPY (SELECT 1) TO ''{out}''')", "Expected a single SELECT"),
 ])
 def test_the_query_sandbox_refuses_everything_but_one_select(scored_output, tmp_path, capsys, sql, message):
     _, scores = scored_output
