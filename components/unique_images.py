@@ -64,7 +64,8 @@ def _move_to_errors(receipt: ShardReceipt, rows: list[int], first_shard: dict[st
     kept_rows = set(range(predictions.num_rows)) - set(rows)
     # Rows of one id in this part are in record order: the n-th row of an id is the n-th scored
     # record with that id; the rows kept (a first occurrence) come before the repeats here.
-    kept_before = collections.Counter(predictions.column("image_id").take(sorted(kept_rows)).to_pylist())
+    kept_ids = predictions.column("image_id").take(pa.array(sorted(kept_rows), pa.int64())).to_pylist()
+    kept_before = collections.Counter(kept_ids)
     for image_id in repeated_ids:
         position = kept_before[image_id] + seen[image_id]
         seen[image_id] += 1
@@ -80,12 +81,15 @@ def _move_to_errors(receipt: ShardReceipt, rows: list[int], first_shard: dict[st
     combined = combined.sort_by("record_index").replace_schema_metadata(lineage)
     kept = predictions.filter(pa.array([row in kept_rows for row in range(predictions.num_rows)]))
     errors_uri = receipt.errors or new_errors_uri
-    _write_table(receipt.predictions, kept)
     _write_table(errors_uri, combined)
+    if kept.num_rows:
+        _write_table(receipt.predictions, kept)
+    else:
+        storage.delete(receipt.predictions)  # an empty part is no part
     by_type = dict(receipt.failed_by_type)
     by_type[DUPLICATE_IMAGE_ID] = by_type.get(DUPLICATE_IMAGE_ID, 0) + len(rows)
     return dataclasses.replace(receipt, scored=kept.num_rows, failed=combined.num_rows, failed_by_type=by_type,
-                               errors=errors_uri)
+                               predictions=receipt.predictions if kept.num_rows else None, errors=errors_uri)
 
 
 def _record_indices(source_uri: str, image_ids: set[str], *, skip: set[int]) -> dict[str, list[int]]:

@@ -219,21 +219,24 @@ def test_a_full_disk_keeps_the_previous_run_and_the_next_attempt_finishes(inputs
 def test_a_repeated_image_id_is_scored_once_and_each_repeat_is_an_error_row(tmp_path, tiny_model):
     shards = tmp_path / "shards"
     shards.mkdir()
-    write_shard(str(shards / "test-00000-of-00002.tfrecord"), ["a", "b", "a", "c"], seed=1)
-    write_shard(str(shards / "test-00001-of-00002.tfrecord"), ["d", "b", "e", "a"], seed=2)
+    write_shard(str(shards / "test-00000-of-00003.tfrecord"), ["a", "b", "a", "c"], seed=1)
+    write_shard(str(shards / "test-00001-of-00003.tfrecord"), ["d", "b", "e", "a"], seed=2)
+    write_shard(str(shards / "test-00002-of-00003.tfrecord"), ["c", "d"], seed=3)  # nothing new: no prediction part
     model = save_model(tiny_model, str(tmp_path / "models"), "v1")
     output = str(tmp_path / "scores")
     summary = score(input=str(shards / "*.tfrecord"), model=model, output=output, run_id=RUN_ID, max_error_rate=1.0)
 
     connection = open_tables(scores=output)
     scored = connection.sql("SELECT image_id, source_uri FROM predictions ORDER BY image_id").fetchall()
-    first, second = (storage.absolute_uri(str(shards / f"test-0000{i}-of-00002.tfrecord")) for i in (0, 1))
+    first, second, third = (storage.absolute_uri(str(shards / f"test-0000{i}-of-00003.tfrecord")) for i in (0, 1, 2))
     assert scored == [("a", first), ("b", first), ("c", first), ("d", second), ("e", second)]
     errors = connection.sql("SELECT source_uri, record_index, image_id, error_type FROM errors ORDER BY ALL").fetchall()
     assert errors == [(first, 2, "a", "duplicate_image_id"), (second, 1, "b", "duplicate_image_id"),
-                      (second, 3, "a", "duplicate_image_id")]
-    assert summary["counts"] == {"read": 8, "scored": 5, "failed": 3, "failed_by_type": {"duplicate_image_id": 3},
+                      (second, 3, "a", "duplicate_image_id"), (third, 0, "c", "duplicate_image_id"),
+                      (third, 1, "d", "duplicate_image_id")]
+    assert summary["counts"] == {"read": 10, "scored": 5, "failed": 5, "failed_by_type": {"duplicate_image_id": 5},
                                  "expected": None}
+    assert len(summary["parts"]["predictions"]) == 2 and len(summary["parts"]["errors"]) == 3
 
 
 def test_the_same_shard_twice_in_the_input_is_refused(tmp_path, tiny_model):
