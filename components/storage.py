@@ -236,26 +236,29 @@ def glob(pattern: str) -> list[str]:
 
 def _segment_pattern(pattern: str) -> re.Pattern:
     """The regular expression of a glob as Python's recursive glob reads it: `**` as a whole
-    segment matches zero or more folders, any other wildcard stays within one segment."""
+    segment matches zero or more folders, any other wildcard stays within one segment, and a
+    wildcard at the start of a segment does not match a leading '.' (hidden names)."""
     out, i = [], 0
     while i < len(pattern):
-        if pattern.startswith("**/", i) and (i == 0 or pattern[i - 1] == "/"):
-            out.append("(?:[^/]*/)*")
+        segment_start = i == 0 or pattern[i - 1] == "/"
+        visible = r"(?!\.)" if segment_start else ""
+        if pattern.startswith("**/", i) and segment_start:
+            out.append(r"(?:(?!\.)[^/]*/)*")
             i += 3
-        elif pattern.startswith("**", i) and (i == 0 or pattern[i - 1] == "/") and i + 2 == len(pattern):
-            out.append(".*")
+        elif pattern.startswith("**", i) and segment_start and i + 2 == len(pattern):
+            out.append(r"(?:(?!\.)[^/]*/)*(?!\.)[^/]*")
             i += 2
         elif pattern[i] == "*":
-            out.append("[^/]*")
+            out.append(visible + "[^/]*")
             i += 1
         elif pattern[i] == "?":
-            out.append("[^/]")
+            out.append(visible + "[^/]")
             i += 1
         elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
             end = pattern.index("]", i + 2)
             body = pattern[i + 1 : end]
             negate = body[:1] in "!^"
-            out.append(("[^" if negate else "[") + re.escape(body[negate:]).replace("\\-", "-") + "]")
+            out.append(visible + ("[^" if negate else "[") + re.escape(body[negate:]).replace("\\-", "-") + "]")
             i = end + 1
         else:
             out.append(re.escape(pattern[i]))

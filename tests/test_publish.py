@@ -34,7 +34,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_ID = "nightly"
 LEASE_TTL_S = 1.0  # short, so that the attempt after a kill -9 can take over at once
 KILL_POINTS = ("leased", "part-published", "parts-published", "summary-written", "cleaned")
-CONCURRENT_TRIALS = 4
+CONCURRENT_TRIALS = 3
 
 
 def write_shard(path: str, image_ids: list[str], seed: int) -> None:
