@@ -9,6 +9,7 @@ must finish the job without manual cleanup.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 from components import storage
 from components.contracts import RunSummary
 from components.errors import InputError
-from components.lease import lease_uri
+from components.lease import acquire, lease_uri, release
 from components.schema import run_summary_uri
 from components.score_run import score, staging_uri
 from components.shards import serialize_example
@@ -248,3 +249,38 @@ def test_the_same_shard_twice_in_the_input_is_refused(tmp_path, tiny_model):
     with pytest.raises(InputError, match="are the same file"):
         score(input=str(shards / "*.tfrecord"), model=model, output=str(tmp_path / "scores"))
     assert not (tmp_path / "scores").exists()
+
+
+# --- A live holder, and receipts that do not match their shard ------------------------------------
+
+
+def test_a_second_live_attempt_exits_2_in_one_line_having_written_nothing(inputs, tmp_path):
+    output = str(tmp_path / "scores")
+    holder = acquire(lease_uri(output, RUN_ID), owner="live-attempt", ttl_s=300)
+    process = score_cli(*cli_args(inputs, output, inputs["new"]))
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "held by live attempt live-attempt" in last
+    assert storage.list_prefix(output) == [lease_uri(output, RUN_ID), lease_uri(output, RUN_ID) + ".guard"]
+    release(holder)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda receipt, other: dataclasses.replace(receipt, source_uri=other), "expected shard 0"),
+    (lambda receipt, other: dataclasses.replace(receipt, shard_index=1), "receipt of shard 1"),
+    (lambda receipt, other: dataclasses.replace(receipt, scored=receipt.scored + 1, read=receipt.read + 1), "staged parts hold"),
+    (lambda receipt, other: dataclasses.replace(receipt, predictions=other), "not this shard's staged"),
+])
+def test_a_receipt_is_checked_against_its_shard_and_its_parts(inputs, tmp_path, tiny_model, tamper, message):
+    from components.scoring import ModelScorer, ScoringTarget, part_name, receipt_uri, score_shard
+    from components.score_run import checked_receipts
+
+    shards = storage.glob(inputs["glob"])
+    staging = str(tmp_path / "staging")
+    target = ScoringTarget(staging=staging, run_id=RUN_ID, run_date="2026-11-30", model_version="v1")
+    receipt = score_shard(0, shards[0], scorer=ModelScorer(tiny_model), target=target)
+    assert checked_receipts(staging, shards[:1]) == [receipt]
+    storage.write_bytes(receipt_uri(staging, part_name(0)), tamper(receipt, storage.absolute_uri(shards[1])).to_json().encode())
+    with pytest.raises(RuntimeError, match=message):
+        checked_receipts(staging, shards[:1])
