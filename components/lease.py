@@ -13,7 +13,9 @@ The lease is a small JSON object `{"owner", "expires_at"}` (expiry in Unix secon
   when its process dies, so a kill -9 never leaves the guard held.
 A live lease of another owner is a RunConflict. An expired one (its holder was killed or
 evicted and stopped renewing) is taken over without manual cleanup. The heartbeat renews
-the lease every ttl/3, so a holder that is alive never lets it expire.
+the lease every ttl/3, so a holder that is alive never lets it expire. Expiry is wall-clock
+time written by one host and read by another: their clocks must agree to well within the
+TTL (NTP does); the default TTL of a minute leaves ample room.
 """
 from __future__ import annotations
 
