@@ -55,10 +55,10 @@ def test_an_expired_lease_is_taken_over_and_its_old_holder_is_told(output):
 
 def test_the_heartbeat_keeps_a_short_lease_alive(output):
     uri = lease_uri(output, "r1")
-    with hold_lease(uri, owner="holder", ttl_s=0.6) as lease:
-        time.sleep(1.5)  # several TTLs: only the heartbeat keeps it ours
+    with hold_lease(uri, owner="holder", ttl_s=1.2) as lease:
+        time.sleep(3.0)  # several TTLs: only the heartbeat keeps it ours
         with pytest.raises(RunConflict):
-            acquire(uri, owner="intruder", ttl_s=0.6)
+            acquire(uri, owner="intruder", ttl_s=1.2)
         lease.confirm()
     assert not storage.exists(uri)
 
