@@ -285,3 +285,34 @@ def test_a_receipt_is_checked_against_its_shard_and_its_parts(inputs, tmp_path, 
     storage.write_bytes(receipt_uri(staging, part_name(0)), tamper(receipt, storage.absolute_uri(shards[1])).to_json().encode())
     with pytest.raises(RuntimeError, match=message):
         checked_receipts(staging, shards[:1])
+
+
+def test_an_attempt_that_lost_its_lease_never_swaps_the_summary(inputs, tmp_path, tiny_model):
+    """A holder that stalled past its TTL (its heartbeat starved) and was taken over stops at the swap."""
+    import datetime
+
+    from components.contracts import RunInputs, RunParts
+    from components.errors import RunConflict
+    from components.score_run import checked_receipts, publish, run_counts
+    from components.scoring import ModelScorer, ScoringTarget, score_shard
+
+    output, shards = str(tmp_path / "scores"), storage.glob(inputs["glob"])
+    score(input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30")
+    stalled = acquire(lease_uri(output, RUN_ID), owner="stalled", ttl_s=0.2)
+    staging = staging_uri(output, RUN_ID, "stalled")
+    target = ScoringTarget(staging=staging, run_id=RUN_ID, run_date="2026-11-30", model_version="new")
+    scorer = ModelScorer(tiny_model)
+    for index, shard in enumerate(shards):
+        score_shard(index, shard, scorer=scorer, target=target)
+    receipts = checked_receipts(staging, shards)
+    time.sleep(0.4)
+    successor = acquire(lease_uri(output, RUN_ID), owner="successor", ttl_s=30)
+    summary = RunSummary(run_id=RUN_ID, run_date="2026-11-30", status="ok", model_version="new", model_uri="m",
+                         inputs=RunInputs(glob=inputs["glob"], shards=shards), parts=RunParts(predictions=[], errors=[]),
+                         counts=run_counts(receipts), error_rate=0.0, max_error_rate=0.0, attempt="stalled", timings={})
+    with pytest.raises(RunConflict, match="lost the lease"):
+        publish(output, summary, receipts, lease=stalled, started=time.monotonic(),
+                started_at=datetime.datetime.now(datetime.timezone.utc), pipeline_seconds=0.0,
+                publish_started=time.monotonic())
+    assert visible_run(output) == (inputs["ids"], {"old"})  # its parts were moved in, but no summary names them
+    release(successor)
