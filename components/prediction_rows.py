@@ -106,7 +106,6 @@ def prediction_batch(
     probabilities: np.ndarray,
     true_labels: Sequence[int | None],
     model_version: str,
-    run_id: str,
     scored_at: datetime.datetime,
 ) -> pa.RecordBatch:
     """Rows of the prediction table for one model call: `probabilities` is (n, 10) softmax."""
@@ -126,14 +125,13 @@ def prediction_batch(
         "probabilities": pa.ListArray.from_arrays(offsets, pa.array(probabilities.ravel()), type=_PROBABILITIES_TYPE),
         "true_label": pa.array(labels, mask=labels < 0),
         "model_version": _repeat(model_version, pa.string(), count),
-        "run_id": _repeat(run_id, pa.string(), count),
         "scored_at": _repeat(scored_at, PREDICTION_SCHEMA.field("scored_at").type, count),
     }
     return pa.RecordBatch.from_arrays([columns[name] for name in PREDICTION_SCHEMA.names], schema=PREDICTION_SCHEMA)
 
 
 def error_batch(
-    errors: Sequence[RecordError], *, source_uri: str, run_id: str, scored_at: datetime.datetime
+    errors: Sequence[RecordError], *, source_uri: str, scored_at: datetime.datetime
 ) -> pa.RecordBatch:
     """Rows of the error table for records of one shard."""
     return pa.RecordBatch.from_pylist(
@@ -144,7 +142,6 @@ def error_batch(
                 "image_id": error.image_id,
                 "error_type": error.error_type,
                 "error_message": error.error_message,
-                "run_id": run_id,
                 "scored_at": scored_at,
             }
             for error in errors

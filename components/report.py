@@ -111,7 +111,7 @@ def report(
     if lowest < 0:
         raise InputError(f"--lowest must be 0 or more, got {lowest}")
     storage.ensure_writable(out)
-    connection = open_tables(predictions=predictions)
+    connection = open_tables(scores=predictions)
     try:
         data = collect(connection, run_id=run_id, run_date=run_date, baseline_run=baseline_run,
                        manifest=manifest, lowest=lowest)
@@ -244,7 +244,7 @@ def training_histogram(connection, selected: list[str], manifest: str | None) ->
         return histogram, storage.join(folder, MANIFEST_NAME)
     where, params = _in("run_id", selected)
     sources = _rows(connection, f"SELECT DISTINCT source_uri FROM predictions WHERE {where}", params)
-    folders = sorted({storage.dirname(source) for (source,) in sources})
+    folders = sorted({storage.dirname(storage.from_absolute_uri(source)) for (source,) in sources})
     for folder in folders:
         if storage.exists(storage.join(folder, MANIFEST_NAME)):
             histogram = _train_split_histogram(read_manifest(folder))
@@ -299,7 +299,7 @@ def thumbnails(rows: list[tuple]) -> list[Thumbnail]:
     for uri, rows_of_shard in wanted.items():
         missing = dict(rows_of_shard)
         try:
-            with storage.open_read(uri) as stream:
+            with storage.open_read(storage.from_absolute_uri(uri)) as stream:
                 for record in read_records(stream):
                     if record.data is None:
                         continue  # a damaged record was an error row, not a prediction

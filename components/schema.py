@@ -3,9 +3,12 @@
 Types are those BigQuery loads from Parquet without surprises: signed integers, float32,
 strings, standard LIST, timestamps in microseconds UTC. Layout (Hive partitioning):
 
-    <out>/predictions/run_date=YYYY-MM-DD/run_id=<id>/part-*.parquet
-    <out>/errors/run_date=YYYY-MM-DD/run_id=<id>/part-*.parquet
-    <out>/runs/<run_id>.json      (run summary, written last)
+    <out>/predictions/run_date=YYYY-MM-DD/run_id=<id>/part-<attempt>-*.parquet
+    <out>/errors/run_date=YYYY-MM-DD/run_id=<id>/part-<attempt>-*.parquet
+    <out>/runs/<run_id>.json      (run summary, one JSON line, written last: names the parts)
+
+The partition keys live in the paths only (Hive, Spark and BigQuery refuse keys that are
+also file columns); a single part carries its lineage in its Parquet key-value metadata.
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ import pyarrow as pa
 
 from components import storage
 
-TABLE_SCHEMA_VERSION = "fmnist-predictions/1"
+TABLE_SCHEMA_VERSION = "fmnist-predictions/2"
+V1_SCHEMA_VERSION = "fmnist-predictions/1"
 PREDICTIONS_TABLE = "predictions"
 ERRORS_TABLE = "errors"
 RUNS_FOLDER = "runs"
@@ -26,7 +30,7 @@ PARTITION_SCHEMA = pa.schema([pa.field("run_date", pa.date32()), pa.field("run_i
 # (name, type, nullable, description): the description feeds docs/prediction_table.md.
 PREDICTION_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("image_id", pa.string(), False, "Unique id of the image, from the shard's `image_id` feature."),
-    ("source_uri", pa.string(), False, "URI of the shard the record came from."),
+    ("source_uri", pa.string(), False, "Absolute URI of the shard the record came from (`file:///...` or `gs://...`)."),
     ("predicted_label", pa.int32(), False, "Predicted class index, 0-9."),
     ("predicted_class", pa.string(), False, "Predicted class name, \"T-shirt/top\" ... \"Ankle boot\"."),
     ("confidence", pa.float32(), False, "Softmax probability of the predicted class."),
@@ -34,18 +38,17 @@ PREDICTION_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
      "Softmax probabilities of all 10 classes, in label order."),
     ("true_label", pa.int32(), True, "Label from the shard, when the shard carries labels; else null."),
     ("model_version", pa.string(), False, "Version of the model that scored the row (lineage)."),
-    ("run_id", pa.string(), False, "Id of the scoring run; also a partition key."),
     ("scored_at", TIMESTAMP, False, "When the row was scored (UTC, microseconds)."),
 )
 
 ERROR_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
-    ("source_uri", pa.string(), False, "URI of the shard holding the bad record."),
+    ("source_uri", pa.string(), False, "Absolute URI of the shard holding the bad record."),
     ("record_index", pa.int64(), False, "0-based position of the record in its shard."),
     ("image_id", pa.string(), True, "The record's `image_id`, when it could be read."),
     ("error_type", pa.string(), False,
-     "corrupt_record, truncated_record, missing_feature, decode_error, bad_shape, ..."),
+     "corrupt_record, truncated_record, unreadable_record, missing_feature, decode_error, bad_shape, "
+     "bad_label, duplicate_image_id, non_finite_score, ..."),
     ("error_message", pa.string(), False, "Human-readable reason."),
-    ("run_id", pa.string(), False, "Id of the scoring run; also a partition key."),
     ("scored_at", TIMESTAMP, False, "When the record was processed (UTC, microseconds)."),
 )
 
@@ -59,6 +62,13 @@ def _schema(columns) -> pa.Schema:
 
 PREDICTION_SCHEMA = _schema(PREDICTION_COLUMNS)
 ERROR_SCHEMA = _schema(ERROR_COLUMNS)
+
+
+def with_lineage(schema: pa.Schema, *, run_id: str, run_date: str, model_version: str) -> pa.Schema:
+    """The schema of one run's part: the table schema plus the part's lineage as key-value metadata
+    (the partition keys are not file columns, so a part copied elsewhere still says what it is)."""
+    lineage = {"run_id": run_id, "run_date": run_date, "model_version": model_version}
+    return schema.with_metadata({**schema.metadata, **{key.encode(): value.encode() for key, value in lineage.items()}})
 
 
 def partition_uri(output: str, table: str, run_date: str, run_id: str) -> str:

@@ -2,8 +2,8 @@
 
     python -m components.schema_docs        # or: make schema-docs
 
-Writes docs/prediction_table.md and infra/bigquery/{predictions,errors}.schema.json in the
-source tree; tests/test_schema_docs.py fails when a committed copy differs from this output.
+Writes docs/prediction_table.md and infra/bigquery/{predictions,errors,runs}.schema.json in
+the source tree (runs: the run summaries, components/contracts.py); tests/test_schema_docs.py fails when a committed copy differs from this output.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pathlib
 
 import pyarrow as pa
 
+from components.contracts import run_summary_bigquery_schema
 from components.schema import (
     ERROR_COLUMNS,
     ERRORS_TABLE,
@@ -27,11 +28,12 @@ DATA_DICTIONARY = "docs/prediction_table.md"
 BIGQUERY_SCHEMA_FILES = {
     PREDICTIONS_TABLE: f"infra/bigquery/{PREDICTIONS_TABLE}.schema.json",
     ERRORS_TABLE: f"infra/bigquery/{ERRORS_TABLE}.schema.json",
+    RUNS_FOLDER: f"infra/bigquery/{RUNS_FOLDER}.schema.json",
 }
 _TABLES = {PREDICTIONS_TABLE: PREDICTION_COLUMNS, ERRORS_TABLE: ERROR_COLUMNS}
 _PARTITION_NOTES = {
     "run_date": "Day of the scoring run, `YYYY-MM-DD` (folder `run_date=…`).",
-    "run_id": "Id of the scoring run (folder `run_id=…`); the files carry it too.",
+    "run_id": "Id of the scoring run (folder `run_id=…`); not a file column.",
 }
 
 
@@ -62,17 +64,25 @@ def data_dictionary() -> str:
         "Parquet, Hive-partitioned, below the `--output` root of `fmnist score`:",
         "",
         "```",
-        f"<out>/{PREDICTIONS_TABLE}/run_date=YYYY-MM-DD/run_id=<id>/part-*.parquet",
-        f"<out>/{ERRORS_TABLE}/run_date=YYYY-MM-DD/run_id=<id>/part-*.parquet",
-        f"<out>/{RUNS_FOLDER}/<run_id>.json      run summary, written last",
+        f"<out>/{PREDICTIONS_TABLE}/run_date=YYYY-MM-DD/run_id=<id>/part-<attempt>-NNNNN.parquet",
+        f"<out>/{ERRORS_TABLE}/run_date=YYYY-MM-DD/run_id=<id>/part-<attempt>-NNNNN.parquet",
+        f"<out>/{RUNS_FOLDER}/<run_id>.json      run summary: one JSON line, written last",
         "```",
         "",
-        "A run is complete once its summary exists; `fmnist query` and `fmnist report` read complete",
-        "runs only. Worked SQL: [analysts.md](analysts.md).",
+        "A run is what its summary says: it is complete once its summary exists, and its rows are",
+        "those of the part files the summary names (absolute URIs), no others. A rerun of a run id",
+        "publishes new parts, then replaces the summary in one write, then removes the old parts.",
+        "`fmnist query`, `fmnist report` and the BigQuery views read complete runs only, through",
+        "their summaries. Worked SQL: [analysts.md](analysts.md).",
         "",
         "## Partition keys",
         "",
-        "Columns of every view, taken from the folder names.",
+        "In the paths only, as Hive, Spark and BigQuery expect: no file has a `run_date` or `run_id`",
+        "column, so every reader (DuckDB with `hive_partitioning`, `pyarrow.dataset`,",
+        "`pyarrow.parquet.read_table` or `pandas.read_parquet` on a table folder, polars, a BigQuery",
+        "external table with the custom prefix `{run_date:DATE}/{run_id:STRING}`) sees the same columns.",
+        "A single part file keeps its lineage in its Parquet key-value metadata: `schema_version`,",
+        "`run_id`, `run_date`, `model_version`.",
         "",
         "| key | type | note |",
         "|---|---|---|",
@@ -97,9 +107,19 @@ def data_dictionary() -> str:
         "Types are the ones BigQuery reads from Parquet without conversion: signed integers,",
         "FLOAT (float32 widens to FLOAT64), STRING, TIMESTAMP from microsecond UTC timestamps, and",
         "`probabilities` as a standard 3-level LIST (`element` items), a REPEATED FLOAT with list",
-        "inference on. BigQuery's Hive partitioning does not accept partition keys that are also",
-        "file columns, and `run_id` is both: load or define the table without Hive partitioning",
-        "(`run_id` comes from the files) or keep `run_id` out of the files.",
+        "inference on. The `runs` table reads the summaries as NEWLINE_DELIMITED_JSON; the maps",
+        "whose keys vary by run (`counts.failed_by_type`, `beam_counters`) are JSON columns.",
+        "",
+        "## `runs` (the run summaries)",
+        "",
+        "| field | BigQuery type | mode | description |",
+        "|---|---|---|---|",
+    ]
+    for field in run_summary_bigquery_schema():
+        lines.append(f"| `{field['name']}` | {field['type']} | {field['mode']} | {field['description']} |")
+        for child in field.get("fields", []):
+            lines.append(f"| `{field['name']}.{child['name']}` | {child['type']} | {child['mode']} | {child['description']} |")
+    lines += [
         "",
     ]
     return "\n".join(lines)
@@ -108,7 +128,9 @@ def data_dictionary() -> str:
 def generated_files() -> dict[str, str]:
     """Repository-relative path -> the content this module generates for it."""
     files = {DATA_DICTIONARY: data_dictionary()}
-    files.update({path: bigquery_schema_json(_TABLES[table]) for table, path in BIGQUERY_SCHEMA_FILES.items()})
+    files.update({path: bigquery_schema_json(_TABLES[table]) for table, path in BIGQUERY_SCHEMA_FILES.items()
+                  if table in _TABLES})
+    files[BIGQUERY_SCHEMA_FILES[RUNS_FOLDER]] = json.dumps(run_summary_bigquery_schema(), indent=2) + "\n"
     return files
 
 

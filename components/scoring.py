@@ -22,7 +22,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import datetime
-import json
 import os
 import tempfile
 import zipfile
@@ -36,6 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from components import storage
+from components.contracts import ShardReceipt
 from components.constants import FEATURE_FORMAT, FEATURE_IMAGE, FEATURE_IMAGE_ID, FEATURE_LABEL, IMAGE_SIZE, NUM_CLASSES
 from components.errors import InputError
 from components.images import ImageError, to_model_image
@@ -52,7 +52,7 @@ from components.prediction_rows import (
     parsed_example,
     prediction_batch,
 )
-from components.schema import ERROR_SCHEMA, ERRORS_TABLE, PREDICTION_SCHEMA, PREDICTIONS_TABLE
+from components.schema import ERROR_SCHEMA, ERRORS_TABLE, PREDICTION_SCHEMA, PREDICTIONS_TABLE, with_lineage
 from components.tfrecord import Record, read_records
 from components.training_data import decode_png_images
 
@@ -209,8 +209,13 @@ class ScoringTarget:
 
     staging: str
     run_id: str
+    run_date: str
     model_version: str
     batch_size: int = DEFAULT_BATCH_SIZE
+
+    def part_schema(self, schema: pa.Schema) -> pa.Schema:
+        """A table schema with this run's lineage in the part's key-value metadata."""
+        return with_lineage(schema, run_id=self.run_id, run_date=self.run_date, model_version=self.model_version)
 
 
 def staged_part_uri(staging: str, table: str, part: str) -> str:
@@ -301,9 +306,8 @@ def _table_batches(
 ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """The scored images and the failed records as rows of the prediction and error tables."""
     predictions = prediction_batch(image_ids=image_ids, source_uri=source_uri, probabilities=probabilities,
-                                   true_labels=labels, model_version=target.model_version, run_id=target.run_id,
-                                   scored_at=scored_at)
-    return predictions, error_batch(errors, source_uri=source_uri, run_id=target.run_id, scored_at=scored_at)
+                                   true_labels=labels, model_version=target.model_version, scored_at=scored_at)
+    return predictions, error_batch(errors, source_uri=source_uri, scored_at=scored_at)
 
 
 def _record_batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -336,9 +340,10 @@ def score_records(
             yield in_flight.popleft().result()
 
 
-def score_shard(shard_index: int, shard_uri: str, *, scorer: ModelScorer, target: ScoringTarget) -> dict:
+def score_shard(shard_index: int, shard_uri: str, *, scorer: ModelScorer, target: ScoringTarget) -> ShardReceipt:
     """Scores one shard into staged parts; writes and returns its receipt (the counts)."""
     part = part_name(shard_index)
+    source_uri = storage.absolute_uri(shard_uri)  # lineage that holds wherever the tables are read
     read = 0
 
     def counted(records: Iterable[Record]) -> Iterator[Record]:
@@ -350,27 +355,27 @@ def score_shard(shard_index: int, shard_uri: str, *, scorer: ModelScorer, target
     failed_by_type: dict[str, int] = {}
     with (
         storage.open_read(shard_uri) as stream,
-        PartWriter(staged_part_uri(target.staging, PREDICTIONS_TABLE, part), PREDICTION_SCHEMA) as predictions,
-        PartWriter(staged_part_uri(target.staging, ERRORS_TABLE, part), ERROR_SCHEMA) as errors,
+        PartWriter(staged_part_uri(target.staging, PREDICTIONS_TABLE, part), target.part_schema(PREDICTION_SCHEMA)) as predictions,
+        PartWriter(staged_part_uri(target.staging, ERRORS_TABLE, part), target.part_schema(ERROR_SCHEMA)) as errors,
     ):
         for prediction_rows, error_rows in score_records(
-            counted(read_records(stream)), scorer=scorer, source_uri=shard_uri, target=target
+            counted(read_records(stream)), scorer=scorer, source_uri=source_uri, target=target
         ):
             predictions.write(prediction_rows)
             errors.write(error_rows)
             for error_type in error_rows.column("error_type").to_pylist():
                 failed_by_type[error_type] = failed_by_type.get(error_type, 0) + 1
-    receipt = {
-        "shard_index": shard_index,
-        "source_uri": shard_uri,
-        "read": read,
-        "scored": predictions.rows,
-        "failed": errors.rows,
-        "failed_by_type": failed_by_type,
-        PREDICTIONS_TABLE: staged_part_uri(target.staging, PREDICTIONS_TABLE, part) if predictions.rows else None,
-        ERRORS_TABLE: staged_part_uri(target.staging, ERRORS_TABLE, part) if errors.rows else None,
-    }
-    storage.write_bytes(receipt_uri(target.staging, part), json.dumps(receipt).encode())
+    receipt = ShardReceipt(
+        shard_index=shard_index,
+        source_uri=source_uri,
+        read=read,
+        scored=predictions.rows,
+        failed=errors.rows,
+        failed_by_type=failed_by_type,
+        predictions=staged_part_uri(target.staging, PREDICTIONS_TABLE, part) if predictions.rows else None,
+        errors=staged_part_uri(target.staging, ERRORS_TABLE, part) if errors.rows else None,
+    )
+    storage.write_bytes(receipt_uri(target.staging, part), receipt.to_json().encode())
     return receipt
 
 
@@ -390,13 +395,13 @@ class ScoreShardFn(beam.DoFn):
         # One model per worker process, however many threads run this DoFn.
         self._scorer = self._shared_model.acquire(lambda: ModelScorer(load_model(self._keras_uri)), tag=self._keras_uri)
 
-    def process(self, element: tuple[int, str]) -> Iterator[dict]:
+    def process(self, element: tuple[int, str]) -> Iterator[ShardReceipt]:
         shard_index, shard_uri = element
         receipt = score_shard(shard_index, shard_uri, scorer=self._scorer, target=self._target)
         Metrics.counter(COUNTER_NAMESPACE, "shards").inc()
         for name in ("read", "scored", "failed"):
-            Metrics.counter(COUNTER_NAMESPACE, f"records_{name}").inc(receipt[name])
-        for error_type, count in receipt["failed_by_type"].items():
+            Metrics.counter(COUNTER_NAMESPACE, f"records_{name}").inc(getattr(receipt, name))
+        for error_type, count in receipt.failed_by_type.items():
             Metrics.counter(COUNTER_NAMESPACE, f"failed_{error_type}").inc(count)
         yield receipt
 

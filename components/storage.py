@@ -12,7 +12,6 @@ that nothing stalls looking for credentials that cannot exist there.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import functools
 import io
 import os
@@ -27,6 +26,7 @@ from typing import IO
 from components.errors import InputError
 
 GCS_SCHEME = "gs://"
+FILE_SCHEME = "file://"
 HTTP_SCHEMES = ("http://", "https://")
 _WILDCARDS = "*?["
 # Uploads above this size go through the resumable protocol, so a dropped connection
@@ -96,6 +96,21 @@ def join(base: str, *parts: str) -> str:
     return joined
 
 
+def absolute_uri(uri: str) -> str:
+    """The URI as lineage that holds anywhere: `file:///abs/path` for a local path, else unchanged.
+
+    The path is kept as it is (not percent-encoded), so a glob stays readable and
+    from_absolute_uri gives back exactly the path."""
+    if is_remote(uri) or uri.startswith(FILE_SCHEME):
+        return uri
+    return FILE_SCHEME + os.path.abspath(uri)
+
+
+def from_absolute_uri(uri: str) -> str:
+    """The location this module opens for an absolute URI: the local path of a `file://` URI."""
+    return uri[len(FILE_SCHEME) :] if uri.startswith(FILE_SCHEME) else uri
+
+
 def basename(uri: str) -> str:
     """The last segment of a URI."""
     return uri.rstrip("/").rsplit("/", 1)[-1]
@@ -130,6 +145,16 @@ def _blob(uri: str):  # -> google.cloud.storage.Blob
     blob = _gcs_client().bucket(bucket).blob(key)
     blob.chunk_size = RESUMABLE_CHUNK_BYTES
     return blob
+
+
+def gcs_blob(uri: str):  # -> google.cloud.storage.Blob
+    """The Blob of a gs:// URI, for conditional writes on generations (components.lease)."""
+    return _blob(uri)
+
+
+def gcs_retry():
+    """The retry policy of every call here (conditional writes are retried only with their precondition)."""
+    return _retry()
 
 
 def _retry():
@@ -249,19 +274,19 @@ def _http_input_error(uri: str, error: urllib.error.URLError) -> InputError:
 
 
 def glob(pattern: str) -> list[str]:
-    """Sorted URIs of the files matching a shell-style pattern ('*' may cross '/' on gs://)."""
+    """Sorted URIs of the files matching a shell-style pattern, matched the same way on every
+    scheme: `*`, `?` and `[...]` stay within one path segment, `**` crosses folders."""
     if _is_gcs(pattern):
         bucket, key_pattern = _split_gcs(pattern)
         cut = min((key_pattern.find(c) for c in _WILDCARDS if c in key_pattern), default=-1)
         prefix = key_pattern if cut < 0 else key_pattern[:cut]
+        matches = _segment_pattern(key_pattern).fullmatch
         try:
             names = [blob.name for blob in _gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry())]
         except _gcs_not_found() as error:
             raise _missing(pattern) from error
         return sorted(
-            f"{GCS_SCHEME}{bucket}/{name}"
-            for name in names
-            if fnmatch.fnmatchcase(name, key_pattern) and not name.endswith("/")
+            f"{GCS_SCHEME}{bucket}/{name}" for name in names if matches(name) and not name.endswith("/")
         )
     if _is_http(pattern):
         raise InputError(f"{pattern}: http(s) locations cannot be listed; name the files")
@@ -270,10 +295,42 @@ def glob(pattern: str) -> list[str]:
     return sorted(path for path in local_glob.glob(pattern, recursive=True) if os.path.isfile(path))
 
 
+def _segment_pattern(pattern: str) -> re.Pattern:
+    """The regular expression of a glob as Python's recursive glob reads it: `**` as a whole
+    segment matches zero or more folders, any other wildcard stays within one segment, and a
+    wildcard at the start of a segment does not match a leading '.' (hidden names)."""
+    out, i = [], 0
+    while i < len(pattern):
+        segment_start = i == 0 or pattern[i - 1] == "/"
+        visible = r"(?!\.)" if segment_start else ""
+        if pattern.startswith("**/", i) and segment_start:
+            out.append(r"(?:(?!\.)[^/]*/)*")
+            i += 3
+        elif pattern.startswith("**", i) and segment_start and i + 2 == len(pattern):
+            out.append(r"(?:(?!\.)[^/]*/)*(?!\.)[^/]*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append(visible + "[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append(visible + "[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            negate = body[:1] in "!^"
+            out.append(visible + ("[^" if negate else "[") + re.escape(body[negate:]).replace("\\-", "-") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
 def list_prefix(uri: str) -> list[str]:
     """Sorted URIs of every file below a folder-like prefix."""
     if _is_gcs(uri):
-        return glob(join(uri, "*"))
+        return glob(join(uri, "**"))
     return sorted(
         os.path.join(root, name) for root, _, names in os.walk(uri) for name in names
     )

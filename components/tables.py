@@ -1,148 +1,220 @@
-"""The scoring output as SQL: DuckDB views over the Hive-partitioned Parquet of complete runs.
+"""The scoring output as SQL: DuckDB views over exactly the Parquet parts that complete runs' summaries name.
 
-    con = open_tables(predictions="runs/local/scores")      # or gs://bucket/scores
-    con.sql("SELECT predicted_class, count(*) FROM predictions GROUP BY ALL")
+    con = open_tables(scores="runs/local/scores")      # or gs://bucket/scores
+    con.sql("SELECT predicted_class, count(*) FROM predictions_current GROUP BY ALL")
 
-Views: `predictions` and `errors` (the Parquet columns of components/schema.py plus the
-partition key `run_date` as a DATE; `run_id` is in the files and in the path), and `runs`
-(one row per run summary). Only complete runs are visible: a run is complete when its
-summary `runs/<run_id>.json`, written last by `score`, exists; files of a run still being
-written or abandoned half-way are never read.
+Views (table contract v2, components/schema.py):
+- `predictions`: rows of every complete run: the Parquet columns, `true_class` (the name of
+  `true_label`), and the partition keys `run_date` (DATE) and `run_id` from the paths;
+- `predictions_current`: the same, for the latest complete run of each `run_date` only (a
+  rerun under a new id or a backfill does not double-count a day);
+- `errors`: the error rows of every complete run, with the partition keys;
+- `runs`: one row per run summary.
+A run is complete when its summary `runs/<run_id>.json` (written last by `score`) exists,
+and only the parts it names are read: a stray or foreign file in a partition is never
+counted, files of a run being written or abandoned never show. A summary that cannot be
+read is skipped with a warning naming it. Outputs of contract v1 (run_id inside the files)
+are refused with how to migrate them.
 
-The Parquet is read with pyarrow.dataset over the storage layer's Arrow file system and
-handed to DuckDB as Arrow datasets (projection and partition filters are pushed down), so
-no DuckDB extension has to be downloaded to read `gs://`.
+The connection is a sandbox: the Parquet is read by pyarrow.dataset over the storage
+layer's Arrow file system (no DuckDB extension is downloaded for `gs://`) and handed to
+DuckDB as Arrow datasets; then DuckDB's own file and network access is switched off and its
+configuration locked, and `query` runs exactly one read-only SELECT.
 """
 from __future__ import annotations
 
 import datetime
-import json
+import logging
 import os
 import tempfile
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
-from pyarrow import fs
 
 from components import storage
+from components.constants import CLASS_NAMES
+from components.contracts import ContractError, RunSummary
 from components.errors import InputError
 from components.schema import (
     ERROR_SCHEMA,
     ERRORS_TABLE,
-    PARTITION_KEYS,
     PARTITION_SCHEMA,
     PREDICTION_SCHEMA,
     PREDICTIONS_TABLE,
     RUNS_FOLDER,
+    TABLE_SCHEMA_VERSION,
+    V1_SCHEMA_VERSION,
+    partition_uri,
 )
 
+log = logging.getLogger(__name__)
+
 RUNS_VIEW = "runs"
+CURRENT_PREDICTIONS_VIEW = "predictions_current"
+VIEWS = (PREDICTIONS_TABLE, CURRENT_PREDICTIONS_VIEW, ERRORS_TABLE, RUNS_VIEW)
 RUNS_SCHEMA = pa.schema(
     [
         pa.field("run_id", pa.string()),
         pa.field("run_date", pa.date32()),
+        pa.field("status", pa.string()),
         pa.field("model_version", pa.string()),
         pa.field("read", pa.int64()),
         pa.field("scored", pa.int64()),
         pa.field("failed", pa.int64()),
+        pa.field("expected", pa.int64()),
         pa.field("failed_by_type", pa.map_(pa.string(), pa.int64())),
+        pa.field("error_rate", pa.float64()),
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
         pa.field("summary", pa.string()),  # the whole summary JSON: query it with json_extract
     ]
 )
 OUTPUT_FORMATS = (".csv", ".parquet")
+MIGRATE_HINT = "rewrite it as contract v2 with `fmnist migrate-tables --scores {root}`, or score it again"
 
 
-def read_run_summaries(predictions: str) -> list[dict]:
-    """The summaries of the complete runs under a scoring output root, sorted by run id."""
+def read_run_summaries(scores: str) -> list[RunSummary]:
+    """The summaries of the complete runs below a scoring output root, sorted by run id.
+
+    An unreadable or invalid summary is skipped with a warning naming it; a summary of table
+    contract v1 is an InputError saying how to migrate.
+    """
     summaries = []
-    for uri in storage.glob(storage.join(predictions, RUNS_FOLDER, "*.json")):
+    for uri in storage.glob(storage.join(scores, RUNS_FOLDER, "*.json")):
+        data = storage.read_bytes(uri)
         try:
-            summary = json.loads(storage.read_bytes(uri))
-        except json.JSONDecodeError as error:
-            raise InputError(f"{uri}: run summary is not valid JSON ({error})") from error
-        summary.setdefault("run_id", storage.basename(uri)[: -len(".json")])
+            summary = RunSummary.from_json(data)
+        except ContractError as error:
+            if _is_v1(data):
+                raise InputError(f"{uri}: a run of table contract v1 ({V1_SCHEMA_VERSION}); "
+                                 + MIGRATE_HINT.format(root=scores)) from error
+            log.warning("%s: skipped, not a valid run summary (%s)", uri, error)
+            continue
+        if summary.schema_version != TABLE_SCHEMA_VERSION or storage.basename(uri) != f"{summary.run_id}.json":
+            log.warning("%s: skipped, a summary of run %s, schema %s", uri, summary.run_id, summary.schema_version)
+            continue
         summaries.append(summary)
-    return sorted(summaries, key=lambda summary: summary["run_id"])
+    return sorted(summaries, key=lambda summary: summary.run_id)
 
 
-def open_tables(*, predictions: str) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the views `predictions`, `errors` and `runs` of complete runs."""
-    summaries = read_run_summaries(predictions)
+def _is_v1(data: bytes) -> bool:
+    return V1_SCHEMA_VERSION.encode() in data
+
+
+def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
+    """A locked DuckDB connection with the views `predictions`, `predictions_current`, `errors`
+    and `runs` of the complete runs below `scores` (the --output root of `fmnist score`)."""
+    summaries = read_run_summaries(scores)
     if not summaries:
         raise InputError(
-            f"{predictions}: no complete scoring run (no {RUNS_FOLDER}/*.json); "
+            f"{scores}: no complete scoring run (no valid {RUNS_FOLDER}/*.json); "
             "expected the --output root of `fmnist score`"
         )
-    complete = {summary["run_id"]: summary.get("run_date") for summary in summaries}
     connection = duckdb.connect()
-    for table, schema in ((PREDICTIONS_TABLE, PREDICTION_SCHEMA), (ERRORS_TABLE, ERROR_SCHEMA)):
-        connection.register(table, _table_dataset(storage.join(predictions, table), schema, complete))
-    connection.register(RUNS_VIEW, _runs_table(summaries))
+    try:
+        for table, schema in ((PREDICTIONS_TABLE, PREDICTION_SCHEMA), (ERRORS_TABLE, ERROR_SCHEMA)):
+            connection.register(f"_{table}_parts", _parts_dataset(scores, table, schema, summaries))
+        connection.register(f"_{RUNS_VIEW}", _runs_table(summaries))
+        class_names = ", ".join("'" + name.replace("'", "''") + "'" for name in CLASS_NAMES)
+        columns = []
+        for name in PREDICTION_SCHEMA.names:
+            columns.append(name)
+            if name == "true_label":
+                columns.append(f"[{class_names}][true_label + 1] AS true_class")  # NULL stays NULL
+        partition_keys = ", ".join(PARTITION_SCHEMA.names)
+        connection.execute(f"CREATE VIEW {PREDICTIONS_TABLE} AS SELECT {', '.join(columns)}, {partition_keys} "
+                           f"FROM _{PREDICTIONS_TABLE}_parts")
+        connection.execute(f"CREATE VIEW {ERRORS_TABLE} AS SELECT * FROM _{ERRORS_TABLE}_parts")
+        connection.execute(f"CREATE VIEW {RUNS_VIEW} AS SELECT * FROM _{RUNS_VIEW}")
+        connection.execute(
+            f"CREATE VIEW {CURRENT_PREDICTIONS_VIEW} AS SELECT * FROM {PREDICTIONS_TABLE} WHERE run_id IN ("
+            f"SELECT run_id FROM {RUNS_VIEW} QUALIFY row_number() OVER "
+            "(PARTITION BY run_date ORDER BY finished_at DESC NULLS LAST, run_id DESC) = 1)"
+        )
+        # The sandbox: no file or network access of DuckDB's own, and nobody can switch it back.
+        connection.execute("SET enable_external_access = false")
+        connection.execute("SET lock_configuration = true")
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
-def _table_dataset(table_uri: str, schema: pa.Schema, complete: dict[str, str | None]) -> ds.Dataset:
-    """The Parquet files of the complete runs of one table, as one Hive-partitioned dataset."""
+def _parts_dataset(scores: str, table: str, schema: pa.Schema, summaries: list[RunSummary]) -> ds.Dataset:
+    """The parts of one table that the summaries name, as one Hive-partitioned dataset.
+
+    Each part is looked up by its name in its run's own partition below `scores`, so a
+    summary never makes a file elsewhere count, and an output root copied to another
+    place stays readable.
+    """
+    table_uri = storage.join(scores, table)
     filesystem, base = storage.arrow_filesystem(table_uri)
-    listing = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
-    files = [info.path for info in listing if info.type == fs.FileType.File and _is_complete(info.path, base, complete)]
-    full_schema = pa.schema(list(schema) + [field for field in PARTITION_SCHEMA if field.name not in schema.names])
-    return ds.dataset(
-        files,
-        schema=full_schema,
-        format="parquet",
-        filesystem=filesystem,
-        partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
-        partition_base_dir=base,
-    )
+    files = []
+    for summary in summaries:
+        folder = partition_uri(scores, table, summary.run_date, summary.run_id)
+        for part in summary.parts.of(table):
+            files.append(storage.arrow_filesystem(storage.join(folder, storage.basename(part)))[1])
+    full_schema = pa.schema(list(schema) + list(PARTITION_SCHEMA))
+    try:
+        return ds.dataset(files, schema=full_schema, format="parquet", filesystem=filesystem,
+                          partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"), partition_base_dir=base)
+    except (FileNotFoundError, OSError) as error:
+        raise InputError(f"{table_uri}: a part named by a run summary cannot be read ({error})") from error
 
 
-def _is_complete(path: str, base: str, complete: dict[str, str | None]) -> bool:
-    """True for a data file in the partition folder of a run whose summary exists."""
-    parts = path[len(base) :].strip("/").split("/")
-    if len(parts) != len(PARTITION_KEYS) + 1 or not parts[-1].endswith(".parquet") or parts[-1][0] in "._":
-        return False  # staging folders, temporary and hidden files
-    values = dict(part.partition("=")[::2] for part in parts[:-1])
-    run_id, run_date = values.get("run_id"), values.get("run_date")
-    return run_id in complete and complete[run_id] in (None, run_date)
-
-
-def _runs_table(summaries: list[dict]) -> pa.Table:
+def _runs_table(summaries: list[RunSummary]) -> pa.Table:
     rows = []
     for summary in summaries:
-        counts = summary.get("counts", {})
-        try:
-            run_date = _date(summary.get("run_date"))
-        except (TypeError, ValueError) as error:
-            raise InputError(f"run {summary['run_id']}: run_date {summary.get('run_date')!r} is not YYYY-MM-DD") from error
+        counts = summary.counts
         rows.append(
             {
-                "run_id": summary["run_id"],
-                "run_date": run_date,
-                "model_version": summary.get("model_version"),
-                "read": counts.get("read"),
-                "scored": counts.get("scored"),
-                "failed": counts.get("failed"),
-                "failed_by_type": list((counts.get("failed_by_type") or {}).items()),
-                "summary": json.dumps(summary, sort_keys=True),
+                "run_id": summary.run_id,
+                "run_date": datetime.date.fromisoformat(summary.run_date),
+                "status": summary.status,
+                "model_version": summary.model_version,
+                "read": counts.read,
+                "scored": counts.scored,
+                "failed": counts.failed,
+                "expected": counts.expected,
+                "failed_by_type": list(counts.failed_by_type.items()),
+                "error_rate": summary.error_rate,
+                "started_at": _timestamp(summary.timings.get("started_at")),
+                "finished_at": _timestamp(summary.timings.get("finished_at")),
+                "summary": summary.to_json(),
             }
         )
     return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
 
 
-def _date(value: str | None) -> datetime.date | None:
-    return None if value is None else datetime.date.fromisoformat(value)
-
-
-def query(*, sql: str, predictions: str) -> pa.Table:
-    """Runs one SQL statement against the views of a scoring output; the result as Arrow."""
-    connection = open_tables(predictions=predictions)
+def _timestamp(value: object) -> datetime.datetime | None:
     try:
-        relation = connection.sql(sql)
-        if relation is None:
-            raise InputError("SQL: the statement returns no rows (use a query, e.g. SELECT ...)")
-        return relation.to_arrow_table()
+        return datetime.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def read_only_statement(sql: str) -> str:
+    """The one SELECT in `sql`; InputError for anything else (a second statement, COPY, ATTACH, SET, ...)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as error:
+        raise InputError(f"SQL: {type(error).__name__}: {str(error).strip().splitlines()[0]}") from error
+    if len(statements) != 1:
+        raise InputError(f"SQL: exactly one statement is allowed, found {len(statements)}")
+    (statement,) = statements
+    if statement.type != duckdb.StatementType.SELECT:
+        raise InputError(f"SQL: only a read-only SELECT is allowed, found {statement.type.name}; "
+                         "use --out FILE.csv or FILE.parquet to export a result")
+    return statement.query
+
+
+def query(*, sql: str, scores: str) -> pa.Table:
+    """Runs one read-only SELECT against the views of a scoring output; the result as Arrow."""
+    statement = read_only_statement(sql)
+    connection = open_tables(scores=scores)
+    try:
+        return connection.sql(statement).to_arrow_table()
     except duckdb.Error as error:
         first_line = str(error).strip().splitlines()[0]
         raise InputError(f"SQL: {type(error).__name__}: {first_line}") from error

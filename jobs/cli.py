@@ -7,6 +7,7 @@ from collections.abc import Sequence
 STEPS = {
     "prepare": "jobs.prepare",
     "prepare-images": "jobs.prepare_images",
+    "migrate-tables": "jobs.migrate_tables",
     "query": "jobs.query",
     "report": "jobs.report",
     "train": "jobs.train",

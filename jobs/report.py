@@ -1,8 +1,8 @@
 """Scoring tables -> one self-contained HTML report (class mix vs training, confidence, accuracy, thumbnails).
 
-    fmnist report --predictions runs/local/scores --out runs/local/report
-    fmnist report --predictions gs://bucket/scores --run-date 2026-11-28 --out gs://bucket/reports/2026-11-28
-    fmnist report --predictions runs/local/scores --run-id RUN --baseline-run OLDER_RUN --out report/
+    fmnist report --scores runs/local/scores --out runs/local/report
+    fmnist report --scores gs://bucket/scores --run-date 2026-11-28 --out gs://bucket/reports/2026-11-28
+    fmnist report --scores runs/local/scores --run-id RUN --baseline-run OLDER_RUN --out report/
 """
 import argparse
 import sys
@@ -13,7 +13,9 @@ from jobs.runner import main_of, new_parser, uri
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("fmnist report", __doc__.splitlines()[0])
-    parser.add_argument("--predictions", type=uri, required=True, help="the scoring output root (the --output given to `fmnist score`)")
+    parser.add_argument("--scores", "--predictions", dest="predictions", type=uri, required=True,
+                        help="the scoring output root (the --output given to `fmnist score`); "
+                             "--predictions is a deprecated alias")
     parser.add_argument("--out", type=uri, required=True, help="folder for report.html and summary.json")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--run-id", dest="run_id", help="the run to report on (default: the latest complete run)")

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-error-rate", dest="max_error_rate", type=float,
                         help="failed share above which the run exits 3 after publishing (default 0.01)")
     parser.add_argument("--batch-size", dest="batch_size", type=int, help="images per model call (default 512)")
+    parser.add_argument("--lease-ttl-s", dest="lease_ttl_s", type=float,
+                        help="seconds after which the run id lease of an attempt that stopped renewing it "
+                             "(killed, evicted) may be taken over (default 60)")
     return parser
 
 

@@ -3,8 +3,9 @@
 The readers (SQL views, `fmnist report`, the analysts' SQL examples) are tested on tables
 written the way `fmnist score` writes them: real image shards and manifest (components.shards
 / components.prepare), rows built with pyarrow against PREDICTION_SCHEMA / ERROR_SCHEMA,
-`pq.write_table` into `partition_uri(...)/part-NNNNN.parquet`, and the run summary written
-last at `run_summary_uri(...)`. Only the model is stood in for: probabilities come from a
+`pq.write_table` into `partition_uri(...)/part-<attempt>-NNNNN.parquet` with the run's lineage
+in the key-value metadata, and the run summary (components.contracts.RunSummary, naming the
+parts) written last at `run_summary_uri(...)`. Only the model is stood in for: probabilities come from a
 seeded random generator that favours the true label, so two "model versions" mostly agree.
 
 The `scored_output` fixture (tests/conftest.py) builds:
@@ -18,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
-import json
 
 import numpy as np
 import pyarrow as pa
@@ -26,15 +26,16 @@ import pyarrow.parquet as pq
 
 from components import storage
 from components.constants import CLASS_NAMES, NUM_CLASSES
+from components.contracts import RunCounts, RunInputs, RunParts, RunSummary
 from components.prepare import new_manifest, publish_manifest
 from components.schema import (
     ERROR_SCHEMA,
     ERRORS_TABLE,
     PREDICTION_SCHEMA,
     PREDICTIONS_TABLE,
-    TABLE_SCHEMA_VERSION,
     partition_uri,
     run_summary_uri,
+    with_lineage,
 )
 from components.shards import ShardTask, class_histogram, parse_example, shard_name, write_shard
 from components.tfrecord import read_records
@@ -102,12 +103,16 @@ def fake_probabilities(label: int | None, image_id: str, seed: int) -> np.ndarra
     return (exp / exp.sum()).astype(np.float32)
 
 
-def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bool = True) -> dict:
+def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bool = True) -> RunSummary:
     """Scores the shards with the stand-in model into the tables; the summary is written last."""
     scored_at = datetime.datetime(*map(int, run.run_date.split("-")), 6, 0, tzinfo=datetime.timezone.utc)
     failures = {(shard, record): error_type for shard, record, error_type in run.failures}
     read, failed_by_type, started_at = 0, {}, datetime.datetime.now(datetime.timezone.utc)
+    attempt = f"{run.run_id}-attempt"
+    lineage = dict(run_id=run.run_id, run_date=run.run_date, model_version=run.model_version)
+    parts: dict[str, list[str]] = {PREDICTIONS_TABLE: [], ERRORS_TABLE: []}
     for shard_index, uri in enumerate(shard_uris):
+        source_uri = storage.absolute_uri(uri)
         predictions, errors = [], []
         with storage.open_read(uri) as stream:
             for record in read_records(stream):
@@ -116,41 +121,44 @@ def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bo
                 error_type = failures.get((shard_index, record.index))
                 if error_type:
                     failed_by_type[error_type] = failed_by_type.get(error_type, 0) + 1
-                    errors.append({"source_uri": uri, "record_index": record.index, "image_id": example.image_id,
+                    errors.append({"source_uri": source_uri, "record_index": record.index, "image_id": example.image_id,
                                    "error_type": error_type, "error_message": f"planted {error_type}",
-                                   "run_id": run.run_id, "scored_at": scored_at})
+                                   "scored_at": scored_at})
                     continue
                 probabilities = fake_probabilities(example.label, example.image_id, run.seed)
                 label = int(probabilities.argmax())
                 predictions.append({
-                    "image_id": example.image_id, "source_uri": uri, "predicted_label": label,
+                    "image_id": example.image_id, "source_uri": source_uri, "predicted_label": label,
                     "predicted_class": CLASS_NAMES[label], "confidence": float(probabilities[label]),
                     "probabilities": probabilities.tolist(), "true_label": example.label,
-                    "model_version": run.model_version, "run_id": run.run_id, "scored_at": scored_at,
+                    "model_version": run.model_version, "scored_at": scored_at,
                 })
-        part = f"part-{shard_index:05d}.parquet"
-        _write_parquet(storage.join(partition_uri(output, PREDICTIONS_TABLE, run.run_date, run.run_id), part),
-                       pa.Table.from_pylist(predictions, schema=PREDICTION_SCHEMA))
-        if errors:  # like a scorer that writes no file for a shard without errors
-            _write_parquet(storage.join(partition_uri(output, ERRORS_TABLE, run.run_date, run.run_id), part),
-                           pa.Table.from_pylist(errors, schema=ERROR_SCHEMA))
+        part = f"part-{attempt}-{shard_index:05d}.parquet"
+        for table, rows, schema in ((PREDICTIONS_TABLE, predictions, PREDICTION_SCHEMA), (ERRORS_TABLE, errors, ERROR_SCHEMA)):
+            if rows:  # like the scorer, which writes no file for a shard without rows of a table
+                part_uri = storage.join(partition_uri(output, table, run.run_date, run.run_id), part)
+                _write_parquet(part_uri, pa.Table.from_pylist(rows, schema=with_lineage(schema, **lineage)))
+                parts[table].append(storage.absolute_uri(part_uri))
     failed = sum(failed_by_type.values())
     finished_at = datetime.datetime.now(datetime.timezone.utc)
-    document = {  # the fields `fmnist score` writes (components/score_run.py), minus Beam's counters
-        "schema_version": TABLE_SCHEMA_VERSION,
-        "run_id": run.run_id,
-        "run_date": run.run_date,
-        "status": "ok",
-        "model_version": run.model_version,
-        "model_uri": f"models/{run.model_version}",
-        "inputs": {"glob": storage.join(storage.dirname(shard_uris[0]), "test-*.tfrecord"), "shards": list(shard_uris)},
-        "counts": {"read": read, "scored": read - failed, "failed": failed, "failed_by_type": failed_by_type},
-        "error_rate": failed / read,
-        "timings": {"started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
-                    "total_seconds": round((finished_at - started_at).total_seconds(), 3)},
-    }
+    document = RunSummary(  # what `fmnist score` writes (components/score_run.py), minus Beam's counters
+        run_id=run.run_id,
+        run_date=run.run_date,
+        status="ok",
+        model_version=run.model_version,
+        model_uri=storage.absolute_uri(f"models/{run.model_version}"),
+        inputs=RunInputs(glob=storage.absolute_uri(storage.join(storage.dirname(shard_uris[0]), "test-*.tfrecord")),
+                         shards=[storage.absolute_uri(uri) for uri in shard_uris]),
+        parts=RunParts(predictions=parts[PREDICTIONS_TABLE], errors=parts[ERRORS_TABLE]),
+        counts=RunCounts(read=read, scored=read - failed, failed=failed, failed_by_type=failed_by_type),
+        error_rate=failed / read,
+        max_error_rate=0.01,
+        attempt=attempt,
+        timings={"started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
+                 "total_seconds": round((finished_at - started_at).total_seconds(), 3)},
+    )
     if summary:
-        storage.write_bytes(run_summary_uri(output, run.run_id), json.dumps(document, indent=2).encode())
+        storage.write_bytes(run_summary_uri(output, run.run_id), (document.to_json() + "\n").encode())
     return document
 
 

@@ -1,14 +1,22 @@
-"""Every SQL example in docs/analysts.md runs against scoring output and returns rows.
+"""Every question in docs/analysts.md, in DuckDB and in BigQuery SQL, gives the same answer.
 
-The tables come from the `scored_output` fixture (written like `fmnist score` writes them);
-to check the examples against a real `make run`, give `scores_root` that output's root.
+Each DuckDB block runs against scoring output through `fmnist query`'s sandbox. Each
+BigQuery block is parsed with sqlglot's BigQuery dialect (a syntax error fails the test),
+translated to DuckDB and run on the same tables: the two answers must be equal. BigQuery
+itself cannot run here; the parser and the translation stand in for it.
+
+The tables come from the `scored_output` fixture (written like `fmnist score` writes them)
+and, in the slow test, from real scorer output: two model versions trained on real images,
+two runs on one day (a rerun under a new id), and a shard with a damaged record.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 
 import pytest
+import sqlglot
 
 from components.tables import query
 
@@ -16,12 +24,39 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(REPO, "docs", "analysts.md")
 
 
-def sql_blocks(path: str) -> list[str]:
+def sql_pairs(path: str) -> list[tuple[str, str]]:
+    """(DuckDB, BigQuery) block pairs, in the order of the document."""
     with open(path) as file:
-        return re.findall(r"```sql\n(.*?)```", file.read(), flags=re.DOTALL)
+        blocks = re.findall(r"```sql (duckdb|bigquery)\n(.*?)```", file.read(), flags=re.DOTALL)
+    dialects = [dialect for dialect, _ in blocks]
+    assert dialects == ["duckdb", "bigquery"] * (len(blocks) // 2), "each DuckDB block is followed by its BigQuery block"
+    return [(blocks[i][1], blocks[i + 1][1]) for i in range(0, len(blocks), 2)]
 
 
-BLOCKS = sql_blocks(DOC)
+PAIRS = sql_pairs(DOC)
+
+
+def bigquery_as_duckdb(sql: str) -> str:
+    """The BigQuery text parsed strictly, then written as DuckDB SQL."""
+    [statement] = sqlglot.parse(sql, read="bigquery", error_level=sqlglot.ErrorLevel.RAISE)
+    return statement.sql(dialect="duckdb")
+
+
+def rows(sql: str, scores: str) -> list[tuple]:
+    table = query(sql=sql, scores=scores)
+    return [tuple(round(value, 6) if isinstance(value, float) else value for value in row.values())
+            for row in table.to_pylist()]
+
+
+def assert_same_answer(pair: tuple[str, str], scores: str) -> None:
+    duckdb_sql, bigquery_sql = pair
+    expected = rows(duckdb_sql, scores)
+    assert expected, duckdb_sql
+    answered = rows(bigquery_as_duckdb(bigquery_sql), scores)
+    assert len(answered) == len(expected)
+    for ours, theirs in zip(expected, answered):
+        assert all(a == b or (isinstance(a, float) and math.isclose(a, b, abs_tol=1e-6)) for a, b in zip(ours, theirs)), (
+            ours, theirs, bigquery_sql)
 
 
 @pytest.fixture(scope="module")
@@ -32,28 +67,32 @@ def scores_root(scored_output) -> str:
 def test_the_doc_has_the_promised_examples():
     text = open(DOC).read()
     for topic in ("Daily class mix", "Low-confidence share per class", "Disagreement between two model versions",
-                  "Error reasons per shard"):
+                  "Error reasons per shard", "Run health", "Accuracy per class"):
         assert f"### {topic}" in text
-    assert len(BLOCKS) >= 6
+    assert len(PAIRS) >= 8
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_sql_example_runs_and_returns_rows(scores_root, index):
-    table = query(sql=BLOCKS[index], predictions=scores_root)
-    assert table.num_rows > 0, BLOCKS[index]
+def test_a_bigquery_syntax_error_is_caught():
+    with pytest.raises(sqlglot.errors.ParseError):
+        bigquery_as_duckdb("SELECT FROM WHERE predictions (")
+
+
+@pytest.mark.parametrize("index", range(len(PAIRS)))
+def test_both_dialects_give_the_same_answer(scores_root, index):
+    assert_same_answer(PAIRS[index], scores_root)
 
 
 def test_disagreement_example_counts_the_two_versions(scores_root):
-    block = next(block for block in BLOCKS if "disagreement_rate" in block)
-    [row] = query(sql=block, predictions=scores_root).to_pylist()
+    duckdb_sql = next(duckdb_sql for duckdb_sql, _ in PAIRS if "disagreement_rate" in duckdb_sql)
+    [row] = query(sql=duckdb_sql, scores=scores_root).to_pylist()
     assert (row["old_version"], row["new_version"]) == ("v1", "v2")
     assert row["common_images"] == 38 and 0 < row["disagreements"] < 38
 
 
 @pytest.fixture(scope="module")
 def real_scores_root(tmp_path_factory) -> str:
-    """Real scorer output: two model versions trained on real images score the same shards
-    on two days, and one shard has a damaged record (so the error examples have rows)."""
+    """Real scorer output: two model versions trained on real images score the same shards on
+    two days, the second day twice (a rerun under a new id), one shard with a damaged record."""
     from components.prepare import prepare
     from components.score_run import score
     from components.training import train
@@ -68,15 +107,27 @@ def real_scores_root(tmp_path_factory) -> str:
         if shard.name.startswith("test-00001"):
             data[100] ^= 0xFF  # inside the first record's data: a CRC error row, the rest scored
         (root / "incoming" / shard.name).write_bytes(bytes(data))
+    incoming, scores = str(root / "incoming" / "test-*.tfrecord"), str(root / "scores")
+    models = {}
     for seed, day in ((1, "2026-11-27"), (2, "2026-11-28")):
-        trained = train(data=str(root / "shards"), model_root=str(root / "models"), epochs=1, seed=seed, min_accuracy=0.5)
-        score(input=str(root / "incoming" / "test-*.tfrecord"), model=trained["uri"], output=str(root / "scores"),
-              run_id=f"run-{day}", run_date=day, max_error_rate=1.0)
-    return str(root / "scores")
+        models[day] = train(data=str(root / "shards"), model_root=str(root / "models"), epochs=1, seed=seed,
+                            min_accuracy=0.5)["uri"]
+        score(input=incoming, model=models[day], output=scores, run_id=f"run-{day}", run_date=day, max_error_rate=1.0)
+    score(input=incoming, model=models["2026-11-28"], output=scores, run_id="rerun-2026-11-28", run_date="2026-11-28",
+          max_error_rate=1.0)
+    return scores
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_sql_example_runs_on_real_scorer_output(real_scores_root, index):
-    table = query(sql=BLOCKS[index], predictions=real_scores_root)
-    assert table.num_rows > 0, BLOCKS[index]
+@pytest.mark.parametrize("index", range(len(PAIRS)))
+def test_both_dialects_give_the_same_answer_on_real_scorer_output(real_scores_root, index):
+    assert_same_answer(PAIRS[index], real_scores_root)
+
+
+@pytest.mark.slow
+def test_a_rerun_on_one_day_is_counted_once_by_the_current_view(real_scores_root):
+    runs = query(sql="SELECT count(*) AS n FROM runs WHERE run_date = '2026-11-28'", scores=real_scores_root)
+    assert runs.column("n").to_pylist() == [2]
+    [row] = query(sql="SELECT count(*) AS images, count(DISTINCT image_id) AS distinct_images, any_value(run_id) AS run "
+                      "FROM predictions_current WHERE run_date = '2026-11-28'", scores=real_scores_root).to_pylist()
+    assert row["images"] == row["distinct_images"] > 0 and row["run"] == "rerun-2026-11-28"

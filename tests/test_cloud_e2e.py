@@ -51,7 +51,7 @@ def run_chain(source: str, root: str) -> tuple[dict, dict]:
 def read_results(root: str, trained: dict, summary: dict) -> dict:
     """What the tables (through DuckDB) and the model's metrics say."""
     rows = query(sql="SELECT image_id, predicted_label, true_label, confidence, model_version, run_id "
-                     "FROM predictions ORDER BY image_id", predictions=f"{root}/scores").to_pylist()
+                     "FROM predictions ORDER BY image_id", scores=f"{root}/scores").to_pylist()
     metrics = json.loads(storage.read_bytes(storage.join(trained["uri"], "metrics.json")))
     return {"summary": summary, "rows": rows, "metrics": metrics}
 

@@ -69,7 +69,7 @@ def test_prediction_batch_has_the_table_schema_and_values():
     probabilities = np.array([[0.1] * 10, np.eye(10)[9] * 0.91 + 0.01], dtype=np.float32)
     probabilities[0, 2] = 0.19
     batch = prediction_batch(image_ids=["a", "b"], source_uri="gs://b/s.tfrecord", probabilities=probabilities,
-                             true_labels=[2, None], model_version="v1", run_id="r1", scored_at=SCORED_AT)
+                             true_labels=[2, None], model_version="v1", scored_at=SCORED_AT)
     assert batch.schema.equals(PREDICTION_SCHEMA, check_metadata=True)
     rows = batch.to_pylist()
     assert [(r["predicted_label"], r["predicted_class"], r["true_label"]) for r in rows] == [
@@ -77,19 +77,19 @@ def test_prediction_batch_has_the_table_schema_and_values():
     assert rows[1]["confidence"] == pytest.approx(0.92)
     assert rows[0]["probabilities"] == pytest.approx(probabilities[0].tolist())
     assert {r["scored_at"] for r in rows} == {SCORED_AT}
-    assert {(r["source_uri"], r["model_version"], r["run_id"]) for r in rows} == {("gs://b/s.tfrecord", "v1", "r1")}
+    assert {(r["source_uri"], r["model_version"]) for r in rows} == {("gs://b/s.tfrecord", "v1")}
 
 
 def test_prediction_batch_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="for 2 images"):
         prediction_batch(image_ids=["a", "b"], source_uri="s", probabilities=np.zeros((3, 10)), true_labels=[1, 2],
-                         model_version="v", run_id="r", scored_at=SCORED_AT)
+                         model_version="v", scored_at=SCORED_AT)
 
 
 def test_error_batch_has_the_table_schema():
     batch = error_batch([RecordError(4, "decode_error", "cannot decode image", image_id="x"),
                          RecordError(9, "truncated_record", "shard ends inside record 9")],
-                        source_uri="s.tfrecord", run_id="r1", scored_at=SCORED_AT)
+                        source_uri="s.tfrecord", scored_at=SCORED_AT)
     assert batch.schema.equals(ERROR_SCHEMA, check_metadata=True)
     assert [(r["record_index"], r["error_type"], r["image_id"]) for r in batch.to_pylist()] == [
         (4, "decode_error", "x"), (9, "truncated_record", None)]
@@ -100,7 +100,7 @@ def test_part_writer_streams_row_groups_and_stores_one_file(tmp_path):
     rows = [RecordError(i, "decode_error", f"bad {i}") for i in range(25)]
     with PartWriter(uri, ERROR_SCHEMA, row_group_rows=10) as writer:
         for start in range(0, 25, 5):
-            writer.write(error_batch(rows[start:start + 5], source_uri="s", run_id="r", scored_at=SCORED_AT))
+            writer.write(error_batch(rows[start:start + 5], source_uri="s", scored_at=SCORED_AT))
     metadata = pq.read_metadata(uri)
     assert (metadata.num_rows, metadata.num_row_groups) == (25, 3)
     assert pq.read_schema(uri).equals(ERROR_SCHEMA, check_metadata=True)
@@ -113,6 +113,6 @@ def test_part_writer_stores_nothing_without_rows_or_on_error(tmp_path):
         writer.write(pa.RecordBatch.from_pylist([], schema=ERROR_SCHEMA))
     with pytest.raises(RuntimeError):
         with PartWriter(str(tmp_path / "failed.parquet"), ERROR_SCHEMA, row_group_rows=1) as writer:
-            writer.write(error_batch([RecordError(0, "x", "y")], source_uri="s", run_id="r", scored_at=SCORED_AT))
+            writer.write(error_batch([RecordError(0, "x", "y")], source_uri="s", scored_at=SCORED_AT))
             raise RuntimeError("the shard failed half way")
     assert list(tmp_path.iterdir()) == []

@@ -38,7 +38,7 @@ def latest_report(scored_output, tmp_path_factory):
 
 
 def sql(scores: str, statement: str) -> list[tuple]:
-    connection = open_tables(predictions=scores)
+    connection = open_tables(scores=scores)
     try:
         return connection.execute(statement).fetchall()
     finally:

@@ -21,6 +21,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from components import registry, storage
+from components.contracts import RunSummary, ShardReceipt
 from components.errors import CheckFailed, InputError
 from components.images import encode_png
 from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, run_summary_uri
@@ -144,7 +145,7 @@ def planted_shards(folder: str) -> dict:
 
 def expected_outcome(shards: dict, folder: str) -> tuple[set, set]:
     scored = {image_id for records in shards.values() for image_id, _, error in records if error is None}
-    errors = {(storage.join(folder, name), index, error)
+    errors = {(storage.absolute_uri(storage.join(folder, name)), index, error)
               for name, records in shards.items() for index, (_, _, error) in enumerate(records) if error}
     return scored, errors
 
@@ -174,19 +175,22 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_score_shard_fn_process_stages_parts_and_a_receipt(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
     shard_uri = storage.join(folder, "test-00000-of-00003.tfrecord")
-    target = ScoringTarget(staging=str(tmp_path / "staging"), run_id="r1", model_version="v1", batch_size=4)
+    target = ScoringTarget(staging=str(tmp_path / "staging"), run_id="r1", run_date="2026-11-29", model_version="v1", batch_size=4)
     fn = ScoreShardFn(keras_uri=registry.resolve(model_root).keras_uri, target=target)
     fn.setup()
     [receipt] = list(fn.process((0, shard_uri)))
 
     scored, errors = expected_outcome({"test-00000-of-00003.tfrecord": shards["test-00000-of-00003.tfrecord"]}, folder)
-    assert (receipt["read"], receipt["scored"], receipt["failed"]) == (10, len(scored), len(errors))
-    assert receipt["failed_by_type"] == {"corrupt_record": 1, "missing_feature": 1, "decode_error": 2, "invalid_example": 1}
-    assert json.loads(storage.read_bytes(receipt_uri(target.staging, "part-00000"))) == receipt
-    predictions = ds.dataset(receipt["predictions"]).to_table()
+    assert (receipt.read, receipt.scored, receipt.failed) == (10, len(scored), len(errors))
+    assert receipt.failed_by_type == {"corrupt_record": 1, "missing_feature": 1, "decode_error": 2, "invalid_example": 1}
+    assert ShardReceipt.from_json(storage.read_bytes(receipt_uri(target.staging, "part-00000"))) == receipt
+    assert receipt.source_uri == storage.absolute_uri(shard_uri) and receipt.source_uri.startswith("file:///")
+    predictions = ds.dataset(receipt.predictions).to_table()
     assert predictions.schema.equals(PREDICTION_SCHEMA)
+    lineage = predictions.schema.metadata
+    assert (lineage[b"run_id"], lineage[b"run_date"], lineage[b"model_version"]) == (b"r1", b"2026-11-29", b"v1")
     assert set(predictions.column("image_id").to_pylist()) == scored
-    error_rows = ds.dataset(receipt["errors"]).to_table()
+    error_rows = ds.dataset(receipt.errors).to_table()
     assert error_rows.schema.equals(ERROR_SCHEMA)
     assert {(r["source_uri"], r["record_index"], r["error_type"]) for r in error_rows.to_pylist()} == errors
 
@@ -219,7 +223,7 @@ def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
 
     rng = np.random.default_rng(RNG_SEED)
     records = [Record(i, data=good_record(f"img-{i}", rng, label=None if i % 5 == 0 else i % 10)) for i in range(40)]
-    scorer, target = ModelScorer(tiny_model), ScoringTarget(staging="unused", run_id="r", model_version="v")
+    scorer, target = ModelScorer(tiny_model), ScoringTarget(staging="unused", run_id="r", run_date="2026-11-29", model_version="v")
     assert scorer.score_contract_batch([record.data for record in records]) is not None  # the one-call path is taken
     fast = _score_batch(records, scorer=scorer, source_uri="s", target=target)
     careful = _score_batch_carefully(records, scorer=scorer, source_uri="s", target=target,
@@ -246,14 +250,14 @@ def test_one_odd_record_sends_its_batch_the_careful_way(tiny_model, odd_record):
     assert ModelScorer(tiny_model).score_contract_batch(batch) is None
 
 
-def receipt_counts(receipt: dict) -> tuple:
+def receipt_counts(receipt: ShardReceipt) -> tuple:
     """Module-level matcher input: a receipt reduced to what a test can predict."""
-    return os.path.basename(receipt["source_uri"]), receipt["read"], receipt["scored"], receipt["failed"]
+    return os.path.basename(receipt.source_uri), receipt.read, receipt.scored, receipt.failed
 
 
 def test_score_shards_transform_in_a_test_pipeline(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
-    target = ScoringTarget(staging=str(tmp_path / "staging"), run_id="r1", model_version="v1", batch_size=3)
+    target = ScoringTarget(staging=str(tmp_path / "staging"), run_id="r1", run_date="2026-11-29", model_version="v1", batch_size=3)
     expected = [(name, len(records), sum(e is None for _, _, e in records), sum(e is not None for _, _, e in records))
                 for name, records in shards.items()]
     with BeamTestPipeline() as pipeline:
@@ -288,11 +292,13 @@ def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_roo
                                         "invalid_example": 1, "truncated_record": 1}
     assert summary["beam_counters"]["records_read"] == counts["read"]
     assert summary["beam_counters"]["records_failed"] == counts["failed"]
-    assert json.loads(storage.read_bytes(run_summary_uri(output, "r1"))) == summary
+    stored = storage.read_bytes(run_summary_uri(output, "r1"))
+    assert stored.count(b"\n") == 1 and RunSummary.from_json(stored).to_dict() == summary  # one JSON line
     assert (summary["status"], summary["model_version"], len(summary["inputs"]["shards"])) == ("ok", "v1", 3)
     assert summary["runner"] == "FnApiRunner" and "Prism" not in caplog.text  # no download attempt offline
-    assert not os.path.exists(staging_uri(output, "r1"))
-    assert sorted(os.listdir(output)) == ["errors", "predictions", "runs"]
+    assert storage.list_prefix(staging_uri(output, "r1")) == []
+    assert not os.path.exists(os.path.join(output, "_leases", "r1.json"))  # released
+    assert sorted(name for name in os.listdir(output) if not name.startswith("_")) == ["errors", "predictions", "runs"]
     # Analysts read the Hive-partitioned table with DuckDB.
     query = f"select count(*) from read_parquet('{output}/predictions/**/*.parquet', hive_partitioning=true) where run_id = 'r1'"
     assert duckdb.sql(query).fetchall() == [(len(scored),)]
@@ -441,8 +447,10 @@ def test_gcs_input_model_and_output(gcs_bucket, gcs_inputs):
     assert not [uri for uri in published if "/_staging" in uri]
     prediction_parts = [uri for uri in published if "/predictions/run_date=2026-11-29/run_id=cloud/" in uri]
     assert len(prediction_parts) == 3
-    error_sources = {uri.rsplit("/", 1)[-1] for uri in published if "/errors/" in uri}
-    assert error_sources == {"part-00000.parquet", "part-00001.parquet"}
+    error_parts = sorted(uri for uri in published if "/errors/" in uri)
+    assert [uri.rsplit("-", 1)[-1] for uri in error_parts] == ["00000.parquet", "00001.parquet"]
+    assert summary["parts"] == {"predictions": prediction_parts, "errors": error_parts}
+    assert not [uri for uri in published if "/_leases/" in uri]  # released
 
 
 def test_dataflow_translation_dry_run(gcs_bucket, gcs_inputs):
@@ -490,7 +498,7 @@ def test_real_test_shards_accuracy_equals_model_evaluate(tmp_path, real_source):
     output = str(tmp_path / "scores")
     summary = score(input=storage.join(shards, "test-*.tfrecord"), model=model_root, output=output, run_id="real")
     rows = read_table(output, "predictions")
-    assert summary["counts"] == {"read": 10_000, "scored": 10_000, "failed": 0, "failed_by_type": {}}
+    assert summary["counts"] == {"read": 10_000, "scored": 10_000, "failed": 0, "failed_by_type": {}, "expected": None}
     assert len({r["image_id"] for r in rows}) == len(rows) == 10_000
     accuracy = np.mean([r["predicted_label"] == r["true_label"] for r in rows])
     assert accuracy == pytest.approx(evaluated_accuracy, abs=1e-6)

@@ -1,0 +1,86 @@
+"""The scoring contracts (components/contracts.py): one-line JSON both ways, strict on the way in,
+and the BigQuery schema of the `runs` table covers every field a summary has."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from components.contracts import (
+    ContractError,
+    RunCounts,
+    RunInputs,
+    RunParts,
+    RunSummary,
+    ShardReceipt,
+    run_summary_bigquery_schema,
+)
+
+
+def a_summary() -> RunSummary:
+    return RunSummary(
+        run_id="r1", run_date="2026-11-30", status="ok", model_version="v1", model_uri="gs://b/models/v1",
+        inputs=RunInputs(glob="gs://b/shards/*.tfrecord", shards=["gs://b/shards/test-00000-of-00001.tfrecord"]),
+        parts=RunParts(predictions=["gs://b/scores/predictions/run_date=2026-11-30/run_id=r1/part-a-00000.parquet"],
+                       errors=[]),
+        counts=RunCounts(read=3, scored=2, failed=1, failed_by_type={"decode_error": 1}, expected=3),
+        error_rate=1 / 3, max_error_rate=0.5, attempt="a",
+        timings={"started_at": "2026-11-30T06:00:00+00:00", "finished_at": "2026-11-30T06:00:09+00:00"},
+        tool={"name": "fmnist-jobs", "version": "0.1.0"}, beam_counters={"shards": 1},
+    )
+
+
+def test_a_summary_is_one_json_line_and_reads_back_equal():
+    summary = a_summary()
+    text = summary.to_json()
+    assert "\n" not in text and json.loads(text)["schema_version"] == "fmnist-predictions/2"
+    assert RunSummary.from_json(text) == summary
+
+
+def test_a_receipt_reads_back_equal_and_leaves_room_for_source_checks():
+    receipt = ShardReceipt(shard_index=2, source_uri="file:///d/s.tfrecord", read=5, scored=4, failed=1,
+                           failed_by_type={"corrupt_record": 1}, predictions="p", errors="e")
+    assert (receipt.expected, receipt.sha256_matched) == (None, None)
+    assert ShardReceipt.from_json(receipt.to_json()) == receipt
+    checked = dataclasses.replace(receipt, expected=5, sha256_matched=True)
+    assert ShardReceipt.from_json(checked.to_json()) == checked
+
+
+@pytest.mark.parametrize("document, message", [
+    ("not json", "not valid JSON"),
+    ("[]", "expected a JSON object"),
+    ('{"shard_index": 0}', "field 'source_uri' is missing"),
+    ('{"shard_index": "0", "source_uri": "s", "read": 1, "scored": 1, "failed": 0, "failed_by_type": {},'
+     ' "predictions": null, "errors": null}', "field 'shard_index' is str"),
+    ('{"shard_index": true, "source_uri": "s", "read": 1, "scored": 1, "failed": 0, "failed_by_type": {},'
+     ' "predictions": null, "errors": null}', "field 'shard_index' is bool"),
+    ('{"shard_index": 0, "source_uri": "s", "read": 1, "scored": 1, "failed": 0, "failed_by_type": {"x": "1"},'
+     ' "predictions": null, "errors": null}', "field 'failed_by_type' is str"),
+])
+def test_a_receipt_that_breaks_the_contract_is_refused_naming_the_field(document, message):
+    with pytest.raises(ContractError, match=message):
+        ShardReceipt.from_json(document)
+
+
+def test_the_runs_bigquery_schema_covers_every_field_of_a_summary():
+    def names(fields, prefix=""):
+        found = set()
+        for field in fields:
+            found.add(prefix + field["name"])
+            if field["type"] == "RECORD":
+                found |= names(field["fields"], f"{prefix}{field['name']}.")
+        return found
+
+    def keys(document, prefix=""):
+        found = set()
+        for key, value in document.items():
+            found.add(prefix + key)
+            if isinstance(value, dict) and key not in ("failed_by_type", "beam_counters"):  # JSON columns
+                found |= keys(value, f"{prefix}{key}.")
+        return found
+
+    schema = names(run_summary_bigquery_schema())
+    summary = a_summary().to_dict()
+    summary["timings"].update(pipeline_seconds=1.0, publish_seconds=0.1, total_seconds=9.0)  # as score writes them
+    assert keys(summary) == schema

@@ -1,0 +1,88 @@
+"""The run-id lease (components/lease.py): one live holder, stale takeover, on local files and on gs://.
+
+Takers race as real processes (multiprocessing, fork), on a real file system and on the
+GCS API server on loopback.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+
+from components import storage
+from components.errors import RunConflict
+from components.lease import acquire, hold_lease, lease_uri, release, renew
+
+TRIALS = 5
+TAKERS = 4
+
+
+@pytest.fixture(params=["local", "gcs"])
+def output(request, tmp_path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "scores")
+    return storage.join(request.getfixturevalue("gcs_bucket"), "scores")
+
+
+def test_a_live_lease_refuses_a_second_owner_and_is_released_by_its_own(output):
+    uri = lease_uri(output, "r1")
+    first = acquire(uri, owner="attempt-1", ttl_s=30)
+    with pytest.raises(RunConflict, match="held by live attempt attempt-1"):
+        acquire(uri, owner="attempt-2", ttl_s=30)
+    renew(first)
+    release(first)
+    second = acquire(uri, owner="attempt-2", ttl_s=30)
+    release(first)  # no longer the holder: must not remove attempt-2's lease
+    with pytest.raises(RunConflict, match="attempt-2"):
+        acquire(uri, owner="attempt-3", ttl_s=30)
+    release(second)
+    assert not storage.exists(uri)
+
+
+def test_an_expired_lease_is_taken_over_and_its_old_holder_is_told(output):
+    uri = lease_uri(output, "r1")
+    dead = acquire(uri, owner="killed", ttl_s=0.2)
+    time.sleep(0.5)
+    successor = acquire(uri, owner="next", ttl_s=30)
+    with pytest.raises(RunConflict, match="lost the lease|held by live attempt next"):
+        renew(dead)
+    with pytest.raises(RunConflict):
+        dead.confirm()
+    successor.confirm()
+    release(successor)
+
+
+def test_the_heartbeat_keeps_a_short_lease_alive(output):
+    uri = lease_uri(output, "r1")
+    with hold_lease(uri, owner="holder", ttl_s=1.2) as lease:
+        time.sleep(3.0)  # several TTLs: only the heartbeat keeps it ours
+        with pytest.raises(RunConflict):
+            acquire(uri, owner="intruder", ttl_s=1.2)
+        lease.confirm()
+    assert not storage.exists(uri)
+
+
+def _take(args) -> str | None:
+    uri, owner, start = args
+    while time.time() < start:  # all takers fire at the same moment
+        time.sleep(0.001)
+    try:
+        acquire(uri, owner=owner, ttl_s=30)
+    except RunConflict:
+        return None
+    return owner
+
+
+def test_of_several_takers_of_a_stale_lease_exactly_one_wins(output):
+    context = multiprocessing.get_context("fork")
+    with context.Pool(TAKERS) as pool:
+        for trial in range(TRIALS):
+            uri = lease_uri(output, f"run-{trial}")
+            acquire(uri, owner="killed", ttl_s=0.05)
+            time.sleep(0.1)
+            start = time.time() + 0.3
+            winners = [owner for owner in pool.map(_take, [(uri, f"taker-{i}", start) for i in range(TAKERS)]) if owner]
+            assert len(winners) == 1, winners
+            with pytest.raises(RunConflict, match=winners[0]):
+                acquire(uri, owner="late", ttl_s=30)

@@ -1,0 +1,318 @@
+"""Run integrity of `fmnist score`'s publish step: one writer per run id, atomic reruns, one row per image.
+
+Real `python -m jobs.cli score` processes: killed with SIGKILL at named points of the publish
+sequence (the FMNIST_KILL_AT hook of components/score_run.py), racing on one run id, writing
+into a small full tmpfs (mounted here, as root); locally and on the GCS API server on loopback.
+After every hostile event the readers (the views of components/tables.py) must show the
+previous complete run or the new one, never a mix and never nothing, and the next attempt
+must finish the job without manual cleanup.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from components import storage
+from components.contracts import RunSummary
+from components.errors import InputError
+from components.lease import acquire, lease_uri, release
+from components.schema import run_summary_uri
+from components.score_run import score, staging_uri
+from components.shards import serialize_example
+from components.images import encode_png
+from components.tables import open_tables
+from components.tfrecord import frame_record
+from tests.test_score import fit_tiny_model, save_model
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_ID = "nightly"
+LEASE_TTL_S = 1.0  # short, so that the attempt after a kill -9 can take over at once
+KILL_POINTS = ("leased", "part-published", "parts-published", "summary-written", "cleaned")
+CONCURRENT_TRIALS = 3
+
+
+def write_shard(path: str, image_ids: list[str], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as file:
+        for image_id in image_ids:
+            png = encode_png(rng.integers(0, 256, (28, 28), dtype=np.uint8))
+            file.write(frame_record(serialize_example(image_id, png, int(rng.integers(0, 10)))))
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return fit_tiny_model()
+
+
+@pytest.fixture
+def inputs(tmp_path, tiny_model) -> dict:
+    """Three shards of 6 unique images, and two published model versions (old and new)."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    ids = []
+    for index in range(3):
+        shard_ids = [f"img-{index}-{i}" for i in range(6)]
+        write_shard(str(shards / f"test-{index:05d}-of-00003.tfrecord"), shard_ids, seed=index)
+        ids += shard_ids
+    models = str(tmp_path / "models")
+    old, new = save_model(tiny_model, models, "old"), save_model(tiny_model, models, "new")
+    return {"glob": str(shards / "*.tfrecord"), "ids": sorted(ids), "old": old, "new": new}
+
+
+def score_cli(*args: str, kill_at: str | None = None, env: dict | None = None) -> subprocess.Popen:
+    environment = dict(env or os.environ)
+    if kill_at:
+        environment["FMNIST_KILL_AT"] = kill_at
+    return subprocess.Popen([sys.executable, "-m", "jobs.cli", "score", *args], cwd=REPO_ROOT, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def cli_args(inputs: dict, output: str, model: str, lease_ttl_s: float = LEASE_TTL_S) -> list[str]:
+    return ["--input", inputs["glob"], "--model", model, "--output", output, "--run-id", RUN_ID,
+            "--run-date", "2026-11-30", "--lease-ttl-s", str(lease_ttl_s)]
+
+
+def visible_run(output: str) -> tuple[list[str], set[str]]:
+    """What a reader sees of the run: its image ids (sorted, with repeats) and model versions."""
+    connection = open_tables(scores=output)
+    rows = connection.sql(f"SELECT image_id, model_version FROM predictions WHERE run_id = '{RUN_ID}'").fetchall()
+    return sorted(image_id for image_id, _ in rows), {version for _, version in rows}
+
+
+def assert_clean(output: str) -> None:
+    """On disk, the run's partitions hold exactly the parts its summary names; no staging is left."""
+    summary = RunSummary.from_json(storage.read_bytes(run_summary_uri(output, RUN_ID)))
+    on_disk = {storage.absolute_uri(uri) for table in ("predictions", "errors")
+               for uri in storage.glob(storage.join(output, table, "run_date=*", f"run_id={RUN_ID}", "*"))}
+    assert on_disk == set(summary.parts.predictions) | set(summary.parts.errors)
+    assert storage.list_prefix(staging_uri(output, RUN_ID)) == []
+    assert not storage.exists(lease_uri(output, RUN_ID))
+
+
+def wait_for_lease_expiry() -> None:
+    time.sleep(LEASE_TTL_S + 0.5)
+
+
+# --- kill -9 at every point of the publish sequence ------------------------------------------
+
+
+def kill_and_recover(inputs: dict, output: str, point: str, env: dict | None = None) -> None:
+    score(input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30")
+    assert visible_run(output) == (inputs["ids"], {"old"})
+
+    process = score_cli(*cli_args(inputs, output, inputs["new"]), kill_at=point, env=env)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == -9, stderr[-2000:]
+    ids, versions = visible_run(output)  # the old run, or the new one: whole either way
+    assert ids == inputs["ids"]
+    assert versions == ({"new"} if point in ("summary-written", "cleaned") else {"old"})
+
+    wait_for_lease_expiry()
+    summary = score(input=inputs["glob"], model=inputs["new"], output=output, run_id=RUN_ID, run_date="2026-11-30",
+                    lease_ttl_s=LEASE_TTL_S)
+    assert visible_run(output) == (inputs["ids"], {"new"})
+    assert summary["counts"]["read"] == summary["counts"]["scored"] == len(inputs["ids"])
+    assert_clean(output)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_9_in_the_publish_sequence_keeps_a_whole_run_and_the_next_attempt_finishes(inputs, tmp_path, point):
+    kill_and_recover(inputs, str(tmp_path / "scores"), point)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["part-published", "summary-written"])
+def test_kill_9_in_the_publish_sequence_on_gcs(inputs, gcs_bucket, point):
+    kill_and_recover(inputs, storage.join(gcs_bucket, "scores"), point, env=dict(os.environ))
+
+
+# --- Two live attempts at once ---------------------------------------------------------------
+
+
+def race(inputs: dict, output: str, env: dict | None = None) -> None:
+    # Both live: a TTL no scheduling delay on a loaded machine can outlast, so the loser is refused.
+    processes = [score_cli(*cli_args(inputs, output, inputs[model], lease_ttl_s=60), env=env) for model in ("old", "new")]
+    results = [(process.wait(timeout=300), process.communicate()[1]) for process in processes]
+    codes = sorted(code for code, _ in results)
+    assert codes in ([0, 0], [0, 2]), [stderr[-2000:] for _, stderr in results]  # [0, 0]: one ran after the other
+    for code, stderr in results:
+        if code == 2:  # the loser: one line, and it wrote nothing (the winner's run is whole)
+            assert stderr.strip().splitlines()[-1].startswith("error: ")
+            assert "held by live attempt" in stderr.strip().splitlines()[-1]
+    summaries = storage.glob(storage.join(output, "runs", "*.json"))
+    assert summaries == [run_summary_uri(output, RUN_ID)]
+    ids, versions = visible_run(output)
+    assert ids == inputs["ids"] and len(versions) == 1
+    assert_clean(output)
+
+
+@pytest.mark.slow
+def test_two_concurrent_attempts_on_one_run_id_publish_one_whole_run(inputs, tmp_path):
+    for trial in range(CONCURRENT_TRIALS):
+        race(inputs, str(tmp_path / f"scores-{trial}"))
+
+
+@pytest.mark.slow
+def test_two_concurrent_attempts_on_one_run_id_on_gcs(inputs, gcs_bucket):
+    for trial in range(2):
+        race(inputs, storage.join(gcs_bucket, f"scores-{trial}"), env=dict(os.environ))
+
+
+# --- A full disk --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs mounted at tmp_path/disk (root only)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+    try:
+        yield str(disk)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(folder: str, leave_bytes: int) -> str:
+    """Fills the file system of `folder` up to `leave_bytes` free; returns the filler file."""
+    filler = os.path.join(folder, "filler")
+    with open(filler, "wb") as file:
+        free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+        try:
+            file.write(b"\0" * max(0, free - leave_bytes))
+        except OSError:
+            pass  # already full: exactly what the test wants
+    return filler
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("leave_bytes", [0, 12 * 1024])
+def test_a_full_disk_keeps_the_previous_run_and_the_next_attempt_finishes(inputs, small_disk, leave_bytes):
+    output = os.path.join(small_disk, "scores")
+    score(input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30")
+    filler = fill(small_disk, leave_bytes)
+
+    process = score_cli(*cli_args(inputs, output, inputs["new"]))
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode in (1, 2), stderr[-2000:]
+    assert visible_run(output) == (inputs["ids"], {"old"})
+
+    os.unlink(filler)
+    wait_for_lease_expiry()
+    score(input=inputs["glob"], model=inputs["new"], output=output, run_id=RUN_ID, run_date="2026-11-30",
+          lease_ttl_s=LEASE_TTL_S)
+    assert visible_run(output) == (inputs["ids"], {"new"})
+    assert_clean(output)
+
+
+# --- One row per image ----------------------------------------------------------------------------
+
+
+def test_a_repeated_image_id_is_scored_once_and_each_repeat_is_an_error_row(tmp_path, tiny_model):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_shard(str(shards / "test-00000-of-00003.tfrecord"), ["a", "b", "a", "c"], seed=1)
+    write_shard(str(shards / "test-00001-of-00003.tfrecord"), ["d", "b", "e", "a"], seed=2)
+    write_shard(str(shards / "test-00002-of-00003.tfrecord"), ["c", "d"], seed=3)  # nothing new: no prediction part
+    model = save_model(tiny_model, str(tmp_path / "models"), "v1")
+    output = str(tmp_path / "scores")
+    summary = score(input=str(shards / "*.tfrecord"), model=model, output=output, run_id=RUN_ID, max_error_rate=1.0)
+
+    connection = open_tables(scores=output)
+    scored = connection.sql("SELECT image_id, source_uri FROM predictions ORDER BY image_id").fetchall()
+    first, second, third = (storage.absolute_uri(str(shards / f"test-0000{i}-of-00003.tfrecord")) for i in (0, 1, 2))
+    assert scored == [("a", first), ("b", first), ("c", first), ("d", second), ("e", second)]
+    errors = connection.sql("SELECT source_uri, record_index, image_id, error_type FROM errors ORDER BY ALL").fetchall()
+    assert errors == [(first, 2, "a", "duplicate_image_id"), (second, 1, "b", "duplicate_image_id"),
+                      (second, 3, "a", "duplicate_image_id"), (third, 0, "c", "duplicate_image_id"),
+                      (third, 1, "d", "duplicate_image_id")]
+    assert summary["counts"] == {"read": 10, "scored": 5, "failed": 5, "failed_by_type": {"duplicate_image_id": 5},
+                                 "expected": None}
+    assert len(summary["parts"]["predictions"]) == 2 and len(summary["parts"]["errors"]) == 3
+
+
+def test_the_same_shard_twice_in_the_input_is_refused(tmp_path, tiny_model):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_shard(str(shards / "test-00000-of-00001.tfrecord"), ["a", "b"], seed=1)
+    os.symlink(shards / "test-00000-of-00001.tfrecord", shards / "test-copy.tfrecord")
+    model = save_model(tiny_model, str(tmp_path / "models"), "v1")
+    with pytest.raises(InputError, match="are the same file"):
+        score(input=str(shards / "*.tfrecord"), model=model, output=str(tmp_path / "scores"))
+    assert not (tmp_path / "scores").exists()
+
+
+# --- A live holder, and receipts that do not match their shard ------------------------------------
+
+
+def test_a_second_live_attempt_exits_2_in_one_line_having_written_nothing(inputs, tmp_path):
+    output = str(tmp_path / "scores")
+    holder = acquire(lease_uri(output, RUN_ID), owner="live-attempt", ttl_s=300)
+    process = score_cli(*cli_args(inputs, output, inputs["new"]))
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "held by live attempt live-attempt" in last
+    assert storage.list_prefix(output) == [lease_uri(output, RUN_ID), lease_uri(output, RUN_ID) + ".guard"]
+    release(holder)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda receipt, other: dataclasses.replace(receipt, source_uri=other), "expected shard 0"),
+    (lambda receipt, other: dataclasses.replace(receipt, shard_index=1), "receipt of shard 1"),
+    (lambda receipt, other: dataclasses.replace(receipt, scored=receipt.scored + 1, read=receipt.read + 1), "staged parts hold"),
+    (lambda receipt, other: dataclasses.replace(receipt, predictions=other), "not this shard's staged"),
+])
+def test_a_receipt_is_checked_against_its_shard_and_its_parts(inputs, tmp_path, tiny_model, tamper, message):
+    from components.scoring import ModelScorer, ScoringTarget, part_name, receipt_uri, score_shard
+    from components.score_run import checked_receipts
+
+    shards = storage.glob(inputs["glob"])
+    staging = str(tmp_path / "staging")
+    target = ScoringTarget(staging=staging, run_id=RUN_ID, run_date="2026-11-30", model_version="v1")
+    receipt = score_shard(0, shards[0], scorer=ModelScorer(tiny_model), target=target)
+    assert checked_receipts(staging, shards[:1]) == [receipt]
+    storage.write_bytes(receipt_uri(staging, part_name(0)), tamper(receipt, storage.absolute_uri(shards[1])).to_json().encode())
+    with pytest.raises(RuntimeError, match=message):
+        checked_receipts(staging, shards[:1])
+
+
+def test_an_attempt_that_lost_its_lease_never_swaps_the_summary(inputs, tmp_path, tiny_model):
+    """A holder that stalled past its TTL (its heartbeat starved) and was taken over stops at the swap."""
+    import datetime
+
+    from components.contracts import RunInputs, RunParts
+    from components.errors import RunConflict
+    from components.score_run import checked_receipts, publish, run_counts
+    from components.scoring import ModelScorer, ScoringTarget, score_shard
+
+    output, shards = str(tmp_path / "scores"), storage.glob(inputs["glob"])
+    score(input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30")
+    stalled = acquire(lease_uri(output, RUN_ID), owner="stalled", ttl_s=0.2)
+    staging = staging_uri(output, RUN_ID, "stalled")
+    target = ScoringTarget(staging=staging, run_id=RUN_ID, run_date="2026-11-30", model_version="new")
+    scorer = ModelScorer(tiny_model)
+    for index, shard in enumerate(shards):
+        score_shard(index, shard, scorer=scorer, target=target)
+    receipts = checked_receipts(staging, shards)
+    time.sleep(0.4)
+    successor = acquire(lease_uri(output, RUN_ID), owner="successor", ttl_s=30)
+    summary = RunSummary(run_id=RUN_ID, run_date="2026-11-30", status="ok", model_version="new", model_uri="m",
+                         inputs=RunInputs(glob=inputs["glob"], shards=shards), parts=RunParts(predictions=[], errors=[]),
+                         counts=run_counts(receipts), error_rate=0.0, max_error_rate=0.0, attempt="stalled", timings={})
+    with pytest.raises(RunConflict, match="lost the lease"):
+        publish(output, summary, receipts, lease=stalled, started=time.monotonic(),
+                started_at=datetime.datetime.now(datetime.timezone.utc), pipeline_seconds=0.0,
+                publish_started=time.monotonic())
+    assert visible_run(output) == (inputs["ids"], {"old"})  # its parts were moved in, but no summary names them
+    release(successor)
