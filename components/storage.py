@@ -101,7 +101,7 @@ def absolute_uri(uri: str) -> str:
 
     The path is kept as it is (not percent-encoded), so a glob stays readable and
     from_absolute_uri gives back exactly the path."""
-    if is_remote(uri) or uri.startswith(FILE_SCHEME):
+    if uri.startswith(FILE_SCHEME) or is_remote(uri):
         return uri
     return FILE_SCHEME + os.path.abspath(uri)
 

@@ -265,17 +265,27 @@ def test_unreachable_web_source_is_exit_2(tmp_path):
 # --- two writers, kill -9, SIGTERM: the published manifest always names exactly its shards -----
 
 
-@pytest.fixture
-def busy_idx(tmp_path) -> str:
-    """IDX files of 4,000 random images: enough encoding work that two runs overlap in time."""
+def random_idx(folder, train_count: int) -> str:
+    """IDX files of random images (a third as many test images as training images)."""
     rng = np.random.default_rng(1)
-    folder = tmp_path / "busy-raw"
     folder.mkdir()
     for split, (images_name, labels_name) in IDX_FILES.items():
-        count = 3000 if split == "train" else 1000
+        count = train_count if split == "train" else train_count // 3
         write_idx(str(folder / f"{images_name}.gz"), rng.integers(0, 256, (count, 28, 28)))
         write_idx(str(folder / f"{labels_name}.gz"), np.arange(count) % 10)
     return str(folder)
+
+
+@pytest.fixture
+def busy_idx(tmp_path) -> str:
+    """IDX files of 4,000 random images: enough encoding work that two runs overlap in time."""
+    return random_idx(tmp_path / "busy-raw", 3000)
+
+
+@pytest.fixture
+def long_idx(tmp_path) -> str:
+    """IDX files of 40,000 random images: seconds of encoding, so a signal lands mid-run."""
+    return random_idx(tmp_path / "long-raw", 30000)
 
 
 def start_prepare(source: str, output: str, shards_per_split: int) -> subprocess.Popen:
@@ -342,10 +352,10 @@ def test_a_run_killed_holding_the_output_is_taken_over_by_the_next(busy_idx, tmp
 
 
 @pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.2, 0.5])
-def test_sigterm_stops_prepare_in_one_line_and_releases_the_output(busy_idx, tmp_path, delay_s):
+def test_sigterm_stops_prepare_in_one_line_and_releases_the_output(long_idx, tmp_path, delay_s):
     """SIGTERM at several points after the output was locked: taking the lock, encoding, writing."""
     output = str(tmp_path / "shards")
-    stopped = start_prepare(busy_idx, output, 2)
+    stopped = start_prepare(long_idx, output, 2)
     wait_for(lambda: os.path.exists(os.path.join(output, ".prepare.lock")))
     time.sleep(delay_s)
     stopped.send_signal(signal.SIGTERM)

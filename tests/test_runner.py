@@ -76,8 +76,8 @@ LOCATION_FLAGS = {
     "prepare-images": ({"--images": "i/*.png", "--output": "o"}, ["--images", "--output"]),
     "train": ({"--data": "d", "--model-root": "m"}, ["--data", "--model-root"]),
     "score": ({"--input": "s/*.tfrecord", "--model": "m", "--output": "o"}, ["--input", "--model", "--output"]),
-    "report": ({"--predictions": "p", "--out": "r"}, ["--predictions", "--out", "--manifest"]),
-    "query": ({"--predictions": "p"}, ["--predictions", "--out"]),
+    "report": ({"--scores": "p", "--out": "r"}, ["--scores", "--out", "--manifest"]),
+    "query": ({"--scores": "p"}, ["--scores", "--out"]),
 }
 MALFORMED = ["gs:/b/x", "GS://b/x", "gs://", "gs:///x", "s3://b/x", "gcs://b/x"]
 
@@ -97,7 +97,7 @@ def test_a_malformed_uri_in_any_location_flag_is_one_line_exit_2(step, capsys, t
                 main(argv)
             err = capsys.readouterr().err
             assert exit_.value.code == 2, argv
-            assert err.count("\n") == 1 and f"argument {flag}: {bad}:" in err, err
+            assert err.count("\n") == 1 and f"argument {flag}" in err and f": {bad}:" in err, err
     assert list(tmp_path.iterdir()) == []  # nothing written anywhere, no folder named `gs:`
 
 
