@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from components import storage
 from components.constants import tool_version
+from components.dataflow_job import run_and_wait
 from components.errors import CheckFailed, InputError
 from components.parquet_parts import part_rows, value_counts
 from components.registry import resolve
@@ -70,11 +71,13 @@ def score(
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
     batch_size: int = DEFAULT_BATCH_SIZE,
     beam_args: Sequence[str] = (),
+    gcp_resources: str | None = None,
 ) -> dict:
     """Scores every shard matching `input` with the model at `model` into tables below `output`.
 
     `model` is a model version folder or a model root (then its published LATEST).
     `beam_args` are standard Beam pipeline options (--runner, --direct_num_workers, ...).
+    `gcp_resources`: file for the launched Dataflow job's `gcp_resources` (KFP output).
     Returns the run summary. Configuration errors raise InputError before anything is
     written; a failed share above `max_error_rate` raises CheckFailed after publishing.
     """
@@ -98,8 +101,7 @@ def score(
 
     storage.ensure_writable(output)
     storage.delete_prefix(staging)  # leftovers of an interrupted attempt at this run id
-    result = pipeline.run()
-    state = result.wait_until_finish()
+    result, state = run_and_wait(pipeline, options, gcp_resources=gcp_resources)
     if state != "DONE":
         raise RuntimeError(f"scoring pipeline ended in state {state}")
     pipeline_seconds = time.monotonic() - started

@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="action", required=True)
     compile_ = actions.add_parser("compile", argument_default=argparse.SUPPRESS, help="write the YAML specs")
     compile_.add_argument("--output", default=DEFAULT_SPECS, help=f"folder for the specs (default {DEFAULT_SPECS})")
+    compile_.add_argument("--pipeline-root", dest="pipeline_root",
+                          help="gs:// root of the runs' artifacts, declared in the specs "
+                               "(default: terraform's pipeline_root output for fmnist-prod)")
     submit = actions.add_parser("submit", argument_default=argparse.SUPPRESS, help="create a run or a recurring run")
     submit.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.com")
     submit.add_argument("--schedule", help="schedule file (infra/schedules/*.yaml): cron, time zone, spec, parameters")

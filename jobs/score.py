@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-error-rate", dest="max_error_rate", type=float,
                         help="failed share above which the run exits 3 after publishing (default 0.01)")
     parser.add_argument("--batch-size", dest="batch_size", type=int, help="images per model call (default 512)")
+    parser.add_argument("--gcp-resources", dest="gcp_resources",
+                        help="file to write the launched Dataflow job to, as google-cloud-pipeline-components do")
     return parser
 
 

@@ -103,3 +103,17 @@ def test_checkov_reports_no_failure_and_every_skip_has_a_reason(target):
                    for check in report["results"]["skipped_checks"]
                    if len(check["check_result"].get("suppress_comment", "").strip()) < 20]
     assert unexplained == []
+
+
+def terraform_output_value(name: str, **variables: str) -> str:
+    """An output of infra/terraform whose value is a string of bucket names and variables, evaluated."""
+    blocks: dict[str, list] = {}
+    for path in sorted(glob.glob(os.path.join(TERRAFORM, "*.tf"))):
+        with open(path) as file:
+            for kind, entries in hcl2.load(file).items():
+                blocks.setdefault(kind, []).extend(entries)
+    (output,) = [entry[f'"{name}"'] for entry in blocks["output"] if f'"{name}"' in entry]
+    buckets = resources(blocks, "google_storage_bucket")
+    value = output["value"].strip('"')
+    value = re.sub(r"\$\{google_storage_bucket\.(\w+)\.name\}", lambda m: buckets[m.group(1)]["name"].strip('"'), value)
+    return re.sub(r"\$\{var\.(\w+)\}", lambda m: variables[m.group(1)], value)

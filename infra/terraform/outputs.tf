@@ -25,3 +25,8 @@ output "bigquery_tables" {
   description = "The external tables over the scoring output."
   value       = [for table in google_bigquery_table.scoring : table.id]
 }
+
+output "pipeline_root" {
+  description = "Root of the pipeline runs' artifacts (fmnist pipeline compile/submit --pipeline-root; the specs' default)."
+  value       = "gs://${google_storage_bucket.pipelines.name}/root"
+}

@@ -38,3 +38,15 @@ variable "noncurrent_retention_days" {
   type        = number
   default     = 30
 }
+
+variable "analysts" {
+  description = "Members who query the tables (\"group:analysts@example.com\", ...): read the tables bucket and the BigQuery views, run query jobs."
+  type        = list(string)
+  default     = []
+}
+
+variable "pipeline_submitters" {
+  description = "Members who submit pipeline runs and schedules to Vertex AI Pipelines as the runner account (a release pipeline's account, an operator group)."
+  type        = list(string)
+  default     = []
+}
