@@ -89,7 +89,7 @@ def written_schema(table: pa.Table, path: str, **options) -> pq.ParquetSchema:
 def one_prediction() -> dict:
     return {"image_id": "a", "source_uri": "gs://b/s", "predicted_label": 3, "predicted_class": "Dress",
             "confidence": 0.9, "probabilities": [0.01] * 9 + [0.91], "true_label": None, "model_version": "v",
-            "run_id": "r", "scored_at": datetime.datetime(2026, 11, 28, tzinfo=datetime.timezone.utc)}
+            "scored_at": datetime.datetime(2026, 11, 28, tzinfo=datetime.timezone.utc)}
 
 
 @pytest.mark.parametrize("schema", [PREDICTION_SCHEMA, ERROR_SCHEMA], ids=["predictions", "errors"])
@@ -150,7 +150,16 @@ def test_partition_schema_names_the_partition_keys():
     assert arrow_violations(PARTITION_SCHEMA) == []
 
 
-@pytest.mark.xfail(strict=True, reason="DESIGN.md puts run_id in the files AND in the path; BigQuery's Hive "
-                   "partitioning refuses partition keys that are file columns (open question for the lead)")
-def test_partition_keys_are_not_file_columns():
+def test_partition_keys_live_in_the_paths_only():
+    """Contract v2: run_date and run_id are Hive path keys and never file columns, which BigQuery's
+    Hive partitioning refuses (and pandas/pyarrow cannot merge) - in the schema module, the schema
+    files the external tables read, and the CUSTOM prefix of those tables."""
     assert not set(PARTITION_KEYS) & set(PREDICTION_SCHEMA.names)
+    assert not set(PARTITION_KEYS) & set(ERROR_SCHEMA.names)
+    for name in ("predictions", "errors"):
+        with open(os.path.join(REPO, "infra", "bigquery", f"{name}.schema.json")) as file:
+            assert not set(PARTITION_KEYS) & {field["name"] for field in json.load(file)}, name
+    with open(os.path.join(REPO, "infra", "terraform", "bigquery.tf")) as file:
+        prefixes = re.findall(r'source_uri_prefix\s*=\s*"[^"]*?((?:/\{\w+:\w+\})+)"', file.read())
+    assert prefixes == ["/{run_date:DATE}/{run_id:STRING}"]
+    assert PARTITION_SCHEMA.field("run_date").type == pa.date32()

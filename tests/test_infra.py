@@ -9,6 +9,7 @@ import hcl2
 import pytest
 
 from components import schema
+from components.constants import CLASS_NAMES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TERRAFORM = os.path.join(REPO, "infra", "terraform")
@@ -49,25 +50,67 @@ def test_service_accounts_get_bucket_scoped_roles_and_no_broad_ones(terraform):
     granted = set(re.findall(r'"(roles/[a-zA-Z.]+)"', text))
     assert not granted & {"roles/owner", "roles/editor", "roles/storage.admin", "roles/dataflow.admin",
                           "roles/iam.serviceAccountAdmin"}
-    assert "roles/storage.objectAdmin" in granted  # on single buckets only: see the next assertion
-    assert "google_project_iam_member" in text and "objectAdmin" not in "".join(
+    assert "roles/storage.objectUser" in granted  # on single buckets only: see the next assertion
+    assert "google_project_iam_member" in text and "roles/storage." not in "".join(
         re.findall(r'resource "google_project_iam_member"[^}]*}', text, flags=re.S))
 
 
-def test_external_tables_read_the_schema_generated_from_components_schema(terraform):
-    table = resources(terraform, "google_bigquery_table")["scoring"]
-    assert set(table["for_each"]) == {"predictions", "errors"}
-    assert table["schema"] == '${file("${path.module}/../bigquery/${each.key}.schema.json")}'
-    config = table["external_data_configuration"][0]
+def test_external_tables_are_hive_partitioned_by_the_path_keys_of_contract_v2(terraform):
+    files = resources(terraform, "google_bigquery_table")["files"]
+    assert set(files["for_each"]) == {"predictions", "errors"}
+    assert files["schema"] == '${file("${path.module}/../bigquery/${each.key}.schema.json")}'
+    config = files["external_data_configuration"][0]
     assert config["source_format"] == '"PARQUET"'
     hive = config["hive_partitioning_options"][0]
-    assert hive["mode"] == '"CUSTOM"' and hive["source_uri_prefix"].endswith('{run_date:DATE}"')
-    # The file the table reads is the schema module's columns (the report side keeps it current).
-    with open(os.path.join(REPO, "infra", "bigquery", "predictions.schema.json")) as file:
-        assert json.load(file) == schema.bigquery_schema(schema.PREDICTION_COLUMNS)
-    # BigQuery refuses Hive keys that are also file columns: only keys absent from the files.
-    file_columns = {name for name, *_ in schema.PREDICTION_COLUMNS}
-    assert "run_date" not in file_columns
+    assert hive["mode"] == '"CUSTOM"'
+    keys = re.findall(r"\{(\w+):(\w+)\}", hive["source_uri_prefix"])
+    assert keys == [("run_date", "DATE"), ("run_id", "STRING")]
+    assert tuple(name for name, _ in keys) == schema.PARTITION_KEYS
+
+
+def test_runs_table_reads_one_line_summaries_and_skips_a_bad_one(terraform):
+    runs = resources(terraform, "google_bigquery_table")["runs_files"]
+    config = runs["external_data_configuration"][0]
+    assert config["source_format"] == '"NEWLINE_DELIMITED_JSON"'
+    assert config["source_uris"] == ['"${local.tables_uri}/runs/*.json"']
+    assert config["ignore_unknown_values"] is True and config["max_bad_records"] > 0
+
+
+def test_the_four_views_read_only_parts_that_complete_runs_name(terraform):
+    tables = resources(terraform, "google_bigquery_table")
+    views = {name: body for name, body in tables.items() if "view" in body}
+    assert set(views) == {"runs", "named_parts", "predictions_current"}
+    assert set(views["named_parts"]["for_each"]) == {"predictions", "errors"}
+    for view in views.values():
+        assert view["view"][0]["use_legacy_sql"] is False
+    parts = views["named_parts"]["view"][0]["query"]
+    assert "_FILE_NAME AS part_file" in parts and "UNNEST(runs.parts.${each.key})" in parts
+    assert "USING (run_id, part_file)" in parts
+    current = views["predictions_current"]["view"][0]["query"]
+    assert "ORDER BY timings.finished_at DESC" in current and "GROUP BY run_date" in current
+    # true_class from the same class names the scorer writes as predicted_class.
+    local_values = {key: value for entry in terraform["locals"] for key, value in entry.items()}
+    assert [name.strip('"') for name in local_values["class_names"]] == list(CLASS_NAMES)
+
+
+def test_staging_is_scratch_and_the_tables_stay_readable_without_retrieval_fees(terraform):
+    tables = resources(terraform, "google_storage_bucket")["tables"]
+    rules = [(rule["condition"][0], rule["action"][0]) for rule in tables["lifecycle_rule"]]
+    assert not [action for _, action in rules if action["type"] == '"SetStorageClass"']
+    assert tables["autoclass"][0]["enabled"] is True
+    staging = [condition for condition, action in rules
+               if condition.get("matches_prefix") == ['"_staging"'] and action["type"] == '"Delete"']
+    assert any(condition.get("days_since_noncurrent_time") == 1 for condition in staging)  # old versions: a day
+    assert any("age" in condition for condition in staging)  # a killed attempt's leftovers
+
+
+def test_vertex_ai_is_enabled_and_analysts_get_read_roles(terraform):
+    apis = resources(terraform, "google_project_service")["apis"]
+    assert '"aiplatform.googleapis.com"' in re.findall(r'"[a-z]+\.googleapis\.com"', apis["for_each"])
+    assert resources(terraform, "google_bigquery_dataset_iam_member")["analysts"]["role"] == '"roles/bigquery.dataViewer"'
+    assert resources(terraform, "google_project_iam_member")["analysts"]["role"] == '"roles/bigquery.jobUser"'
+    assert "google_storage_bucket_iam_member" in {typ.strip('"') for entry in terraform["resource"] for typ in entry}
+    assert set(resources(terraform, "google_storage_bucket_iam_member")) == {"grants", "analysts"}
 
 
 def test_artifact_registry_repository_has_immutable_tags(terraform):

@@ -33,6 +33,12 @@ variable "scratch_retention_days" {
   default     = 30
 }
 
+variable "staging_retention_days" {
+  description = "Days a scoring attempt's staged files may stay in the tables bucket (an attempt killed before cleaning up)."
+  type        = number
+  default     = 7
+}
+
 variable "noncurrent_retention_days" {
   description = "Days a replaced or deleted object version stays restorable."
   type        = number
