@@ -89,7 +89,7 @@ def written_schema(table: pa.Table, path: str, **options) -> pq.ParquetSchema:
 def one_prediction() -> dict:
     return {"image_id": "a", "source_uri": "gs://b/s", "predicted_label": 3, "predicted_class": "Dress",
             "confidence": 0.9, "probabilities": [0.01] * 9 + [0.91], "true_label": None, "model_version": "v",
-            "scored_at": datetime.datetime(2026, 11, 28, tzinfo=datetime.timezone.utc)}
+            "run_id": "r", "scored_at": datetime.datetime(2026, 11, 28, tzinfo=datetime.timezone.utc)}
 
 
 @pytest.mark.parametrize("schema", [PREDICTION_SCHEMA, ERROR_SCHEMA], ids=["predictions", "errors"])
