@@ -160,3 +160,56 @@ def terraform_output_value(name: str, **variables: str) -> str:
     value = output["value"].strip('"')
     value = re.sub(r"\$\{google_storage_bucket\.(\w+)\.name\}", lambda m: buckets[m.group(1)]["name"].strip('"'), value)
     return re.sub(r"\$\{var\.(\w+)\}", lambda m: variables[m.group(1)], value)
+
+
+BUILD = os.path.join(REPO, "infra", "container", "build.sh")
+
+
+def build_dry_run(*args: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key not in ("IMAGE", "PIP_CERT")}
+    return subprocess.run([BUILD, *args, "--dry-run"], cwd=REPO, capture_output=True, text=True, env=env)
+
+
+def test_release_build_makes_both_images_tagged_with_the_version_pushes_them_and_prints_digests():
+    import tomllib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as file:
+        version = tomllib.load(file)["project"]["version"]
+    registry = "europe-west4-docker.pkg.dev/fmnist-prod/fmnist"
+    done = build_dry_run("--release", "--registry", registry + "/")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    builds = [line for line in lines if " bud " in line]
+    assert builds == [
+        f"buildah --storage-driver vfs bud --isolation chroot --layers -f Dockerfile -t {registry}/jobs:{version} .",
+        f"buildah --storage-driver vfs bud --isolation chroot --layers --target dataflow-worker -f Dockerfile "
+        f"-t {registry}/worker:{version} ."]
+    pushes = [line.split()[-2:] for line in lines if " push " in line]
+    assert pushes == [[f"{registry}/{name}:{version}", f"docker://{registry}/{name}:{version}"] for name in ("jobs", "worker")]
+    assert [line.split("@")[0] for line in lines if "=" in line and "@sha256:" in line] == [
+        f"image={registry}/jobs", f"worker_image={registry}/worker"]
+    # The Dockerfile has the stage the worker build names.
+    with open(os.path.join(REPO, "Dockerfile")) as file:
+        assert re.search(r"^FROM \S+ AS dataflow-worker$", file.read(), flags=re.M)
+
+
+def test_default_build_is_the_ci_image_only_and_bad_arguments_are_one_line():
+    done = subprocess.run([BUILD, "--dry-run"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "IMAGE": "localhost/fmnist-jobs:ci", "PIP_CERT": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "buildah --storage-driver vfs bud --isolation chroot --layers -f Dockerfile -t localhost/fmnist-jobs:ci ."]
+    for args, message in ((["--registry", "r"], "--registry needs --release"), (["--push"], "unknown argument --push"),
+                          (["--release", "--registry"], "--registry needs a value")):
+        refused = build_dry_run(*args)
+        assert refused.returncode == 2 and refused.stdout == "" and message in refused.stderr
+        assert refused.stderr.count("\n") == 1
+
+
+def test_build_script_passes_shellcheck():
+    import shutil
+
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed: `make tools` installs it", pytrace=False)
+    done = subprocess.run(["shellcheck", BUILD], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
