@@ -31,8 +31,10 @@ from components.errors import InputError
 SCHEDULE_FIELDS = {"name", "description", "spec", "cron", "time_zone", "catchup", "max_concurrency",
                    "start_time", "experiment", "parameters"}
 PINNED_PARAMETERS = ("image", "worker_image")  # KFP caches on these references: digests only
-# Parameters that are Beam flags themselves (KFP cannot choose a flag by a boolean's value).
-CHOICES = {"public_ips_flag": ("--no_use_public_ips", "--use_public_ips")}
+# Beam's two flags for the Dataflow workers' addresses (private, the default, needs Private Google
+# Access on the subnetwork). The pipeline takes the flag itself: KFP cannot pick a flag by a boolean.
+PUBLIC_IPS_FLAGS = ("--no_use_public_ips", "--use_public_ips")
+CHOICES = {"public_ips_flag": PUBLIC_IPS_FLAGS}
 _TYPES = {"STRUCT": dict, "STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
 
 

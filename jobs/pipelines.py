@@ -23,14 +23,13 @@ from kfp import compiler, dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.errors import InputError
+from components.schedules import PUBLIC_IPS_FLAGS
 
 # Stands in for the image until each task's `set_container_image(image)` names the pinned one.
 IMAGE_INPUT_DEFAULT = "fmnist-jobs"
 # Where KFP and Vertex AI Pipelines keep the tasks' artifacts unless a run names another root:
 # terraform's `pipeline_root` output for the project the schedules name (fmnist-prod).
 DEFAULT_PIPELINE_ROOT = "gs://fmnist-prod-pipelines/root"
-# Beam's two flags for the workers' addresses; private only needs Private Google Access on the subnetwork.
-PUBLIC_IPS_FLAGS = ("--no_use_public_ips", "--use_public_ips")
 ADAPTER = ("python", "-m", "jobs.kfp_outputs", "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER)
 
 

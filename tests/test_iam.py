@@ -14,6 +14,7 @@ workers' reads and writes come from the task itself and are held to the task's a
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -199,4 +200,17 @@ def test_the_pipelines_tasks_need_no_permission_beyond_iam_tf(cloud_project, gcs
     # The check saw the writes it is about: models published, tables written and replaced.
     assert {(f"{project}-models", "storage.objects.create"), (f"{project}-tables", "storage.objects.create"),
             (f"{project}-tables", "storage.objects.delete"), (f"{project}-data", "storage.objects.get")} <= proxy.used
+
+    # An analyst reads the tables with the same map's grants (and could write nothing there).
+    analysts = bucket_permissions(blocks, project)["analysts"]
+    with PermissionProxy(gcs_emulator, analysts) as proxy:
+        env = {**os.environ, "STORAGE_EMULATOR_HOST": f"http://{proxy.address}"}
+        query = subprocess.run([sys.executable, "-m", "jobs.cli", "query", "SELECT count(*) AS n FROM predictions",
+                                "--predictions", tables, "--out", f"{out}/n.parquet"],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proxy.denied == [] and query.returncode == 0, f"{proxy.denied}\n{query.stderr[-2000:]}"
+    import pyarrow.parquet as pq
+
+    summary = json.loads(storage.read_bytes(f"{tables}/runs/scheduled-{RUN_DATE}.json"))
+    assert pq.read_table(f"{out}/n.parquet").column("n").to_pylist() == [summary["counts"]["scored"]] != [0]
     shutil.rmtree(out)
