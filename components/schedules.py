@@ -35,6 +35,7 @@ PINNED_PARAMETERS = ("image", "worker_image")  # KFP caches on these references:
 # Access on the subnetwork). The pipeline takes the flag itself: KFP cannot pick a flag by a boolean.
 PUBLIC_IPS_FLAGS = ("--no_use_public_ips", "--use_public_ips")
 CHOICES = {"public_ips_flag": PUBLIC_IPS_FLAGS}
+RUNNER_ACCOUNT_ID = "fmnist-pipeline-runner"  # infra/terraform/iam.tf
 _TYPES = {"STRUCT": dict, "STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
 
 
@@ -190,9 +191,9 @@ def submit(
         from components.vertex_pipelines import submit_to_vertex
 
         project, region = project or parameters.get("project"), region or parameters.get("region")
-        if not (project and region and service_account):
-            raise InputError("--target vertex needs --project, --region (default: the run's parameters) and "
-                             "--service-account (the runner account the runs act as)")
+        if not (project and region):
+            raise InputError("--target vertex needs --project and --region (default: the run's parameters)")
+        service_account = service_account or runner_account(project)
         return submit_to_vertex(name=name, spec=spec_path, parameters=parameters, project=project, region=region,
                                 service_account=service_account, pipeline_root=pipeline_root, network=network,
                                 labels=parse_assignments(label or []), schedule=recurring, dry_run=dry_run)
@@ -225,6 +226,11 @@ def submit(
             return _replace_recurring_run(client, plan, experiment_id, request)
         run = client.run_pipeline(experiment_id=experiment_id, **request)
     return {"run_id": run.run_id, "experiment_id": experiment_id, "spec": spec_path, "parameters": parameters}
+
+
+def runner_account(project: str) -> str:
+    """The account pipeline runs act as: infra/terraform's pipeline runner in that project."""
+    return f"{RUNNER_ACCOUNT_ID}@{project}.iam.gserviceaccount.com"
 
 
 def kfp_cron(cron: str, time_zone: str, cluster_time_zone: str) -> str:

@@ -6,7 +6,7 @@
     fmnist pipeline submit --host URL --schedule infra/schedules/scoring-daily.yaml --once --param run_date=2026-11-01
     fmnist pipeline submit --host URL --spec infra/kfp/training.yaml --param image=... --param model_root=gs://b/models
     fmnist pipeline submit --target vertex --schedule infra/schedules/scoring-daily.yaml --dry-run \\
-        --service-account fmnist-pipeline-runner@fmnist-prod.iam.gserviceaccount.com --param image=... --param worker_image=...
+        --param image=REPO/jobs@sha256:... --param worker_image=REPO/worker@sha256:...
 """
 import argparse
 import sys
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     vertex.add_argument("--project", help="Google Cloud project (default: the run's `project` parameter)")
     vertex.add_argument("--region", help="Vertex AI region (default: the run's `region` parameter)")
     vertex.add_argument("--service-account", dest="service_account",
-                        help="account the run acts as: terraform's service_accounts.pipeline_runner")
+                        help="account the run acts as (default: terraform's pipeline runner of --project)")
     vertex.add_argument("--network", help="VPC network to peer the run with (projects/NUMBER/global/networks/NAME)")
     vertex.add_argument("--label", action="append", help="NAME=VALUE label of the run (repeatable)")
     return parser

@@ -1,4 +1,4 @@
-"""Infrastructure as code: every .tf parses and says what the issue asks; checkov finds nothing unexplained."""
+"""Infrastructure as code: every .tf parses and declares what the deployment needs; checkov finds nothing unexplained."""
 import glob
 import json
 import os

@@ -142,7 +142,7 @@ def test_the_dry_run_prints_exactly_the_requests_and_sends_nothing(vertex_api, t
     sent = vertex_api.requests[-1][2]
     done = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "pipeline", "submit", "--target", "vertex", "--dry-run",
-         "--schedule", "infra/schedules/scoring-daily.yaml", "--service-account", RUNNER, "--label", "team=ml",
+         "--schedule", "infra/schedules/scoring-daily.yaml", "--label", "team=ml",
          "--param", f"image={IMAGE}", "--param", f"worker_image={WORKER}"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
@@ -197,3 +197,24 @@ def test_kfp_schedule_in_another_zone_is_refused_in_one_line_before_any_request(
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)})
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "America/New_York" in done.stderr and "cronScheduleTimezone" in done.stderr
+
+
+def test_runs_act_as_terraforms_pipeline_runner_by_default(tmp_path):
+    import hcl2
+
+    from components.schedules import runner_account
+
+    with open(os.path.join(REPO, "infra", "terraform", "iam.tf")) as file:
+        accounts = {name: body for entry in hcl2.load(file)["resource"] for typ, items in entry.items()
+                    if typ.strip('"') == "google_service_account" for name, body in items.items()}
+    account_id = accounts['"pipeline_runner"']["account_id"].strip('"')
+    assert runner_account("fmnist-prod") == f"{account_id}@fmnist-prod.iam.gserviceaccount.com" == RUNNER
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "pipeline", "submit", "--target", "vertex", "--dry-run", "--once",
+         "--schedule", "infra/schedules/scoring-daily.yaml", "--param", f"image={IMAGE}", "--param", f"worker_image={WORKER}"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    ((request),) = json.loads(done.stdout)["requests"]
+    assert request["url"].startswith("https://europe-west4-aiplatform.googleapis.com" + PARENT + "/pipelineJobs?pipelineJobId=")
+    assert request["body"]["serviceAccount"] == RUNNER
+    assert request["body"]["runtimeConfig"]["gcsOutputDirectory"] == "gs://fmnist-prod-pipelines/root"
