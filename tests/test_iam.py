@@ -193,6 +193,15 @@ def test_the_pipelines_tasks_need_no_permission_beyond_iam_tf(cloud_project, gcs
             if task == "score":  # the day's shards arrive in the data bucket
                 for path in sorted(glob.glob(f"{out}/shards/test-*.tfrecord"))[:1]:
                     storage.upload_file(path, f"{data}/incoming/{RUN_DATE}/{os.path.basename(path)}")
+                # The check can fail: with read-only rights on the tables (the grant this test
+                # replaced) the task is refused at its first write and publishes nothing.
+                with PermissionProxy(gcs_emulator, {**allowed, f"{project}-tables": ROLE_PERMISSIONS[
+                        "roles/storage.objectViewer"]}) as read_only:
+                    refused = run_task(pipeline, task, values, read_only)
+                assert refused.returncode == 2 and "403" in refused.stderr
+                assert read_only.denied and all(f"storage.objects.create on {project}-tables" in denial
+                                                for denial in read_only.denied)
+                assert storage.list_prefix(tables) == []
             done = run_task(pipeline, task, values, proxy)
             assert proxy.denied == [], f"{task} as {account}: {proxy.denied}\n{done.stderr[-2000:]}"
             assert done.returncode == 0, f"{task}: exit {done.returncode}\n{done.stderr[-3000:]}"

@@ -87,7 +87,10 @@ def test_the_four_views_read_only_parts_that_complete_runs_name(terraform):
     assert "_FILE_NAME AS part_file" in parts and "UNNEST(runs.parts.${each.key})" in parts
     assert "USING (run_id, part_file)" in parts
     current = views["predictions_current"]["view"][0]["query"]
-    assert "ORDER BY timings.finished_at DESC" in current and "GROUP BY run_date" in current
+    assert "ORDER BY finished_at DESC, run_id DESC" in current and "GROUP BY run_date" in current
+    runs = views["runs"]["view"][0]["query"]
+    for column in ("run_id", "run_date", "status", "model_version", "read", "scored", "failed", "finished_at"):
+        assert re.search(rf"(SELECT|,|AS)\s+{column}\b", runs), column  # the columns of `fmnist query`'s runs
     # true_class from the same class names the scorer writes as predicted_class.
     local_values = {key: value for entry in terraform["locals"] for key, value in entry.items()}
     assert [name.strip('"') for name in local_values["class_names"]] == list(CLASS_NAMES)
@@ -213,3 +216,37 @@ def test_build_script_passes_shellcheck():
         pytest.fail("shellcheck is not installed: `make tools` installs it", pytrace=False)
     done = subprocess.run(["shellcheck", BUILD], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+
+
+def rendered_views(terraform: dict) -> dict[str, str]:
+    """Each view's SQL with terraform's interpolations filled in for project `p` (view name -> SQL)."""
+    tables = resources(terraform, "google_bigquery_table")
+    local_values = {key: value for entry in terraform["locals"] for key, value in entry.items()}
+    class_names = ", ".join(f"'{name.strip(chr(34))}'" for name in local_values["class_names"])
+    true_class = f"[{class_names}][SAFE_OFFSET(true_label)]"
+    views = {}
+    for name, body in tables.items():
+        if "view" not in body:
+            continue
+        for key in body.get("for_each", {}) or [name]:
+            sql = re.fullmatch(r'"?<<-SQL\n(.*)\n\s*SQL"?', body["view"][0]["query"], flags=re.S).group(1)
+            sql = sql.replace('${each.key == "predictions" ? ", ${local.true_class} AS true_class" : ""}',
+                              ", " + true_class + " AS true_class" if key == "predictions" else "")
+            sql = re.sub(r"\$\{google_bigquery_table\.(\w+)(?:\[[^\]]*\])?\.table_id\}",
+                         lambda match: {"files": f"{key}_files", "named_parts": "predictions"}.get(
+                             match.group(1), tables[match.group(1)]["table_id"].strip('"')), sql)
+            views[key] = sql.replace("${local.dataset}", "p.fmnist").replace("${each.key}", key)
+    return views
+
+
+def test_the_views_are_bigquery_sql(terraform):
+    import sqlglot
+
+    views = rendered_views(terraform)
+    assert set(views) == {"predictions", "errors", "predictions_current", "runs"}
+    for name, sql in views.items():
+        assert "${" not in sql, name
+        parsed = sqlglot.parse_one(sql, read="bigquery")  # raises on a syntax error
+        assert parsed.find(sqlglot.exp.Select), name
+    assert "AS true_class" in views["predictions"] and "true_class" not in views["errors"]
+    assert "`p.fmnist.predictions_files`" in views["predictions"] and "`p.fmnist.runs`" in views["errors"]

@@ -120,8 +120,12 @@ resource "google_bigquery_table" "runs" {
   deletion_protection = true
   view {
     use_legacy_sql = false
-    query          = <<-SQL
-      SELECT * FROM `${local.dataset}.${google_bigquery_table.runs_files.table_id}`
+    # The columns of `fmnist query`'s runs view, plus the part files the other views match.
+    query = <<-SQL
+      SELECT run_id, run_date, status, model_version,
+             counts.read AS read, counts.scored AS scored, counts.failed AS failed, counts.expected AS expected,
+             error_rate, timings.started_at AS started_at, timings.finished_at AS finished_at, parts
+      FROM `${local.dataset}.${google_bigquery_table.runs_files.table_id}`
       WHERE run_id IS NOT NULL AND run_date IS NOT NULL
     SQL
   }
@@ -166,7 +170,7 @@ resource "google_bigquery_table" "predictions_current" {
       SELECT predictions.*
       FROM `${local.dataset}.${google_bigquery_table.named_parts["predictions"].table_id}` AS predictions
       JOIN (
-        SELECT run_date, ARRAY_AGG(run_id ORDER BY timings.finished_at DESC, run_id DESC LIMIT 1)[OFFSET(0)] AS run_id
+        SELECT run_date, ARRAY_AGG(run_id ORDER BY finished_at DESC, run_id DESC LIMIT 1)[OFFSET(0)] AS run_id
         FROM `${local.dataset}.${google_bigquery_table.runs.table_id}`
         GROUP BY run_date
       ) AS latest USING (run_date, run_id)
