@@ -199,9 +199,20 @@ def submit(
                                 labels=parse_assignments(label or []), schedule=recurring, dry_run=dry_run)
     if target != "kfp":
         raise InputError(f"--target {target}: kfp or vertex")
+    vertex_only = [flag for flag, value in (("--project", project), ("--region", region), ("--network", network),
+                                             ("--service-account", service_account), ("--label", label)) if value]
+    if vertex_only:
+        raise InputError(f"{', '.join(vertex_only)}: only for --target vertex (KFP runs as its pods' account)")
     if not host:
         raise InputError("--target kfp needs --host (the KFP API endpoint)")
-    experiment_name = experiment or (plan.experiment if plan else "Default")
+    return _submit_to_kfp(host=host, plan=plan, name=name, spec=spec_path, parameters=parameters, recurring=recurring,
+                          experiment=experiment or (plan.experiment if plan else "Default"),
+                          pipeline_root=pipeline_root, cluster_time_zone=cluster_time_zone, dry_run=dry_run)
+
+
+def _submit_to_kfp(*, host: str, plan: Schedule | None, name: str, spec: str, parameters: dict, recurring,
+                   experiment: str, pipeline_root: str | None, cluster_time_zone: str, dry_run: bool) -> dict:
+    """A KFP run or recurring run (replacing the one of the same name); `dry_run`: the call, not made."""
     if recurring:
         cron = kfp_cron(recurring.cron, recurring.time_zone, cluster_time_zone)
         request = {"job_name": plan.name, "description": plan.description, "cron_expression": cron,
@@ -210,22 +221,22 @@ def submit(
                    "pipeline_root": pipeline_root}
     else:
         run_name = f"{name} {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S}"
-        request = {"job_name": run_name, "pipeline_package_path": spec_path, "params": parameters,
+        request = {"job_name": run_name, "pipeline_package_path": spec, "params": parameters,
                    "pipeline_root": pipeline_root}
     if dry_run:
         call = "create_recurring_run" if recurring else "run_pipeline"
-        return {"dry_run": True, "host": host, "experiment": experiment_name, "call": call, "arguments": request}
+        return {"dry_run": True, "host": host, "experiment": experiment, "call": call, "arguments": request}
 
     import kfp
 
     # kfp prints links on stdout; this step's stdout carries only its JSON result.
     with contextlib.redirect_stdout(sys.stderr):
         client = kfp.Client(host=host)
-        experiment_id = client.create_experiment(name=experiment_name).experiment_id
+        experiment_id = client.create_experiment(name=experiment).experiment_id
         if recurring:
             return _replace_recurring_run(client, plan, experiment_id, request)
         run = client.run_pipeline(experiment_id=experiment_id, **request)
-    return {"run_id": run.run_id, "experiment_id": experiment_id, "spec": spec_path, "parameters": parameters}
+    return {"run_id": run.run_id, "experiment_id": experiment_id, "spec": spec, "parameters": parameters}
 
 
 def runner_account(project: str) -> str:
@@ -257,9 +268,12 @@ def kfp_cron(cron: str, time_zone: str, cluster_time_zone: str) -> str:
 
 def _fixed_offset_minutes(zone: str) -> int | None:
     """The zone's UTC offset in minutes when it is the same all year (no daylight saving time), else None."""
-    from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    tz = datetime.timezone.utc if zone == "UTC" else ZoneInfo(zone)
+    try:
+        tz = datetime.timezone.utc if zone == "UTC" else ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise InputError(f"time zone {zone!r}: unknown (an IANA name such as Europe/Amsterdam)") from error
     start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     offsets = {(start + datetime.timedelta(days=day)).astimezone(tz).utcoffset() for day in range(0, 366, 7)}
     return int(offsets.pop().total_seconds() // 60) if len(offsets) == 1 else None

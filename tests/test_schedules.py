@@ -190,3 +190,10 @@ def test_a_beam_flag_parameter_takes_only_beams_flags():
     with pytest.raises(InputError, match="public_ips_flag=--public_ips: one of --no_use_public_ips, --use_public_ips"):
         run_parameters(spec, {**values, "public_ips_flag": "--public_ips"})
     assert run_parameters(spec, {**values, "labels": '{"team": "ml"}'})["labels"] == {"team": "ml"}
+
+
+def test_vertex_flags_are_refused_for_kfp_in_one_line(kfp_api, tmp_path):
+    done = submit("--host", kfp_api.host, "--spec", "infra/kfp/training.yaml", "--param", f"image={IMAGE}",
+                  "--param", "model_root=gs://b/models", "--network", "projects/1/global/networks/n", home=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--network: only for --target vertex" in done.stderr
+    assert kfp_api.requests == []
