@@ -84,8 +84,9 @@ def bucket_permissions(blocks: dict, project: str) -> dict[str, dict[str, set[st
             for member in members:
                 account = account_of(member, local_values)
                 held.setdefault(account, {}).setdefault(bucket_names[bucket], set()).update(ROLE_PERMISSIONS[unquote(role)])
-    for bucket, role in local_values.get("analyst_bucket_roles", {}).items():
-        held.setdefault("analysts", {}).setdefault(bucket_names[bucket], set()).update(ROLE_PERMISSIONS[unquote(role)])
+    for bucket, roles in local_values.get("analyst_bucket_roles", {}).items():
+        for role in roles:
+            held.setdefault("analysts", {}).setdefault(bucket_names[bucket], set()).update(ROLE_PERMISSIONS[unquote(role)])
     return held
 
 
@@ -126,13 +127,14 @@ def test_the_permission_map_reads_iam_tf():
     blocks = load_terraform()
     held = bucket_permissions(blocks, "p")
     assert task_account(blocks) == "pipeline_runner"
-    # Nobody holds bucket administration, and the worker writes nothing but tables and scratch.
-    assert not any(permission.startswith("storage.buckets.") for buckets in held.values()
-                   for permissions in buckets.values() for permission in permissions)
+    # Nobody may change a bucket or its policy (reading its metadata is all), and the worker
+    # writes nothing but tables and scratch.
+    assert {permission for buckets in held.values() for permissions in buckets.values() for permission in permissions
+            if permission.startswith("storage.buckets.")} == {"storage.buckets.get"}
     assert {bucket for bucket, permissions in held["dataflow_worker"].items()
             if "storage.objects.create" in permissions} == {"p-tables", "p-pipelines"}
     # Analysts read the tables and nothing else.
-    assert held["analysts"] == {"p-tables": _READ}
+    assert held["analysts"] == {"p-tables": _READ | {"storage.buckets.get"}}
 
 
 def test_the_proxy_refuses_what_the_account_lacks(gcs_emulator, cloud_project, monkeypatch):

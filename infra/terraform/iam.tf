@@ -28,26 +28,33 @@ locals {
   # bucket -> role -> members. objectViewer reads (get, list); objectUser also creates,
   # replaces and deletes objects (an overwrite needs delete too), without any right on the
   # bucket itself or its IAM policy.
+  # legacyBucketReader adds storage.buckets.get (and list): when an object is not found, the
+  # storage layer asks whether its bucket exists, so that a typo in a bucket name is reported
+  # as such; it grants no change to the bucket or its policy.
   bucket_grants = {
     data = {
-      "roles/storage.objectViewer" = [local.runner, local.worker] # raw data sets, the shards to score
+      "roles/storage.objectViewer"       = [local.runner, local.worker] # raw data sets, the shards to score
+      "roles/storage.legacyBucketReader" = [local.runner, local.worker]
     }
     models = {
-      "roles/storage.objectUser"   = [local.runner] # train writes versions and moves LATEST
-      "roles/storage.objectViewer" = [local.worker] # score loads the published model
+      "roles/storage.objectUser"         = [local.runner] # train writes versions and moves LATEST
+      "roles/storage.objectViewer"       = [local.worker] # score loads the published model
+      "roles/storage.legacyBucketReader" = [local.runner, local.worker]
     }
     tables = {
       # score's task takes the run's lease, stages, publishes parts, rewrites the summary and
       # removes replaced parts; its workers write the staged parts.
-      "roles/storage.objectUser" = [local.runner, local.worker]
+      "roles/storage.objectUser"         = [local.runner, local.worker]
+      "roles/storage.legacyBucketReader" = [local.runner, local.worker]
     }
     pipelines = {
-      "roles/storage.objectUser" = [local.runner, local.worker] # task artifacts, Dataflow temp/staging
+      "roles/storage.objectUser"         = [local.runner, local.worker] # task artifacts, Dataflow temp/staging
+      "roles/storage.legacyBucketReader" = [local.runner, local.worker]
     }
   }
-  # bucket -> role of every member of var.analysts: the tables, read only.
+  # bucket -> roles of every member of var.analysts: the tables, read only.
   analyst_bucket_roles = {
-    tables = "roles/storage.objectViewer"
+    tables = ["roles/storage.objectViewer", "roles/storage.legacyBucketReader"]
   }
   buckets = {
     data      = google_storage_bucket.data.name
@@ -72,13 +79,15 @@ resource "google_storage_bucket_iam_member" "grants" {
 }
 
 resource "google_storage_bucket_iam_member" "analysts" {
-  for_each = {
-    for pair in setproduct(keys(local.analyst_bucket_roles), var.analysts) : "${pair[0]} ${pair[1]}" => {
-      bucket = pair[0], member = pair[1]
+  for_each = merge([
+    for bucket, roles in local.analyst_bucket_roles : {
+      for pair in setproduct(roles, var.analysts) : "${bucket} ${pair[0]} ${pair[1]}" => {
+        bucket = bucket, role = pair[0], member = pair[1]
+      }
     }
-  }
+  ]...)
   bucket = local.buckets[each.value.bucket]
-  role   = local.analyst_bucket_roles[each.value.bucket]
+  role   = each.value.role
   member = each.value.member
 }
 
