@@ -9,7 +9,7 @@ DATA_DIR := /usr/share/datasets/fashion-mnist
 # Where `make run` writes everything (shards, models, prediction tables, report).
 RUN_DIR ?= runs/local
 
-.PHONY: install data browser run report test schema-docs clean tools container-test pipelines
+.PHONY: install data browser run report test schema-docs clean tools container-test pipelines images
 
 install: $(VENV)/.installed data
 
@@ -58,10 +58,11 @@ test: install browser tools
 	$(BIN)/python -m pytest
 
 # checkov (policy checks of infra/ and the Dockerfile, run by tests/test_infra.py) has its own
-# virtualenv: its dependencies conflict with the project's.
+# virtualenv: its dependencies conflict with the project's. shellcheck (Debian) checks build.sh.
 TOOLS_VENV ?= .venv-tools
 CHECKOV_VERSION ?= 3.3.30
 tools: $(TOOLS_VENV)/.installed
+	@command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck; }
 $(TOOLS_VENV)/.installed:
 	$(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
@@ -74,6 +75,13 @@ IMAGE ?= localhost/fmnist-jobs:dev
 container-test: install
 	IMAGE=$(IMAGE) infra/container/build.sh
 	FMNIST_CONTAINER_TEST=1 FMNIST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -v -s -rs tests/test_container.py
+
+# The release images: jobs and its Dataflow worker target, tagged with the package version,
+# pushed to REGISTRY when given (e.g. europe-west4-docker.pkg.dev/fmnist-prod/fmnist); prints
+# the digests as the pipelines' image= and worker_image= parameters. DRY_RUN=1 prints the commands.
+REGISTRY ?=
+images:
+	infra/container/build.sh --release $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(DRY_RUN),--dry-run)
 
 # Recompiles the KFP specs in infra/kfp/ (a test fails when the committed ones are stale).
 pipelines: $(VENV)/.installed

@@ -34,6 +34,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from components import storage
 from components.constants import tool_version
 from components.contracts import ContractError, RunCounts, RunInputs, RunParts, RunSummary, ShardReceipt
+from components.dataflow_job import run_and_wait
 from components.errors import CheckFailed, InputError
 from components.lease import DEFAULT_TTL_S, Lease, hold_lease, lease_uri
 from components.parquet_parts import part_rows, value_counts
@@ -87,11 +88,13 @@ def score(
     batch_size: int = DEFAULT_BATCH_SIZE,
     lease_ttl_s: float = DEFAULT_TTL_S,
     beam_args: Sequence[str] = (),
+    gcp_resources: str | None = None,
 ) -> dict:
     """Scores every shard matching `input` with the model at `model` into tables below `output`.
 
     `model` is a model version folder or a model root (then its published LATEST).
     `beam_args` are standard Beam pipeline options (--runner, --direct_num_workers, ...).
+    `gcp_resources`: file for the launched Dataflow job's `gcp_resources` (KFP output).
     Returns the run summary. Configuration errors raise InputError before anything is
     written; another live attempt at the run id raises RunConflict before anything is
     written; a failed share above `max_error_rate` raises CheckFailed after publishing.
@@ -120,8 +123,7 @@ def score(
         for other in _dead_attempts(output, run_id, attempt):  # we hold the lease: nobody else writes there
             storage.delete_prefix(other)
         try:
-            result = pipeline.run()
-            state = result.wait_until_finish()
+            result, state = run_and_wait(pipeline, options, gcp_resources=gcp_resources)
             if state != "DONE":
                 raise RuntimeError(f"scoring pipeline ended in state {state}")
             pipeline_seconds = time.monotonic() - started

@@ -5,7 +5,7 @@
     python -m jobs.kfp_outputs --executor-input '{{$}}' run-context --image REPO@sha256:... --scheduled-time ...
 
 The command after `--` runs unchanged (its output goes to the task log, its exit code is this
-process's). Only after it succeeded are its outputs read back through the step contracts
+process's, SIGTERM is passed on to it). Only after it succeeded are its outputs read back through the step contracts
 (manifest.json, the registry's LATEST + metrics.json, the run summary) and written where KFP
 collects them: files at the output artifacts' local paths, parameters to their output files,
 artifact metadata (metrics, confusion matrix) to the executor output file.
@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -184,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_step(command: list[str]) -> int:
+    """Runs the step as a child process and returns its exit code. SIGTERM to this process (the
+    container's main process, which Kubernetes and Vertex stop) is passed on to the step, so it
+    can cancel the Dataflow job it launched and clean up before the pod goes."""
+    step = subprocess.Popen(command)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: step.send_signal(signal.SIGTERM))
+    try:
+        return step.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own, command = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
@@ -191,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kind, executor_input = args.pop("kind"), args.pop("executor_input")
     status = run(require_pinned, {"image": args.pop("image")})
     if status == 0 and command:
-        status = subprocess.call(command)  # the step itself, exactly as given
+        status = run_step(command)
     if status != 0:
         return status
 

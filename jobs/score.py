@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lease-ttl-s", dest="lease_ttl_s", type=float,
                         help="seconds after which the run id lease of an attempt that stopped renewing it "
                              "(killed, evicted) may be taken over (default 60)")
+    parser.add_argument("--gcp-resources", dest="gcp_resources",
+                        help="file to write the launched Dataflow job to, as google-cloud-pipeline-components do")
     return parser
 
 

@@ -150,6 +150,16 @@ def test_partition_schema_names_the_partition_keys():
     assert arrow_violations(PARTITION_SCHEMA) == []
 
 
-def test_partition_keys_are_not_file_columns():
-    # BigQuery's Hive partitioning refuses partition keys that are also file columns.
-    assert not set(PARTITION_KEYS) & (set(PREDICTION_SCHEMA.names) | set(ERROR_SCHEMA.names))
+def test_partition_keys_live_in_the_paths_only():
+    """Contract v2: run_date and run_id are Hive path keys and never file columns, which BigQuery's
+    Hive partitioning refuses (and pandas/pyarrow cannot merge) - in the schema module, the schema
+    files the external tables read, and the CUSTOM prefix of those tables."""
+    assert not set(PARTITION_KEYS) & set(PREDICTION_SCHEMA.names)
+    assert not set(PARTITION_KEYS) & set(ERROR_SCHEMA.names)
+    for name in ("predictions", "errors"):
+        with open(os.path.join(REPO, "infra", "bigquery", f"{name}.schema.json")) as file:
+            assert not set(PARTITION_KEYS) & {field["name"] for field in json.load(file)}, name
+    with open(os.path.join(REPO, "infra", "terraform", "bigquery.tf")) as file:
+        prefixes = re.findall(r'source_uri_prefix\s*=\s*"[^"]*?((?:/\{\w+:\w+\})+)"', file.read())
+    assert prefixes == ["/{run_date:DATE}/{run_id:STRING}"]
+    assert PARTITION_SCHEMA.field("run_date").type == pa.date32()

@@ -1,4 +1,4 @@
-"""Issue 5 end to end: raw IDX (local) -> prepare -> gs:// shards -> train (gs:// in and out)
+"""End to end on Cloud Storage: raw IDX (local) -> prepare -> gs:// shards -> train (gs:// in and out)
 -> score on the DirectRunner (gs:// shards, model and tables) -> tables read back from the
 bucket with DuckDB, equal to the same chain run on local folders. Then the same chain again
 through a proxy that fails every 4th request: exactly the same rows, nothing lost or doubled.
@@ -42,7 +42,7 @@ def run_chain(source: str, root: str) -> tuple[dict, dict]:
     """prepare -> train -> score below `root`; returns the train and score summaries."""
     prepare(source=source, output=f"{root}/shards", shards_per_split=3, allow_unknown_source=True, workers=1)
     trained = train(data=f"{root}/shards", model_root=f"{root}/models", epochs=2, min_accuracy=0.5, seed=7)
-    # The DirectRunner by name, as the issue asks (score's own default is its FnApiRunner engine).
+    # The DirectRunner by name, as deployments name it (score's own default is its FnApiRunner engine).
     summary = score(input=f"{root}/shards/test-*.tfrecord", model=f"{root}/models", output=f"{root}/scores",
                     run_id="e2e", run_date="2026-11-29", beam_args=["--runner", "DirectRunner"])
     return trained, summary

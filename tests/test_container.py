@@ -47,7 +47,8 @@ def smoke_commands(out: str) -> dict[str, list[str]]:
         "train": pipelines.train_command(data=shards, model_root=models,
                                          flags=pipelines.optional_flags({"epochs": 1, "min_accuracy": 0.5})),
         "score": pipelines.score_command(shards=f"{shards}/test-*.tfrecord", model=models, output=f"{out}/tables",
-                                         run_id=RUN_ID, run_date=RUN_DATE, flags=pipelines.dataflow_flags(**LOCAL_BEAM)),
+                                         run_id=RUN_ID, run_date=RUN_DATE, gcp_resources=f"{out}/score/gcp_resources",
+                                         flags=pipelines.dataflow_flags(**LOCAL_BEAM)),
     }
 
 
@@ -67,7 +68,9 @@ def task_values(out: str, image: str, manifest_digest: str = "") -> dict[str, di
                         "$": executor_input(f"{out}/run-context", {}, ("date", "shards", "run_id"))},
         "score": {"image": image, "shards": f"{out}/shards/test-*.tfrecord", "model_root": f"{out}/models",
                   "output": f"{out}/tables", "run_id": RUN_ID, "run_date": RUN_DATE, **LOCAL_BEAM,
-                  "$": executor_input(f"{out}/score", {"predictions": "system.Dataset", "summary": "system.Metrics"})},
+                  "gcp_resources": f"{out}/score/gcp_resources", "public_ips_flag": pipelines.PUBLIC_IPS_FLAGS[0],
+                  "$": executor_input(f"{out}/score", {"predictions": "system.Dataset", "summary": "system.Metrics"},
+                                      ("gcp_resources",))},
     }
 
 

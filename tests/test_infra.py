@@ -1,4 +1,4 @@
-"""Infrastructure as code: every .tf parses and says what the issue asks; checkov finds nothing unexplained."""
+"""Infrastructure as code: every .tf parses and declares what the deployment needs; checkov finds nothing unexplained."""
 import glob
 import json
 import os
@@ -9,6 +9,7 @@ import hcl2
 import pytest
 
 from components import schema
+from components.constants import CLASS_NAMES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TERRAFORM = os.path.join(REPO, "infra", "terraform")
@@ -49,25 +50,70 @@ def test_service_accounts_get_bucket_scoped_roles_and_no_broad_ones(terraform):
     granted = set(re.findall(r'"(roles/[a-zA-Z.]+)"', text))
     assert not granted & {"roles/owner", "roles/editor", "roles/storage.admin", "roles/dataflow.admin",
                           "roles/iam.serviceAccountAdmin"}
-    assert "roles/storage.objectAdmin" in granted  # on single buckets only: see the next assertion
-    assert "google_project_iam_member" in text and "objectAdmin" not in "".join(
+    assert "roles/storage.objectUser" in granted  # on single buckets only: see the next assertion
+    assert "google_project_iam_member" in text and "roles/storage." not in "".join(
         re.findall(r'resource "google_project_iam_member"[^}]*}', text, flags=re.S))
 
 
-def test_external_tables_read_the_schema_generated_from_components_schema(terraform):
-    table = resources(terraform, "google_bigquery_table")["scoring"]
-    assert set(table["for_each"]) == {"predictions", "errors"}
-    assert table["schema"] == '${file("${path.module}/../bigquery/${each.key}.schema.json")}'
-    config = table["external_data_configuration"][0]
+def test_external_tables_are_hive_partitioned_by_the_path_keys_of_contract_v2(terraform):
+    files = resources(terraform, "google_bigquery_table")["files"]
+    assert set(files["for_each"]) == {"predictions", "errors"}
+    assert files["schema"] == '${file("${path.module}/../bigquery/${each.key}.schema.json")}'
+    config = files["external_data_configuration"][0]
     assert config["source_format"] == '"PARQUET"'
     hive = config["hive_partitioning_options"][0]
-    assert hive["mode"] == '"CUSTOM"' and hive["source_uri_prefix"].endswith('{run_date:DATE}"')
-    # The file the table reads is the schema module's columns (the report side keeps it current).
-    with open(os.path.join(REPO, "infra", "bigquery", "predictions.schema.json")) as file:
-        assert json.load(file) == schema.bigquery_schema(schema.PREDICTION_COLUMNS)
-    # BigQuery refuses Hive keys that are also file columns: only keys absent from the files.
-    file_columns = {name for name, *_ in schema.PREDICTION_COLUMNS}
-    assert "run_date" not in file_columns
+    assert hive["mode"] == '"CUSTOM"'
+    keys = re.findall(r"\{(\w+):(\w+)\}", hive["source_uri_prefix"])
+    assert keys == [("run_date", "DATE"), ("run_id", "STRING")]
+    assert tuple(name for name, _ in keys) == schema.PARTITION_KEYS
+
+
+def test_runs_table_reads_one_line_summaries_and_skips_a_bad_one(terraform):
+    runs = resources(terraform, "google_bigquery_table")["runs_files"]
+    config = runs["external_data_configuration"][0]
+    assert config["source_format"] == '"NEWLINE_DELIMITED_JSON"'
+    assert config["source_uris"] == ['"${local.tables_uri}/runs/*.json"']
+    assert config["ignore_unknown_values"] is True and config["max_bad_records"] > 0
+
+
+def test_the_four_views_read_only_parts_that_complete_runs_name(terraform):
+    tables = resources(terraform, "google_bigquery_table")
+    views = {name: body for name, body in tables.items() if "view" in body}
+    assert set(views) == {"runs", "named_parts", "predictions_current"}
+    assert set(views["named_parts"]["for_each"]) == {"predictions", "errors"}
+    for view in views.values():
+        assert view["view"][0]["use_legacy_sql"] is False
+    parts = views["named_parts"]["view"][0]["query"]
+    assert "_FILE_NAME AS part_file" in parts and "UNNEST(runs.parts.${each.key})" in parts
+    assert "USING (run_id, part_file)" in parts
+    current = views["predictions_current"]["view"][0]["query"]
+    assert "ORDER BY finished_at DESC, run_id DESC" in current and "GROUP BY run_date" in current
+    runs = views["runs"]["view"][0]["query"]
+    for column in ("run_id", "run_date", "status", "model_version", "read", "scored", "failed", "finished_at"):
+        assert re.search(rf"(SELECT|,|AS)\s+{column}\b", runs), column  # the columns of `fmnist query`'s runs
+    # true_class from the same class names the scorer writes as predicted_class.
+    local_values = {key: value for entry in terraform["locals"] for key, value in entry.items()}
+    assert [name.strip('"') for name in local_values["class_names"]] == list(CLASS_NAMES)
+
+
+def test_staging_is_scratch_and_the_tables_stay_readable_without_retrieval_fees(terraform):
+    tables = resources(terraform, "google_storage_bucket")["tables"]
+    rules = [(rule["condition"][0], rule["action"][0]) for rule in tables["lifecycle_rule"]]
+    assert not [action for _, action in rules if action["type"] == '"SetStorageClass"']
+    assert tables["autoclass"][0]["enabled"] is True
+    staging = [condition for condition, action in rules
+               if condition.get("matches_prefix") == ['"_staging"'] and action["type"] == '"Delete"']
+    assert any(condition.get("days_since_noncurrent_time") == 1 for condition in staging)  # old versions: a day
+    assert any("age" in condition for condition in staging)  # a killed attempt's leftovers
+
+
+def test_vertex_ai_is_enabled_and_analysts_get_read_roles(terraform):
+    apis = resources(terraform, "google_project_service")["apis"]
+    assert '"aiplatform.googleapis.com"' in re.findall(r'"[a-z]+\.googleapis\.com"', apis["for_each"])
+    assert resources(terraform, "google_bigquery_dataset_iam_member")["analysts"]["role"] == '"roles/bigquery.dataViewer"'
+    assert resources(terraform, "google_project_iam_member")["analysts"]["role"] == '"roles/bigquery.jobUser"'
+    assert "google_storage_bucket_iam_member" in {typ.strip('"') for entry in terraform["resource"] for typ in entry}
+    assert set(resources(terraform, "google_storage_bucket_iam_member")) == {"grants", "analysts"}
 
 
 def test_artifact_registry_repository_has_immutable_tags(terraform):
@@ -103,3 +149,104 @@ def test_checkov_reports_no_failure_and_every_skip_has_a_reason(target):
                    for check in report["results"]["skipped_checks"]
                    if len(check["check_result"].get("suppress_comment", "").strip()) < 20]
     assert unexplained == []
+
+
+def terraform_output_value(name: str, **variables: str) -> str:
+    """An output of infra/terraform whose value is a string of bucket names and variables, evaluated."""
+    blocks: dict[str, list] = {}
+    for path in sorted(glob.glob(os.path.join(TERRAFORM, "*.tf"))):
+        with open(path) as file:
+            for kind, entries in hcl2.load(file).items():
+                blocks.setdefault(kind, []).extend(entries)
+    (output,) = [entry[f'"{name}"'] for entry in blocks["output"] if f'"{name}"' in entry]
+    buckets = resources(blocks, "google_storage_bucket")
+    value = output["value"].strip('"')
+    value = re.sub(r"\$\{google_storage_bucket\.(\w+)\.name\}", lambda m: buckets[m.group(1)]["name"].strip('"'), value)
+    return re.sub(r"\$\{var\.(\w+)\}", lambda m: variables[m.group(1)], value)
+
+
+BUILD = os.path.join(REPO, "infra", "container", "build.sh")
+
+
+def build_dry_run(*args: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key not in ("IMAGE", "PIP_CERT")}
+    return subprocess.run([BUILD, *args, "--dry-run"], cwd=REPO, capture_output=True, text=True, env=env)
+
+
+def test_release_build_makes_both_images_tagged_with_the_version_pushes_them_and_prints_digests():
+    import tomllib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as file:
+        version = tomllib.load(file)["project"]["version"]
+    registry = "europe-west4-docker.pkg.dev/fmnist-prod/fmnist"
+    done = build_dry_run("--release", "--registry", registry + "/")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    builds = [line for line in lines if " bud " in line]
+    assert builds == [
+        f"buildah --storage-driver vfs bud --isolation chroot --layers -f Dockerfile -t {registry}/jobs:{version} .",
+        f"buildah --storage-driver vfs bud --isolation chroot --layers --target dataflow-worker -f Dockerfile "
+        f"-t {registry}/worker:{version} ."]
+    pushes = [line.split()[-2:] for line in lines if " push " in line]
+    assert pushes == [[f"{registry}/{name}:{version}", f"docker://{registry}/{name}:{version}"] for name in ("jobs", "worker")]
+    assert [line.split("@")[0] for line in lines if "=" in line and "@sha256:" in line] == [
+        f"image={registry}/jobs", f"worker_image={registry}/worker"]
+    # The Dockerfile has the stage the worker build names.
+    with open(os.path.join(REPO, "Dockerfile")) as file:
+        assert re.search(r"^FROM \S+ AS dataflow-worker$", file.read(), flags=re.M)
+
+
+def test_default_build_is_the_ci_image_only_and_bad_arguments_are_one_line():
+    done = subprocess.run([BUILD, "--dry-run"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "IMAGE": "localhost/fmnist-jobs:ci", "PIP_CERT": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "buildah --storage-driver vfs bud --isolation chroot --layers -f Dockerfile -t localhost/fmnist-jobs:ci ."]
+    for args, message in ((["--registry", "r"], "--registry needs --release"), (["--push"], "unknown argument --push"),
+                          (["--release", "--registry"], "--registry needs a value")):
+        refused = build_dry_run(*args)
+        assert refused.returncode == 2 and refused.stdout == "" and message in refused.stderr
+        assert refused.stderr.count("\n") == 1
+
+
+def test_build_script_passes_shellcheck():
+    import shutil
+
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed: `make tools` installs it", pytrace=False)
+    done = subprocess.run(["shellcheck", BUILD], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+def rendered_views(terraform: dict) -> dict[str, str]:
+    """Each view's SQL with terraform's interpolations filled in for project `p` (view name -> SQL)."""
+    tables = resources(terraform, "google_bigquery_table")
+    local_values = {key: value for entry in terraform["locals"] for key, value in entry.items()}
+    class_names = ", ".join(f"'{name.strip(chr(34))}'" for name in local_values["class_names"])
+    true_class = f"[{class_names}][SAFE_OFFSET(true_label)]"
+    views = {}
+    for name, body in tables.items():
+        if "view" not in body:
+            continue
+        for key in body.get("for_each", {}) or [name]:
+            sql = re.fullmatch(r'"?<<-SQL\n(.*)\n\s*SQL"?', body["view"][0]["query"], flags=re.S).group(1)
+            sql = sql.replace('${each.key == "predictions" ? ", ${local.true_class} AS true_class" : ""}',
+                              ", " + true_class + " AS true_class" if key == "predictions" else "")
+            sql = re.sub(r"\$\{google_bigquery_table\.(\w+)(?:\[[^\]]*\])?\.table_id\}",
+                         lambda match: {"files": f"{key}_files", "named_parts": "predictions"}.get(
+                             match.group(1), tables[match.group(1)]["table_id"].strip('"')), sql)
+            views[key] = sql.replace("${local.dataset}", "p.fmnist").replace("${each.key}", key)
+    return views
+
+
+def test_the_views_are_bigquery_sql(terraform):
+    import sqlglot
+
+    views = rendered_views(terraform)
+    assert set(views) == {"predictions", "errors", "predictions_current", "runs"}
+    for name, sql in views.items():
+        assert "${" not in sql, name
+        parsed = sqlglot.parse_one(sql, read="bigquery")  # raises on a syntax error
+        assert parsed.find(sqlglot.exp.Select), name
+    assert "AS true_class" in views["predictions"] and "true_class" not in views["errors"]
+    assert "`p.fmnist.predictions_files`" in views["predictions"] and "`p.fmnist.runs`" in views["errors"]

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from jobs import kfp_outputs
+from jobs import kfp_outputs, pipelines
 from tests.kfp_spec import REPO, SPECS, container, load_spec, render
 from tests.test_container import smoke_commands, task_values
 
@@ -79,3 +79,46 @@ def test_training_outputs_are_typed_artifacts():
         "confusion_matrix": "system.ClassificationMetrics", "model_card": "system.Markdown"}
     prepare = load_spec("training")["components"]["comp-prepare"]["outputDefinitions"]["artifacts"]
     assert prepare["dataset"]["artifactType"]["schemaTitle"] == "system.Dataset"
+
+
+@pytest.mark.parametrize("name", ["training", "scoring"])
+def test_specs_declare_the_pipeline_root_of_terraforms_output(name):
+    from tests.test_infra import terraform_output_value
+
+    assert load_spec(name)["defaultPipelineRoot"] == pipelines.DEFAULT_PIPELINE_ROOT
+    assert terraform_output_value("pipeline_root", project_id="fmnist-prod") == pipelines.DEFAULT_PIPELINE_ROOT
+
+
+def test_compile_takes_another_pipeline_root_and_refuses_a_local_one(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "compile", "--output", str(tmp_path),
+                           "--pipeline-root", "gs://other-pipelines/root"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "scoring.yaml").read_text())["defaultPipelineRoot"] == "gs://other-pipelines/root"
+    refused = subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "compile", "--output", str(tmp_path / "x"),
+                              "--pipeline-root", "/tmp/root"], cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--pipeline-root /tmp/root" in refused.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_every_task_requests_and_is_limited_to_its_cpu_and_memory():
+    for name in ("training", "scoring"):
+        for executor in load_spec(name)["deploymentSpec"]["executors"].values():
+            resources = executor["container"]["resources"]
+            assert resources["cpuRequest"] == resources["cpuLimit"] > 0
+            assert resources["memoryRequest"] == resources["memoryLimit"] > 0
+
+
+def test_the_score_task_writes_gcp_resources_and_takes_dataflows_options():
+    spec = load_spec("scoring")
+    outputs = spec["components"]["comp-score"]["outputDefinitions"]["parameters"]
+    assert outputs["gcp_resources"]["parameterType"] == "STRING"
+    args = container("scoring", "score")["args"]
+    flag = args.index("--gcp-resources")
+    assert args[flag + 1] == "{{$.outputs.parameters['gcp_resources'].output_file}}"
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    for name in ("network", "subnetwork", "max_num_workers", "machine_type", "labels", "job_name"):
+        assert inputs[name]["isOptional"] is True, name
+    assert inputs["public_ips_flag"]["defaultValue"] == "--no_use_public_ips"
+    assert inputs["labels"]["parameterType"] == "STRUCT"

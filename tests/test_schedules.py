@@ -165,3 +165,35 @@ def test_a_schedule_naming_no_compiled_spec_is_refused(tmp_path):
     shutil.copy(os.path.join(SCHEDULES, "training-weekly.yaml"), tmp_path / "weekly.yaml")
     with pytest.raises(InputError, match="compiled spec .* not found"):
         load_schedule(str(tmp_path / "weekly.yaml"))
+
+
+def test_pipeline_root_reaches_the_kfp_run_and_a_dry_run_sends_nothing(kfp_api, tmp_path):
+    args = ["--host", kfp_api.host, "--schedule", "infra/schedules/scoring-daily.yaml", "--once",
+            "--param", f"image={IMAGE}", "--param", f"worker_image={WORKER}", "--pipeline-root", "gs://other/root"]
+    dry = submit(*args, "--dry-run", home=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert kfp_api.requests == []
+    planned = json.loads(dry.stdout)
+    assert planned["call"] == "run_pipeline" and planned["arguments"]["pipeline_root"] == "gs://other/root"
+    done = submit(*args, home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run,) = kfp_api.calls("POST", "/apis/v2beta1/runs")
+    assert run["runtime_config"]["pipeline_root"] == "gs://other/root"
+    assert run["runtime_config"]["parameters"] == planned["arguments"]["params"]
+
+
+def test_a_beam_flag_parameter_takes_only_beams_flags():
+    spec = os.path.join(REPO, "infra", "kfp", "scoring.yaml")
+    schedule = load_schedule(os.path.join(SCHEDULES, "scoring-daily.yaml"))
+    values = {**schedule.parameters, "image": IMAGE, "worker_image": WORKER}
+    assert run_parameters(spec, {**values, "public_ips_flag": "--use_public_ips"})["public_ips_flag"] == "--use_public_ips"
+    with pytest.raises(InputError, match="public_ips_flag=--public_ips: one of --no_use_public_ips, --use_public_ips"):
+        run_parameters(spec, {**values, "public_ips_flag": "--public_ips"})
+    assert run_parameters(spec, {**values, "labels": '{"team": "ml"}'})["labels"] == {"team": "ml"}
+
+
+def test_vertex_flags_are_refused_for_kfp_in_one_line(kfp_api, tmp_path):
+    done = submit("--host", kfp_api.host, "--spec", "infra/kfp/training.yaml", "--param", f"image={IMAGE}",
+                  "--param", "model_root=gs://b/models", "--network", "projects/1/global/networks/n", home=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--network: only for --target vertex" in done.stderr
+    assert kfp_api.requests == []

@@ -6,15 +6,43 @@
 #      Dockerfile's `FROM debian:bookworm-slim` builds here unchanged;
 #   3. builds the Dockerfile's default target with buildah (chroot isolation, vfs storage,
 #      layer cache on) and prints the build time and the image size.
+# With --release it builds both images a release needs, tagged with the package version:
+#   <registry>/jobs:<version>    the default target (every KFP task)
+#   <registry>/worker:<version>  the dataflow-worker target (Dataflow's --sdk_container_image;
+#                                needs Docker Hub for Beam's SDK image)
+# pushes them when --registry is given, and prints the digests as the pipeline parameters
+# `image=...@sha256:...` and `worker_image=...@sha256:...` (schedules take digests, not tags).
 #
 #   infra/container/build.sh                           # IMAGE=localhost/fmnist-jobs:dev
 #   IMAGE=localhost/fmnist-jobs:ci infra/container/build.sh
+#   infra/container/build.sh --release --registry europe-west4-docker.pkg.dev/fmnist-prod/fmnist
+#   infra/container/build.sh --release --registry ... --dry-run   # print the commands, run nothing
 #
 # When it cannot run (not root, Debian mirror unreachable, debootstrap fails) it exits 1 with
 # one line starting "container build cannot run:", so CI says why.
 set -euo pipefail
 
 IMAGE=${IMAGE:-localhost/fmnist-jobs:dev}
+RELEASE=0
+REGISTRY=""
+DRY_RUN=0
+while (($#)); do
+    case "$1" in
+        --release) RELEASE=1 ;;
+        --registry)
+            if (($# < 2)) || [[ $2 == -* ]]; then
+                echo "error: --registry needs a value (REGION-docker.pkg.dev/PROJECT/REPOSITORY)" >&2
+                exit 2
+            fi
+            REGISTRY=${2%/}
+            shift
+            ;;
+        --dry-run) DRY_RUN=1 ;;
+        *) echo "error: unknown argument $1 (use --release, --registry REGISTRY, --dry-run)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ -z "$REGISTRY" ] || ((RELEASE)) || { echo "error: --registry needs --release" >&2; exit 2; }
 BASE_IMAGE=docker.io/library/debian:bookworm-slim
 SUITE=bookworm
 # vfs: no overlay/fuse support needed; chroot isolation: no user namespaces or runtime needed.
@@ -39,8 +67,19 @@ ensure_tools() {
 # The mirror apt on this machine uses for release $1, else Debian's default ($2).
 debian_mirror() {
     local uri
+    # shellcheck disable=SC2016 # $(REPO_URI) is apt's own field syntax, not a shell expansion
     uri=$(apt-get indextargets --format '$(REPO_URI)' "Release: $1" 'Identifier: Packages' 2>/dev/null | head -n1)
     echo "${uri:-$2}"
+}
+
+# Runs a command, or with --dry-run prints it (shell-quoted) instead.
+run() {
+    if ((DRY_RUN)); then
+        printf '%q ' "$@" | sed 's/ $//'
+        echo
+    else
+        "$@"
+    fi
 }
 
 # Writes $2 into the file $1 (the base image's configuration files below).
@@ -55,7 +94,9 @@ bootstrap_base() {
     started=$(date +%s)
     ctr=$("${BUILDAH[@]}" from scratch)
     root=$("${BUILDAH[@]}" mount "$ctr")
-    [ -n "$root" ] && [ "$root" != / ] || die "buildah mount gave no usable root folder for $ctr"
+    if [ -z "$root" ] || [ "$root" = / ]; then
+        die "buildah mount gave no usable root folder for $ctr"
+    fi
     echo "bootstrapping $BASE_IMAGE: debootstrap --variant=minbase $SUITE from $mirror"
     if ! debootstrap --variant=minbase "$SUITE" "$root" "$mirror" >"$log" 2>&1; then
         tail -n 20 "$log" >&2
@@ -96,23 +137,71 @@ Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";'
     echo "base image $BASE_IMAGE ready in $(($(date +%s) - started)) s"
 }
 
+# Builds Dockerfile target $1 (empty: the default target) as image $2.
 build_image() {
-    local started
+    local target=$1 image=$2 started
     started=$(date +%s)
     # --layers: unchanged steps come from the layer cache (dependencies sit before the source).
     # The default target needs no registry: buildah skips the unused Dataflow stages.
-    local ca=()
+    local ca=() targets=()
     # A machine behind a TLS-inspecting proxy names its CA bundle in PIP_CERT: pip inside the
     # build needs it too. Mounted read-only for the build only; it never enters the image.
     if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
         ca=(--volume "$PIP_CERT:/run/build-ca/ca.pem:ro" --build-arg PIP_CERT=/run/build-ca/ca.pem)
     fi
-    "${BUILDAH[@]}" bud --isolation chroot --layers "${ca[@]}" -f Dockerfile -t "$IMAGE" .
-    echo "built $IMAGE in $(($(date +%s) - started)) s"
-    "${BUILDAH[@]}" images --format 'image {{.Name}}:{{.Tag}} size {{.Size}}' "$IMAGE"
+    [ -z "$target" ] || targets=(--target "$target")
+    run "${BUILDAH[@]}" bud --isolation chroot --layers "${ca[@]}" "${targets[@]}" -f Dockerfile -t "$image" .
+    ((DRY_RUN)) && return 0
+    echo "built $image in $(($(date +%s) - started)) s"
+    "${BUILDAH[@]}" images --format 'image {{.Name}}:{{.Tag}} size {{.Size}}' "$image"
 }
 
-[ "$(id -u)" = 0 ] || die "needs root (debootstrap, and buildah with chroot isolation, run as root here)"
-ensure_tools
-"${BUILDAH[@]}" inspect --type image "$BASE_IMAGE" >/dev/null 2>&1 || bootstrap_base
-build_image
+# Pushes image $2 (local name) to the registry; prints "$1=<registry image>@<digest>".
+push_image() {
+    local parameter=$1 image=$2 digest_file="${TMPDIR:-/tmp}/fmnist-$1.digest"
+    run "${BUILDAH[@]}" push --digestfile "$digest_file" "$image" "docker://$image"
+    if ((DRY_RUN)); then
+        echo "$parameter=${image%:*}@sha256:<pushed digest>"
+    else
+        echo "$parameter=${image%:*}@$(cat "$digest_file")"
+        rm -f "$digest_file"
+    fi
+}
+
+# Prints "$1=<local image>@<digest>" of an image that was built, not pushed.
+local_digest() {
+    local parameter=$1 image=$2
+    if ((DRY_RUN)); then
+        echo "$parameter=${image%:*}@sha256:<local digest>"
+    else
+        echo "$parameter=${image%:*}@$("${BUILDAH[@]}" inspect --type image --format '{{.FromImageDigest}}' "$image")"
+    fi
+}
+
+release() {
+    local version repository jobs worker
+    version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+    repository=${REGISTRY:-localhost/fmnist}
+    jobs="$repository/jobs:$version"
+    worker="$repository/worker:$version"
+    build_image "" "$jobs"
+    build_image dataflow-worker "$worker"
+    if [ -n "$REGISTRY" ]; then
+        push_image image "$jobs"
+        push_image worker_image "$worker"
+    else
+        local_digest image "$jobs"
+        local_digest worker_image "$worker"
+    fi
+}
+
+if ((!DRY_RUN)); then
+    [ "$(id -u)" = 0 ] || die "needs root (debootstrap, and buildah with chroot isolation, run as root here)"
+    ensure_tools
+    "${BUILDAH[@]}" inspect --type image "$BASE_IMAGE" >/dev/null 2>&1 || bootstrap_base
+fi
+if ((RELEASE)); then
+    release
+else
+    build_image "" "$IMAGE"
+fi

@@ -1,7 +1,13 @@
 # Two identities with least privilege, granted on single buckets and the one repository
 # rather than project-wide where the role allows it:
-#   pipeline runner  - the KFP task pods: prepare/train write models, score launches Dataflow
-#   Dataflow worker  - the scoring workers: read shards and the model, write the tables
+#   pipeline runner  - every pipeline task, on Vertex AI Pipelines (the runs' service account) and
+#                      on KFP (the task pods' Kubernetes account, through Workload Identity):
+#                      prepare reads raw data, train publishes models, score launches Dataflow
+#                      and publishes the tables (lease, staging, parts, run summary)
+#   Dataflow worker  - the scoring workers: read shards and the model, stage parts in the tables
+# Analysts (var.analysts) read the tables: the Parquet files and the BigQuery views over them.
+# tests/test_iam.py runs the pipelines' tasks against a storage server that refuses anything
+# these grants do not allow.
 
 resource "google_service_account" "pipeline_runner" {
   account_id   = "fmnist-pipeline-runner"
@@ -19,23 +25,36 @@ locals {
   runner = "serviceAccount:${google_service_account.pipeline_runner.email}"
   worker = "serviceAccount:${google_service_account.dataflow_worker.email}"
 
-  # bucket -> role -> members. objectViewer reads; objectAdmin also replaces and deletes
-  # (prepare's manifest, LATEST, a rerun's partition), which objectCreator cannot.
+  # bucket -> role -> members. objectViewer reads (get, list); objectUser also creates,
+  # replaces and deletes objects (an overwrite needs delete too), without any right on the
+  # bucket itself or its IAM policy.
+  # legacyBucketReader adds storage.buckets.get (and list): when an object is not found, the
+  # storage layer asks whether its bucket exists, so that a typo in a bucket name is reported
+  # as such; it grants no change to the bucket or its policy.
   bucket_grants = {
     data = {
-      "roles/storage.objectViewer" = [local.runner, local.worker] # raw data sets, the shards to score
+      "roles/storage.objectViewer"       = [local.runner, local.worker] # raw data sets, the shards to score
+      "roles/storage.legacyBucketReader" = [local.runner, local.worker]
     }
     models = {
-      "roles/storage.objectAdmin"  = [local.runner] # train writes versions and moves LATEST
-      "roles/storage.objectViewer" = [local.worker] # score loads the published model
+      "roles/storage.objectUser"         = [local.runner] # train writes versions and moves LATEST
+      "roles/storage.objectViewer"       = [local.worker] # score loads the published model
+      "roles/storage.legacyBucketReader" = [local.runner, local.worker]
     }
     tables = {
-      "roles/storage.objectAdmin"  = [local.worker] # score stages, publishes and replaces partitions
-      "roles/storage.objectViewer" = [local.runner] # the task reads the run summary back
+      # score's task takes the run's lease, stages, publishes parts, rewrites the summary and
+      # removes replaced parts; its workers write the staged parts.
+      "roles/storage.objectUser"         = [local.runner, local.worker]
+      "roles/storage.legacyBucketReader" = [local.runner, local.worker]
     }
     pipelines = {
-      "roles/storage.objectAdmin" = [local.runner, local.worker] # task artifacts, Dataflow temp/staging
+      "roles/storage.objectUser"         = [local.runner, local.worker] # task artifacts, Dataflow temp/staging
+      "roles/storage.legacyBucketReader" = [local.runner, local.worker]
     }
+  }
+  # bucket -> roles of every member of var.analysts: the tables, read only.
+  analyst_bucket_roles = {
+    tables = ["roles/storage.objectViewer", "roles/storage.legacyBucketReader"]
   }
   buckets = {
     data      = google_storage_bucket.data.name
@@ -59,12 +78,42 @@ resource "google_storage_bucket_iam_member" "grants" {
   member   = each.value.member
 }
 
+resource "google_storage_bucket_iam_member" "analysts" {
+  for_each = merge([
+    for bucket, roles in local.analyst_bucket_roles : {
+      for pair in setproduct(roles, var.analysts) : "${bucket} ${pair[0]} ${pair[1]}" => {
+        bucket = bucket, role = pair[0], member = pair[1]
+      }
+    }
+  ]...)
+  bucket = local.buckets[each.value.bucket]
+  role   = each.value.role
+  member = each.value.member
+}
+
+# Analysts query the views (dataset read) and run query jobs in this project; BigQuery reads
+# the external tables' files with the querying user's own storage rights (granted above).
+resource "google_bigquery_dataset_iam_member" "analysts" {
+  for_each   = toset(var.analysts)
+  dataset_id = google_bigquery_dataset.fmnist.dataset_id
+  role       = "roles/bigquery.dataViewer"
+  member     = each.value
+}
+
+resource "google_project_iam_member" "analysts" {
+  for_each = toset(var.analysts)
+  project  = var.project_id
+  role     = "roles/bigquery.jobUser"
+  member   = each.value
+}
+
 # Project-level roles that have no narrower resource to grant on.
 resource "google_project_iam_member" "runner" {
   # checkov:skip=CKV_GCP_49: Dataflow grants job creation only per project; acting as an account needs iam.serviceAccountUser, which the runner holds on the worker account alone (below)
   for_each = toset([
-    "roles/dataflow.developer", # create and watch the scoring job (no worker or admin rights)
+    "roles/dataflow.developer", # create, watch and cancel the scoring job (no worker or admin rights)
     "roles/logging.logWriter",
+    "roles/aiplatform.user", # Vertex AI Pipelines: the run's own metadata and task executions
   ])
   project = var.project_id
   role    = each.value
@@ -89,8 +138,24 @@ resource "google_service_account_iam_member" "runner_acts_as_worker" {
   member             = local.runner
 }
 
-# KFP task pods (their Kubernetes service account) act as the runner through Workload Identity:
-# no key files exist for either account.
+# Who submits runs and schedules (a release pipeline, an operator group) may start Vertex AI
+# pipeline runs that act as the runner, and nothing more.
+resource "google_project_iam_member" "submitters" {
+  for_each = toset(var.pipeline_submitters)
+  project  = var.project_id
+  role     = "roles/aiplatform.user"
+  member   = each.value
+}
+
+resource "google_service_account_iam_member" "submitters_act_as_runner" {
+  for_each           = toset(var.pipeline_submitters)
+  service_account_id = google_service_account.pipeline_runner.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = each.value
+}
+
+# KFP on GKE: the task pods (their Kubernetes service account) act as the runner through
+# Workload Identity; on Vertex AI Pipelines the runs name it. No key files exist for either account.
 resource "google_service_account_iam_member" "kfp_workload_identity" {
   service_account_id = google_service_account.pipeline_runner.name
   role               = "roles/iam.workloadIdentityUser"

@@ -21,7 +21,13 @@ output "image_repository" {
   value       = "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
 }
 
-output "bigquery_tables" {
-  description = "The external tables over the scoring output."
-  value       = [for table in google_bigquery_table.scoring : table.id]
+output "bigquery_views" {
+  description = "The views analysts query: predictions, predictions_current, errors, runs."
+  value = concat([for view in google_bigquery_table.named_parts : view.id],
+  [google_bigquery_table.predictions_current.id, google_bigquery_table.runs.id])
+}
+
+output "pipeline_root" {
+  description = "Root of the pipeline runs' artifacts (fmnist pipeline compile/submit --pipeline-root; the specs' default)."
+  value       = "gs://${google_storage_bucket.pipelines.name}/root"
 }

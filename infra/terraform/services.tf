@@ -2,6 +2,7 @@
 # other users of the project, so destroy leaves them on.
 resource "google_project_service" "apis" {
   for_each = toset([
+    "aiplatform.googleapis.com", # Vertex AI Pipelines
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
     "dataflow.googleapis.com",

@@ -1,7 +1,8 @@
 # Four buckets, one per kind of data, so that retention and access differ where they should:
 #   <project>-data       incoming/<YYYY-MM-DD>/*.tfrecord shards to score (and raw data sets)
 #   <project>-models     the model registry: <version>/ folders and the LATEST pointer
-#   <project>-tables     predictions/ and errors/ (Hive-partitioned Parquet), runs/ summaries
+#   <project>-tables     predictions/ and errors/ (Hive-partitioned Parquet), runs/ summaries,
+#                        _staging/ (the scoring runs' scratch, kept a day once replaced)
 #   <project>-pipelines  KFP pipeline root (task artifacts) and Dataflow temp/staging files
 # All: uniform bucket-level access (IAM only, no object ACLs), public access prevented,
 # Google-managed encryption.
@@ -70,31 +71,49 @@ resource "google_storage_bucket" "tables" {
   # checkov:skip=CKV_GCP_62: object reads and writes are recorded by the Data Access audit logs (services.tf), not a usage-log bucket
   name                        = "${var.project_id}-tables"
   location                    = var.region
-  storage_class               = "STANDARD"
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
   force_destroy               = false
 
-  versioning {
-    enabled = true
+  # The analysts' views read every run's files, old dates included: a fixed move to NEARLINE
+  # would bill a retrieval on every such query. Autoclass moves only what nobody reads to
+  # colder classes and back on the first read, with no retrieval or early-deletion fees.
+  autoclass {
+    enabled                = true
+    terminal_storage_class = "NEARLINE"
   }
 
-  # Partitions older than a quarter are rarely queried: cheaper storage, same URIs.
-  lifecycle_rule {
-    condition {
-      age                   = 90
-      matches_storage_class = ["STANDARD"]
-    }
-    action {
-      type          = "SetStorageClass"
-      storage_class = "NEARLINE"
-    }
+  versioning {
+    enabled = true
   }
 
   # A rerun replaces its partition; the replaced files stay restorable for a while.
   lifecycle_rule {
     condition {
       days_since_noncurrent_time = var.noncurrent_retention_days
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # Staging (_staging/<run>/<attempt>/...) is scratch: every staged part is deleted or moved
+  # once published, and its old version is kept one day, not the tables' retention period.
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 1
+      matches_prefix             = ["_staging"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # Leftovers of attempts killed before cleaning up (no attempt runs for days): deleted.
+  lifecycle_rule {
+    condition {
+      age            = var.staging_retention_days
+      matches_prefix = ["_staging"]
     }
     action {
       type = "Delete"

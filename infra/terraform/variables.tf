@@ -33,8 +33,26 @@ variable "scratch_retention_days" {
   default     = 30
 }
 
+variable "staging_retention_days" {
+  description = "Days a scoring attempt's staged files may stay in the tables bucket (an attempt killed before cleaning up)."
+  type        = number
+  default     = 7
+}
+
 variable "noncurrent_retention_days" {
   description = "Days a replaced or deleted object version stays restorable."
   type        = number
   default     = 30
+}
+
+variable "analysts" {
+  description = "Members who query the tables (\"group:analysts@example.com\", ...): read the tables bucket and the BigQuery views, run query jobs."
+  type        = list(string)
+  default     = []
+}
+
+variable "pipeline_submitters" {
+  description = "Members who submit pipeline runs and schedules to Vertex AI Pipelines as the runner account (a release pipeline's account, an operator group)."
+  type        = list(string)
+  default     = []
 }
