@@ -1,18 +1,19 @@
-"""One writer per run: a create-only lease object with an owner and an expiry, kept alive by a heartbeat.
+"""One writer at a time: a create-only lease object with an owner and an expiry, kept alive by a heartbeat.
 
     with hold_lease(lease_uri(output, run_id), owner=attempt, ttl_s=60.0) as lease:
         ...                     # stage, then publish
         lease.confirm()         # before each publishing write: still ours, or RunConflict
 
-The lease is a small JSON object `{"owner", "expires_at"}` (expiry in Unix seconds).
+The lease is a small JSON object `{"owner", "host", "pid", "expires_at"}` (expiry in Unix seconds).
 - GCS: created with `if_generation_match=0`; renewed, taken over and released only with a
   precondition on the generation that was read, so of two takers of a stale lease exactly
   one wins, and a holder that lost its lease cannot overwrite the winner's.
 - Local files: created with O_EXCL; renewal, takeover and release happen under an flock on a
-  guard file beside the lease (read, check, replace as one step). The kernel drops an flock
-  when its process dies, so a kill -9 never leaves the guard held.
+  the lease's folder (read, check, replace as one step; no file of its own is left behind).
+  The kernel drops an flock when its process dies, so a kill -9 never leaves the guard held.
 A live lease of another owner is a RunConflict. An expired one (its holder was killed or
-evicted and stopped renewing) is taken over without manual cleanup. The heartbeat renews
+evicted and stopped renewing), or one whose holder's process is gone from this host, is
+taken over without manual cleanup. The heartbeat renews
 the lease every ttl/3, so a holder that is alive never lets it expire. Expiry is wall-clock
 time written by one host and read by another: their clocks must agree to well within the
 TTL (NTP does); the default TTL of a minute leaves ample room.
@@ -25,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -66,22 +68,41 @@ class Lease:
 
 
 def _document(owner: str, ttl_s: float) -> bytes:
-    return json.dumps({"owner": owner, "expires_at": round(time.time() + ttl_s, 3)}).encode()
+    return json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
+                       "expires_at": round(time.time() + ttl_s, 3)}).encode()
 
 
 def _parse(data: bytes, uri: str) -> dict:
     try:
         document = json.loads(data)
-        return {"owner": str(document["owner"]), "expires_at": float(document["expires_at"])}
-    except (ValueError, KeyError, TypeError):
+        return {"owner": str(document["owner"]), "expires_at": float(document["expires_at"]),
+                "host": str(document.get("host", "")), "pid": int(document.get("pid", 0))}
+    except (ValueError, KeyError, TypeError, AttributeError):
         # A torn or foreign lease object: treat it as expired, so the run id is never blocked forever.
         log.warning("%s: unreadable lease, treated as expired", uri)
-        return {"owner": "", "expires_at": 0.0}
+        return {"owner": "", "expires_at": 0.0, "host": "", "pid": 0}
+
+
+def _is_live(holder: dict) -> bool:
+    """True while the holder renews its lease and, on this host, its process still exists: a
+    holder killed here (kill -9) is known dead at once instead of after its lease expires."""
+    if holder["expires_at"] <= time.time():
+        return False
+    if holder["host"] != socket.gethostname() or holder["pid"] <= 0:
+        return True  # another machine cannot be asked: its renewals tell
+    try:
+        os.kill(holder["pid"], 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def _conflict(uri: str, holder: dict) -> RunConflict:
     left = max(0.0, holder["expires_at"] - time.time())
-    return RunConflict(f"{uri}: the run is held by live attempt {holder['owner']} (lease expires in {left:.0f} s)")
+    return RunConflict(f"{uri}: held by live attempt {holder['owner']} ({holder['host'] or '?'} pid "
+                       f"{holder['pid']}, lease expires in {left:.0f} s); run again when it has finished")
 
 
 def acquire(uri: str, *, owner: str, ttl_s: float = DEFAULT_TTL_S) -> Lease:
@@ -153,9 +174,11 @@ def _heartbeat(lease: Lease, stop: threading.Event) -> None:
 
 @contextlib.contextmanager
 def _guard(uri: str) -> Iterator[None]:
-    """An exclusive flock held while a local lease is read, checked and replaced."""
-    os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-    descriptor = os.open(f"{uri}.guard", os.O_RDWR | os.O_CREAT, 0o666)
+    """An exclusive flock on the lease's folder while a local lease is read, checked and replaced
+    (Linux locks a directory like a file; a lock file of its own would stay behind in the folder)."""
+    folder = os.path.dirname(os.path.abspath(uri))
+    os.makedirs(folder, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
@@ -178,10 +201,10 @@ def _acquire_local(lease: Lease) -> None:
     except FileExistsError:
         with _guard(lease.uri):
             current = _read_local(lease.uri)
-            if current is not None and current["expires_at"] > time.time() and current["owner"] != lease.owner:
+            if current is not None and _is_live(current) and current["owner"] != lease.owner:
                 raise _conflict(lease.uri, current) from None
             if current is not None:
-                log.warning("%s: taking over the expired lease of %s", lease.uri, current["owner"] or "?")
+                log.warning("%s: taking over the abandoned lease of %s", lease.uri, current["owner"] or "?")
             storage.write_bytes(lease.uri, _document(lease.owner, lease.ttl_s))  # atomic replace
         return
     with os.fdopen(descriptor, "wb") as file:
@@ -211,9 +234,9 @@ def _acquire_gcs(lease: Lease) -> None:
     if current["owner"] == lease.owner:  # a retried create that had succeeded
         lease.token = generation
         return
-    if current["expires_at"] > time.time():
+    if _is_live(current):
         raise _conflict(lease.uri, current)
-    log.warning("%s: taking over the expired lease of %s", lease.uri, current["owner"] or "?")
+    log.warning("%s: taking over the abandoned lease of %s", lease.uri, current["owner"] or "?")
     _replace_gcs(lease, generation)
 
 

@@ -8,9 +8,6 @@ import logging
 import multiprocessing
 import os
 import secrets
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -26,8 +23,9 @@ from components.constants import (
     SHARD_SCHEMA_VERSION,
     tool_version,
 )
-from components.errors import InputError, RunConflict
+from components.errors import InputError
 from components.idx import IdxFile, load_split
+from components.lease import hold_lease
 from components.shards import SHARD_NAME_RE, ShardTask, class_histogram, shard_name, write_shard
 
 log = logging.getLogger(__name__)
@@ -141,10 +139,9 @@ def publish_manifest(output: str, manifest: dict) -> None:
 
 
 LOCK_NAME = ".prepare.lock"
-# A live holder renews its lock every LOCK_RENEW_S; a lock not renewed for LOCK_TTL_S belongs to
-# an attempt that died without releasing it (kill -9, an evicted pod), and the next one takes it.
+# A live writer renews its lease every LOCK_TTL_S / 3; a writer that died without releasing it
+# (kill -9, an evicted pod) is known dead at once on this host, elsewhere once it expires.
 LOCK_TTL_S = 120.0
-LOCK_RENEW_S = 30.0
 
 
 @contextlib.contextmanager
@@ -152,108 +149,12 @@ def exclusive_output(output: str) -> Iterator[None]:
     """One data-set writer per output at a time, or RunConflict (exit 2) before anything is touched.
 
     Two runs writing the same shard names would otherwise mix or delete each other's shards
-    under a published manifest. The lock is a create-only object (a generation precondition
-    on GCS, O_EXCL locally) naming its holder; it is released in `finally` (SIGTERM included)
-    and taken over once its holder is provably gone: its process has exited (same host) or
-    it stopped renewing the lock.
+    under a published manifest. The lock is the run lease of components.lease: a create-only
+    object naming its holder, released in `finally` (SIGTERM included), taken over once its
+    holder is provably gone.
     """
-    lock = _OutputLock(output)
-    try:  # a SIGTERM may land between creating the lock and returning from acquire()
-        lock.acquire()
+    with hold_lease(storage.join(output, LOCK_NAME), owner=secrets.token_hex(8), ttl_s=LOCK_TTL_S):
         yield
-    finally:
-        lock.release()  # deletes the lock only if it is this attempt's
-
-
-class _OutputLock:
-    """The lock object of one output and this attempt's hold on it (see exclusive_output)."""
-
-    def __init__(self, output: str):
-        self.uri = storage.join(output, LOCK_NAME)
-        self.attempt = secrets.token_hex(8)
-        self._takeover_uri: str | None = None
-        self._stop = threading.Event()
-        self._renewer = threading.Thread(target=self._renew, name="prepare-lock", daemon=True)
-
-    def _record(self) -> bytes:
-        return json.dumps({"attempt": self.attempt, "host": socket.gethostname(), "pid": os.getpid(),
-                           "expires_at": time.time() + LOCK_TTL_S}).encode()
-
-    def acquire(self) -> None:
-        for _ in range(3):  # a lock released between our create and our read: try again
-            try:
-                storage.write_bytes(self.uri, self._record(), if_absent=True)
-                break
-            except storage.StorageConflictError:
-                held = self._held()
-            if held is None:
-                continue
-            if not _is_abandoned(held):
-                raise RunConflict(
-                    f"{storage.dirname(self.uri)}: another prepare is writing this output ({held.get('host')} "
-                    f"pid {held.get('pid')}, lock {LOCK_NAME}); run again when it has finished"
-                )
-            # Only one attempt may take over a given abandoned lock: the one that creates this marker.
-            takeover = f"{self.uri}.taken-{held.get('attempt')}"
-            try:
-                storage.write_bytes(takeover, self.attempt.encode(), if_absent=True)
-            except storage.StorageConflictError:
-                raise RunConflict(f"{storage.dirname(self.uri)}: another prepare is taking over this output") from None
-            self._takeover_uri = takeover
-            storage.write_bytes(self.uri, self._record())
-            log.warning("took over %s from %s pid %s, which stopped without releasing it",
-                        self.uri, held.get("host"), held.get("pid"))
-            break
-        else:
-            raise RunConflict(f"{self.uri}: cannot be created or read; is it a folder?")
-        self._renewer.start()
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._renewer.is_alive():
-            self._renewer.join()
-        held = self._held()
-        if held is not None and held.get("attempt") == self.attempt:
-            storage.delete(self.uri)
-        if self._takeover_uri:
-            storage.delete(self._takeover_uri)
-
-    def _held(self) -> dict | None:
-        """The current lock record; None when there is none. An unreadable one counts as abandoned."""
-        try:
-            record = json.loads(storage.read_bytes(self.uri))
-        except InputError:
-            return None
-        except ValueError:
-            return {"expires_at": 0}
-        return record if isinstance(record, dict) else {"expires_at": 0}
-
-    def _renew(self) -> None:
-        while not self._stop.wait(LOCK_RENEW_S):
-            try:
-                held = self._held()
-                if held is None or held.get("attempt") != self.attempt:
-                    log.warning("%s is no longer held by this run", self.uri)
-                    return
-                storage.write_bytes(self.uri, self._record())
-            except Exception as error:  # a missed renewal is retried next round; the work goes on
-                log.warning("could not renew %s: %s", self.uri, error)
-
-
-def _is_abandoned(held: dict) -> bool:
-    """True when the lock's holder has stopped renewing it or its process is gone (same host)."""
-    if float(held.get("expires_at", 0)) < time.time():
-        return True
-    pid = held.get("pid")
-    if held.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # it exists, under another user
-        return False
-    return False
 
 
 def _check_sources(splits: dict[str, tuple[IdxFile, IdxFile]], *, allow_unknown_source: bool) -> dict:

@@ -263,7 +263,7 @@ def test_a_second_live_attempt_exits_2_in_one_line_having_written_nothing(inputs
     assert process.returncode == 2, stderr[-2000:]
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "held by live attempt live-attempt" in last
-    assert storage.list_prefix(output) == [lease_uri(output, RUN_ID), lease_uri(output, RUN_ID) + ".guard"]
+    assert storage.list_prefix(output) == [lease_uri(output, RUN_ID)]
     release(holder)
 
 
