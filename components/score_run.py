@@ -38,7 +38,9 @@ from components.scoring import (
     load_model,
     part_name,
     receipt_uri,
+    source_mismatch,
 )
+from components.shards import shard_expectations
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,8 @@ def score(
     dry_run = bool(options.view_as(TestOptions).dry_run)
     staging = staging_uri(output, run_id)
     target = ScoringTarget(staging=staging, run_id=run_id, model_version=model_ref.version, batch_size=batch_size)
-    pipeline = build_pipeline(shard_uris=shard_uris, keras_uri=model_ref.keras_uri, target=target, options=options)
+    pipeline = build_pipeline(shard_uris=shard_uris, keras_uri=model_ref.keras_uri, target=target, options=options,
+                              expectations=shard_expectations(shard_uris))
     if dry_run:
         return translate_only(pipeline, options)
 
@@ -104,7 +107,7 @@ def score(
         raise RuntimeError(f"scoring pipeline ended in state {state}")
     pipeline_seconds = time.monotonic() - started
 
-    counts, parts = staged_counts(staging, shard_uris)
+    counts, parts, mismatches = staged_counts(staging, shard_uris)
     publish_started = time.monotonic()
     summary_uri = run_summary_uri(output, run_id)
     storage.delete(summary_uri)  # unpublish first: the old run disappears as a whole
@@ -114,7 +117,7 @@ def score(
         "schema_version": TABLE_SCHEMA_VERSION,
         "run_id": run_id,
         "run_date": run_date,
-        "status": "ok" if error_rate <= max_error_rate else "error_rate_exceeded",
+        "status": "source_mismatch" if mismatches else "ok" if error_rate <= max_error_rate else "error_rate_exceeded",
         "model_version": model_ref.version,
         "model_uri": model_ref.uri,
         "inputs": {"glob": input, "shards": shard_uris},
@@ -137,6 +140,8 @@ def score(
     storage.delete_prefix(staging)
     log.info("run %s: read %d, scored %d, failed %d -> %s", run_id, counts["read"], counts["scored"],
              counts["failed"], summary_uri)
+    if mismatches:
+        raise CheckFailed(f"run {run_id}: shards differ from their manifest: {'; '.join(mismatches)}")
     if summary["status"] != "ok":
         raise CheckFailed(
             f"run {run_id}: {counts['failed']} of {counts['read']} records failed ({error_rate:.2%} > "
@@ -182,13 +187,16 @@ def translate_only(pipeline, options: PipelineOptions) -> dict:
     return {"dry_run": True, "job_name": result.job.proto.name, "steps": sorted(steps), "worker_images": sorted(images)}
 
 
-def staged_counts(staging: str, shard_uris: Sequence[str]) -> tuple[dict, dict[str, list[str]]]:
+def staged_counts(staging: str, shard_uris: Sequence[str]) -> tuple[dict, dict[str, list[str]], list[str]]:
     """Counts of a finished pipeline, from its receipts and the row counts of the staged parts.
 
     Every shard must have a receipt whose parts hold exactly the rows it claims, and for
-    every shard read = scored + failed. Returns the totals and the staged parts per table.
+    every shard read = scored + failed. Returns the totals (with the manifests' expected
+    count, None when no shard has one), the staged parts per table and the shards that
+    contradict their manifest.
     """
-    counts = {"read": 0, "scored": 0, "failed": 0, "failed_by_type": {}}
+    counts = {"read": 0, "scored": 0, "failed": 0, "failed_by_type": {}, "expected": None}
+    mismatches: list[str] = []
     parts: dict[str, list[str]] = {table: [] for table in TABLES}
     for index, shard_uri in enumerate(shard_uris):
         uri = receipt_uri(staging, part_name(index))
@@ -202,6 +210,10 @@ def staged_counts(staging: str, shard_uris: Sequence[str]) -> tuple[dict, dict[s
         if receipt["read"] != rows[PREDICTIONS_TABLE] + rows[ERRORS_TABLE]:
             raise AssertionError(f"{shard_uri}: read {receipt['read']} != scored + failed {rows}")
         counts["read"] += receipt["read"]
+        if receipt["expected"] is not None:
+            counts["expected"] = (counts["expected"] or 0) + receipt["expected"]
+        if mismatch := source_mismatch(receipt):
+            mismatches.append(mismatch)
         counts["scored"] += rows[PREDICTIONS_TABLE]
         counts["failed"] += rows[ERRORS_TABLE]
         for error_type, count in by_type.items():
@@ -210,7 +222,7 @@ def staged_counts(staging: str, shard_uris: Sequence[str]) -> tuple[dict, dict[s
             if receipt[table]:
                 parts[table].append(receipt[table])
     assert counts["read"] == counts["scored"] + counts["failed"], counts
-    return counts, parts
+    return counts, parts, mismatches
 
 
 def publish_parts(output: str, table: str, run_date: str, run_id: str, staged: Sequence[str]) -> dict:

@@ -490,7 +490,7 @@ def test_real_test_shards_accuracy_equals_model_evaluate(tmp_path, real_source):
     output = str(tmp_path / "scores")
     summary = score(input=storage.join(shards, "test-*.tfrecord"), model=model_root, output=output, run_id="real")
     rows = read_table(output, "predictions")
-    assert summary["counts"] == {"read": 10_000, "scored": 10_000, "failed": 0, "failed_by_type": {}}
+    assert summary["counts"] == {"read": 10_000, "scored": 10_000, "failed": 0, "failed_by_type": {}, "expected": None}
     assert len({r["image_id"] for r in rows}) == len(rows) == 10_000
     accuracy = np.mean([r["predicted_label"] == r["true_label"] for r in rows])
     assert accuracy == pytest.approx(evaluated_accuracy, abs=1e-6)
