@@ -494,3 +494,116 @@ def test_real_test_shards_accuracy_equals_model_evaluate(tmp_path, real_source):
     assert len({r["image_id"] for r in rows}) == len(rows) == 10_000
     accuracy = np.mean([r["predicted_label"] == r["true_label"] for r in rows])
     assert accuracy == pytest.approx(evaluated_accuracy, abs=1e-6)
+
+
+# --- Damaged shards: every record accounted for, with and without a manifest ----------------
+
+DAMAGED_SHARD_RECORDS = 6
+
+
+def damaged_shards(folder: str, *, with_manifest: bool) -> dict[str, set[str]]:
+    """Four shards written by the real shard writer (and manifest), then damaged the way
+    uploads break; returns, per shard, the image ids whose records the damage left intact."""
+    from components.prepare import new_manifest
+    from components.shards import ShardTask, write_shard
+
+    rng = np.random.default_rng(RNG_SEED)
+    names = [f"test-{i:05d}-of-00004.tfrecord" for i in range(4)]
+    entries, intact = [], {}
+    for shard, name in enumerate(names):
+        ids = [f"d{shard}-{i}" for i in range(DAMAGED_SHARD_RECORDS)]
+        entries.append(write_shard(ShardTask(uri=os.path.join(folder, name), image_ids=ids,
+                                             images=rng.integers(0, 256, (len(ids), 28, 28), dtype=np.uint8),
+                                             labels=np.arange(len(ids)) % 10)))
+        intact[name] = set(ids)
+    if with_manifest:
+        splits = {"test": {"num_records": 4 * DAMAGED_SHARD_RECORDS, "class_histogram": [], "shards": entries}}
+        storage.write_bytes(os.path.join(folder, "manifest.json"),
+                            json.dumps(new_manifest(source={"uri": "test", "files": {}}, splits=splits)).encode())
+
+    def framed_bounds(path: str) -> list[int]:
+        with open(path, "rb") as file:
+            data = file.read()
+        bounds, offset = [0], 0
+        while offset < len(data):
+            offset += 16 + int.from_bytes(data[offset:offset + 8], "little")
+            bounds.append(offset)
+        return bounds
+
+    paths = [os.path.join(folder, name) for name in names]
+    with open(paths[0], "r+b") as file:  # a damaged length header: record 2
+        start = framed_bounds(paths[0])[2]
+        file.seek(start)
+        file.write(bytes([file.read(1)[0] ^ 0x40]))
+    intact[names[0]].discard("d0-2")
+    cut = framed_bounds(paths[1])[3] + 30  # a truncated upload: inside record 3
+    with open(paths[1], "r+b") as file:
+        file.truncate(cut)
+    intact[names[1]] -= {"d1-3", "d1-4", "d1-5"}
+    open(paths[2], "wb").close()  # a zero-length object
+    intact[names[2]] = set()
+    with open(paths[3], "rb") as file:  # garbage in the middle: inside record 1 to inside record 3
+        data = file.read()
+    bounds = framed_bounds(paths[3])
+    garbage = bytes(np.random.default_rng(1).integers(0, 256, bounds[3] - bounds[1], dtype=np.uint8))
+    with open(paths[3], "wb") as file:
+        file.write(data[: bounds[1] + 10] + garbage + data[bounds[3] - 10 :])
+    intact[names[3]] -= {"d3-1", "d3-2"}
+    return intact
+
+
+@pytest.mark.parametrize("place", ["local", "gcs"])
+@pytest.mark.parametrize("with_manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_damaged_shards_lose_no_record(request, tmp_path, tiny_model, place, with_manifest):
+    folder = str(tmp_path / "damaged")
+    os.makedirs(folder)
+    intact = damaged_shards(folder, with_manifest=with_manifest)
+    root = str(tmp_path)
+    if place == "gcs":
+        root = request.getfixturevalue("gcs_bucket")
+        for name in os.listdir(folder):
+            storage.upload_file(os.path.join(folder, name), storage.join(root, "damaged", name))
+        folder = storage.join(root, "damaged")
+    model_root = storage.join(root, "models")
+    save_model(tiny_model, model_root, "v1")
+    output = storage.join(root, "scores")
+    arguments = dict(input=storage.join(folder, "*.tfrecord"), model=model_root, output=output, run_id="damaged",
+                     run_date="2026-11-29", max_error_rate=1.0)
+    if with_manifest:  # the damaged shards' hashes differ from the manifest: exit 3, rows published
+        with pytest.raises(CheckFailed, match="differ from their manifest.*test-00000-of-00004.tfrecord: sha256"):
+            score(**arguments)
+        summary = json.loads(storage.read_bytes(run_summary_uri(output, "damaged")))
+        assert summary["status"] == "source_mismatch"
+    else:
+        summary = score(**arguments)
+        assert summary["status"] == "ok"
+
+    predictions, errors = (_rows_at(storage.join(output, table)) for table in ("predictions", "errors"))
+    counts = summary["counts"]
+    assert counts["read"] == counts["scored"] + counts["failed"] == len(predictions) + len(errors)
+    scored_ids = {row["image_id"] for row in predictions}
+    assert scored_ids == set().union(*intact.values())  # every intact image scored, nothing invented
+    for name in intact:
+        uri = storage.join(folder, name)
+        shard_errors = [row for row in errors if row["source_uri"] == uri]
+        assert shard_errors, f"{name}: its damage left no error row"
+        indices = [row["record_index"] for row in shard_errors]
+        assert len(set(indices)) == len(indices)
+        rows = len(shard_errors) + sum(row["source_uri"] == uri for row in predictions)
+        if with_manifest:  # read = the manifest's count = scored + failed, per shard
+            assert rows == DAMAGED_SHARD_RECORDS and set(indices) <= set(range(DAMAGED_SHARD_RECORDS))
+    if with_manifest:
+        assert counts["expected"] == counts["read"] == 4 * DAMAGED_SHARD_RECORDS
+        assert counts["failed_by_type"] == {"unreadable_record": 1 + 2 + 6 + 2, "truncated_record": 1}
+    else:
+        assert counts["expected"] is None
+        # one row per unreadable byte range: the bad header, the cut record, the empty object, the garbage
+        assert counts["failed_by_type"] == {"unreadable_record": 3, "truncated_record": 1}
+
+
+def _rows_at(table_uri: str) -> list[dict]:
+    """Every row of the Parquet parts below a local or gs:// table folder."""
+    import pyarrow.parquet as pq
+
+    return [row for uri in storage.list_prefix(table_uri) if uri.endswith(".parquet")
+            for row in pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pylist()]
