@@ -110,6 +110,25 @@ def example_without_image(image_id: str) -> bytes:
     return example.SerializeToString()
 
 
+def contract_breaking(kind: str) -> bytes:
+    """A well-formed Example that breaks the shard contract in one way."""
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example.FromString(serialize_example(kind, encode_png(np.zeros((28, 28), np.uint8)), 3))
+    feature = example.features.feature
+    if kind == "two-images":
+        feature["image/encoded"].bytes_list.value.append(encode_png(np.ones((28, 28), np.uint8)))
+    elif kind == "float-label":
+        feature["label"].Clear()
+        feature["label"].float_list.value.append(3.0)
+    elif kind == "two-labels":
+        feature["label"].int64_list.value.append(7)
+    elif kind == "text-label":
+        feature["label"].Clear()
+        feature["label"].bytes_list.value.append(b"3")
+    return example.SerializeToString()
+
+
 # (shard name, [(image_id, framed record, expected error type or None for scored)], cut bytes at end)
 def planted_shards(folder: str) -> dict:
     """Three shards with every kind of bad record; returns what scoring must make of them."""
@@ -239,11 +258,67 @@ def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
     serialize_example("", encode_png(np.zeros((28, 28), np.uint8)), 1),
     example_without_image("no-image"),
     b"\xff not an example",
-], ids=["jpeg", "broken-png", "bad-label", "empty-id", "no-image", "not-an-example"])
+    *[contract_breaking(kind) for kind in ("two-images", "float-label", "two-labels", "text-label")],
+], ids=["jpeg", "broken-png", "bad-label", "empty-id", "no-image", "not-an-example",
+        "two-images", "float-label", "two-labels", "text-label"])
 def test_one_odd_record_sends_its_batch_the_careful_way(tiny_model, odd_record):
     rng = np.random.default_rng(RNG_SEED)
     batch = [good_record("a", rng), odd_record, good_record("b", rng)]
     assert ModelScorer(tiny_model).score_contract_batch(batch) is None
+
+
+@pytest.mark.parametrize("kind, error_type", [
+    ("empty-id", "missing_feature"), ("two-images", "invalid_example"), ("float-label", "bad_label"),
+    ("two-labels", "bad_label"), ("text-label", "bad_label"), ("label-12", "bad_label"),
+])
+def test_contract_breaking_record_is_an_error_row_the_rest_scored(tiny_model, kind, error_type):
+    import datetime
+
+    from components.scoring import _score_batch, _score_batch_carefully
+
+    rng = np.random.default_rng(RNG_SEED)
+    odd = {"empty-id": serialize_example("", encode_png(np.zeros((28, 28), np.uint8)), 1),
+           "label-12": serialize_example("label-12", encode_png(np.zeros((28, 28), np.uint8)), 12)}.get(kind)
+    records = [Record(0, data=good_record("a", rng)), Record(1, data=odd or contract_breaking(kind)),
+               Record(2, data=good_record("b", rng))]
+    scorer, target = ModelScorer(tiny_model), ScoringTarget(staging="unused", run_id="r", model_version="v")
+    careful = _score_batch_carefully(records, scorer=scorer, source_uri="s", target=target,
+                                     scored_at=datetime.datetime.now(datetime.timezone.utc))
+    for predictions, errors in (_rows_without_time(_score_batch(records, scorer=scorer, source_uri="s", target=target)),
+                                _rows_without_time(careful)):
+        assert [row["image_id"] for row in predictions] == ["a", "b"]
+        assert [(row["record_index"], row["error_type"]) for row in errors] == [(1, error_type)]
+        assert errors[0]["error_message"]
+
+
+def huge_weights_model():
+    """Logits of about 1e38 times the pixel sum: finite for a black image, infinite (so the
+    softmax is NaN) for a bright one."""
+    import keras
+
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, kernel_initializer=keras.initializers.Constant(1e38))])
+    return model
+
+
+def test_non_finite_probabilities_are_error_rows_on_both_paths(tiny_model):
+    import datetime
+
+    from components.scoring import _score_batch, _score_batch_carefully
+
+    black, white = encode_png(np.zeros((28, 28), np.uint8)), encode_png(np.full((28, 28), 255, np.uint8))
+    records = [Record(0, data=serialize_example("black", black, 1)), Record(1, data=serialize_example("white", white, 2))]
+    scorer, target = ModelScorer(huge_weights_model()), ScoringTarget(staging="unused", run_id="r", model_version="v")
+    assert scorer.score_contract_batch([records[0].data]) is not None  # finite: the one-call path
+    assert scorer.score_contract_batch([record.data for record in records]) is None
+    careful = _score_batch_carefully(records, scorer=scorer, source_uri="s", target=target,
+                                     scored_at=datetime.datetime.now(datetime.timezone.utc))
+    for predictions, errors in (_rows_without_time(_score_batch(records, scorer=scorer, source_uri="s", target=target)),
+                                _rows_without_time(careful)):
+        assert [row["image_id"] for row in predictions] == ["black"]
+        assert np.isfinite(predictions[0]["probabilities"]).all()
+        assert [(row["record_index"], row["image_id"], row["error_type"]) for row in errors] == [
+            (1, "white", "non_finite_score")]
 
 
 def receipt_counts(receipt: dict) -> tuple:
@@ -373,7 +448,23 @@ def _wrong_input_shape(tiny_model, root):
     return root
 
 
+def _nan_weights(tiny_model, root):
+    import keras
+
+    model = keras.models.clone_model(tiny_model)
+    model.set_weights([np.full_like(weights, np.nan) for weights in tiny_model.get_weights()])
+    save_model(model, root, "v1")
+    return root
+
+
+def _infinite_on_bright_images(tiny_model, root):
+    save_model(huge_weights_model(), root, "v1")
+    return root
+
+
 @pytest.mark.parametrize("make_model, message", [
+    (_nan_weights, "output on a probe batch is not finite"),
+    (_infinite_on_bright_images, "output on a probe batch is not finite"),
     (_unpublished, "nor a model root with a published LATEST"),
     (_failed_gate, "failed its quality gate"),
     (_wrong_input_shape, "does not fit 28x28 images"),
