@@ -9,16 +9,16 @@ scoring job turns damage into error rows and goes on with the next intact record
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import struct
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, NamedTuple
 
 import google_crc32c
 
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
+_HEADER = struct.Struct("<QI")  # length and its CRC
 _HEADER_BYTES = _LENGTH.size + _CRC.size
 _MASK_DELTA = 0xA282EAD8
 # A length above this cannot be a real image record: the framing itself is damaged.
@@ -47,9 +47,11 @@ def frame_record(data: bytes) -> bytes:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class Record:
-    """A record read from a shard: its data, or why it could not be read."""
+class Record(NamedTuple):
+    """A record read from a shard: its data, or why it could not be read.
+
+    A named tuple: one is made per image, and a tuple is several times cheaper to make
+    than a frozen dataclass."""
 
     index: int
     data: bytes | None = None
@@ -85,6 +87,11 @@ class ShardReader:
     def __iter__(self) -> Iterator[Record]:
         index = 0
         while self._available(1):
+            for record in self._intact_records(index):
+                yield record
+                index += 1
+            if not self._available(1):
+                break
             framed = self._framed_record()
             yield self._take(index, *framed) if framed else self._skip_damage(index)
             index += 1
@@ -96,6 +103,26 @@ class ShardReader:
             yield Record(missing, error_type=UNREADABLE_RECORD,
                          error_message=f"record {missing} of the {self._expected} in the manifest cannot be "
                          f"framed ({reason})")
+
+    def _intact_records(self, index: int) -> Iterator[Record]:
+        """The intact records from the current position up to the first one that is damaged or
+        not wholly buffered (left to the careful path): the common case, in one tight loop."""
+        buffer, position, end = self._buffer, self._position, len(self._buffer)
+        try:
+            while position + _HEADER_BYTES <= end:
+                length, length_crc = _HEADER.unpack_from(buffer, position)
+                data_start = position + _HEADER_BYTES
+                data_end = data_start + length
+                if data_end + _CRC.size > end or _masked_crc(buffer[position:position + _LENGTH.size]) != length_crc:
+                    return
+                data = buffer[data_start:data_end]
+                if _masked_crc(data) != _CRC.unpack_from(buffer, data_end)[0]:
+                    return
+                position = data_end + _CRC.size
+                yield Record(index, data)
+                index += 1
+        finally:
+            self._position = position
 
     def _framed_record(self) -> tuple[int, bool] | None:
         """(total bytes, data CRC holds) of the record at the current position, or None when
