@@ -22,10 +22,12 @@ import collections
 import concurrent.futures
 import dataclasses
 import datetime
+import hashlib
 import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -72,13 +74,28 @@ MODEL_THREADS = 2
 
 
 def load_model(keras_uri: str):  # -> keras.Model
-    """Loads a `.keras` file from any URI (copied to a local temporary file first)."""
+    """Loads a `.keras` file from any URI (copied to a local temporary file first).
+
+    The launcher checks the model and the workers score with it: in one process (the local
+    runner) the file is deserialized once, the second caller gets the same model if the
+    file's content is the same. Only the last model loaded is kept.
+    """
     import keras
 
     with tempfile.TemporaryDirectory(prefix="fmnist-model-") as folder:
         local = os.path.join(folder, "model.keras")
         storage.download_file(keras_uri, local)
-        return keras.saving.load_model(local, compile=False)
+        with open(local, "rb") as file:
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+        with _LOADED_MODEL_LOCK:
+            if digest not in _loaded_model:
+                _loaded_model.clear()
+                _loaded_model[digest] = keras.saving.load_model(local, compile=False)
+            return _loaded_model[digest]
+
+
+_loaded_model: dict[str, object] = {}  # content digest of a .keras file -> its model
+_LOADED_MODEL_LOCK = threading.Lock()
 
 
 def check_model_fits(model, keras_uri: str) -> None:
