@@ -3,15 +3,17 @@
     ScoreShards: ListShards -> DistributeShards (Reshuffle) -> ScoreShard (one DoFn call per shard)
 
 The unit of parallel work is a shard. Within a shard the work is in batches: records are
-streamed with components.tfrecord (a damaged record becomes an error row, the next one is
-still read), parsed, decoded (a batch of contract PNGs in one TensorFlow call; any other
+streamed with components.tfrecord (a damaged record or an unframeable byte range becomes
+an error row, the next intact record is still read; with the shard's manifest entry, every
+record it counts but the shard lacks is an error row too), parsed, decoded (a batch of contract PNGs in one TensorFlow call; any other
 picture through components.images), scored with one model call per batch, turned into one
 Arrow record batch and streamed into a Parquet part. Memory is bounded by the batch and
 one row group, whatever the size of the input.
 
 Each shard's parts are staged under unique, deterministic names (a retried bundle replaces
 its own parts) with a receipt written last; the launcher (components.score_run) publishes
-them. The model is loaded once per worker process (apache_beam.utils.shared).
+them. The model is loaded once per worker process (apache_beam.utils.shared), and once per
+process when the launcher runs in it (load_model).
 
 Model contract (components.models, components.training_data): `model.keras` maps float32
 images scaled to [0, 1] (decoded by training's own `decode_png_images`), shaped (28, 28),
@@ -72,6 +74,9 @@ MODEL_THREADS = 2
 
 # --- The model ----------------------------------------------------------------------------
 
+_loaded_model: dict[str, object] = {}  # content digest of a .keras file -> its model
+_LOADED_MODEL_LOCK = threading.Lock()
+
 
 def load_model(keras_uri: str):  # -> keras.Model
     """Loads a `.keras` file from any URI (copied to a local temporary file first).
@@ -92,10 +97,6 @@ def load_model(keras_uri: str):  # -> keras.Model
                 _loaded_model.clear()
                 _loaded_model[digest] = keras.saving.load_model(local, compile=False)
             return _loaded_model[digest]
-
-
-_loaded_model: dict[str, object] = {}  # content digest of a .keras file -> its model
-_LOADED_MODEL_LOCK = threading.Lock()
 
 
 def check_model_fits(model, keras_uri: str) -> None:
