@@ -698,3 +698,28 @@ def _rows_at(table_uri: str) -> list[dict]:
 
     return [row for uri in storage.list_prefix(table_uri) if uri.endswith(".parquet")
             for row in pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pylist()]
+
+
+def test_cli_exit_codes_for_a_non_finite_model_and_a_shard_unlike_its_manifest(tmp_path, tiny_model):
+    """Real processes: a NaN model is exit 2 before anything is written; a shard whose bytes
+    differ from its manifest is exit 3 naming it, with its rows published."""
+    folder = str(tmp_path / "damaged")
+    os.makedirs(folder)
+    damaged_shards(folder, with_manifest=True)
+    nan_root = _nan_weights(tiny_model, str(tmp_path / "nan-models"))
+    refused = run_cli("--input", storage.join(folder, "*.tfrecord"), "--model", nan_root,
+                      "--output", str(tmp_path / "refused"))
+    assert refused.returncode == 2, refused.stderr
+    last_line = refused.stderr.strip().splitlines()[-1]
+    assert "model.keras" in last_line and "not finite" in last_line
+    assert not (tmp_path / "refused").exists()
+
+    output = str(tmp_path / "scores")
+    model = save_model(tiny_model, str(tmp_path / "models"), "v1")
+    completed = run_cli("--input", storage.join(folder, "*.tfrecord"), "--model", model, "--output", output,
+                        "--run-id", "mismatch", "--max-error-rate", "1")
+    assert completed.returncode == 3, completed.stderr
+    assert "test-00000-of-00004.tfrecord: sha256" in completed.stderr.strip().splitlines()[-1]
+    summary = json.loads(storage.read_bytes(run_summary_uri(output, "mismatch")))
+    assert summary["status"] == "source_mismatch"
+    assert len(read_table(output, "predictions")) + len(read_table(output, "errors")) == 4 * DAMAGED_SHARD_RECORDS
