@@ -479,8 +479,9 @@ class ScoreShards(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
             pbegin
-            | "ListShards" >> beam.Create(list(enumerate(self._shard_uris)))
-            # Create emits one bundle; reshuffling spreads the shards over the workers.
+            # Create would reshuffle on its own; one (named) reshuffle is enough to spread the
+            # shards over the workers, the second cost a stage of start-up.
+            | "ListShards" >> beam.Create(list(enumerate(self._shard_uris)), reshuffle=False)
             | "DistributeShards" >> beam.Reshuffle()
             | "ScoreShard" >> beam.ParDo(ScoreShardFn(keras_uri=self._keras_uri, target=self._target,
                                                      expectations=self._expectations))
