@@ -87,12 +87,12 @@ def main() -> None:
                                  "--workdir", args.workdir, "--beam-args", ""])
             results["plain_beam"] = json.loads(plain_beam["stdout"].strip().splitlines()[-1])
         rounds.append(results)
-        print(f"round {round_index + 1}: " + json.dumps({name: _brief(result) for name, result in results.items()}),
+        print(f"round {round_index + 1}: " + json.dumps({name: _figures(result) for name, result in results.items()}),
               flush=True)
     report(rounds, args)
 
 
-def _brief(result: dict) -> dict:
+def _figures(result: dict) -> dict:
     return {key: round(value, 3) if isinstance(value, float) else value for key, value in result.items()
             if key in ("images", "seconds", "cpu_seconds", "images_per_s", "peak_rss_kib")}
 
