@@ -643,15 +643,21 @@ def damaged_shards(folder: str, *, with_manifest: bool) -> dict[str, set[str]]:
     return intact
 
 
-@pytest.mark.parametrize("place", ["local", "gcs"])
+@pytest.mark.parametrize("place", ["local", "gcs", "flaky-gcs"])
 @pytest.mark.parametrize("with_manifest", [True, False], ids=["manifest", "no-manifest"])
 def test_damaged_shards_lose_no_record(request, tmp_path, tiny_model, place, with_manifest):
+    """Damaged shards in a local folder, in a bucket, and in a bucket behind a proxy that fails
+    every 4th request (the reads are retried; the damage, not the faults, makes the error rows)."""
     folder = str(tmp_path / "damaged")
     os.makedirs(folder)
     intact = damaged_shards(folder, with_manifest=with_manifest)
     root = str(tmp_path)
+    proxy = None
     if place == "gcs":
         root = request.getfixturevalue("gcs_bucket")
+    elif place == "flaky-gcs":
+        root, proxy = request.getfixturevalue("faulty_gcs_bucket")
+    if place != "local":
         for name in os.listdir(folder):
             storage.upload_file(os.path.join(folder, name), storage.join(root, "damaged", name))
         folder = storage.join(root, "damaged")
@@ -690,6 +696,8 @@ def test_damaged_shards_lose_no_record(request, tmp_path, tiny_model, place, wit
         assert counts["expected"] is None
         # one row per unreadable byte range: the bad header, the cut record, the empty object, the garbage
         assert counts["failed_by_type"] == {"unreadable_record": 3, "truncated_record": 1}
+    if proxy is not None:
+        assert proxy.requests >= 2 * proxy.every  # faults were injected along the way
 
 
 def _rows_at(table_uri: str) -> list[dict]:
