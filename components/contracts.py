@@ -93,7 +93,16 @@ class ShardReceipt(_JsonRecord):
     predictions: str | None  # staged part URI; None when no row was scored
     errors: str | None  # staged part URI; None when no record failed
     expected: int | None = None  # record count of the shard in the data set's manifest, if known
-    sha256_matched: bool | None = None  # the shard's bytes against the manifest's sha256, if checked
+    sha256: str | None = None  # SHA-256 of the shard's bytes as read
+    expected_sha256: str | None = None  # the manifest's SHA-256 of the shard, if known
+
+    def source_mismatch(self) -> str | None:
+        """Why the shard contradicts its manifest (other bytes, another record count); None when it does not."""
+        if self.expected_sha256 and self.sha256 != self.expected_sha256:
+            return f"{self.source_uri}: sha256 {self.sha256} differs from the manifest's {self.expected_sha256}"
+        if self.expected is not None and self.read != self.expected:
+            return f"{self.source_uri}: {self.read} records, the manifest says {self.expected}"
+        return None
 
     def part(self, table: str) -> str | None:
         """The staged part of a table (PREDICTIONS_TABLE or ERRORS_TABLE)."""

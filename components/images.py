@@ -9,14 +9,20 @@ object, fit the longer side to 28 pixels keeping the aspect ratio, pad centred w
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from components.constants import IMAGE_SIZE
 
-# Pictures above this many pixels are refused before decoding (decompression bombs).
+# Pictures above this many pixels, or whose pixels take more than this many bytes once
+# decompressed (16 bits and four channels per pixel multiply the size), are refused from
+# their header, before anything is inflated: decompression bombs stay small.
 MAX_PIXELS = 50_000_000
+MAX_DECODED_BYTES = 64 * 1024 * 1024
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by IHDR colour type: grey, RGB, palette, grey+alpha, RGBA
 # A pixel is "object" (for trimming) when it differs this much from the background.
 _OBJECT_THRESHOLD = 16
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -46,18 +52,36 @@ def to_model_image(encoded: bytes) -> np.ndarray:
     try:
         picture = Image.open(io.BytesIO(encoded))
         width, height = picture.size
-        if width < 1 or height < 1 or width * height > MAX_PIXELS:
+        if width < 1 or height < 1:
             raise ImageError("bad_shape", f"image is {width}x{height} pixels")
+        if width * height > MAX_PIXELS:
+            raise ImageError("bad_shape", f"image too large: {width}x{height} pixels, above the limit of {MAX_PIXELS:,}")
+        if (size := decoded_bytes(encoded, picture)) > MAX_DECODED_BYTES:
+            raise ImageError("bad_shape", f"image too large: {width}x{height} pixels of {size // (width * height)} bytes, "
+                             f"{size:,} bytes decoded, above the limit of {MAX_DECODED_BYTES:,}")
         picture = ImageOps.exif_transpose(picture)
         gray = _to_grayscale(picture)
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # PIL's own pixel cap, from the header
+        raise ImageError("bad_shape", f"image too large: {error}") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         # PIL reports undecodable data through these types; keep its reason for the table.
         raise ImageError("decode_error", f"cannot decode image: {error}") from error
     if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and picture.mode == "L":
         return gray
     return _fit_to_frame(gray)
+
+
+def decoded_bytes(encoded: bytes, picture: Image.Image) -> int:
+    """Bytes the picture's pixels take once decompressed, from its header: for a PNG its own
+    bit depth and channels (PIL reports a 16-bit RGB PNG as 8-bit mode RGB), else PIL's mode."""
+    width, height = picture.size
+    if encoded.startswith(_PNG_SIGNATURE) and encoded[12:16] == b"IHDR":
+        _, _, depth, colour_type = struct.unpack(">IIBB", encoded[16:26])
+        return width * height * _PNG_CHANNELS.get(colour_type, 4) * max(depth, 8) // 8
+    bits = {"1": 8, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}.get(picture.mode, 8)
+    return width * height * len(picture.getbands()) * bits // 8
 
 
 def _to_grayscale(picture: Image.Image) -> np.ndarray:
@@ -68,9 +92,12 @@ def _to_grayscale(picture: Image.Image) -> np.ndarray:
     if picture.mode == "L":
         return np.asarray(picture, dtype=np.uint8)
     if picture.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(picture, dtype=np.float64)
-        span = max(values.max() - values.min(), 1e-9)
-        return ((values - values.min()) * (255.0 / span)).astype(np.uint8)
+        values = np.array(picture, dtype=np.float32)  # a copy, half the memory of float64; 8 bits come out
+        low = values.min()
+        span = max(float(values.max() - low), 1e-9)
+        values -= low
+        values *= np.float32(255.0 / span)
+        return values.astype(np.uint8)
     return np.asarray(picture.convert("L"), dtype=np.uint8)
 
 

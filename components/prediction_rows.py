@@ -15,16 +15,17 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from components.constants import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
+from components.constants import CLASS_NAMES, FEATURE_IMAGE, FEATURE_IMAGE_ID, IMAGE_SIZE, NUM_CLASSES
 from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA
-from components.shards import ShardExample, parse_example
-from components.tfrecord import Record
+from components.shards import BadLabel, ShardExample, parse_example, single_label
+from components.tfrecord import CORRUPT_RECORD, Record
 
-# Error types beyond those of the TFRecord reader (corrupt_record, truncated_record) and of
-# components.images (decode_error, bad_shape).
-INVALID_EXAMPLE = "invalid_example"  # framing is intact, the bytes are no tf.train.Example
-MISSING_FEATURE = "missing_feature"
-BAD_LABEL = "bad_label"  # a label outside 0-9: the record breaks the shard contract
+# Error types beyond those of the TFRecord reader (corrupt_record, truncated_record,
+# unreadable_record) and of components.images (decode_error, bad_shape).
+INVALID_EXAMPLE = "invalid_example"  # framing is intact, the bytes are no tf.train.Example of the contract
+MISSING_FEATURE = "missing_feature"  # no image_id or image, or an empty one
+BAD_LABEL = "bad_label"  # a label that is not one int64 in 0-9: the record breaks the shard contract
+NON_FINITE_SCORE = "non_finite_score"  # the model gave the image a NaN or infinite probability
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # IHDR chunk start of a 28x28, 8-bit grayscale PNG: length 13, type, width, height, depth, colour type 0.
@@ -57,25 +58,37 @@ class ParsedRecord:
 def parse_record(record: Record) -> ParsedRecord | RecordError:
     """A framed record as a shard Example, or the error row's reason why it is none."""
     if record.data is None:
-        return RecordError(record.index, record.error_type or "corrupt_record", record.error_message or "unreadable record")
+        return RecordError(record.index, record.error_type or CORRUPT_RECORD, record.error_message or "unreadable record")
     try:
         example = parse_example(record.data)
     except KeyError as error:
-        return RecordError(record.index, MISSING_FEATURE, f"feature {error.args[0]!r} is missing or empty")
-    except ValueError as error:  # no Example, or an image_id that is not UTF-8
+        return _missing_feature(record.index, error.args[0])
+    except BadLabel as error:
+        return RecordError(record.index, BAD_LABEL, str(error), image_id=error.image_id)
+    except ValueError as error:  # no Example, a feature with two values, or an image_id that is not UTF-8
         return RecordError(record.index, INVALID_EXAMPLE, str(error))
     return _checked(record.index, example)
 
 
 def parsed_example(
-    record_index: int, image_id: bytes, encoded: bytes, image_format: bytes, label: int | None
+    record_index: int, image_id: bytes, encoded: bytes, image_format: bytes, labels: Sequence[int]
 ) -> ParsedRecord | RecordError:
     """The features of one record parsed together with others (vectorized), checked like `parse_record`."""
+    for key, value in ((FEATURE_IMAGE_ID, image_id), (FEATURE_IMAGE, encoded)):
+        if not value:
+            return _missing_feature(record_index, key)
     try:
-        example = ShardExample(image_id.decode(), encoded, image_format.decode(), label)
+        decoded_id = image_id.decode()
+        example = ShardExample(decoded_id, encoded, image_format.decode(), single_label(labels, decoded_id))
     except UnicodeDecodeError as error:
         return RecordError(record_index, INVALID_EXAMPLE, f"not a tf.train.Example of the shard contract: {error}")
+    except BadLabel as error:
+        return RecordError(record_index, BAD_LABEL, str(error), image_id=error.image_id)
     return _checked(record_index, example)
+
+
+def _missing_feature(record_index: int, key: str) -> RecordError:
+    return RecordError(record_index, MISSING_FEATURE, f"feature {key!r} is missing or empty")
 
 
 def is_valid_label(label: int | None) -> bool:

@@ -51,6 +51,7 @@ from components.scoring import (
     receipt_uri,
     staged_part_uri,
 )
+from components.shards import shard_expectations
 from components.unique_images import drop_repeated_images
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ def score(
     staging = staging_uri(output, run_id, attempt)
     target = ScoringTarget(staging=staging, run_id=run_id, run_date=run_date, model_version=model_ref.version,
                            batch_size=batch_size)
-    pipeline = build_pipeline(shard_uris=shard_uris, keras_uri=model_ref.keras_uri, target=target, options=options)
+    pipeline = build_pipeline(shard_uris=shard_uris, keras_uri=model_ref.keras_uri, target=target, options=options,
+                              expectations=shard_expectations(shard_uris))
     if options.view_as(TestOptions).dry_run:
         return translate_only(pipeline, options)
 
@@ -132,11 +134,13 @@ def score(
                 r.shard_index: staged_part_uri(staging, ERRORS_TABLE, part_name(r.shard_index)) for r in receipts})
             counts = run_counts(receipts)
             error_rate = counts.failed / counts.read if counts.read else 0.0
+            mismatches = [mismatch for receipt in receipts if (mismatch := receipt.source_mismatch())]
             publish_started = time.monotonic()
             summary = RunSummary(
                 run_id=run_id,
                 run_date=run_date,
-                status="ok" if error_rate <= max_error_rate else "error_rate_exceeded",
+                status=("source_mismatch" if mismatches else "ok" if error_rate <= max_error_rate
+                        else "error_rate_exceeded"),
                 model_version=model_ref.version,
                 model_uri=storage.absolute_uri(model_ref.uri),
                 inputs=RunInputs(glob=storage.absolute_uri(input), shards=[storage.absolute_uri(u) for u in shard_uris]),
@@ -156,6 +160,8 @@ def score(
             storage.delete_prefix(staging)
     log.info("run %s: read %d, scored %d, failed %d -> %s", run_id, counts.read, counts.scored, counts.failed,
              run_summary_uri(output, run_id))
+    if mismatches:  # rows published for inspection, but the run must not pass as good
+        raise CheckFailed(f"run {run_id}: shards differ from their manifest: {'; '.join(mismatches)}")
     if summary.status != "ok":
         raise CheckFailed(
             f"run {run_id}: {counts.failed} of {counts.read} records failed ({error_rate:.2%} > "

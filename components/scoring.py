@@ -3,15 +3,17 @@
     ScoreShards: ListShards -> DistributeShards (Reshuffle) -> ScoreShard (one DoFn call per shard)
 
 The unit of parallel work is a shard. Within a shard the work is in batches: records are
-streamed with components.tfrecord (a damaged record becomes an error row, the next one is
-still read), parsed, decoded (a batch of contract PNGs in one TensorFlow call; any other
+streamed with components.tfrecord (a damaged record or an unframeable byte range becomes
+an error row, the next intact record is still read; with the shard's manifest entry, every
+record it counts but the shard lacks is an error row too), parsed, decoded (a batch of contract PNGs in one TensorFlow call; any other
 picture through components.images), scored with one model call per batch, turned into one
 Arrow record batch and streamed into a Parquet part. Memory is bounded by the batch and
 one row group, whatever the size of the input.
 
 Each shard's parts are staged under unique, deterministic names (a retried bundle replaces
 its own parts) with a receipt written last; the launcher (components.score_run) publishes
-them. The model is loaded once per worker process (apache_beam.utils.shared).
+them. The model is loaded once per worker process (apache_beam.utils.shared), and once per
+process when the launcher runs in it (load_model).
 
 Model contract (components.models, components.training_data): `model.keras` maps float32
 images scaled to [0, 1] (decoded by training's own `decode_png_images`), shaped (28, 28),
@@ -22,10 +24,14 @@ import collections
 import concurrent.futures
 import dataclasses
 import datetime
+import hashlib
+import logging
 import os
 import tempfile
+import threading
+import time
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -43,18 +49,21 @@ from components.parquet_parts import PartWriter
 from components.prediction_rows import (
     EXIF_CHUNK,
     MODEL_PNG_HEADER,
+    NON_FINITE_SCORE,
     ParsedRecord,
     RecordError,
     error_batch,
     is_model_png,
-    is_valid_label,
     parse_record,
     parsed_example,
     prediction_batch,
 )
 from components.schema import ERROR_SCHEMA, ERRORS_TABLE, PREDICTION_SCHEMA, PREDICTIONS_TABLE, with_lineage
-from components.tfrecord import Record, read_records
+from components.shards import ShardExpectation
+from components.tfrecord import Record, ShardReader
 from components.training_data import decode_png_images
+
+log = logging.getLogger(__name__)
 
 COUNTER_NAMESPACE = "fmnist_score"
 RECEIPTS_FOLDER = "receipts"
@@ -66,24 +75,38 @@ MODEL_THREADS = 2
 
 # --- The model ----------------------------------------------------------------------------
 
+_loaded_model: dict[str, object] = {}  # content digest of a .keras file -> its model
+_LOADED_MODEL_LOCK = threading.Lock()
+
 
 def load_model(keras_uri: str):  # -> keras.Model
-    """Loads a `.keras` file from any URI (copied to a local temporary file first)."""
+    """Loads a `.keras` file from any URI (copied to a local temporary file first).
+
+    The launcher checks the model and the workers score with it: in one process (the local
+    runner) the file is deserialized once, the second caller gets the same model if the
+    file's content is the same. Only the last model loaded is kept.
+    """
     import keras
 
     with tempfile.TemporaryDirectory(prefix="fmnist-model-") as folder:
         local = os.path.join(folder, "model.keras")
         storage.download_file(keras_uri, local)
-        try:
-            return keras.saving.load_model(local, compile=False)
-        except (ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
-            # Keras's own message names the temporary copy (and says "File not found" for a
-            # damaged zip): name the file the user gave instead.
-            raise InputError(f"{keras_uri}: damaged or not a Keras model file ({type(error).__name__})") from error
+        with open(local, "rb") as file:
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+        with _LOADED_MODEL_LOCK:
+            if digest not in _loaded_model:
+                _loaded_model.clear()
+                try:
+                    _loaded_model[digest] = keras.saving.load_model(local, compile=False)
+                except (ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+                    # Keras's own message names the temporary copy (and says "File not found" for a
+                    # damaged zip): name the file the user gave instead.
+                    raise InputError(f"{keras_uri}: damaged or not a Keras model file ({type(error).__name__})") from error
+            return _loaded_model[digest]
 
 
 def check_model_fits(model, keras_uri: str) -> None:
-    """InputError unless the model takes one 28x28 image per row and returns 10 class scores."""
+    """InputError unless the model takes one 28x28 image per row and returns 10 finite class scores."""
     try:
         input_shape, output_shape = tuple(model.input_shape), tuple(model.output_shape)
     except (AttributeError, ValueError) as error:  # a subclassed model that was never built
@@ -93,6 +116,16 @@ def check_model_fits(model, keras_uri: str) -> None:
         raise InputError(f"{keras_uri}: model input shape {input_shape} does not fit {IMAGE_SIZE}x{IMAGE_SIZE} images")
     if output_shape[1:] != (NUM_CLASSES,):
         raise InputError(f"{keras_uri}: model output shape {output_shape} is not {NUM_CLASSES} class scores")
+    outputs = np.asarray(model(probe_images().reshape((-1, *image_dims)), training=False))
+    if not np.isfinite(outputs).all():
+        raise InputError(f"{keras_uri}: model output on a probe batch is not finite (NaN or infinity)")
+
+
+def probe_images() -> np.ndarray:
+    """A few model inputs spanning what scoring feeds a model: black, white, grey, noise."""
+    noise = np.random.default_rng(0).random((4, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    plain = np.ones((3, IMAGE_SIZE, IMAGE_SIZE), np.float32) * np.float32([0.0, 0.5, 1.0])[:, None, None]
+    return np.concatenate([plain, noise])
 
 
 def _returns_probabilities(model) -> bool:
@@ -143,13 +176,18 @@ class ModelScorer:
             # Parse, check, decode and score in one call: the batch stays inside TensorFlow
             # (which runs it without the GIL) from the serialized records to the probabilities.
             image_ids, encoded, _, label_values, label_splits = parse(serialized)
+            labels = tf.RaggedTensor.from_row_splits(label_values, label_splits)
             contract = tf.reduce_all(
                 (tf.strings.length(image_ids) > 0)
                 & (tf.strings.substr(encoded, 0, len(MODEL_PNG_HEADER)) == model_png_header)
-            )
+                & (labels.row_lengths() <= 1)
+            ) & tf.reduce_all((label_values >= 0) & (label_values < NUM_CLASSES))
             scores = tf.cond(contract, lambda: probabilities(decode_png_images(encoded)),
                              lambda: tf.zeros((0, NUM_CLASSES), tf.float32))
-            return contract, image_ids, label_values, label_splits, scores
+            contract = contract & tf.reduce_all(tf.math.is_finite(scores))
+            # -1 where a record has no label (unlabeled data)
+            first_labels = labels.to_tensor(default_value=-1, shape=[None, 1])[:, 0]
+            return contract, image_ids, first_labels, scores
 
         self._score_contract_batch = tf.function(score_contract_batch, input_signature=[strings], autograph=False)
 
@@ -164,8 +202,8 @@ class ModelScorer:
         except (self._invalid_argument, UnicodeDecodeError):  # see parse_examples
             return None  # the caller decodes one by one and reports the bad one(s)
 
-    def parse_examples(self, serialized: Sequence[bytes]) -> list[tuple[bytes, bytes, bytes, int | None]] | None:
-        """(image_id, encoded, format, label) of each Example, parsed in one call; None if any fails."""
+    def parse_examples(self, serialized: Sequence[bytes]) -> list[tuple[bytes, bytes, bytes, list[int]]] | None:
+        """(image_id, encoded, format, labels) of each Example, parsed in one call; None if any fails."""
         try:
             tensors = self._parse(np.array(serialized, dtype=object))
         except (self._invalid_argument, UnicodeDecodeError):
@@ -173,31 +211,24 @@ class ModelScorer:
             # bad record's non-UTF-8 bytes; it is the same parse failure.
             return None  # the caller parses one by one and reports the bad one(s)
         image_ids, encoded, formats, label_values, label_splits = (t.numpy() for t in tensors)
-        labels = first_labels(label_values, label_splits)
+        values, splits = label_values.tolist(), label_splits.tolist()
+        labels = [values[start:end] for start, end in zip(splits, splits[1:])]
         return list(zip(image_ids.tolist(), encoded.tolist(), formats.tolist(), labels))
 
     def score_contract_batch(self, serialized: Sequence[bytes]) -> tuple[list[str], list[int | None], np.ndarray] | None:
         """(image_ids, labels, (n, 10) probabilities) of a batch of shard Examples holding model
-        PNGs with valid ids and labels, in one call; None if any record is not such an Example
-        (the caller then takes the careful path, which finds and reports the bad ones)."""
+        PNGs with non-empty ids and at most one label in 0-9, scored finite, in one call; None
+        if any record is not such an Example (the caller then takes the careful path, which
+        finds and reports the bad ones)."""
         try:
-            contract, image_ids, label_values, label_splits, scores = self._score_contract_batch(
-                np.array(serialized, dtype=object))
+            # A list converts to a string tensor faster than a numpy object array.
+            contract, image_ids, labels, scores = self._score_contract_batch(list(serialized))
             if not contract:
                 return None
             ids = [image_id.decode() for image_id in image_ids.numpy()]
         except (self._invalid_argument, UnicodeDecodeError):  # see parse_examples
             return None
-        labels = first_labels(label_values.numpy(), label_splits.numpy())
-        if not all(is_valid_label(label) for label in labels):
-            return None  # a bad_label error row: the careful path writes it
-        return ids, labels, scores.numpy()
-
-
-def first_labels(values: np.ndarray, row_splits: np.ndarray) -> list[int | None]:
-    """Like shards.parse_example: the first label of each record, None when it has none."""
-    values, row_splits = values.tolist(), row_splits.tolist()
-    return [values[start] if end > start else None for start, end in zip(row_splits, row_splits[1:])]
+        return ids, [None if label < 0 else label for label in labels.numpy().tolist()], scores.numpy()
 
 
 # --- One shard ----------------------------------------------------------------------------
@@ -292,11 +323,19 @@ def _score_batch_carefully(
     parsed, errors = _parse_batch(scorer, records)
     pixels, image_errors = _model_images(scorer, parsed)
     positions = sorted(pixels)
-    scored = [parsed[position].example for position in positions]
     probabilities = (scorer.probabilities(np.stack([pixels[p] for p in positions])) if positions
                      else np.zeros((0, NUM_CLASSES), np.float32))
+    finite = np.isfinite(probabilities).all(axis=1)
+    score_errors = [
+        RecordError(parsed[position].record_index, NON_FINITE_SCORE,
+                    f"model output {np.array2string(row, precision=3)} is not finite",
+                    image_id=parsed[position].example.image_id)
+        for position, row, ok in zip(positions, probabilities, finite) if not ok
+    ]
+    scored = [parsed[position].example for position, ok in zip(positions, finite) if ok]
     return _table_batches([example.image_id for example in scored], [example.label for example in scored],
-                          probabilities, sorted(errors + image_errors, key=lambda error: error.record_index),
+                          probabilities[finite],
+                          sorted(errors + image_errors + score_errors, key=lambda error: error.record_index),
                           source_uri=source_uri, target=target, scored_at=scored_at)
 
 
@@ -340,8 +379,17 @@ def score_records(
             yield in_flight.popleft().result()
 
 
-def score_shard(shard_index: int, shard_uri: str, *, scorer: ModelScorer, target: ScoringTarget) -> ShardReceipt:
-    """Scores one shard into staged parts; writes and returns its receipt (the counts)."""
+def score_shard(
+    shard_index: int, shard_uri: str, *, scorer: ModelScorer, target: ScoringTarget,
+    expected: ShardExpectation | None = None,
+) -> ShardReceipt:
+    """Scores one shard into staged parts; writes and returns its receipt (the counts).
+
+    With the manifest's `expected` count, every record the shard lacks is an error row, so
+    that read = expected = scored + failed; the receipt carries the shard's SHA-256 beside
+    the manifest's, for the launcher to compare.
+    """
+    started = time.monotonic()
     part = part_name(shard_index)
     source_uri = storage.absolute_uri(shard_uri)  # lineage that holds wherever the tables are read
     read = 0
@@ -358,9 +406,9 @@ def score_shard(shard_index: int, shard_uri: str, *, scorer: ModelScorer, target
         PartWriter(staged_part_uri(target.staging, PREDICTIONS_TABLE, part), target.part_schema(PREDICTION_SCHEMA)) as predictions,
         PartWriter(staged_part_uri(target.staging, ERRORS_TABLE, part), target.part_schema(ERROR_SCHEMA)) as errors,
     ):
-        for prediction_rows, error_rows in score_records(
-            counted(read_records(stream)), scorer=scorer, source_uri=source_uri, target=target
-        ):
+        reader = ShardReader(stream, expected_records=expected.num_records if expected else None)
+        for prediction_rows, error_rows in score_records(counted(reader), scorer=scorer, source_uri=source_uri,
+                                                         target=target):
             predictions.write(prediction_rows)
             errors.write(error_rows)
             for error_type in error_rows.column("error_type").to_pylist():
@@ -374,8 +422,14 @@ def score_shard(shard_index: int, shard_uri: str, *, scorer: ModelScorer, target
         failed_by_type=failed_by_type,
         predictions=staged_part_uri(target.staging, PREDICTIONS_TABLE, part) if predictions.rows else None,
         errors=staged_part_uri(target.staging, ERRORS_TABLE, part) if errors.rows else None,
+        expected=expected.num_records if expected else None,
+        sha256=reader.sha256,
+        expected_sha256=expected.sha256 if expected else None,
     )
     storage.write_bytes(receipt_uri(target.staging, part), receipt.to_json().encode())
+    seconds = time.monotonic() - started
+    log.info("scored shard %s: %d records (%d scored, %d failed) in %.1f s, %.0f images/s", shard_uri, read,
+             predictions.rows, errors.rows, seconds, read / seconds if seconds else 0.0)
     return receipt
 
 
@@ -385,9 +439,11 @@ def score_shard(shard_index: int, shard_uri: str, *, scorer: ModelScorer, target
 class ScoreShardFn(beam.DoFn):
     """(shard index, shard URI) -> the shard's receipt, parts staged; counts as Beam counters."""
 
-    def __init__(self, *, keras_uri: str, target: ScoringTarget) -> None:
+    def __init__(self, *, keras_uri: str, target: ScoringTarget,
+                 expectations: Mapping[str, ShardExpectation] | None = None) -> None:
         self._keras_uri = keras_uri
         self._target = target
+        self._expectations = dict(expectations or {})
         self._shared_model = shared.Shared()
         self._scorer: ModelScorer | None = None
 
@@ -397,7 +453,8 @@ class ScoreShardFn(beam.DoFn):
 
     def process(self, element: tuple[int, str]) -> Iterator[ShardReceipt]:
         shard_index, shard_uri = element
-        receipt = score_shard(shard_index, shard_uri, scorer=self._scorer, target=self._target)
+        receipt = score_shard(shard_index, shard_uri, scorer=self._scorer, target=self._target,
+                              expected=self._expectations.get(shard_uri))
         Metrics.counter(COUNTER_NAMESPACE, "shards").inc()
         for name in ("read", "scored", "failed"):
             Metrics.counter(COUNTER_NAMESPACE, f"records_{name}").inc(getattr(receipt, name))
@@ -407,28 +464,37 @@ class ScoreShardFn(beam.DoFn):
 
 
 class ScoreShards(beam.PTransform):
-    """Root transform: scores the given shards in parallel; a PCollection of their receipts."""
+    """Root transform: scores the given shards in parallel; a PCollection of their receipts.
 
-    def __init__(self, *, shard_uris: Sequence[str], keras_uri: str, target: ScoringTarget) -> None:
+    `expectations` (shard URI -> its manifest entry) makes each shard reconcile with its manifest.
+    """
+
+    def __init__(self, *, shard_uris: Sequence[str], keras_uri: str, target: ScoringTarget,
+                 expectations: Mapping[str, ShardExpectation] | None = None) -> None:
         super().__init__()
         self._shard_uris = list(shard_uris)
         self._keras_uri = keras_uri
         self._target = target
+        self._expectations = dict(expectations or {})
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
             pbegin
-            | "ListShards" >> beam.Create(list(enumerate(self._shard_uris)))
-            # Create emits one bundle; reshuffling spreads the shards over the workers.
+            # Create would reshuffle on its own; one (named) reshuffle is enough to spread the
+            # shards over the workers, the second cost a stage of start-up.
+            | "ListShards" >> beam.Create(list(enumerate(self._shard_uris)), reshuffle=False)
             | "DistributeShards" >> beam.Reshuffle()
-            | "ScoreShard" >> beam.ParDo(ScoreShardFn(keras_uri=self._keras_uri, target=self._target))
+            | "ScoreShard" >> beam.ParDo(ScoreShardFn(keras_uri=self._keras_uri, target=self._target,
+                                                     expectations=self._expectations))
         )
 
 
 def build_pipeline(
-    *, shard_uris: Sequence[str], keras_uri: str, target: ScoringTarget, options: PipelineOptions
+    *, shard_uris: Sequence[str], keras_uri: str, target: ScoringTarget, options: PipelineOptions,
+    expectations: Mapping[str, ShardExpectation] | None = None,
 ) -> beam.Pipeline:
     """The scoring pipeline over the given shards, built but not run."""
     pipeline = beam.Pipeline(options=options)
-    _ = pipeline | "ScoreShards" >> ScoreShards(shard_uris=shard_uris, keras_uri=keras_uri, target=target)
+    _ = pipeline | "ScoreShards" >> ScoreShards(shard_uris=shard_uris, keras_uri=keras_uri, target=target,
+                                                expectations=expectations)
     return pipeline

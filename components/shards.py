@@ -127,6 +127,33 @@ def read_manifest(data_uri: str) -> dict:
     return manifest
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardExpectation:
+    """What a data set's manifest says about one of its shards."""
+
+    num_records: int
+    sha256: str | None = None
+
+
+def shard_expectations(shard_uris: Sequence[str]) -> dict[str, ShardExpectation]:
+    """The manifest's record count (and hash) of each shard that has a manifest beside it
+    naming it; shards without one are left out (nothing to check them against)."""
+    expectations: dict[str, ShardExpectation] = {}
+    for folder in sorted({storage.dirname(uri) for uri in shard_uris}):
+        if not storage.exists(storage.join(folder, MANIFEST_NAME)):
+            continue
+        manifest = read_manifest(folder)
+        for split in manifest.get("splits", {}).values():
+            for shard in split.get("shards", []):
+                try:
+                    expectations[storage.join(folder, shard["name"])] = ShardExpectation(
+                        int(shard["num_records"]), shard.get("sha256"))
+                except (KeyError, TypeError, ValueError) as error:
+                    raise InputError(f"{storage.join(folder, MANIFEST_NAME)}: shard entry {shard!r} has no "
+                                     f"valid name and num_records") from error
+    return {uri: expectations[uri] for uri in shard_uris if uri in expectations}
+
+
 def manifest_digest(manifest: dict) -> str:
     """A content hash of a manifest, for lineage (same data set -> same digest)."""
     stable = {key: value for key, value in manifest.items() if key != "created_at"}
@@ -151,10 +178,26 @@ class ShardExample:
     label: int | None
 
 
+class BadLabel(ValueError):
+    """A label feature that is not one int64 (a float, two values): the record breaks the contract."""
+
+    def __init__(self, message: str, image_id: str) -> None:
+        super().__init__(message)
+        self.image_id = image_id
+
+
+def single_label(values: Sequence, image_id: str) -> int | None:
+    """The record's label from its label feature's values: none, or exactly one int64."""
+    if len(values) > 1 or any(not isinstance(value, int) for value in values):
+        raise BadLabel(f"label {list(values)} is not one int64", image_id)
+    return int(values[0]) if values else None
+
+
 def parse_example(data: bytes) -> ShardExample:
     """Parses one tf.train.Example record of the shard contract.
 
-    Raises ValueError for bytes that are no Example and KeyError naming a missing feature.
+    Raises ValueError for bytes that are no Example or a feature with more than one value,
+    KeyError naming a missing or empty feature, and BadLabel for a label that is not one int64.
     """
     from google.protobuf.message import DecodeError
     from tensorflow.core.example import example_pb2
@@ -164,15 +207,22 @@ def parse_example(data: bytes) -> ShardExample:
     except DecodeError as error:
         raise ValueError(f"not a tf.train.Example: {error}") from error
     for key in (FEATURE_IMAGE_ID, FEATURE_IMAGE):
-        if key not in feature or not feature[key].bytes_list.value:
+        values = feature[key].bytes_list.value if key in feature else []
+        if not values or not values[0]:
             raise KeyError(key)
-    labels = feature[FEATURE_LABEL].int64_list.value if FEATURE_LABEL in feature else []
+        if len(values) > 1:
+            raise ValueError(f"feature {key!r} holds {len(values)} values, the contract has one")
+    image_id = feature[FEATURE_IMAGE_ID].bytes_list.value[0].decode()
+    label = feature[FEATURE_LABEL] if FEATURE_LABEL in feature else None
+    label_values = [] if label is None else {
+        "int64_list": label.int64_list.value, "float_list": label.float_list.value, "bytes_list": label.bytes_list.value,
+    }.get(label.WhichOneof("kind"), [])
     formats = feature[FEATURE_FORMAT].bytes_list.value if FEATURE_FORMAT in feature else []
     return ShardExample(
-        image_id=feature[FEATURE_IMAGE_ID].bytes_list.value[0].decode(),
+        image_id=image_id,
         encoded=feature[FEATURE_IMAGE].bytes_list.value[0],
         image_format=formats[0].decode() if formats else "",
-        label=int(labels[0]) if labels else None,
+        label=single_label(label_values, image_id),
     )
 
 

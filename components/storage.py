@@ -253,7 +253,11 @@ def open_read(uri: str) -> Iterator[IO[bytes]]:
     """A binary stream over a file or object, read in chunks (memory stays bounded)."""
     try:
         if _is_gcs(uri):
-            stream = _blob(uri).open("rb", retry=_retry())
+            blob = _blob(uri)
+            # Reload first: a missing object fails here, and an empty one needs no ranged read
+            # (which the GCS API answers with 416, the emulator with a malformed Content-Range).
+            blob.reload(retry=_retry())
+            stream = blob.open("rb", retry=_retry()) if blob.size else io.BytesIO()
         elif _is_http(uri):
             stream = urllib.request.urlopen(uri, timeout=_HTTP_TIMEOUT_S)
         else:

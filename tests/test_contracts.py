@@ -41,9 +41,9 @@ def test_a_summary_is_one_json_line_and_reads_back_equal():
 def test_a_receipt_reads_back_equal_and_leaves_room_for_source_checks():
     receipt = ShardReceipt(shard_index=2, source_uri="file:///d/s.tfrecord", read=5, scored=4, failed=1,
                            failed_by_type={"corrupt_record": 1}, predictions="p", errors="e")
-    assert (receipt.expected, receipt.sha256_matched) == (None, None)
+    assert (receipt.expected, receipt.sha256, receipt.expected_sha256) == (None, None, None)
     assert ShardReceipt.from_json(receipt.to_json()) == receipt
-    checked = dataclasses.replace(receipt, expected=5, sha256_matched=True)
+    checked = dataclasses.replace(receipt, expected=5, sha256="ab", expected_sha256="ab")
     assert ShardReceipt.from_json(checked.to_json()) == checked
 
 

@@ -32,6 +32,20 @@ def example_without_image(image_id: str) -> bytes:
     return example.SerializeToString()
 
 
+def breaking(image_id: str, change) -> bytes:
+    """A shard Example of `image_id` changed by `change(feature map)`."""
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example.FromString(serialize_example(image_id, b"png", 3))
+    change(example.features.feature)
+    return example.SerializeToString()
+
+
+def _float_label(feature):
+    feature["label"].Clear()
+    feature["label"].float_list.value.append(3.0)
+
+
 def test_parse_record_keeps_a_good_record():
     result = parse_record(Record(7, data=serialize_example("img-7", b"png-bytes", 3)))
     assert isinstance(result, ParsedRecord)
@@ -45,7 +59,17 @@ def test_parse_record_keeps_a_good_record():
         (Record(2, data=b"\xff\xfe not a protobuf"), "invalid_example", None),
         (Record(3, data=example_without_image("img-3")), "missing_feature", None),
         (Record(4, data=serialize_example("img-4", b"png", 12)), "bad_label", "img-4"),
+        (Record(5, data=serialize_example("", b"png", 1)), "missing_feature", None),
+        (Record(6, data=serialize_example("img-6", b"", 1)), "missing_feature", None),
+        (Record(7, data=breaking("img-7", lambda f: f["image/encoded"].bytes_list.value.append(b"png2"))),
+         "invalid_example", None),
+        (Record(8, data=breaking("img-8", lambda f: f["image_id"].bytes_list.value.append(b"other"))),
+         "invalid_example", None),
+        (Record(9, data=breaking("img-9", _float_label)), "bad_label", "img-9"),
+        (Record(10, data=breaking("img-10", lambda f: f["label"].int64_list.value.append(4))), "bad_label", "img-10"),
     ],
+    ids=["framing", "not-example", "no-image", "label-12", "empty-id", "empty-image", "two-images", "two-ids",
+         "float-label", "two-labels"],
 )
 def test_parse_record_turns_each_bad_record_into_an_error(record, error_type, image_id):
     result = parse_record(record)

@@ -111,6 +111,25 @@ def example_without_image(image_id: str) -> bytes:
     return example.SerializeToString()
 
 
+def contract_breaking(kind: str) -> bytes:
+    """A well-formed Example that breaks the shard contract in one way."""
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example.FromString(serialize_example(kind, encode_png(np.zeros((28, 28), np.uint8)), 3))
+    feature = example.features.feature
+    if kind == "two-images":
+        feature["image/encoded"].bytes_list.value.append(encode_png(np.ones((28, 28), np.uint8)))
+    elif kind == "float-label":
+        feature["label"].Clear()
+        feature["label"].float_list.value.append(3.0)
+    elif kind == "two-labels":
+        feature["label"].int64_list.value.append(7)
+    elif kind == "text-label":
+        feature["label"].Clear()
+        feature["label"].bytes_list.value.append(b"3")
+    return example.SerializeToString()
+
+
 # (shard name, [(image_id, framed record, expected error type or None for scored)], cut bytes at end)
 def planted_shards(folder: str) -> dict:
     """Three shards with every kind of bad record; returns what scoring must make of them."""
@@ -243,11 +262,67 @@ def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
     serialize_example("", encode_png(np.zeros((28, 28), np.uint8)), 1),
     example_without_image("no-image"),
     b"\xff not an example",
-], ids=["jpeg", "broken-png", "bad-label", "empty-id", "no-image", "not-an-example"])
+    *[contract_breaking(kind) for kind in ("two-images", "float-label", "two-labels", "text-label")],
+], ids=["jpeg", "broken-png", "bad-label", "empty-id", "no-image", "not-an-example",
+        "two-images", "float-label", "two-labels", "text-label"])
 def test_one_odd_record_sends_its_batch_the_careful_way(tiny_model, odd_record):
     rng = np.random.default_rng(RNG_SEED)
     batch = [good_record("a", rng), odd_record, good_record("b", rng)]
     assert ModelScorer(tiny_model).score_contract_batch(batch) is None
+
+
+@pytest.mark.parametrize("kind, error_type", [
+    ("empty-id", "missing_feature"), ("two-images", "invalid_example"), ("float-label", "bad_label"),
+    ("two-labels", "bad_label"), ("text-label", "bad_label"), ("label-12", "bad_label"),
+])
+def test_contract_breaking_record_is_an_error_row_the_rest_scored(tiny_model, kind, error_type):
+    import datetime
+
+    from components.scoring import _score_batch, _score_batch_carefully
+
+    rng = np.random.default_rng(RNG_SEED)
+    odd = {"empty-id": serialize_example("", encode_png(np.zeros((28, 28), np.uint8)), 1),
+           "label-12": serialize_example("label-12", encode_png(np.zeros((28, 28), np.uint8)), 12)}.get(kind)
+    records = [Record(0, data=good_record("a", rng)), Record(1, data=odd or contract_breaking(kind)),
+               Record(2, data=good_record("b", rng))]
+    scorer, target = ModelScorer(tiny_model), ScoringTarget(staging="unused", run_id="r", run_date="2026-11-30", model_version="v")
+    careful = _score_batch_carefully(records, scorer=scorer, source_uri="s", target=target,
+                                     scored_at=datetime.datetime.now(datetime.timezone.utc))
+    for predictions, errors in (_rows_without_time(_score_batch(records, scorer=scorer, source_uri="s", target=target)),
+                                _rows_without_time(careful)):
+        assert [row["image_id"] for row in predictions] == ["a", "b"]
+        assert [(row["record_index"], row["error_type"]) for row in errors] == [(1, error_type)]
+        assert errors[0]["error_message"]
+
+
+def huge_weights_model():
+    """Logits of about 1e38 times the pixel sum: finite for a black image, infinite (so the
+    softmax is NaN) for a bright one."""
+    import keras
+
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, kernel_initializer=keras.initializers.Constant(1e38))])
+    return model
+
+
+def test_non_finite_probabilities_are_error_rows_on_both_paths(tiny_model):
+    import datetime
+
+    from components.scoring import _score_batch, _score_batch_carefully
+
+    black, white = encode_png(np.zeros((28, 28), np.uint8)), encode_png(np.full((28, 28), 255, np.uint8))
+    records = [Record(0, data=serialize_example("black", black, 1)), Record(1, data=serialize_example("white", white, 2))]
+    scorer, target = ModelScorer(huge_weights_model()), ScoringTarget(staging="unused", run_id="r", run_date="2026-11-30", model_version="v")
+    assert scorer.score_contract_batch([records[0].data]) is not None  # finite: the one-call path
+    assert scorer.score_contract_batch([record.data for record in records]) is None
+    careful = _score_batch_carefully(records, scorer=scorer, source_uri="s", target=target,
+                                     scored_at=datetime.datetime.now(datetime.timezone.utc))
+    for predictions, errors in (_rows_without_time(_score_batch(records, scorer=scorer, source_uri="s", target=target)),
+                                _rows_without_time(careful)):
+        assert [row["image_id"] for row in predictions] == ["black"]
+        assert np.isfinite(predictions[0]["probabilities"]).all()
+        assert [(row["record_index"], row["image_id"], row["error_type"]) for row in errors] == [
+            (1, "white", "non_finite_score")]
 
 
 def receipt_counts(receipt: ShardReceipt) -> tuple:
@@ -379,7 +454,23 @@ def _wrong_input_shape(tiny_model, root):
     return root
 
 
+def _nan_weights(tiny_model, root):
+    import keras
+
+    model = keras.models.clone_model(tiny_model)
+    model.set_weights([np.full_like(weights, np.nan) for weights in tiny_model.get_weights()])
+    save_model(model, root, "v1")
+    return root
+
+
+def _infinite_on_bright_images(tiny_model, root):
+    save_model(huge_weights_model(), root, "v1")
+    return root
+
+
 @pytest.mark.parametrize("make_model, message", [
+    (_nan_weights, "output on a probe batch is not finite"),
+    (_infinite_on_bright_images, "output on a probe batch is not finite"),
     (_unpublished, "nor a model root with a published LATEST"),
     (_failed_gate, "failed its quality gate"),
     (_wrong_input_shape, "does not fit 28x28 images"),
@@ -502,3 +593,149 @@ def test_real_test_shards_accuracy_equals_model_evaluate(tmp_path, real_source):
     assert len({r["image_id"] for r in rows}) == len(rows) == 10_000
     accuracy = np.mean([r["predicted_label"] == r["true_label"] for r in rows])
     assert accuracy == pytest.approx(evaluated_accuracy, abs=1e-6)
+
+
+# --- Damaged shards: every record accounted for, with and without a manifest ----------------
+
+DAMAGED_SHARD_RECORDS = 6
+
+
+def damaged_shards(folder: str, *, with_manifest: bool) -> dict[str, set[str]]:
+    """Four shards written by the real shard writer (and manifest), then damaged the way
+    uploads break; returns, per shard, the image ids whose records the damage left intact."""
+    from components.prepare import new_manifest
+    from components.shards import ShardTask, write_shard
+
+    rng = np.random.default_rng(RNG_SEED)
+    names = [f"test-{i:05d}-of-00004.tfrecord" for i in range(4)]
+    entries, intact = [], {}
+    for shard, name in enumerate(names):
+        ids = [f"d{shard}-{i}" for i in range(DAMAGED_SHARD_RECORDS)]
+        entries.append(write_shard(ShardTask(uri=os.path.join(folder, name), image_ids=ids,
+                                             images=rng.integers(0, 256, (len(ids), 28, 28), dtype=np.uint8),
+                                             labels=np.arange(len(ids)) % 10)))
+        intact[name] = set(ids)
+    if with_manifest:
+        splits = {"test": {"num_records": 4 * DAMAGED_SHARD_RECORDS, "class_histogram": [], "shards": entries}}
+        storage.write_bytes(os.path.join(folder, "manifest.json"),
+                            json.dumps(new_manifest(source={"uri": "test", "files": {}}, splits=splits)).encode())
+
+    def framed_bounds(path: str) -> list[int]:
+        with open(path, "rb") as file:
+            data = file.read()
+        bounds, offset = [0], 0
+        while offset < len(data):
+            offset += 16 + int.from_bytes(data[offset:offset + 8], "little")
+            bounds.append(offset)
+        return bounds
+
+    paths = [os.path.join(folder, name) for name in names]
+    with open(paths[0], "r+b") as file:  # a damaged length header: record 2
+        start = framed_bounds(paths[0])[2]
+        file.seek(start)
+        file.write(bytes([file.read(1)[0] ^ 0x40]))
+    intact[names[0]].discard("d0-2")
+    cut = framed_bounds(paths[1])[3] + 30  # a truncated upload: inside record 3
+    with open(paths[1], "r+b") as file:
+        file.truncate(cut)
+    intact[names[1]] -= {"d1-3", "d1-4", "d1-5"}
+    open(paths[2], "wb").close()  # a zero-length object
+    intact[names[2]] = set()
+    with open(paths[3], "rb") as file:  # garbage in the middle: inside record 1 to inside record 3
+        data = file.read()
+    bounds = framed_bounds(paths[3])
+    garbage = bytes(np.random.default_rng(1).integers(0, 256, bounds[3] - bounds[1], dtype=np.uint8))
+    with open(paths[3], "wb") as file:
+        file.write(data[: bounds[1] + 10] + garbage + data[bounds[3] - 10 :])
+    intact[names[3]] -= {"d3-1", "d3-2"}
+    return intact
+
+
+@pytest.mark.parametrize("place", ["local", "gcs", "flaky-gcs"])
+@pytest.mark.parametrize("with_manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_damaged_shards_lose_no_record(request, tmp_path, tiny_model, place, with_manifest):
+    """Damaged shards in a local folder, in a bucket, and in a bucket behind a proxy that fails
+    every 4th request (the reads are retried; the damage, not the faults, makes the error rows)."""
+    folder = str(tmp_path / "damaged")
+    os.makedirs(folder)
+    intact = damaged_shards(folder, with_manifest=with_manifest)
+    root = str(tmp_path)
+    proxy = None
+    if place == "gcs":
+        root = request.getfixturevalue("gcs_bucket")
+    elif place == "flaky-gcs":
+        root, proxy = request.getfixturevalue("faulty_gcs_bucket")
+    if place != "local":
+        for name in os.listdir(folder):
+            storage.upload_file(os.path.join(folder, name), storage.join(root, "damaged", name))
+        folder = storage.join(root, "damaged")
+    model_root = storage.join(root, "models")
+    save_model(tiny_model, model_root, "v1")
+    output = storage.join(root, "scores")
+    arguments = dict(input=storage.join(folder, "*.tfrecord"), model=model_root, output=output, run_id="damaged",
+                     run_date="2026-11-29", max_error_rate=1.0)
+    if with_manifest:  # the damaged shards' hashes differ from the manifest: exit 3, rows published
+        with pytest.raises(CheckFailed, match="differ from their manifest.*test-00000-of-00004.tfrecord: sha256"):
+            score(**arguments)
+        summary = json.loads(storage.read_bytes(run_summary_uri(output, "damaged")))
+        assert summary["status"] == "source_mismatch"
+    else:
+        summary = score(**arguments)
+        assert summary["status"] == "ok"
+
+    predictions, errors = (_rows_at(storage.join(output, table)) for table in ("predictions", "errors"))
+    counts = summary["counts"]
+    assert counts["read"] == counts["scored"] + counts["failed"] == len(predictions) + len(errors)
+    scored_ids = {row["image_id"] for row in predictions}
+    assert scored_ids == set().union(*intact.values())  # every intact image scored, nothing invented
+    for name in intact:
+        uri = storage.join(folder, name)
+        shard_errors = [row for row in errors if row["source_uri"] == uri]
+        assert shard_errors, f"{name}: its damage left no error row"
+        indices = [row["record_index"] for row in shard_errors]
+        assert len(set(indices)) == len(indices)
+        rows = len(shard_errors) + sum(row["source_uri"] == uri for row in predictions)
+        if with_manifest:  # read = the manifest's count = scored + failed, per shard
+            assert rows == DAMAGED_SHARD_RECORDS and set(indices) <= set(range(DAMAGED_SHARD_RECORDS))
+    if with_manifest:
+        assert counts["expected"] == counts["read"] == 4 * DAMAGED_SHARD_RECORDS
+        assert counts["failed_by_type"] == {"unreadable_record": 1 + 2 + 6 + 2, "truncated_record": 1}
+    else:
+        assert counts["expected"] is None
+        # one row per unreadable byte range: the bad header, the cut record, the empty object, the garbage
+        assert counts["failed_by_type"] == {"unreadable_record": 3, "truncated_record": 1}
+    if proxy is not None:
+        assert proxy.requests >= 2 * proxy.every  # faults were injected along the way
+
+
+def _rows_at(table_uri: str) -> list[dict]:
+    """Every row of the Parquet parts below a local or gs:// table folder."""
+    import pyarrow.parquet as pq
+
+    return [row for uri in storage.list_prefix(table_uri) if uri.endswith(".parquet")
+            for row in pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pylist()]
+
+
+def test_cli_exit_codes_for_a_non_finite_model_and_a_shard_unlike_its_manifest(tmp_path, tiny_model):
+    """Real processes: a NaN model is exit 2 before anything is written; a shard whose bytes
+    differ from its manifest is exit 3 naming it, with its rows published."""
+    folder = str(tmp_path / "damaged")
+    os.makedirs(folder)
+    damaged_shards(folder, with_manifest=True)
+    nan_root = _nan_weights(tiny_model, str(tmp_path / "nan-models"))
+    refused = run_cli("--input", storage.join(folder, "*.tfrecord"), "--model", nan_root,
+                      "--output", str(tmp_path / "refused"))
+    assert refused.returncode == 2, refused.stderr
+    last_line = refused.stderr.strip().splitlines()[-1]
+    assert "model.keras" in last_line and "not finite" in last_line
+    assert not (tmp_path / "refused").exists()
+
+    output = str(tmp_path / "scores")
+    model = save_model(tiny_model, str(tmp_path / "models"), "v1")
+    completed = run_cli("--input", storage.join(folder, "*.tfrecord"), "--model", model, "--output", output,
+                        "--run-id", "mismatch", "--max-error-rate", "1")
+    assert completed.returncode == 3, completed.stderr
+    assert "test-00000-of-00004.tfrecord: sha256" in completed.stderr.strip().splitlines()[-1]
+    summary = json.loads(storage.read_bytes(run_summary_uri(output, "mismatch")))
+    assert summary["status"] == "source_mismatch"
+    assert len(read_table(output, "predictions")) + len(read_table(output, "errors")) == 4 * DAMAGED_SHARD_RECORDS
