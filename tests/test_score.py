@@ -689,7 +689,7 @@ def test_damaged_shards_lose_no_record(request, tmp_path, tiny_model, place, wit
     scored_ids = {row["image_id"] for row in predictions}
     assert scored_ids == set().union(*intact.values())  # every intact image scored, nothing invented
     for name in intact:
-        uri = storage.join(folder, name)
+        uri = storage.absolute_uri(storage.join(folder, name))  # lineage: absolute URIs
         shard_errors = [row for row in errors if row["source_uri"] == uri]
         assert shard_errors, f"{name}: its damage left no error row"
         indices = [row["record_index"] for row in shard_errors]
