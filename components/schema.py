@@ -46,8 +46,8 @@ ERROR_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("record_index", pa.int64(), False, "0-based position of the record in its shard."),
     ("image_id", pa.string(), True, "The record's `image_id`, when it could be read."),
     ("error_type", pa.string(), False,
-     "corrupt_record, truncated_record, unreadable_record, missing_feature, decode_error, bad_shape, "
-     "bad_label, duplicate_image_id, non_finite_score, ..."),
+     "Why: corrupt_record, truncated_record, unreadable_record, invalid_example, missing_feature, "
+     "bad_label, decode_error, bad_shape, duplicate_image_id or non_finite_score."),
     ("error_message", pa.string(), False, "Human-readable reason."),
     ("scored_at", TIMESTAMP, False, "When the record was processed (UTC, microseconds)."),
 )
