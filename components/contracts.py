@@ -173,7 +173,7 @@ def run_summary_bigquery_schema() -> list[dict]:
         _field("schema_version", "STRING", "Table contract version of the run's files, e.g. fmnist-predictions/2.", "REQUIRED"),
         _field("run_id", "STRING", "Id of the scoring run (folder `run_id=…` of its parts).", "REQUIRED"),
         _field("run_date", "DATE", "Partition date of the run (folder `run_date=…`).", "REQUIRED"),
-        _field("status", "STRING", "ok, or error_rate_exceeded (published, failed its error-rate check).", "REQUIRED"),
+        _field("status", "STRING", "ok; error_rate_exceeded or source_mismatch: published, but failed its check (exit 3).", "REQUIRED"),
         _field("model_version", "STRING", "Version of the model that scored the run.", "REQUIRED"),
         _field("model_uri", "STRING", "Absolute URI of the model version folder.", "REQUIRED"),
         _field("inputs", "RECORD", "What was scored.", "REQUIRED", [

@@ -75,7 +75,7 @@ resource "google_bigquery_table" "runs_files" {
     { name = "schema_version", type = "STRING", mode = "NULLABLE" },
     { name = "run_id", type = "STRING", mode = "NULLABLE" },
     { name = "run_date", type = "DATE", mode = "NULLABLE" },
-    { name = "status", type = "STRING", mode = "NULLABLE", description = "ok, or error_rate_exceeded (published, failed its check)" },
+    { name = "status", type = "STRING", mode = "NULLABLE", description = "ok; error_rate_exceeded or source_mismatch: published, but failed its check" },
     { name = "model_version", type = "STRING", mode = "NULLABLE" },
     { name = "model_uri", type = "STRING", mode = "NULLABLE" },
     { name = "attempt", type = "STRING", mode = "NULLABLE" },
