@@ -131,6 +131,31 @@ def test_the_published_model_applies_the_fitted_temperature(trained, tiny_shards
     assert f"{temperature:.4f}" in card and f"{calibration['test_ece_after']:.4f}" in card
 
 
+def test_scoring_reports_the_calibrated_confidence(trained, tiny_shards, tmp_path):
+    """`fmnist score` applies the temperature: its confidence is softmax(raw logits / T), not softmax(raw)."""
+    import keras
+
+    from components.calibration import softmax
+    from components.score_run import score
+    from components.tables import query
+
+    model_root, summary = trained
+    folder = os.path.join(model_root, summary["model_version"])
+    temperature = json.loads(open(os.path.join(folder, "metrics.json")).read())["calibration"]["temperature"]
+    output = str(tmp_path / "scores")
+    score(input=os.path.join(tiny_shards, "test-*.tfrecord"), model=model_root, output=output, run_id="calibrated")
+    rows = query(sql="SELECT image_id, confidence FROM predictions ORDER BY image_id", predictions=output).to_pylist()
+
+    images = load_split(tiny_shards, read_manifest(tiny_shards), "test", str(tmp_path / "stage"))
+    order = np.argsort(images.image_ids)
+    raw = keras.Sequential(keras.saving.load_model(os.path.join(folder, "model.keras")).layers[:-1])
+    logits = raw(images.images[order]).numpy().astype(np.float64)
+    assert [row["image_id"].encode() for row in rows] == images.image_ids[order].tolist()
+    confidence = np.array([row["confidence"] for row in rows])
+    np.testing.assert_allclose(confidence, softmax(logits / temperature).max(axis=1), rtol=1e-4, atol=1e-5)
+    assert np.abs(confidence - softmax(logits).max(axis=1)).max() > 1e-3  # and the temperature made a difference
+
+
 def test_metrics_record_the_hash_of_the_model_file_and_scoring_checks_it(trained, tiny_shards, tmp_path):
     model_root = str(tmp_path / "models")
     shutil.copytree(trained[0], model_root)
@@ -304,10 +329,13 @@ def test_steps_per_execution_changes_speed_not_weights():
     assert all(np.array_equal(one, other) for one, other in zip(*weights))
 
 
-def test_cnn_trains_and_serves(tiny_shards, tmp_path):
+def test_cnn_trains_reproducibly_and_serves(tiny_shards, tmp_path):
+    """Its augmentation (random flips and shifts) is seeded too: same seed, same weights."""
     import tensorflow as tf
 
-    summary = train(data=tiny_shards, model_root=str(tmp_path / "models"), model="cnn", epochs=1, min_accuracy=0)
+    summary, again = (train(data=tiny_shards, model_root=str(tmp_path / name), model="cnn", epochs=1, min_accuracy=0)
+                      for name in ("models", "again"))
+    assert summary["model_version"][-8:] == again["model_version"][-8:]
     served = tf.saved_model.load(os.path.join(summary["uri"], "saved_model"))
     probabilities = served.signatures[SIGNATURE_IMAGES](images=tf.zeros((3, 28, 28)))["probabilities"].numpy()
     assert probabilities.shape == (3, 10)
