@@ -22,7 +22,7 @@ import time
 
 from components.constants import DEFAULT_SOURCE, IDX_FILES
 from components.idx import load_split
-from components.models import MODEL_NAMES, build_model
+from components.models import MODEL_NAMES, RECIPES, build_model
 from components.training import train
 
 
@@ -76,13 +76,14 @@ def main() -> None:
     parser.add_argument("--data", default="runs/local/shards", help="shards made by `fmnist prepare`")
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="the same data set's IDX files")
     parser.add_argument("--model", choices=MODEL_NAMES, default="mlp")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=0.001)
+    parser.add_argument("--epochs", type=int, help="default: the model's recipe (components/models.py)")
+    parser.add_argument("--batch-size", type=int, help="default: the model's recipe")
+    parser.add_argument("--learning-rate", type=float, help="default: the model's recipe")
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each; the fastest counts")
     args = parser.parse_args()
-    flags = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
-             "learning_rate": args.learning_rate}
+    recipe = RECIPES[args.model]
+    flags = {"model": args.model, "epochs": args.epochs or recipe.epochs, "batch_size": args.batch_size or recipe.batch_size,
+             "learning_rate": args.learning_rate or recipe.learning_rate}
     warm_up()
     labels = {
         "baseline": "in memory: IDX -> NumPy -> model.fit",

@@ -176,7 +176,7 @@ def _errors_by_shard(data: ReportData) -> str:
     axis.invert_yaxis()
     axis.set_xlabel("error rows")
     axis.xaxis.set_major_locator(_ticker().MaxNLocator(integer=True))
-    axis.legend(frameon=False, loc="lower right")
+    axis.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(types))  # off the bars
     _tidy(axis)
     fig.tight_layout()
     rows = "".join(
@@ -188,7 +188,7 @@ def _errors_by_shard(data: ReportData) -> str:
     more = len(data.errors_by_shard) - len(shards)
     return (
         "<section id=\"errors-by-shard\"><h2>Error rows by shard</h2>"
-        f"<p>{len(data.errors_by_shard)} shard(s) with error rows" + (f"; the {len(shards)} with the most shown" if more else "")
+        f"<p>Shards with error rows: {len(data.errors_by_shard)}" + (f"; the {len(shards)} with the most shown" if more else "")
         + ". A damaged shard stands out here: its images are in the error table, not lost.</p>"
         + _figure(fig, "Error rows of each shard, by type.")
         + "<table><tr><th>shard</th><th>scored</th><th>error rows</th><th>error share</th><th>by type</th></tr>"

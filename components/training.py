@@ -24,7 +24,7 @@ import numpy as np
 from components import calibration, model_artifacts, registry, storage
 from components.constants import tool_version
 from components.errors import CheckFailed, InputError
-from components.models import MODEL_NAMES, build_model, with_temperature
+from components.models import MODEL_NAMES, RECIPES, build_model, with_temperature
 from components.shards import manifest_digest, read_manifest
 from components.training_data import LabeledImages, holdout_mask, load_split
 
@@ -39,9 +39,9 @@ def train(
     data: str,
     model_root: str,
     model: str = "mlp",
-    epochs: int = 10,
-    batch_size: int = 32,
-    learning_rate: float = 0.001,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
     seed: int = 0,
     min_accuracy: float = 0.85,
     validation_fraction: float = 0.05,
@@ -49,14 +49,20 @@ def train(
 ) -> dict:
     """Fits `model` on the data set at `data`, writes a model version below `model_root`, gates it.
 
-    The epoch with the best accuracy on a validation slice held out of the training split
-    is kept; `lr_schedule` "cosine" decays Adam's learning rate to 0 over the run,
+    `epochs`, `batch_size` and `learning_rate` default to the model's recipe
+    (components.models.RECIPES). The epoch with the best accuracy on a validation slice
+    held out of the training split is kept, then calibrated (a temperature fitted there); `lr_schedule` "cosine" decays Adam's learning rate to 0 over the run,
     "constant" keeps it (the tutorial's recipe). Publishes the version (LATEST) when its
     test accuracy reaches `min_accuracy`; otherwise keeps the artifacts for inspection and
     raises CheckFailed. Returns a summary.
     """
+    if model not in MODEL_NAMES:
+        raise InputError(f"--model {model!r}: choose one of {', '.join(MODEL_NAMES)}")
+    recipe = RECIPES[model]
     params = {
-        "model": model, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+        "model": model, "epochs": recipe.epochs if epochs is None else epochs,
+        "batch_size": recipe.batch_size if batch_size is None else batch_size,
+        "learning_rate": recipe.learning_rate if learning_rate is None else learning_rate,
         "lr_schedule": lr_schedule, "seed": seed, "min_accuracy": min_accuracy,
         "validation_fraction": validation_fraction,
     }
@@ -256,8 +262,6 @@ def write_artifacts(model, metrics: dict, local_dir: str, version_uri: str) -> N
 
 
 def _check_params(params: dict) -> None:
-    if params["model"] not in MODEL_NAMES:
-        raise InputError(f"--model {params['model']!r}: choose one of {', '.join(MODEL_NAMES)}")
     for name in ("epochs", "batch_size"):
         if params[name] < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {params[name]}")
