@@ -148,7 +148,7 @@ def report(
 
 
 def collect(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_date: str | None,
-            baseline_run: str | None, manifest: str | None, lowest: int, wrong: int = 24, days: int = 14) -> ReportData:
+            baseline_run: str | None, manifest: str | None, lowest: int, wrong: int, days: int) -> ReportData:
     """Runs the report's queries over the views for the selected runs."""
     selected = select_runs(connection, run_id=run_id, run_date=run_date)
     runs = _runs(connection, selected)
