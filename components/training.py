@@ -51,7 +51,8 @@ def train(
 
     `epochs`, `batch_size` and `learning_rate` default to the model's recipe
     (components.models.RECIPES). The epoch with the best accuracy on a validation slice
-    held out of the training split is kept, then calibrated (a temperature fitted there); `lr_schedule` "cosine" decays Adam's learning rate to 0 over the run,
+    held out of the training split is kept, then calibrated (a temperature fitted on that
+    slice); `lr_schedule` "cosine" decays Adam's learning rate to 0 over the run,
     "constant" keeps it (the tutorial's recipe). Publishes the version (LATEST) when its
     test accuracy reaches `min_accuracy`; otherwise keeps the artifacts for inspection and
     raises CheckFailed. Returns a summary.
