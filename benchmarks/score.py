@@ -144,7 +144,9 @@ def train_model(model_root: str) -> None:
     version = os.path.join(model_root, "bench")
     os.makedirs(version)
     model.save(os.path.join(version, "model.keras"))
-    storage.write_bytes(os.path.join(version, "metrics.json"), json.dumps({"quality_gate": {"passed": True}}).encode())
+    with open(os.path.join(version, "model.keras"), "rb") as file:
+        metrics = {"quality_gate": {"passed": True}, "model_sha256": registry.model_sha256(file.read())}
+    storage.write_bytes(os.path.join(version, "metrics.json"), json.dumps(metrics).encode())
     registry.publish(model_root, "bench")
 
 

@@ -1,16 +1,18 @@
-"""Time of `fmnist train` with its defaults from the shards vs the tutorial's in-memory `model.fit`.
+"""Time of `fmnist train` from the shards vs the same network in a plain in-memory `model.fit`.
 
-    .venv/bin/python -m benchmarks.train [--data runs/local/shards] [--source DIR] [--epochs N] [--repeats N]
+    .venv/bin/python -m benchmarks.train [--data runs/local/shards] [--source DIR] [--model mlp|cnn]
+        [--epochs N] [--batch-size N] [--learning-rate X] [--repeats N]
 
-Baseline (the workshop notebook): the IDX files -> NumPy arrays / 255 -> model.fit on the
-arrays (same network, epochs and batch size) -> evaluate on the test arrays. Measured:
-`train()` as the job runs it: stage, verify and decode the shards; fit with a validation
-hold-out; evaluate; write, upload and publish every artifact. Both run in this process,
-alternately `--repeats` times; the fastest run of each counts (the least disturbed by
-other work on the machine). Prints seconds per phase, test accuracy and two ratios:
-data + fit (like for like) and the whole job (which also exports a SavedModel, a
-confusion-matrix picture and a model card). A third row, the tutorial with the job's
-steps_per_execution, shows how much of the difference is Keras' per-step overhead.
+Baseline: the IDX files -> NumPy arrays / 255 -> `model.fit` on the arrays of the very model
+the job builds (same network, compile settings, cosine schedule, epochs and batch size), then
+evaluate on the test arrays. Measured: `train()` as the job runs it: stage, verify and decode
+the shards; fit with a validation hold-out; calibrate; evaluate; write, upload and publish
+every artifact. Both run in this process, alternately `--repeats` times; the fastest run of
+each counts (the least disturbed by other work on the machine). Prints seconds per phase,
+test accuracy and two ratios: data + fit (like for like) and the whole job (which also
+calibrates and exports a SavedModel, pictures and a model card). For the mlp, a third row,
+the tutorial's own recipe (one step per call into TensorFlow, constant learning rate), shows
+what Keras' per-step overhead costs.
 """
 import argparse
 import json
@@ -20,39 +22,46 @@ import time
 
 from components.constants import DEFAULT_SOURCE, IDX_FILES
 from components.idx import load_split
-from components.models import STEPS_PER_EXECUTION, build_model
+from components.models import MODEL_NAMES, RECIPES, build_model
 from components.training import train
 
-_BATCH_SIZE = 32
 
+def in_memory(source: str, *, model: str, epochs: int, batch_size: int, learning_rate: float,
+              tutorial: bool = False) -> dict:
+    """`model.fit` on in-memory arrays: seconds per phase and test accuracy.
 
-def tutorial(source: str, epochs: int, steps_per_execution: int = 1) -> dict:
-    """The notebook's recipe on in-memory arrays: seconds per phase and test accuracy."""
+    `tutorial`: the notebook's recipe instead of the job's compile settings (one step per
+    call into TensorFlow, constant learning rate).
+    """
     start = time.perf_counter()
     (train_images, train_labels), (test_images, test_labels) = (
         (images.array / 255.0, labels.array)
         for images, labels in (load_split(source, *IDX_FILES[split]) for split in ("train", "test"))
     )
-    model = build_model("mlp", learning_rate=0.001, steps_per_execution=steps_per_execution)
+    steps = epochs * -(-len(train_labels) // batch_size)
+    options = {"decay_steps": None, "steps_per_execution": 1} if tutorial else {"decay_steps": steps}
+    network = build_model(model, learning_rate=learning_rate, **options)
     fit_start = time.perf_counter()
-    model.fit(train_images, train_labels, epochs=epochs, batch_size=_BATCH_SIZE, verbose=0)
+    network.fit(train_images, train_labels, epochs=epochs, batch_size=batch_size, verbose=0)
     fit_end = time.perf_counter()
-    _, accuracy = model.evaluate(test_images, test_labels, verbose=0)
+    _, accuracy = network.evaluate(test_images, test_labels, batch_size=1024, verbose=0)
     end = time.perf_counter()
     return {"load": fit_start - start, "fit": fit_end - fit_start, "rest": end - fit_end, "total": end - start,
             "accuracy": accuracy}
 
 
-def from_shards(data: str, epochs: int) -> dict:
-    """`fmnist train` with its defaults (but `epochs`), into a temporary model root."""
+def from_shards(data: str, *, model: str, epochs: int, batch_size: int, learning_rate: float) -> dict:
+    """`fmnist train` with these flags (the rest default), into a temporary model root."""
     with tempfile.TemporaryDirectory(prefix="bench-train-") as model_root:
         start = time.perf_counter()
-        summary = train(data=data, model_root=model_root, epochs=epochs, min_accuracy=0.0)
+        summary = train(data=data, model_root=model_root, model=model, epochs=epochs, batch_size=batch_size,
+                        learning_rate=learning_rate, min_accuracy=0.0)
         total = time.perf_counter() - start
         with open(os.path.join(summary["uri"], "metrics.json")) as file:
-            timings = json.load(file)["timings"]
-    load, fit = timings["load_seconds"], timings["fit_seconds"]
-    return {"load": load, "fit": fit, "rest": total - load - fit, "total": total, "accuracy": summary["test_accuracy"]}
+            metrics = json.load(file)
+    load, fit = metrics["timings"]["load_seconds"], metrics["timings"]["fit_seconds"]
+    return {"load": load, "fit": fit, "rest": total - load - fit, "total": total, "accuracy": summary["test_accuracy"],
+            "ece": metrics["test_ece"], "ece_before": metrics["calibration"]["test_ece_before"]}
 
 
 def warm_up() -> None:
@@ -66,27 +75,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="runs/local/shards", help="shards made by `fmnist prepare`")
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="the same data set's IDX files")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--model", choices=MODEL_NAMES, default="mlp")
+    parser.add_argument("--epochs", type=int, help="default: the model's recipe (components/models.py)")
+    parser.add_argument("--batch-size", type=int, help="default: the model's recipe")
+    parser.add_argument("--learning-rate", type=float, help="default: the model's recipe")
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each; the fastest counts")
     args = parser.parse_args()
+    recipe = RECIPES[args.model]
+    flags = {"model": args.model, "epochs": args.epochs or recipe.epochs, "batch_size": args.batch_size or recipe.batch_size,
+             "learning_rate": args.learning_rate or recipe.learning_rate}
     warm_up()
     labels = {
-        "baseline": "tutorial: IDX -> NumPy -> model.fit",
+        "baseline": "in memory: IDX -> NumPy -> model.fit",
         "measured": "fmnist train: shards -> tf.data -> fit",
-        "tutorial_spe": f"(tutorial + steps_per_execution={STEPS_PER_EXECUTION})",
     }
+    if args.model == "mlp":
+        labels["tutorial"] = "(the tutorial: 1 step per call, constant lr)"
     runs: dict[str, list[dict]] = {name: [] for name in labels}
     for _ in range(args.repeats):
-        runs["baseline"].append(tutorial(args.source, args.epochs))
-        runs["measured"].append(from_shards(args.data, args.epochs))
-        runs["tutorial_spe"].append(tutorial(args.source, args.epochs, steps_per_execution=STEPS_PER_EXECUTION))
+        runs["baseline"].append(in_memory(args.source, **flags))
+        runs["measured"].append(from_shards(args.data, **flags))
+        if "tutorial" in runs:
+            runs["tutorial"].append(in_memory(args.source, **flags, tutorial=True))
     best = {name: min(results, key=lambda run: run["total"]) for name, results in runs.items()}
-    print(f"{'run (fastest of ' + str(args.repeats) + ')':<44}{'data s':>8}{'fit s':>8}{'rest s':>8}{'total s':>9}{'test acc':>10}")
+    print(" ".join(f"--{name.replace('_', '-')} {value}" for name, value in flags.items()))
+    print(f"{'run (fastest of ' + str(args.repeats) + ')':<46}{'data s':>8}{'fit s':>8}{'rest s':>8}{'total s':>9}{'test acc':>10}")
     for name, run in best.items():
-        print(f"{labels[name]:<44}{run['load']:>8.1f}{run['fit']:>8.1f}{run['rest']:>8.1f}{run['total']:>9.1f}{run['accuracy']:>10.4f}")
+        print(f"{labels[name]:<46}{run['load']:>8.1f}{run['fit']:>8.1f}{run['rest']:>8.1f}{run['total']:>9.1f}{run['accuracy']:>10.4f}")
     baseline, measured = best["baseline"], best["measured"]
     like_for_like = (measured["load"] + measured["fit"]) / (baseline["load"] + baseline["fit"])
     print(f"ratio data + fit: {like_for_like:.2f}x   ratio whole job: {measured['total'] / baseline['total']:.2f}x")
+    print(f"fmnist train test ECE: {measured['ece_before']:.4f} before calibration, {measured['ece']:.4f} after")
     print("all totals (s): " + "; ".join(
         f"{name} " + ", ".join(f"{run['total']:.1f}" for run in results) for name, results in runs.items()))
 

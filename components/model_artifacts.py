@@ -97,6 +97,31 @@ def write_confusion_matrix_png(confusion: list[list[int]], path: str, title: str
     pyplot.close(figure)
 
 
+def write_reliability_png(calibration: dict, path: str, title: str) -> None:
+    """Reliability diagram of the test split: accuracy against mean confidence per bin, before and after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(5.5, 5))
+    axes.plot([0, 1], [0, 1], color="#9aa5b1", linestyle="--", label="perfectly calibrated")
+    for stage, colour in (("before", "#d1495b"), ("after", "#3a7ca5")):
+        bins = calibration[f"test_reliability_{stage}"]
+        points = [(confidence, accuracy) for confidence, accuracy in zip(bins["mean_confidence"], bins["accuracy"])
+                  if confidence is not None]
+        label = (f"{'softmax of the logits' if stage == 'before' else 'temperature ' + format(calibration['temperature'], '.3f')}"
+                 f" (ECE {calibration[f'test_ece_{stage}']:.4f})")
+        axes.plot(*zip(*points), marker="o", color=colour, label=label)
+    axes.set_xlabel("mean confidence in bin")
+    axes.set_ylabel("accuracy in bin")
+    axes.set_title(f"{title}: reliability on the test split")
+    axes.legend(frameon=False, loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
 def write_labels(path: str) -> None:
     """labels.json: the class names in label order (index = class id)."""
     with open(path, "w") as file:
@@ -106,6 +131,7 @@ def write_labels(path: str) -> None:
 def write_model_card(metrics: dict, path: str) -> None:
     """model_card.md: what the model is, what it was trained on, how good it is, how to use it."""
     params, data, gate = metrics["parameters"], metrics["data"], metrics["quality_gate"]
+    calibration = metrics["calibration"]
     rows = "\n".join(
         f"| {name} | {scores['precision']:.3f} | {scores['recall']:.3f} | {scores['f1']:.3f} | {scores['support']} |"
         for name, scores in metrics["per_class"].items()
@@ -140,8 +166,15 @@ Accuracy **{metrics['test_accuracy']:.4f}**, loss {metrics['test_loss']:.4f}. Qu
 
 Confusion matrix: `confusion_matrix.png`; every figure: `metrics.json`.
 
+## Calibration
+The logits are divided by a temperature of **{calibration['temperature']:.4f}**, fitted on the validation hold-out
+(the last layer of the model, so every way of serving it applies it): `confidence` is an honest
+probability. Expected calibration error on the test split ({calibration['bins']} equal-width bins):
+**{calibration['test_ece_after']:.4f}**, against {calibration['test_ece_before']:.4f} for the softmax of the raw logits;
+accuracy is unchanged. Reliability diagram: `reliability.png`.
+
 ## Serving
-`model.keras` (Keras) and `saved_model/` with the signatures `{SIGNATURE_PNG}` (PNG bytes) and
+`model.keras` (Keras; SHA-256 `{metrics['model_sha256'][:16]}…`, checked before scoring) and `saved_model/` with the signatures `{SIGNATURE_PNG}` (PNG bytes) and
 `{SIGNATURE_IMAGES}` (float images in [0, 1]); both return softmax `probabilities` and `class_ids`.
 """
     with open(path, "w") as file:

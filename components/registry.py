@@ -4,11 +4,15 @@
     <model_root>/LATEST          one line: the model_version that scoring uses
 
 Only a model that passed the quality gate is ever named by LATEST, and `resolve` refuses a
-version folder whose metrics.json does not record a passed gate.
+version folder whose metrics.json does not record a passed gate, or records the SHA-256 of
+another model.keras than the one in the folder (a swapped or damaged file is never scored
+under another model's gate). A metrics.json without `model_sha256` (written before the
+hash was recorded) is refused too, with the one-line fix in the message.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 from components import storage
@@ -20,6 +24,7 @@ METRICS_FILE = "metrics.json"
 SAVED_MODEL_DIR = "saved_model"  # signatures serve_png (PNG bytes) and serve_images (floats)
 LABELS_FILE = "labels.json"  # class names, index = class id
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+RELIABILITY_FILE = "reliability.png"  # calibration: accuracy against confidence, before and after
 MODEL_CARD_FILE = "model_card.md"
 
 
@@ -59,18 +64,46 @@ def resolve(model: str) -> ModelRef:
         ref = ModelRef(version=version, uri=storage.child(model, version))  # LATEST never leaves the root
         if not storage.exists(ref.keras_uri):
             raise InputError(f"{ref.keras_uri}: {LATEST_NAME} names a version whose model file is missing")
-    _require_passed_gate(ref)
+    metrics = _read_metrics(ref)
+    _require_passed_gate(ref, metrics)
+    _require_evaluated_file(ref, metrics)
     return ref
 
 
-def _require_passed_gate(ref: ModelRef) -> None:
+def _read_metrics(ref: ModelRef) -> dict:
     metrics_uri = storage.join(ref.uri, METRICS_FILE)
     if not storage.exists(metrics_uri):
         raise InputError(f"{metrics_uri}: missing; an unevaluated model is never scored with")
     try:
-        gate = json.loads(storage.read_bytes(metrics_uri))["quality_gate"]
-        passed = gate["passed"]
+        metrics = json.loads(storage.read_bytes(metrics_uri))
+        metrics["quality_gate"]["passed"]  # the one field every metrics file has
     except (ValueError, TypeError, KeyError) as error:  # not JSON, or not the metrics contract
         raise InputError(f"{metrics_uri}: not a valid metrics file ({type(error).__name__}: {error})") from error
-    if passed is not True:
+    return metrics
+
+
+def _require_passed_gate(ref: ModelRef, metrics: dict) -> None:
+    gate = metrics["quality_gate"]
+    if gate["passed"] is not True:
         raise InputError(f"{ref.uri}: model failed its quality gate ({gate.get('reason', 'no gate result')}); not scored with")
+
+
+def _require_evaluated_file(ref: ModelRef, metrics: dict) -> None:
+    """The model file must be the one metrics.json evaluated (byte for byte)."""
+    expected = metrics.get("model_sha256")
+    actual = model_sha256(storage.read_bytes(ref.keras_uri))
+    if expected is None:
+        raise InputError(
+            f"{storage.join(ref.uri, METRICS_FILE)}: records no model_sha256, so nothing ties it to {MODEL_FILE}; "
+            f"retrain, or add \"model_sha256\": \"<sha256sum of the {MODEL_FILE} it evaluated>\" to it"
+        )
+    if actual != expected:
+        raise InputError(
+            f"{ref.keras_uri}: SHA-256 {actual[:12]}… is not the {str(expected)[:12]}… that metrics.json evaluated "
+            "(a replaced or damaged model file); not scored with"
+        )
+
+
+def model_sha256(data: bytes) -> str:
+    """The hash metrics.json records for model.keras (hex SHA-256 of the file's bytes)."""
+    return hashlib.sha256(data).hexdigest()

@@ -10,8 +10,15 @@ and writes `<out>/report.html` (one self-contained page, PNG figures embedded) a
 - class mix of the run (predicted classes) against the training set's, with the population
   stability index (PSI) per class and overall;
 - confidence histogram (split into right/wrong when the shards carried labels);
-- accuracy, confusion matrix, per-class precision/recall/F1 when `true_label` is present;
-- with a baseline run: agreement on the images both runs scored, per-class deltas, flips;
+- the trend over the last `days` run dates (current run of each date, components/report_history.py):
+  accuracy, mean confidence, low-confidence share, error rate, class-mix PSI;
+- when `true_label` is present: calibration (reliability diagram, ECE), accuracy, the confusion
+  matrix with row-normalised rates, the most confused class pairs, per-class precision/recall/F1,
+  and the images the model got wrong with the highest confidence;
+- error rows by type and by shard;
+- against a baseline run (by default the previous complete run: the current run of the latest
+  earlier run date; `baseline_run="none"` for none): agreement on the images both runs scored,
+  per-class deltas, flips;
 - the lowest-confidence images, decoded from their source shards.
 
 Which runs: `run_id`, or every complete run of `run_date`, or else the latest complete run.
@@ -31,7 +38,8 @@ from collections.abc import Sequence
 import duckdb
 import numpy as np
 
-from components import report_page, storage
+from components import report_history, report_page, storage
+from components.calibration import CALIBRATION_BINS, Reliability
 from components.constants import CLASS_NAMES, MANIFEST_NAME, NUM_CLASSES
 from components.errors import InputError
 from components.images import ImageError, encode_png, to_model_image
@@ -43,6 +51,7 @@ from components.report_metrics import (
     psi_band,
     psi_per_class,
     shares,
+    top_confused_pairs,
 )
 from components.shards import parse_example, read_manifest
 from components.tables import open_tables
@@ -51,6 +60,7 @@ from components.tfrecord import read_records
 REPORT_NAME = "report.html"
 SUMMARY_NAME = "summary.json"
 THUMBNAIL_SCALE = 3
+NO_BASELINE = "none"  # --baseline-run none: no comparison
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,10 +91,17 @@ class ReportData:
     low_confidence_share: float
     mean_confidence: float
     errors_by_type: dict[str, int]
+    errors_by_shard: list[dict]  # shards with error rows: source_uri, scored, failed, by type
     confusion: np.ndarray | None
     metrics: dict | None
+    reliability: Reliability | None  # labeled runs only
+    confused_pairs: list[dict]
     baseline: dict | None
+    baseline_note: str  # how the baseline was chosen, or why there is none
     thumbnails: list[Thumbnail]
+    confident_wrong: list[Thumbnail]
+    trend: list[report_history.TrendPoint]
+    days: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,17 +121,20 @@ def report(
     baseline_run: str | None = None,
     manifest: str | None = None,
     lowest: int = 24,
+    wrong: int = 24,
+    days: int = 14,
 ) -> ReportResult:
     """Writes report.html and summary.json for the chosen run(s) below `out`."""
     if run_id and run_date:
         raise InputError("--run-id and --run-date exclude each other: a report covers one run or one day")
-    if lowest < 0:
-        raise InputError(f"--lowest must be 0 or more, got {lowest}")
+    for name, value, least in (("lowest", lowest, 0), ("wrong", wrong, 0), ("days", days, 1)):
+        if value < least:
+            raise InputError(f"--{name} must be {least} or more, got {value}")
     storage.ensure_writable(out)
     connection = open_tables(scores=predictions)
     try:
         data = collect(connection, run_id=run_id, run_date=run_date, baseline_run=baseline_run,
-                       manifest=manifest, lowest=lowest)
+                       manifest=manifest, lowest=lowest, wrong=wrong, days=days)
     finally:
         connection.close()
     summary = summary_of(data)
@@ -128,9 +148,10 @@ def report(
 
 
 def collect(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_date: str | None,
-            baseline_run: str | None, manifest: str | None, lowest: int) -> ReportData:
+            baseline_run: str | None, manifest: str | None, lowest: int, wrong: int, days: int) -> ReportData:
     """Runs the report's queries over the views for the selected runs."""
     selected = select_runs(connection, run_id=run_id, run_date=run_date)
+    runs = _runs(connection, selected)
     where, params = _in("run_id", selected)
     predicted = _class_counts(connection, where, params)
     [(labeled, mean, low_share)] = _rows(
@@ -143,12 +164,16 @@ def collect(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_da
         training_counts, training_source = None, "no image was scored"
     errors_by_type = _rows(
         connection, f"SELECT error_type, count(*) FROM errors WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1", params)
-    lowest_rows = _rows(
-        connection,
-        "SELECT image_id, run_id, source_uri, predicted_class, confidence, true_label FROM predictions "
-        f"WHERE {where} ORDER BY confidence, image_id LIMIT {int(lowest)}", params)
+    shown = "SELECT image_id, run_id, source_uri, predicted_class, confidence, true_label FROM predictions "
+    lowest_rows = _rows(connection, f"{shown} WHERE {where} ORDER BY confidence, image_id LIMIT {int(lowest)}", params)
+    wrong_rows = _rows(
+        connection, f"{shown} WHERE {where} AND predicted_label <> true_label "
+        f"ORDER BY confidence DESC, image_id LIMIT {int(wrong)}", params) if labeled else []
+    pictures = thumbnails(lowest_rows + wrong_rows)  # one pass over each shard for both galleries
+    baseline, baseline_note = choose_baseline(connection, runs, baseline_run)
+    last_date = max(datetime.date.fromisoformat(run["run_date"]) for run in runs)
     return ReportData(
-        runs=_runs(connection, selected),
+        runs=runs,
         rows=int(predicted.sum()),
         predicted_counts=predicted,
         training_counts=training_counts,
@@ -158,11 +183,31 @@ def collect(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_da
         low_confidence_share=float(low_share or 0.0),
         mean_confidence=math.nan if mean is None else float(mean),
         errors_by_type=dict(errors_by_type),
+        errors_by_shard=_errors_by_shard(connection, where, params),
         confusion=confusion,
         metrics=None if confusion is None else classification_metrics(confusion),
-        baseline=None if baseline_run is None else compare(connection, selected, baseline_run),
-        thumbnails=thumbnails(lowest_rows),
+        reliability=_reliability(connection, where, params) if labeled else None,
+        confused_pairs=[] if confusion is None else top_confused_pairs(confusion),
+        baseline=None if baseline is None else compare(connection, selected, baseline),
+        baseline_note=baseline_note,
+        thumbnails=pictures[:len(lowest_rows)],
+        confident_wrong=pictures[len(lowest_rows):],
+        trend=report_history.trend(connection, last_date, days, training_counts),
+        days=days,
     )
+
+
+def choose_baseline(connection, runs: list[dict], baseline_run: str | None) -> tuple[str | None, str]:
+    """The baseline run id (None for none) and a note saying how it was chosen."""
+    if baseline_run == NO_BASELINE:
+        return None, "No baseline (--baseline-run none)"
+    if baseline_run:
+        return baseline_run, "Baseline given (--baseline-run)"
+    first_date = min(datetime.date.fromisoformat(run["run_date"]) for run in runs)
+    previous = report_history.previous_run(connection, first_date)
+    if previous is None:
+        return None, f"No complete run before {first_date}: no baseline"
+    return previous, "Baseline chosen automatically: the previous complete run (the current run of the latest earlier run date)"
 
 
 def select_runs(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_date: str | None) -> list[str]:
@@ -225,6 +270,33 @@ def _confidence_bins(connection, where: str, params: list, *, labeled: bool) -> 
     for is_wrong, index, count in _rows(connection, sql, params):
         bins[int(is_wrong), index] = count
     return bins
+
+
+def _reliability(connection, where: str, params: list) -> Reliability:
+    """Reliability bins of the labeled predictions (the same bins as components.calibration)."""
+    counts, confidence_sums, correct_sums = (np.zeros(CALIBRATION_BINS) for _ in range(3))
+    sql = (f"SELECT least(floor(confidence * {CALIBRATION_BINS}), {CALIBRATION_BINS - 1})::INTEGER, count(*), "
+           f"sum(confidence), sum((predicted_label = true_label)::INT) FROM predictions WHERE {where} "
+           "AND true_label IS NOT NULL GROUP BY 1")
+    for index, count, confidence_sum, correct_sum in _rows(connection, sql, params):
+        counts[index], confidence_sums[index], correct_sums[index] = count, confidence_sum, correct_sum
+    return Reliability(counts.astype(np.int64), confidence_sums, correct_sums)
+
+
+def _errors_by_shard(connection, where: str, params: list) -> list[dict]:
+    """Each shard with error rows: its scored images, error rows, and those by type (most errors first)."""
+    shards: dict[str, dict] = {}
+    for source, error_type, count in _rows(
+            connection, f"SELECT source_uri, error_type, count(*) FROM errors WHERE {where} GROUP BY ALL ORDER BY ALL", params):
+        entry = shards.setdefault(source, {"source_uri": source, "scored": 0, "failed": 0, "by_type": {}})
+        entry["failed"] += count
+        entry["by_type"][error_type] = count
+    if shards:
+        sources, source_params = _in("source_uri", list(shards))
+        for source, count in _rows(connection, f"SELECT source_uri, count(*) FROM predictions WHERE {where} "
+                                   f"AND {sources} GROUP BY 1", params + source_params):
+            shards[source]["scored"] = count
+    return sorted(shards.values(), key=lambda entry: (-entry["failed"], entry["source_uri"]))
 
 
 def _runs(connection, selected: list[str]) -> list[dict]:
@@ -356,10 +428,14 @@ def summary_of(data: ReportData) -> dict:
     if data.baseline is not None:
         baseline = {key: _number(value) if isinstance(value, float) else value
                     for key, value in data.baseline.items() if not isinstance(value, np.ndarray)}
+    reliability = None
+    if data.reliability is not None:
+        reliability = {"ece": _number(data.reliability.ece), "bins": data.reliability.to_json()}
     return {
         "runs": data.runs,
         "rows": data.rows,
         "errors_by_type": data.errors_by_type,
+        "errors_by_shard": data.errors_by_shard,
         "training_source": data.training_source,
         "overall_psi": overall_psi,
         "psi_band": None if overall_psi is None else psi_band(overall_psi),
@@ -367,14 +443,21 @@ def summary_of(data: ReportData) -> dict:
         "low_confidence_share": data.low_confidence_share,
         "accuracy": None if data.metrics is None else _number(data.metrics["accuracy"]),
         "labeled": 0 if data.metrics is None else data.metrics["labeled"],
+        "calibration": reliability,
+        "confused_pairs": data.confused_pairs,
         "classes": per_class,
         "baseline": baseline,
-        "lowest_confidence": [
-            {"image_id": t.image_id, "run_id": t.run_id, "confidence": t.confidence, "predicted_class": t.predicted_class,
-             "true_label": t.true_label, "source_uri": t.source_uri, "decoded": t.png is not None}
-            for t in data.thumbnails
-        ],
+        "baseline_note": data.baseline_note,
+        "trend": {"days": data.days, "points": [point.to_json() for point in data.trend]},
+        "lowest_confidence": [_thumbnail_json(t) for t in data.thumbnails],
+        "confidently_wrong": [_thumbnail_json(t) for t in data.confident_wrong],
     }
+
+
+def _thumbnail_json(thumb: Thumbnail) -> dict:
+    return {"image_id": thumb.image_id, "run_id": thumb.run_id, "confidence": thumb.confidence,
+            "predicted_class": thumb.predicted_class, "true_label": thumb.true_label,
+            "source_uri": thumb.source_uri, "decoded": thumb.png is not None}
 
 
 def _number(value) -> float | None:
@@ -412,8 +495,15 @@ def terminal_summary(data: ReportData, report_uri: str) -> str:
         facts.append(data.training_source)
     if data.metrics is not None:
         facts.append(f"accuracy {data.metrics['accuracy']:.4f} on {data.metrics['labeled']} labeled")
+    if data.reliability is not None:
+        facts.append(f"ECE {cell(data.reliability.ece, '.4f')}")
     facts.append(f"mean confidence {cell(data.mean_confidence, '.3f')}, {data.low_confidence_share:.1%} below {LOW_CONFIDENCE}")
     lines.append("  " + " · ".join(facts))
+    if len(data.trend) > 1:
+        first, last = data.trend[0], data.trend[-1]
+        lines.append(f"  trend over {len(data.trend)} run dates ({first.run_date} .. {last.run_date}): "
+                     f"mean confidence {cell(first.mean_confidence, '.3f')} -> {cell(last.mean_confidence, '.3f')}, "
+                     f"error rate {cell(first.error_rate, '.2%')} -> {cell(last.error_rate, '.2%')}")
     if data.baseline is not None:
         baseline = data.baseline
         lines.append(f"  vs baseline {baseline['run_id']} (model {', '.join(baseline['model_versions'])}): "

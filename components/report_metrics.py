@@ -61,3 +61,18 @@ def format_number(value, spec: str) -> str:
     if value is None or math.isnan(float(value)):
         return "–"
     return format(float(value), spec)
+
+
+def top_confused_pairs(confusion, limit: int = 10) -> list[dict]:
+    """The most frequent mistakes: (true class, predicted class) off the diagonal, most images first.
+
+    `rate` is the share of the true class's images that went to the predicted class.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    support = confusion.sum(axis=1)
+    pairs = [(int(confusion[true, predicted]), true, predicted)
+             for true in range(len(confusion)) for predicted in range(len(confusion))
+             if true != predicted and confusion[true, predicted] > 0]
+    pairs.sort(key=lambda pair: (-pair[0], pair[1], pair[2]))
+    return [{"true_label": true, "predicted_label": predicted, "images": count, "rate": count / support[true]}
+            for count, true, predicted in pairs[:limit]]

@@ -6,7 +6,7 @@
 import argparse
 import sys
 
-from components.models import MODEL_NAMES
+from components.models import MODEL_NAMES, RECIPES
 from components.training import LR_SCHEDULES, train
 from jobs.runner import main_of, new_parser, uri
 
@@ -17,9 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-root", dest="model_root", type=uri, required=True,
                         help="folder or gs:// prefix of the model registry (version folders + LATEST)")
     parser.add_argument("--model", choices=MODEL_NAMES, help="mlp = the workshop network (default), cnn = small conv net")
-    parser.add_argument("--epochs", type=int, help="passes over the training data (default 10)")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, help="images per step (default 32)")
-    parser.add_argument("--learning-rate", dest="learning_rate", type=float, help="Adam's learning rate (default 0.001)")
+    for flag, field, kind, what in (("--epochs", "epochs", int, "passes over the training data"),
+                                    ("--batch-size", "batch_size", int, "images per step"),
+                                    ("--learning-rate", "learning_rate", float, "Adam's peak learning rate")):
+        defaults = ", ".join(f"{name} {getattr(recipe, field)}" for name, recipe in RECIPES.items())
+        parser.add_argument(flag, dest=field, type=kind, help=f"{what} (default: {defaults})")
     parser.add_argument("--lr-schedule", dest="lr_schedule", choices=LR_SCHEDULES,
                         help="cosine: decay to 0 over the run (default); constant: the tutorial's")
     parser.add_argument("--seed", type=int, help="random seed; same data + seed + flags = same model (default 0)")

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -61,18 +62,51 @@ def load_page(url: str, *, timeout_s: float = 60.0) -> PageCheck:
         raise FileNotFoundError("chromium is not installed: `make browser` (apt-get install chromium)")
     with tempfile.TemporaryDirectory(prefix="fmnist-chromium-") as profile:
         with open(os.path.join(profile, "chromium.log"), "wb") as log:
+            # Its own process group: Chromium's helpers (renderer, GPU, crashpad) can be
+            # stopped and awaited together with it.
             process = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                       stdout=log, stderr=subprocess.STDOUT)
+                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 port = _devtools_port(profile, process, timeout_s)
                 return _inspect(port, url, timeout_s)
             finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                # The profile folder is removed on the way out; every process of the group
+                # must be gone first, or a helper still writing `Default/` makes the removal fail.
+                _stop_process_group(process)
+
+
+def _stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to Chromium and its helpers, then waits until none is left (SIGKILL after `grace_s`)."""
+    group = process.pid  # start_new_session: the group id is the leader's pid
+    for signal_number, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
+        try:
+            os.killpg(group, signal_number)
+        except ProcessLookupError:
+            pass  # the group is already empty
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not _live_members(group):
+                return
+            time.sleep(0.05)
+    raise RuntimeError(f"chromium process group {group} survived SIGKILL: {_live_members(group)}")
+
+
+def _live_members(group: int) -> list[int]:
+    """Pids of the processes in a process group that have not exited (zombies count as gone)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                stat = file.read()
+        except OSError:
+            continue  # exited while we looked
+        # Fields after the command name (which may hold spaces): state, ppid, pgrp, ...
+        state, _, pgrp = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(pgrp) == group and state != "Z":
+            members.append(int(entry))
+    return members
 
 
 def _devtools_port(profile: str, process: subprocess.Popen, timeout_s: float) -> int:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from components import registry
 from components.constants import CLASS_NAMES
 from components.shards import manifest_digest, read_manifest
 from jobs import kfp_outputs
@@ -47,6 +48,7 @@ def model_root(tmp_path):
         "model_version": "v1", "test_accuracy": 0.88, "test_loss": 0.34, "confusion_matrix": confusion,
         "per_class": {name: {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 100} for name in CLASS_NAMES},
         "data": {"manifest_digest": "d1"}, "quality_gate": {"passed": True, "min_accuracy": 0.85, "reason": "ok"},
+        "model_sha256": registry.model_sha256(b"keras archive"),
     }))
     (root / "LATEST").write_text("v1\n")
     return root

@@ -18,12 +18,13 @@ from components import storage
 from components.constants import CLASS_NAMES
 from components.errors import InputError
 from components.images import to_model_image
+from components.calibration import reliability_bins
 from components.report import THUMBNAIL_SCALE, report, thumbnails
-from components.report_metrics import classification_metrics, psi_band, psi_per_class
+from components.report_metrics import classification_metrics, psi_band, psi_per_class, top_confused_pairs
 from components.shards import parse_example
 from components.tables import open_tables
 from components.tfrecord import read_records
-from tests.scoring_fixture import RUNS, TRAIN_LABELS, write_run
+from tests.scoring_fixture import RUNS, TRAIN_LABELS, ScoredRun, write_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LATEST, OLDER = RUNS[1].run_id, RUNS[0].run_id
@@ -35,6 +36,29 @@ def latest_report(scored_output, tmp_path_factory):
     _, scores = scored_output
     out = str(tmp_path_factory.mktemp("report"))
     return report(predictions=scores, out=out, baseline_run=OLDER), scores
+
+
+def week_runs() -> list[ScoredRun]:
+    """A week of daily runs in the order they were written: a damaged shard, a rerun, a backfill."""
+    damaged = tuple((1, record, "truncated_record") for record in range(5, 20))  # shard 1 broke at record 5
+    days = [f"2026-11-{day}" for day in range(20, 27) if day != 23]
+    return [
+        *(ScoredRun(f"daily-{day}", day, "v1", seed=10 + i, failures=damaged if day == "2026-11-25" else ())
+          for i, day in enumerate(days)),
+        ScoredRun("rerun-2026-11-26", "2026-11-26", "v2", seed=30),  # replaces daily-2026-11-26
+        ScoredRun("backfill-2026-11-23", "2026-11-23", "v2", seed=31),  # a missed day, scored last
+    ]
+
+
+@pytest.fixture(scope="module")
+def week_of_runs(scored_output, tmp_path_factory) -> str:
+    """A scoring output holding `week_runs()` over the fixture's test shards (written in that order)."""
+    data, _ = scored_output
+    shards = [storage.join(data, f"test-0000{i}-of-00002.tfrecord") for i in range(2)]
+    scores = str(tmp_path_factory.mktemp("week") / "scores")
+    for run in week_runs():
+        write_run(scores, shards, run)
+    return scores
 
 
 def sql(scores: str, statement: str) -> list[tuple]:
@@ -93,8 +117,11 @@ def test_lowest_confidence_thumbnails_are_those_images(latest_report):
     assert [row["image_id"] for row in lowest] == [row[0] for row in expected]
     assert all(row["decoded"] for row in lowest)
     page = storage.read_bytes(result.report_uri).decode()
-    assert len(re.findall(r'<div class="thumb"', page)) == 24
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 24 + 4  # thumbnails + class mix, confidence, confusion, baseline flips
+    wrong = len(result.summary["confidently_wrong"])
+    assert wrong == 12  # every wrong prediction of the run (fewer than 24)
+    assert len(re.findall(r'<div class="thumb"', page)) == 24 + wrong
+    # thumbnails + 5 trend figures, class mix, confidence, reliability, confusion, baseline flips
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 24 + wrong + 10
     assert 'src="http' not in page and "<script" not in page  # self-contained, nothing to fetch
 
 
@@ -184,3 +211,84 @@ def test_a_run_where_every_record_failed_still_gets_a_report(scored_output, tmp_
     summary = report(predictions=scores, out=str(tmp_path / "report")).summary
     assert summary["rows"] == 0 and summary["errors_by_type"] == {"decode_error": 40}
     assert summary["overall_psi"] is None and summary["accuracy"] is None and summary["lowest_confidence"] == []
+
+
+def test_trend_takes_the_current_run_of_each_date(week_of_runs, tmp_path):
+    result = report(predictions=week_of_runs, out=str(tmp_path), days=7, lowest=0, wrong=0)
+    points = result.summary["trend"]["points"]
+    assert [run["run_id"] for run in result.summary["runs"]] == ["rerun-2026-11-26"]  # the latest run
+    assert [point["run_id"] for point in points] == [
+        "daily-2026-11-20", "daily-2026-11-21", "daily-2026-11-22", "backfill-2026-11-23", "daily-2026-11-24",
+        "daily-2026-11-25", "rerun-2026-11-26"]
+    for point in points:
+        read, failed = sql(week_of_runs, f"SELECT read, failed FROM runs WHERE run_id = '{point['run_id']}'")[0]
+        images, mean, low, accuracy = sql(week_of_runs, (
+            "SELECT count(*), avg(confidence), avg((confidence < 0.5)::INT), avg((predicted_label = true_label)::INT) "
+            f"FROM predictions WHERE run_id = '{point['run_id']}'"))[0]
+        counts = dict(sql(week_of_runs, "SELECT predicted_label, count(*) FROM predictions "
+                                        f"WHERE run_id = '{point['run_id']}' GROUP BY 1"))
+        psi = psi_per_class([counts.get(i, 0) for i in range(10)], np.bincount(TRAIN_LABELS, minlength=10)).sum()
+        assert (point["images"], point["labeled"]) == (images, images)
+        assert point["error_rate"] == pytest.approx(failed / read)
+        assert (point["mean_confidence"], point["low_confidence_share"], point["accuracy"], point["psi"]) == \
+            pytest.approx((mean, low, accuracy, psi))
+    assert points[5]["error_rate"] == pytest.approx(15 / 40)  # the damaged shard's day stands out
+    page = storage.read_bytes(result.report_uri).decode()
+    assert page.count('alt="') >= 5 and "Trend over the last 7 run dates" in page
+
+
+def test_trend_window_and_a_single_day(week_of_runs, tmp_path):
+    three = report(predictions=week_of_runs, out=str(tmp_path / "three"), days=3, lowest=0, wrong=0).summary
+    assert [point["run_date"] for point in three["trend"]["points"]] == ["2026-11-24", "2026-11-25", "2026-11-26"]
+    older = report(predictions=week_of_runs, out=str(tmp_path / "older"), run_date="2026-11-21", lowest=0, wrong=0)
+    assert [point["run_date"] for point in older.summary["trend"]["points"]] == ["2026-11-20", "2026-11-21"]
+    single = report(predictions=week_of_runs, out=str(tmp_path / "one"), run_id="daily-2026-11-20", days=1)
+    assert [point["run_id"] for point in single.summary["trend"]["points"]] == ["daily-2026-11-20"]
+    assert single.summary["baseline"] is None and "No complete run before 2026-11-20" in single.summary["baseline_note"]
+    with pytest.raises(InputError, match="--days must be 1 or more"):
+        report(predictions=week_of_runs, out=str(tmp_path / "none"), days=0)
+
+
+def test_baseline_is_the_previous_complete_run_unless_given(week_of_runs, tmp_path):
+    automatic = report(predictions=week_of_runs, out=str(tmp_path / "auto"), lowest=0, wrong=0).summary
+    assert automatic["baseline"]["run_id"] == "daily-2026-11-25" and "automatically" in automatic["baseline_note"]
+    backfilled = report(predictions=week_of_runs, out=str(tmp_path / "b"), run_date="2026-11-24", lowest=0).summary
+    assert backfilled["baseline"]["run_id"] == "backfill-2026-11-23"  # the backfill is that date's current run
+    given = report(predictions=week_of_runs, out=str(tmp_path / "given"), baseline_run="daily-2026-11-20").summary
+    assert given["baseline"]["run_id"] == "daily-2026-11-20"
+    assert report(predictions=week_of_runs, out=str(tmp_path / "none"), baseline_run="none").summary["baseline"] is None
+
+
+def test_calibration_confusions_and_errors_by_shard_match_the_tables(week_of_runs, tmp_path):
+    run_id = "daily-2026-11-25"  # the damaged shard's run
+    summary = report(predictions=week_of_runs, out=str(tmp_path), run_id=run_id, wrong=5).summary
+    rows = sql(week_of_runs, f"SELECT confidence, (predicted_label = true_label)::INT FROM predictions WHERE run_id = '{run_id}'")
+    confidence, correct = (np.array(column, dtype=np.float64) for column in zip(*rows))
+    bins = reliability_bins(confidence, correct)
+    assert summary["calibration"]["ece"] == pytest.approx(bins.ece) and bins.ece > 0
+    assert summary["calibration"]["bins"]["images"] == bins.counts.tolist()
+
+    confusion = np.zeros((10, 10), dtype=int)
+    for true, predicted, count in sql(week_of_runs, "SELECT true_label, predicted_label, count(*) FROM predictions "
+                                                    f"WHERE run_id = '{run_id}' GROUP BY ALL"):
+        confusion[true, predicted] = count
+    assert summary["confused_pairs"] == top_confused_pairs(confusion)
+    assert sum(pair["images"] for pair in summary["confused_pairs"]) <= (confusion.sum() - np.trace(confusion))
+
+    [shard] = summary["errors_by_shard"]
+    assert shard["source_uri"].endswith("test-00001-of-00002.tfrecord")
+    assert (shard["failed"], shard["by_type"], shard["scored"]) == (15, {"truncated_record": 15}, 5)
+
+    expected = sql(week_of_runs, f"SELECT image_id FROM predictions WHERE run_id = '{run_id}' "
+                                 "AND predicted_label <> true_label ORDER BY confidence DESC, image_id LIMIT 5")
+    wrong = summary["confidently_wrong"]
+    assert [row["image_id"] for row in wrong] == [row[0] for row in expected] and len(wrong) == 5
+    assert all(row["decoded"] and CLASS_NAMES[row["true_label"]] != row["predicted_class"] for row in wrong)
+
+
+def test_top_confused_pairs_by_hand():
+    confusion = np.diag([10] * 10)
+    confusion[6, 0], confusion[0, 6], confusion[4, 2] = 5, 2, 5
+    pairs = top_confused_pairs(confusion, limit=2)
+    assert [(pair["true_label"], pair["predicted_label"], pair["images"]) for pair in pairs] == [(4, 2, 5), (6, 0, 5)]
+    assert pairs[0]["rate"] == pytest.approx(5 / 15)

@@ -57,8 +57,10 @@ def save_model(model, model_root: str, version: str, *, passed: bool = True, pub
     with tempfile.TemporaryDirectory() as folder:
         model.save(os.path.join(folder, "model.keras"))
         storage.upload_file(os.path.join(folder, "model.keras"), storage.join(model_root, version, "model.keras"))
-    gate = {"passed": passed, "reason": "test fixture"}
-    storage.write_bytes(storage.join(model_root, version, "metrics.json"), json.dumps({"quality_gate": gate}).encode())
+        with open(os.path.join(folder, "model.keras"), "rb") as file:
+            sha256 = registry.model_sha256(file.read())
+    metrics = {"quality_gate": {"passed": passed, "reason": "test fixture"}, "model_sha256": sha256}
+    storage.write_bytes(storage.join(model_root, version, "metrics.json"), json.dumps(metrics).encode())
     if publish:
         registry.publish(model_root, version)
     return storage.join(model_root, version)

@@ -22,7 +22,7 @@ from components.training_data import holdout_mask, load_split
 from tests.test_prepare import run_cli
 
 VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
-ARTIFACTS = {"model.keras", "metrics.json", "labels.json", "confusion_matrix.png", "model_card.md",
+ARTIFACTS = {"model.keras", "metrics.json", "labels.json", "confusion_matrix.png", "reliability.png", "model_card.md",
              "saved_model/saved_model.pb"}
 TINY = {"train": 600, "test": 200}
 
@@ -104,6 +104,81 @@ def test_saved_model_signatures_agree_with_the_keras_model(trained, tiny_shards)
     for output in (from_png, from_images):
         np.testing.assert_allclose(output["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
         assert output["class_ids"].numpy().tolist() == expected.argmax(axis=1).tolist()
+
+
+def test_the_published_model_applies_the_fitted_temperature(trained, tiny_shards):
+    """model.keras ends in a division by the temperature that metrics.json records; accuracy unchanged."""
+    import keras
+
+    model_root, summary = trained
+    folder = os.path.join(model_root, summary["model_version"])
+    metrics = json.loads(open(os.path.join(folder, "metrics.json")).read())
+    calibration = metrics["calibration"]
+    temperature = calibration["temperature"]
+    assert 0.05 < temperature < 20 and temperature != 1.0
+    assert metrics["test_ece"] == calibration["test_ece_after"]
+    assert sum(calibration["test_reliability_after"]["images"]) == TINY["test"]
+
+    model = keras.saving.load_model(os.path.join(folder, "model.keras"))
+    last = model.layers[-1]
+    assert isinstance(last, keras.layers.Rescaling) and last.scale == pytest.approx(1 / temperature)
+    images = load_split(tiny_shards, read_manifest(tiny_shards), "test", str(os.path.dirname(folder) + "-stage"))
+    logits = model(images.images).numpy()
+    raw = keras.Sequential(model.layers[:-1])(images.images).numpy()
+    np.testing.assert_allclose(logits, raw / temperature, rtol=1e-5, atol=1e-6)
+    assert (logits.argmax(axis=1) == images.labels).mean() == metrics["test_accuracy"]
+    card = open(os.path.join(folder, "model_card.md")).read()
+    assert f"{temperature:.4f}" in card and f"{calibration['test_ece_after']:.4f}" in card
+
+
+def test_scoring_reports_the_calibrated_confidence(trained, tiny_shards, tmp_path):
+    """`fmnist score` applies the temperature: its confidence is softmax(raw logits / T), not softmax(raw)."""
+    import keras
+
+    from components.calibration import softmax
+    from components.score_run import score
+    from components.tables import query
+
+    model_root, summary = trained
+    folder = os.path.join(model_root, summary["model_version"])
+    temperature = json.loads(open(os.path.join(folder, "metrics.json")).read())["calibration"]["temperature"]
+    output = str(tmp_path / "scores")
+    score(input=os.path.join(tiny_shards, "test-*.tfrecord"), model=model_root, output=output, run_id="calibrated")
+    rows = query(sql="SELECT image_id, confidence FROM predictions ORDER BY image_id", predictions=output).to_pylist()
+
+    images = load_split(tiny_shards, read_manifest(tiny_shards), "test", str(tmp_path / "stage"))
+    order = np.argsort(images.image_ids)
+    raw = keras.Sequential(keras.saving.load_model(os.path.join(folder, "model.keras")).layers[:-1])
+    logits = raw(images.images[order]).numpy().astype(np.float64)
+    assert [row["image_id"].encode() for row in rows] == images.image_ids[order].tolist()
+    confidence = np.array([row["confidence"] for row in rows])
+    np.testing.assert_allclose(confidence, softmax(logits / temperature).max(axis=1), rtol=1e-4, atol=1e-5)
+    assert np.abs(confidence - softmax(logits).max(axis=1)).max() > 1e-3  # and the temperature made a difference
+
+
+def test_metrics_record_the_hash_of_the_model_file_and_scoring_checks_it(trained, tiny_shards, tmp_path):
+    model_root = str(tmp_path / "models")
+    shutil.copytree(trained[0], model_root)
+    folder = os.path.join(model_root, trained[1]["model_version"])
+    model_file, metrics_file = os.path.join(folder, "model.keras"), os.path.join(folder, "metrics.json")
+    metrics = json.loads(open(metrics_file).read())
+    assert metrics["model_sha256"] == hashlib.sha256(open(model_file, "rb").read()).hexdigest()
+    assert registry.resolve(model_root).version == trained[1]["model_version"]
+
+    with open(model_file, "ab") as file:
+        file.write(b"\0")  # damaged (or swapped): no longer the evaluated bytes
+    result = run_cli("score", "--input", os.path.join(tiny_shards, "test-*.tfrecord"), "--model", model_root,
+                     "--output", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "SHA-256" in line]
+    assert f"{model_file}: SHA-256" in line and "metrics.json evaluated" in line
+    assert not os.path.exists(tmp_path / "out")
+
+    # A metrics.json from before the hash was recorded: refused, with the fix in one line.
+    del metrics["model_sha256"]
+    open(metrics_file, "w").write(json.dumps(metrics))
+    with pytest.raises(InputError, match=r"metrics\.json: records no model_sha256.*retrain, or add"):
+        registry.resolve(model_root)
 
 
 def test_same_seed_gives_the_same_model(tiny_shards, tmp_path):
@@ -254,10 +329,13 @@ def test_steps_per_execution_changes_speed_not_weights():
     assert all(np.array_equal(one, other) for one, other in zip(*weights))
 
 
-def test_cnn_trains_and_serves(tiny_shards, tmp_path):
+def test_cnn_trains_reproducibly_and_serves(tiny_shards, tmp_path):
+    """Its augmentation (random flips and shifts) is seeded too: same seed, same weights."""
     import tensorflow as tf
 
-    summary = train(data=tiny_shards, model_root=str(tmp_path / "models"), model="cnn", epochs=1, min_accuracy=0)
+    summary, again = (train(data=tiny_shards, model_root=str(tmp_path / name), model="cnn", epochs=1, min_accuracy=0)
+                      for name in ("models", "again"))
+    assert summary["model_version"][-8:] == again["model_version"][-8:]
     served = tf.saved_model.load(os.path.join(summary["uri"], "saved_model"))
     probabilities = served.signatures[SIGNATURE_IMAGES](images=tf.zeros((3, 28, 28)))["probabilities"].numpy()
     assert probabilities.shape == (3, 10)
