@@ -16,14 +16,12 @@ import numpy as np
 
 from components.constants import NUM_CLASSES
 from components.report_metrics import LOW_CONFIDENCE, psi_per_class
+from components.tables import CURRENT_RUN_WINDOW
 
-# The current run of each run date in [?, ?]: latest `timings.finished_at` of its summary.
-_CURRENT_RUNS = """
+# The current run of each run date in [?, ?], as the `predictions_current` view picks it.
+_CURRENT_RUNS = f"""
 SELECT run_id, run_date, model_version, read, failed FROM (
-  SELECT *, row_number() OVER (
-    PARTITION BY run_date
-    ORDER BY json_extract_string(summary, '$.timings.finished_at') DESC NULLS LAST, run_id DESC) AS rank
-  FROM runs WHERE run_date BETWEEN ? AND ?)
+  SELECT *, row_number() OVER ({CURRENT_RUN_WINDOW}) AS rank FROM runs WHERE run_date BETWEEN ? AND ?)
 WHERE rank = 1 ORDER BY run_date
 """
 

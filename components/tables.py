@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 RUNS_VIEW = "runs"
 CURRENT_PREDICTIONS_VIEW = "predictions_current"
+# Which complete run of a run date is its current one (a rerun or backfill replaces it): the
+# last to finish. A window over the `runs` view; the report's trend uses the same one.
+CURRENT_RUN_WINDOW = "PARTITION BY run_date ORDER BY finished_at DESC NULLS LAST, run_id DESC"
 VIEWS = (PREDICTIONS_TABLE, CURRENT_PREDICTIONS_VIEW, ERRORS_TABLE, RUNS_VIEW)
 RUNS_SCHEMA = pa.schema(
     [
@@ -129,8 +132,7 @@ def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
         connection.execute(f"CREATE VIEW {RUNS_VIEW} AS SELECT * FROM _{RUNS_VIEW}")
         connection.execute(
             f"CREATE VIEW {CURRENT_PREDICTIONS_VIEW} AS SELECT * FROM {PREDICTIONS_TABLE} WHERE run_id IN ("
-            f"SELECT run_id FROM {RUNS_VIEW} QUALIFY row_number() OVER "
-            "(PARTITION BY run_date ORDER BY finished_at DESC NULLS LAST, run_id DESC) = 1)"
+            f"SELECT run_id FROM {RUNS_VIEW} QUALIFY row_number() OVER ({CURRENT_RUN_WINDOW}) = 1)"
         )
         # The sandbox: no file or network access of DuckDB's own, and nobody can switch it back.
         connection.execute("SET enable_external_access = false")
