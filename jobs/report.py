@@ -21,9 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--run-id", dest="run_id", help="the run to report on (default: the latest complete run)")
     which.add_argument("--run-date", dest="run_date", help="report on every complete run of this day (YYYY-MM-DD)")
     parser.add_argument("--baseline-run", dest="baseline_run",
-    fmnist report --scores runs/local/scores --out runs/local/report --days 14
-    fmnist report --scores gs://bucket/scores --run-date 2026-11-28 --out gs://bucket/reports/2026-11-28
-    fmnist report --scores runs/local/scores --run-id RUN --baseline-run OLDER_RUN --out report/
+                        help="the run to compare with on the images both scored (default: the previous complete run, "
+                        "i.e. the current run of the latest earlier run date; `none` for no comparison)")
+    parser.add_argument("--days", type=int, help="run dates in the trend section, ending at the report's (default 14)")
+    parser.add_argument("--manifest", type=uri, help="data set manifest.json (or its folder) holding the training class histogram "
                         "(default: the manifest beside the scored shards)")
     parser.add_argument("--lowest", type=int, help="how many lowest-confidence images to show (default 24)")
     parser.add_argument("--wrong", type=int, help="how many confidently wrong images to show, labeled runs (default 24)")

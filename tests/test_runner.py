@@ -1,5 +1,6 @@
 """The exit-code contract every job shares (jobs/runner.py): 0 ok, 2 bad input, 1 unexpected,
 3 check failed, 143 SIGTERM; every failure one line on stderr, the traceback only with --verbose."""
+import hashlib
 import json
 import logging
 import os
@@ -123,8 +124,11 @@ def test_damaged_model_metrics_and_manifest_files_are_named(tiny_idx, tmp_path):
     prepare(source=tiny_idx, output=shards, shards_per_split=1, allow_unknown_source=True, workers=1)
     version = tmp_path / "models" / "v1"
     version.mkdir(parents=True)
-    (version / "model.keras").write_bytes(b"PK\x03\x04 a zip header, then nothing")
-    (version / "metrics.json").write_text(json.dumps({"quality_gate": {"passed": True}}))
+    damaged = b"PK\x03\x04 a zip header, then nothing"
+    (version / "model.keras").write_bytes(damaged)
+    # The metrics of exactly this file: the hash check passes, loading it fails.
+    (version / "metrics.json").write_text(json.dumps({"quality_gate": {"passed": True},
+                                                      "model_sha256": hashlib.sha256(damaged).hexdigest()}))
     score = ["score", "--input", f"{shards}/test-*.tfrecord", "--model", str(version), "--output", str(tmp_path / "scores")]
 
     assert_one_line_exit_2(cli(*score), f"{version}/model.keras: damaged or not a Keras model file")

@@ -144,7 +144,7 @@ def test_scoring_reports_the_calibrated_confidence(trained, tiny_shards, tmp_pat
     temperature = json.loads(open(os.path.join(folder, "metrics.json")).read())["calibration"]["temperature"]
     output = str(tmp_path / "scores")
     score(input=os.path.join(tiny_shards, "test-*.tfrecord"), model=model_root, output=output, run_id="calibrated")
-    rows = query(sql="SELECT image_id, confidence FROM predictions ORDER BY image_id", predictions=output).to_pylist()
+    rows = query(sql="SELECT image_id, confidence FROM predictions ORDER BY image_id", scores=output).to_pylist()
 
     images = load_split(tiny_shards, read_manifest(tiny_shards), "test", str(tmp_path / "stage"))
     order = np.argsort(images.image_ids)
