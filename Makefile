@@ -9,7 +9,7 @@ DATA_DIR := /usr/share/datasets/fashion-mnist
 # Where `make run` writes everything (shards, models, prediction tables, report).
 RUN_DIR ?= runs/local
 
-.PHONY: install data browser run report test schema-docs clean tools container-test pipelines images
+.PHONY: install data browser run report test test-fast lint format schema-docs clean tools container-test pipelines images
 
 install: $(VENV)/.installed data
 
@@ -54,8 +54,21 @@ run: install
 report: install
 	$(BIN)/fmnist report --predictions $(RUN_DIR)/scores --out $(RUN_DIR)/report
 
-test: install browser tools
+test: install browser tools lint
 	$(BIN)/python -m pytest
+
+# The edit loop: lint, then every test that is neither slow nor needs a browser or the image.
+test-fast: install lint
+	$(BIN)/python -m pytest -q -m "not slow" --ignore=tests/test_report_browser.py --ignore=tests/test_container.py
+
+# ruff: the lint rules and the formatting configured in pyproject.toml (`make format` applies them).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # checkov (policy checks of infra/ and the Dockerfile, run by tests/test_infra.py) has its own
 # virtualenv: its dependencies conflict with the project's. shellcheck (Debian) checks build.sh.

@@ -5,6 +5,7 @@
 Both runs write byte-identical shards into temporary folders; prints images/s and the
 speed-up of the parallel run over the single-process baseline measured in this invocation.
 """
+
 import argparse
 import os
 import tempfile

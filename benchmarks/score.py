@@ -22,6 +22,7 @@ that its peak RSS stays flat. Prints images/s, the ratios and the peak RSS figur
 A model is trained first (the tutorial network, 2 epochs on the in-memory IDX arrays) and
 published into the work folder; the benchmark does not depend on `fmnist train`.
 """
+
 import argparse
 import glob
 import io
@@ -45,8 +46,12 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/bench-score", help="scratch folder (models, outputs); replaced")
     parser.add_argument("--repeat", type=int, default=10, help="input multiplier of the flat-memory run")
     parser.add_argument("--beam-args", default="", help="Beam options for (a), e.g. '--direct_num_workers 2'")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="runs of (a), (b) and (c), interleaved; the median counts (a shared machine is noisy)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of (a), (b) and (c), interleaved; the median counts (a shared machine is noisy)",
+    )
     parser.add_argument("--variant", choices=["a", "b", "c", "train"], help=argparse.SUPPRESS)  # child process
     parser.add_argument("--glob", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -64,12 +69,17 @@ def main() -> None:
     repeated = child(args, "a", repeated_glob)
 
     print(f"\n{'variant':<44}{'images':>9}{'seconds':>9}{'images/s':>10}{'peak RSS MiB':>14}")
-    labels = {"a": "(a) fmnist score, local runner", "b": "(b) plain Beam RunInference pipeline",
-              "c": "(c) tf.data loop, no framework"}
+    labels = {
+        "a": "(a) fmnist score, local runner",
+        "b": "(b) plain Beam RunInference pipeline",
+        "c": "(c) tf.data loop, no framework",
+    }
     for name, result in [*results.items(), ("a", repeated)]:
         label = labels[name] + (f", {args.repeat}x input" if result is repeated else "")
-        print(f"{label:<44}{result['images']:>9,}{result['seconds']:>9.2f}{result['images_per_s']:>10,.0f}"
-              f"{result['peak_rss_kib'] / 1024:>14,.0f}")
+        print(
+            f"{label:<44}{result['images']:>9,}{result['seconds']:>9.2f}{result['images_per_s']:>10,.0f}"
+            f"{result['peak_rss_kib'] / 1024:>14,.0f}"
+        )
     a, b, c = (results[name]["images_per_s"] for name in "abc")
     growth = repeated["peak_rss_kib"] / results["a"]["peak_rss_kib"]
     print(f"(a)/(b) = {a / b:.2f}x (target >= {TARGET_VS_PLAIN_BEAM}x)")
@@ -79,8 +89,10 @@ def main() -> None:
     print(f"(a)/(c) against the fastest round of (c) = {a / max(results['c']['all_images_per_s']):.2f}x")
     print(f"peak RSS of (a) at {args.repeat}x input / at 1x = {growth:.2f} (target <= {TARGET_RSS_GROWTH})")
     print("images/s of each round: " + ", ".join(f"({name}) {results[name]['all_images_per_s']}" for name in "abc"))
-    print(f"beam args of (a): {args.beam_args or '(none: the local default of score, the FnApiRunner)'}; "
-          f"load average {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
+    print(
+        f"beam args of (a): {args.beam_args or '(none: the local default of score, the FnApiRunner)'}; "
+        f"load average {', '.join(f'{load:.1f}' for load in os.getloadavg())}"
+    )
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -100,8 +112,19 @@ def repeat_shards(shard_glob: str, folder: str, times: int) -> str:
 
 def child(args, variant: str, shard_glob: str) -> dict:
     """Runs one variant in a fresh interpreter; returns its JSON report."""
-    command = [sys.executable, "-m", "benchmarks.score", "--variant", variant, "--glob", shard_glob,
-               "--workdir", args.workdir, "--beam-args", args.beam_args]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.score",
+        "--variant",
+        variant,
+        "--glob",
+        shard_glob,
+        "--workdir",
+        args.workdir,
+        "--beam-args",
+        args.beam_args,
+    ]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         sys.exit(f"variant {variant} failed:\n{completed.stderr[-4000:]}")
@@ -109,8 +132,8 @@ def child(args, variant: str, shard_glob: str) -> dict:
 
 
 def run_variant(args) -> dict:
-    import tensorflow as tf  # noqa: F401  (imported before the clock starts, in every variant)
     import apache_beam  # noqa: F401
+    import tensorflow as tf  # noqa: F401  (imported before the clock starts, in every variant)
 
     model_root = os.path.join(args.workdir, "models")
     if args.variant == "train":
@@ -119,10 +142,12 @@ def run_variant(args) -> dict:
     output = os.path.join(args.workdir, f"out-{args.variant}-{time.time_ns()}")
     start = time.perf_counter()
     images = {"a": run_fmnist_score, "b": run_plain_beam, "c": run_tf_data_loop}[args.variant](
-        args.glob, model_root, output, shlex.split(args.beam_args))
+        args.glob, model_root, output, shlex.split(args.beam_args)
+    )
     seconds = time.perf_counter() - start
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # children: Beam worker processes
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )  # children: Beam worker processes
     shutil.rmtree(output)
     return {"images": images, "seconds": seconds, "images_per_s": images / seconds, "peak_rss_kib": peak}
 
@@ -137,8 +162,9 @@ def train_model(model_root: str) -> None:
 
     images, labels = (f.array for f in load_split(DEFAULT_SOURCE, *IDX_FILES["train"]))
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
-                              keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(images / 255.0, labels, epochs=2, batch_size=128, verbose=0)
     version = os.path.join(model_root, "bench")
@@ -170,8 +196,15 @@ def run_plain_beam(shard_glob: str, model_root: str, output: str, beam_args: lis
     from components.constants import CLASS_NAMES
 
     keras_path = os.path.join(model_root, "bench", "model.keras")
-    schema = pa.schema([("image_id", pa.string()), ("predicted_label", pa.int32()), ("predicted_class", pa.string()),
-                        ("confidence", pa.float32()), ("probabilities", pa.list_(pa.float32()))])
+    schema = pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("predicted_label", pa.int32()),
+            ("predicted_class", pa.string()),
+            ("confidence", pa.float32()),
+            ("probabilities", pa.list_(pa.float32())),
+        ]
+    )
 
     def parse_and_decode(record: bytes):
         # Per record, as in Beam's image examples: protobuf parse, then PIL (faster per image
@@ -187,8 +220,13 @@ def run_plain_beam(shard_glob: str, model_root: str, output: str, beam_args: lis
         probabilities = np.exp(logits - logits.max())
         probabilities /= probabilities.sum()
         label = int(probabilities.argmax())
-        return {"image_id": image_id, "predicted_label": label, "predicted_class": CLASS_NAMES[label],
-                "confidence": float(probabilities[label]), "probabilities": probabilities.tolist()}
+        return {
+            "image_id": image_id,
+            "predicted_label": label,
+            "predicted_class": CLASS_NAMES[label],
+            "confidence": float(probabilities[label]),
+            "probabilities": probabilities.tolist(),
+        }
 
     with beam.Pipeline(argv=beam_args) as pipeline:
         (
@@ -197,8 +235,7 @@ def run_plain_beam(shard_glob: str, model_root: str, output: str, beam_args: lis
             | "ParseAndDecode" >> beam.Map(parse_and_decode)
             | "RunInference" >> RunInference(KeyedModelHandler(TFModelHandlerNumpy(model_uri=keras_path)))
             | "ToRows" >> beam.Map(to_row)
-            | "WriteParquet" >> beam.io.WriteToParquet(os.path.join(output, "predictions"), schema,
-                                                       file_name_suffix=".parquet")
+            | "WriteParquet" >> beam.io.WriteToParquet(os.path.join(output, "predictions"), schema, file_name_suffix=".parquet")
         )
     return sum(pq.read_metadata(path).num_rows for path in glob.glob(os.path.join(output, "*.parquet")))
 
@@ -214,22 +251,27 @@ def run_tf_data_loop(shard_glob: str, model_root: str, output: str, beam_args: l
     from components.schema import PREDICTION_SCHEMA
 
     model = keras.saving.load_model(os.path.join(model_root, "bench", "model.keras"), compile=False)
-    features = {"image_id": tf.io.FixedLenFeature([], tf.string), "image/encoded": tf.io.FixedLenFeature([], tf.string),
-                "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+    features = {
+        "image_id": tf.io.FixedLenFeature([], tf.string),
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    }
 
     def parse_and_decode(source, records):
         # The fastest tf.data recipe measured here: batch first, then a vectorized parse and
         # one map_fn decode per batch, several batches in parallel.
         example = tf.io.parse_example(records, features)
-        images = tf.map_fn(lambda png: tf.io.decode_png(png, channels=1)[:, :, 0], example["image/encoded"],
-                           fn_output_signature=tf.TensorSpec((28, 28), tf.uint8))
+        images = tf.map_fn(
+            lambda png: tf.io.decode_png(png, channels=1)[:, :, 0],
+            example["image/encoded"],
+            fn_output_signature=tf.TensorSpec((28, 28), tf.uint8),
+        )
         return tf.fill(tf.shape(records), source), example["image_id"], images, example["label"]
 
     files = sorted(glob.glob(shard_glob))
     dataset = (
         tf.data.Dataset.from_tensor_slices(files)
-        .interleave(lambda f: tf.data.TFRecordDataset(f).batch(512).map(lambda r: (f, r)),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        .interleave(lambda f: tf.data.TFRecordDataset(f).batch(512).map(lambda r: (f, r)), num_parallel_calls=tf.data.AUTOTUNE)
         .map(parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -245,11 +287,18 @@ def run_tf_data_loop(shard_glob: str, model_root: str, output: str, beam_args: l
             count = len(predicted)
             columns = [
                 pa.array(image_ids.numpy(), pa.binary()).cast(pa.string()),
-                pa.array(sources.numpy(), pa.binary()).cast(pa.string()), pa.array(predicted),
-                pa.array(class_names[predicted], pa.string()), pa.array(probabilities.max(axis=1)),
-                pa.ListArray.from_arrays(pa.array(np.arange(0, 10 * count + 1, 10, dtype=np.int32)),
-                                         pa.array(probabilities.ravel()), type=PREDICTION_SCHEMA.field("probabilities").type),
-                pa.array(labels, mask=labels < 0), pa.repeat(pa.scalar("bench"), count), pa.repeat(pa.scalar("bench"), count),
+                pa.array(sources.numpy(), pa.binary()).cast(pa.string()),
+                pa.array(predicted),
+                pa.array(class_names[predicted], pa.string()),
+                pa.array(probabilities.max(axis=1)),
+                pa.ListArray.from_arrays(
+                    pa.array(np.arange(0, 10 * count + 1, 10, dtype=np.int32)),
+                    pa.array(probabilities.ravel()),
+                    type=PREDICTION_SCHEMA.field("probabilities").type,
+                ),
+                pa.array(labels, mask=labels < 0),
+                pa.repeat(pa.scalar("bench"), count),
+                pa.repeat(pa.scalar("bench"), count),
                 pa.repeat(pa.scalar(time.time_ns() // 1000, PREDICTION_SCHEMA.field("scored_at").type), count),
             ]
             writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=PREDICTION_SCHEMA))

@@ -23,6 +23,7 @@ ratio to the limit; the fixed cost, t_one - N_one / marginal, beside the bare im
 RSS at 1x and at `--repeat`x; the ratio to plain RunInference. Every variant runs `--rounds`
 times, interleaved, and the median of each counts (a shared machine is noisy).
 """
+
 import argparse
 import concurrent.futures
 import glob
@@ -70,31 +71,39 @@ def main() -> None:
     inputs = {"one": shards[0], "all": all_glob, "large": large_glob}
     rounds = []
     for round_index in range(args.rounds):
-        results = {"limit": json.loads(run_python(["-m", "benchmarks.score_limit", "--shards", args.shards,
-                                                   "--workdir", args.workdir, "--limit-glob", all_glob]
-                                                  )["stdout"].splitlines()[-1]),
-                   "imports": run_python(["-c", BARE_IMPORTS])}
+        results = {
+            "limit": json.loads(
+                run_python(
+                    ["-m", "benchmarks.score_limit", "--shards", args.shards, "--workdir", args.workdir, "--limit-glob", all_glob]
+                )["stdout"].splitlines()[-1]
+            ),
+            "imports": run_python(["-c", BARE_IMPORTS]),
+        }
         for name, shard_glob in inputs.items():
             output = os.path.join(args.workdir, f"out-{name}-{round_index}")
-            run = run_python(["-m", "jobs.cli", "score", "--input", shard_glob, "--model", model_root,
-                              "--output", output, "--run-id", "bench"])
+            run = run_python(
+                ["-m", "jobs.cli", "score", "--input", shard_glob, "--model", model_root, "--output", output, "--run-id", "bench"]
+            )
             summary = json.loads(run["stdout"].strip().splitlines()[-1])
             run["images"] = summary["counts"]["read"]
             results[name] = run
             shutil.rmtree(output)
         if args.plain_beam:
-            plain_beam = run_python(["-m", "benchmarks.score", "--variant", "b", "--glob", all_glob,
-                                 "--workdir", args.workdir, "--beam-args", ""])
+            plain_beam = run_python(
+                ["-m", "benchmarks.score", "--variant", "b", "--glob", all_glob, "--workdir", args.workdir, "--beam-args", ""]
+            )
             results["plain_beam"] = json.loads(plain_beam["stdout"].strip().splitlines()[-1])
         rounds.append(results)
-        print(f"round {round_index + 1}: " + json.dumps({name: _figures(result) for name, result in results.items()}),
-              flush=True)
+        print(f"round {round_index + 1}: " + json.dumps({name: _figures(result) for name, result in results.items()}), flush=True)
     report(rounds, args)
 
 
 def _figures(result: dict) -> dict:
-    return {key: round(value, 3) if isinstance(value, float) else value for key, value in result.items()
-            if key in ("images", "seconds", "cpu_seconds", "images_per_s", "peak_rss_kib")}
+    return {
+        key: round(value, 3) if isinstance(value, float) else value
+        for key, value in result.items()
+        if key in ("images", "seconds", "cpu_seconds", "images_per_s", "peak_rss_kib")
+    }
 
 
 def run_python(arguments: list[str]) -> dict:
@@ -109,8 +118,12 @@ def run_python(arguments: list[str]) -> dict:
         stderr.seek(0)
         if process.returncode != 0:
             sys.exit(f"python {' '.join(arguments)} failed:\n{stderr.read()[-4000:]}")
-        return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "stdout": stdout.read(),
-                "peak_rss_kib": usage.ru_maxrss}
+        return {
+            "seconds": seconds,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "stdout": stdout.read(),
+            "peak_rss_kib": usage.ru_maxrss,
+        }
 
 
 def median(values: list[float]) -> float:
@@ -127,35 +140,50 @@ def report(rounds: list[dict], args) -> None:
     fixed = one - n_one / marginal
     print(f"\nload average at the end: {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
     print(f"{'what':<52}{'images':>10}{'seconds (median; rounds)':>34}")
-    for name, label in (("imports", f"bare imports ({BARE_IMPORTS[7:]})"), ("one", "fmnist score, one shard"),
-                        ("all", "fmnist score, all shards"), ("large", f"fmnist score, all shards x{args.repeat}")):
+    for name, label in (
+        ("imports", f"bare imports ({BARE_IMPORTS[7:]})"),
+        ("one", "fmnist score, one shard"),
+        ("all", "fmnist score, all shards"),
+        ("large", f"fmnist score, all shards x{args.repeat}"),
+    ):
         times = [r[name]["seconds"] for r in rounds]
         images = rounds[0][name].get("images", "")
         print(f"{label:<52}{images:>10}{median(times):>10.2f} ({', '.join(f'{t:.2f}' for t in times)})")
     limits = [round(r["limit"]["images_per_s"]) for r in rounds]
-    print(f"{'in-memory limit (images/s)':<52}{rounds[0]['limit']['images']:>10}"
-          f"{limit:>10,.0f} ({', '.join(f'{x:,}' for x in limits)})")
+    print(
+        f"{'in-memory limit (images/s)':<52}{rounds[0]['limit']['images']:>10}"
+        f"{limit:>10,.0f} ({', '.join(f'{x:,}' for x in limits)})"
+    )
     print(f"marginal throughput of score = ({n_large:,} - {n_one:,}) / ({large:.2f} - {one:.2f}) s = {marginal:,.0f} images/s")
     print(f"marginal / limit = {marginal / limit:.2f}x (target >= {TARGET_MARGINAL_VS_LIMIT}x)")
-    print(f"fixed cost = {one:.2f} - {n_one:,} / marginal = {fixed:.2f} s; bare imports {imports:.2f} s; "
-          f"over the imports {fixed - imports:+.2f} s (target <= +{TARGET_FIXED_OVER_IMPORTS_S} s)")
+    print(
+        f"fixed cost = {one:.2f} - {n_one:,} / marginal = {fixed:.2f} s; bare imports {imports:.2f} s; "
+        f"over the imports {fixed - imports:+.2f} s (target <= +{TARGET_FIXED_OVER_IMPORTS_S} s)"
+    )
     # CPU time is what a busy machine distorts least: the same figures per CPU second.
     cpu_one, cpu_large = (median([r[name]["cpu_seconds"] for r in rounds]) for name in ("one", "large"))
     marginal_cpu_us = (cpu_large - cpu_one) / (n_large - n_one) * 1e6
     limit_cpu_us = median([r["limit"]["cpu_seconds"] / r["limit"]["images"] for r in rounds]) * 1e6
     imports_cpu = median([r["imports"]["cpu_seconds"] for r in rounds])
     fixed_cpu = cpu_one - n_one * marginal_cpu_us / 1e6
-    print(f"CPU per image: score marginal {marginal_cpu_us:.1f} us, limit {limit_cpu_us:.1f} us: "
-          f"limit / score = {limit_cpu_us / marginal_cpu_us:.2f}x")
-    print(f"fixed CPU: score {fixed_cpu:.2f} s, bare imports {imports_cpu:.2f} s: over the imports "
-          f"{fixed_cpu - imports_cpu:+.2f} s")
+    print(
+        f"CPU per image: score marginal {marginal_cpu_us:.1f} us, limit {limit_cpu_us:.1f} us: "
+        f"limit / score = {limit_cpu_us / marginal_cpu_us:.2f}x"
+    )
+    print(
+        f"fixed CPU: score {fixed_cpu:.2f} s, bare imports {imports_cpu:.2f} s: over the imports {fixed_cpu - imports_cpu:+.2f} s"
+    )
     rss_all, rss_large = (median([r[name]["peak_rss_kib"] for r in rounds]) / 1024 for name in ("all", "large"))
-    print(f"peak RSS (median): all shards {rss_all:,.0f} MiB, x{args.repeat} {rss_large:,.0f} MiB: "
-          f"{rss_large / rss_all:.2f}x (target <= {TARGET_RSS_GROWTH})")
+    print(
+        f"peak RSS (median): all shards {rss_all:,.0f} MiB, x{args.repeat} {rss_large:,.0f} MiB: "
+        f"{rss_large / rss_all:.2f}x (target <= {TARGET_RSS_GROWTH})"
+    )
     if "plain_beam" in rounds[0]:
         plain = median([r["plain_beam"]["images_per_s"] for r in rounds])
-        print(f"plain RunInference {plain:,.0f} images/s (its own work, after imports); "
-              f"marginal / plain = {marginal / plain:.1f}x (target >= {TARGET_VS_PLAIN_BEAM}x)")
+        print(
+            f"plain RunInference {plain:,.0f} images/s (its own work, after imports); "
+            f"marginal / plain = {marginal / plain:.1f}x (target >= {TARGET_VS_PLAIN_BEAM}x)"
+        )
 
 
 def in_memory_limit(shard_paths: list[str], model_path: str) -> dict:
@@ -172,14 +200,20 @@ def in_memory_limit(shard_paths: list[str], model_path: str) -> dict:
 
     records = [[r.numpy() for r in tf.data.TFRecordDataset(path)] for path in shard_paths]
     model = keras.saving.load_model(model_path, compile=False)
-    features = {"image_id": tf.io.FixedLenFeature([], tf.string), "image/encoded": tf.io.FixedLenFeature([], tf.string),
-                "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+    features = {
+        "image_id": tf.io.FixedLenFeature([], tf.string),
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    }
 
     @tf.function(input_signature=[tf.TensorSpec((None,), tf.string)], autograph=False)
     def score(serialized):
         example = tf.io.parse_example(serialized, features)
-        images = tf.map_fn(lambda png: tf.io.decode_png(png, channels=1)[:, :, 0], example["image/encoded"],
-                           fn_output_signature=tf.TensorSpec((28, 28), tf.uint8))
+        images = tf.map_fn(
+            lambda png: tf.io.decode_png(png, channels=1)[:, :, 0],
+            example["image/encoded"],
+            fn_output_signature=tf.TensorSpec((28, 28), tf.uint8),
+        )
         logits = model(tf.cast(images, tf.float32) / 255.0, training=False)
         return example["image_id"], example["label"], tf.nn.softmax(logits)
 
@@ -191,19 +225,27 @@ def in_memory_limit(shard_paths: list[str], model_path: str) -> dict:
         sink = pa.BufferOutputStream()
         with pq.ParquetWriter(sink, PREDICTION_SCHEMA) as writer:
             for start in range(0, len(shard), BATCH_SIZE):
-                image_ids, labels, probabilities = (t.numpy() for t in score(np.array(shard[start:start + BATCH_SIZE],
-                                                                                     dtype=object)))
+                image_ids, labels, probabilities = (
+                    t.numpy() for t in score(np.array(shard[start : start + BATCH_SIZE], dtype=object))
+                )
                 count = len(labels)
                 predicted = probabilities.argmax(axis=1).astype(np.int32)
                 labels = labels.astype(np.int32)
                 columns = [
-                    pa.array(image_ids, pa.binary()).cast(pa.string()), pa.repeat(pa.scalar("source"), count),
-                    pa.array(predicted), pa.array(class_names[predicted], pa.string()),
+                    pa.array(image_ids, pa.binary()).cast(pa.string()),
+                    pa.repeat(pa.scalar("source"), count),
+                    pa.array(predicted),
+                    pa.array(class_names[predicted], pa.string()),
                     pa.array(probabilities[np.arange(count), predicted]),
-                    pa.ListArray.from_arrays(pa.array(np.arange(0, 10 * count + 1, 10, dtype=np.int32)),
-                                             pa.array(probabilities.ravel()), type=probabilities_type),
-                    pa.array(labels, mask=labels < 0), pa.repeat(pa.scalar("bench"), count),
-                    pa.repeat(pa.scalar("bench"), count), pa.repeat(scored_at, count),
+                    pa.ListArray.from_arrays(
+                        pa.array(np.arange(0, 10 * count + 1, 10, dtype=np.int32)),
+                        pa.array(probabilities.ravel()),
+                        type=probabilities_type,
+                    ),
+                    pa.array(labels, mask=labels < 0),
+                    pa.repeat(pa.scalar("bench"), count),
+                    pa.repeat(pa.scalar("bench"), count),
+                    pa.repeat(scored_at, count),
                 ]
                 writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=PREDICTION_SCHEMA))
         return pq.read_metadata(sink.getvalue()).num_rows

@@ -14,6 +14,7 @@ calibrates and exports a SavedModel, pictures and a model card). For the mlp, a 
 the tutorial's own recipe (one step per call into TensorFlow, constant learning rate), shows
 what Keras' per-step overhead costs.
 """
+
 import argparse
 import json
 import os
@@ -26,8 +27,7 @@ from components.models import MODEL_NAMES, RECIPES, build_model
 from components.training import train
 
 
-def in_memory(source: str, *, model: str, epochs: int, batch_size: int, learning_rate: float,
-              tutorial: bool = False) -> dict:
+def in_memory(source: str, *, model: str, epochs: int, batch_size: int, learning_rate: float, tutorial: bool = False) -> dict:
     """`model.fit` on in-memory arrays: seconds per phase and test accuracy.
 
     `tutorial`: the notebook's recipe instead of the job's compile settings (one step per
@@ -46,22 +46,41 @@ def in_memory(source: str, *, model: str, epochs: int, batch_size: int, learning
     fit_end = time.perf_counter()
     _, accuracy = network.evaluate(test_images, test_labels, batch_size=1024, verbose=0)
     end = time.perf_counter()
-    return {"load": fit_start - start, "fit": fit_end - fit_start, "rest": end - fit_end, "total": end - start,
-            "accuracy": accuracy}
+    return {
+        "load": fit_start - start,
+        "fit": fit_end - fit_start,
+        "rest": end - fit_end,
+        "total": end - start,
+        "accuracy": accuracy,
+    }
 
 
 def from_shards(data: str, *, model: str, epochs: int, batch_size: int, learning_rate: float) -> dict:
     """`fmnist train` with these flags (the rest default), into a temporary model root."""
     with tempfile.TemporaryDirectory(prefix="bench-train-") as model_root:
         start = time.perf_counter()
-        summary = train(data=data, model_root=model_root, model=model, epochs=epochs, batch_size=batch_size,
-                        learning_rate=learning_rate, min_accuracy=0.0)
+        summary = train(
+            data=data,
+            model_root=model_root,
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            min_accuracy=0.0,
+        )
         total = time.perf_counter() - start
         with open(os.path.join(summary["uri"], "metrics.json")) as file:
             metrics = json.load(file)
     load, fit = metrics["timings"]["load_seconds"], metrics["timings"]["fit_seconds"]
-    return {"load": load, "fit": fit, "rest": total - load - fit, "total": total, "accuracy": summary["test_accuracy"],
-            "ece": metrics["test_ece"], "ece_before": metrics["calibration"]["test_ece_before"]}
+    return {
+        "load": load,
+        "fit": fit,
+        "rest": total - load - fit,
+        "total": total,
+        "accuracy": summary["test_accuracy"],
+        "ece": metrics["test_ece"],
+        "ece_before": metrics["calibration"]["test_ece_before"],
+    }
 
 
 def warm_up() -> None:
@@ -82,8 +101,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each; the fastest counts")
     args = parser.parse_args()
     recipe = RECIPES[args.model]
-    flags = {"model": args.model, "epochs": args.epochs or recipe.epochs, "batch_size": args.batch_size or recipe.batch_size,
-             "learning_rate": args.learning_rate or recipe.learning_rate}
+    flags = {
+        "model": args.model,
+        "epochs": args.epochs or recipe.epochs,
+        "batch_size": args.batch_size or recipe.batch_size,
+        "learning_rate": args.learning_rate or recipe.learning_rate,
+    }
     warm_up()
     labels = {
         "baseline": "in memory: IDX -> NumPy -> model.fit",
@@ -99,15 +122,21 @@ def main() -> None:
             runs["tutorial"].append(in_memory(args.source, **flags, tutorial=True))
     best = {name: min(results, key=lambda run: run["total"]) for name, results in runs.items()}
     print(" ".join(f"--{name.replace('_', '-')} {value}" for name, value in flags.items()))
-    print(f"{'run (fastest of ' + str(args.repeats) + ')':<46}{'data s':>8}{'fit s':>8}{'rest s':>8}{'total s':>9}{'test acc':>10}")
+    print(
+        f"{'run (fastest of ' + str(args.repeats) + ')':<46}{'data s':>8}{'fit s':>8}{'rest s':>8}{'total s':>9}{'test acc':>10}"
+    )
     for name, run in best.items():
-        print(f"{labels[name]:<46}{run['load']:>8.1f}{run['fit']:>8.1f}{run['rest']:>8.1f}{run['total']:>9.1f}{run['accuracy']:>10.4f}")
+        print(
+            f"{labels[name]:<46}{run['load']:>8.1f}{run['fit']:>8.1f}{run['rest']:>8.1f}{run['total']:>9.1f}{run['accuracy']:>10.4f}"
+        )
     baseline, measured = best["baseline"], best["measured"]
     like_for_like = (measured["load"] + measured["fit"]) / (baseline["load"] + baseline["fit"])
     print(f"ratio data + fit: {like_for_like:.2f}x   ratio whole job: {measured['total'] / baseline['total']:.2f}x")
     print(f"fmnist train test ECE: {measured['ece_before']:.4f} before calibration, {measured['ece']:.4f} after")
-    print("all totals (s): " + "; ".join(
-        f"{name} " + ", ".join(f"{run['total']:.1f}" for run in results) for name, results in runs.items()))
+    print(
+        "all totals (s): "
+        + "; ".join(f"{name} " + ", ".join(f"{run['total']:.1f}" for run in results) for name, results in runs.items())
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ mean gap between each bin's accuracy and its mean confidence.
 Training (components.training) and the report (components.report, from SQL bins) both go
 through `reliability_bins` / `expected_calibration_error`, so they measure alike.
 """
+
 from __future__ import annotations
 
 import dataclasses

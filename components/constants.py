@@ -1,4 +1,5 @@
 """Facts about the data set and the contracts between steps, kept in one place."""
+
 from importlib import metadata
 
 IMAGE_SIZE = 28

@@ -7,6 +7,7 @@ NEWLINE_DELIMITED_JSON table (the `runs` table), one object per file.
     receipt = ShardReceipt(shard_index=0, source_uri="file:///d/test-00000-of-00001.tfrecord", ...)
     ShardReceipt.from_json(receipt.to_json()) == receipt
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -173,38 +174,73 @@ def run_summary_bigquery_schema() -> list[dict]:
         _field("schema_version", "STRING", "Table contract version of the run's files, e.g. fmnist-predictions/2.", "REQUIRED"),
         _field("run_id", "STRING", "Id of the scoring run (folder `run_id=…` of its parts).", "REQUIRED"),
         _field("run_date", "DATE", "Partition date of the run (folder `run_date=…`).", "REQUIRED"),
-        _field("status", "STRING", "ok; error_rate_exceeded or source_mismatch: published, but failed its check (exit 3).", "REQUIRED"),
+        _field(
+            "status",
+            "STRING",
+            "ok; error_rate_exceeded or source_mismatch: published, but failed its check (exit 3).",
+            "REQUIRED",
+        ),
         _field("model_version", "STRING", "Version of the model that scored the run.", "REQUIRED"),
         _field("model_uri", "STRING", "Absolute URI of the model version folder.", "REQUIRED"),
-        _field("inputs", "RECORD", "What was scored.", "REQUIRED", [
-            _field("glob", "STRING", "The input glob, absolute.", "REQUIRED"),
-            _field("shards", "STRING", "Absolute URIs of the shards, in scoring order.", "REPEATED"),
-        ]),
-        _field("parts", "RECORD", "The exact part files the run published: readers read these and no others.", "REQUIRED", [
-            _field("predictions", "STRING", "Absolute URIs of the prediction parts.", "REPEATED"),
-            _field("errors", "STRING", "Absolute URIs of the error parts.", "REPEATED"),
-        ]),
-        _field("counts", "RECORD", "Record counts; read = scored + failed.", "REQUIRED", [
-            _field("read", "INTEGER", "Records read from the shards.", "REQUIRED"),
-            _field("scored", "INTEGER", "Rows of the predictions table.", "REQUIRED"),
-            _field("failed", "INTEGER", "Rows of the errors table.", "REQUIRED"),
-            _field("failed_by_type", "JSON", "Error rows per error_type, as a JSON object.", "REQUIRED"),
-            _field("expected", "INTEGER", "Records the shards' manifest announces, when there is one."),
-        ]),
+        _field(
+            "inputs",
+            "RECORD",
+            "What was scored.",
+            "REQUIRED",
+            [
+                _field("glob", "STRING", "The input glob, absolute.", "REQUIRED"),
+                _field("shards", "STRING", "Absolute URIs of the shards, in scoring order.", "REPEATED"),
+            ],
+        ),
+        _field(
+            "parts",
+            "RECORD",
+            "The exact part files the run published: readers read these and no others.",
+            "REQUIRED",
+            [
+                _field("predictions", "STRING", "Absolute URIs of the prediction parts.", "REPEATED"),
+                _field("errors", "STRING", "Absolute URIs of the error parts.", "REPEATED"),
+            ],
+        ),
+        _field(
+            "counts",
+            "RECORD",
+            "Record counts; read = scored + failed.",
+            "REQUIRED",
+            [
+                _field("read", "INTEGER", "Records read from the shards.", "REQUIRED"),
+                _field("scored", "INTEGER", "Rows of the predictions table.", "REQUIRED"),
+                _field("failed", "INTEGER", "Rows of the errors table.", "REQUIRED"),
+                _field("failed_by_type", "JSON", "Error rows per error_type, as a JSON object.", "REQUIRED"),
+                _field("expected", "INTEGER", "Records the shards' manifest announces, when there is one."),
+            ],
+        ),
         _field("error_rate", "FLOAT", "failed / read.", "REQUIRED"),
         _field("max_error_rate", "FLOAT", "The limit above which the run's status is error_rate_exceeded.", "REQUIRED"),
         _field("attempt", "STRING", "Id of the attempt that published the run (in its part file names).", "REQUIRED"),
-        _field("timings", "RECORD", "When the run started and finished, and how long its phases took.", "REQUIRED", [
-            _field("started_at", "TIMESTAMP", "Start of the attempt (UTC)."),
-            _field("finished_at", "TIMESTAMP", "End of the attempt, before the summary was written (UTC)."),
-            _field("pipeline_seconds", "FLOAT", "Time spent scoring."),
-            _field("publish_seconds", "FLOAT", "Time spent publishing."),
-            _field("total_seconds", "FLOAT", "Whole attempt."),
-        ]),
+        _field(
+            "timings",
+            "RECORD",
+            "When the run started and finished, and how long its phases took.",
+            "REQUIRED",
+            [
+                _field("started_at", "TIMESTAMP", "Start of the attempt (UTC)."),
+                _field("finished_at", "TIMESTAMP", "End of the attempt, before the summary was written (UTC)."),
+                _field("pipeline_seconds", "FLOAT", "Time spent scoring."),
+                _field("publish_seconds", "FLOAT", "Time spent publishing."),
+                _field("total_seconds", "FLOAT", "Whole attempt."),
+            ],
+        ),
         _field("runner", "STRING", "The Beam runner."),
-        _field("tool", "RECORD", "The tool that wrote the run.", "NULLABLE", [
-            _field("name", "STRING", "fmnist-jobs."),
-            _field("version", "STRING", "Its version."),
-        ]),
+        _field(
+            "tool",
+            "RECORD",
+            "The tool that wrote the run.",
+            "NULLABLE",
+            [
+                _field("name", "STRING", "fmnist-jobs."),
+                _field("version", "STRING", "Its version."),
+            ],
+        ),
         _field("beam_counters", "JSON", "The pipeline's Beam counters, where the runner reports them."),
     ]

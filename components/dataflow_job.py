@@ -12,6 +12,7 @@ thread as `Terminated` (the job runner's handler): the job is cancelled, then th
 A runner that finishes inside `run()` (the local engines) launches no cloud job: the document
 then lists no resources.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Reading and validating the IDX files of the raw data set."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -100,9 +101,7 @@ def _content(uri: str) -> Iterator[bytes]:
 def check_magic(raw: bytes, uri: str, ndim: int) -> None:
     """InputError unless the bytes start like an IDX file of unsigned bytes in `ndim` dimensions."""
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != _UBYTE or raw[3] != ndim:
-        raise InputError(
-            f"{uri}: wrong magic number {raw[:4].hex() or 'empty'}, expected 000008{ndim:02x}"
-        )
+        raise InputError(f"{uri}: wrong magic number {raw[:4].hex() or 'empty'}, expected 000008{ndim:02x}")
 
 
 def parse_idx(raw: bytes, uri: str, ndim: int) -> np.ndarray:
@@ -125,9 +124,7 @@ def load_split(source: str, images_name: str, labels_name: str) -> tuple[IdxFile
     if images.array.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise InputError(f"{images.uri}: images are {images.array.shape[1:]}, expected 28x28")
     if images.array.shape[0] != labels.array.shape[0]:
-        raise InputError(
-            f"{labels.uri}: {labels.array.shape[0]} labels for {images.array.shape[0]} images in {images.uri}"
-        )
+        raise InputError(f"{labels.uri}: {labels.array.shape[0]} labels for {images.array.shape[0]} images in {images.uri}")
     if images.array.shape[0] == 0:
         raise InputError(f"{images.uri}: holds no images")
     if labels.array.size and int(labels.array.max()) >= NUM_CLASSES:

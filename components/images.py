@@ -6,6 +6,7 @@ background, in colour and any size. `to_model_image` maps the second onto the fi
 way the data set itself was made: grayscale, negate a light background, trim to the
 object, fit the longer side to 28 pixels keeping the aspect ratio, pad centred with black.
 """
+
 from __future__ import annotations
 
 import io
@@ -57,8 +58,11 @@ def to_model_image(encoded: bytes) -> np.ndarray:
         if width * height > MAX_PIXELS:
             raise ImageError("bad_shape", f"image too large: {width}x{height} pixels, above the limit of {MAX_PIXELS:,}")
         if (size := decoded_bytes(encoded, picture)) > MAX_DECODED_BYTES:
-            raise ImageError("bad_shape", f"image too large: {width}x{height} pixels of {size // (width * height)} bytes, "
-                             f"{size:,} bytes decoded, above the limit of {MAX_DECODED_BYTES:,}")
+            raise ImageError(
+                "bad_shape",
+                f"image too large: {width}x{height} pixels of {size // (width * height)} bytes, "
+                f"{size:,} bytes decoded, above the limit of {MAX_DECODED_BYTES:,}",
+            )
         picture = ImageOps.exif_transpose(picture)
         gray = _to_grayscale(picture)
     except ImageError:

@@ -18,6 +18,7 @@ the lease every ttl/3, so a holder that is alive never lets it expire. Expiry is
 time written by one host and read by another: their clocks must agree to well within the
 TTL (NTP does); the default TTL of a minute leaves ample room.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,15 +69,20 @@ class Lease:
 
 
 def _document(owner: str, ttl_s: float) -> bytes:
-    return json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
-                       "expires_at": round(time.time() + ttl_s, 3)}).encode()
+    return json.dumps(
+        {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "expires_at": round(time.time() + ttl_s, 3)}
+    ).encode()
 
 
 def _parse(data: bytes, uri: str) -> dict:
     try:
         document = json.loads(data)
-        return {"owner": str(document["owner"]), "expires_at": float(document["expires_at"]),
-                "host": str(document.get("host", "")), "pid": int(document.get("pid", 0))}
+        return {
+            "owner": str(document["owner"]),
+            "expires_at": float(document["expires_at"]),
+            "host": str(document.get("host", "")),
+            "pid": int(document.get("pid", 0)),
+        }
     except (ValueError, KeyError, TypeError, AttributeError):
         # A torn or foreign lease object: treat it as expired, so the run id is never blocked forever.
         log.warning("%s: unreadable lease, treated as expired", uri)
@@ -101,8 +107,10 @@ def _is_live(holder: dict) -> bool:
 
 def _conflict(uri: str, holder: dict) -> RunConflict:
     left = max(0.0, holder["expires_at"] - time.time())
-    return RunConflict(f"{uri}: held by live attempt {holder['owner']} ({holder['host'] or '?'} pid "
-                       f"{holder['pid']}, lease expires in {left:.0f} s); run again when it has finished")
+    return RunConflict(
+        f"{uri}: held by live attempt {holder['owner']} ({holder['host'] or '?'} pid "
+        f"{holder['pid']}, lease expires in {left:.0f} s); run again when it has finished"
+    )
 
 
 def acquire(uri: str, *, owner: str, ttl_s: float = DEFAULT_TTL_S) -> Lease:
@@ -123,8 +131,9 @@ def renew(lease: Lease) -> None:
         with _guard(lease.uri):
             current = _read_local(lease.uri)
             if current is None or current["owner"] != lease.owner:
-                raise RunConflict(f"{lease.uri}: this attempt ({lease.owner}) lost the lease"
-                                  + (f" to {current['owner']}" if current else ""))
+                raise RunConflict(
+                    f"{lease.uri}: this attempt ({lease.owner}) lost the lease" + (f" to {current['owner']}" if current else "")
+                )
             storage.write_bytes(lease.uri, _document(lease.owner, lease.ttl_s))
 
 
@@ -268,5 +277,6 @@ def _read_gcs(blob) -> tuple[object, bytes]:
 
 
 def _upload(blob, data: bytes, *, if_generation_match: object) -> None:
-    blob.upload_from_string(data, content_type="application/json", if_generation_match=if_generation_match,
-                            retry=storage.gcs_retry())
+    blob.upload_from_string(
+        data, content_type="application/json", if_generation_match=if_generation_match, retry=storage.gcs_retry()
+    )

@@ -10,6 +10,7 @@ paths are taken from the current folder, as `score` resolved them), then swaps i
 summary naming the new parts in one write, then removes the v1 parts: the same publish
 sequence as `score`, so a reader sees the v1 run or the v2 one, whatever stops it.
 """
+
 from __future__ import annotations
 
 import io
@@ -71,8 +72,11 @@ def migrate_run(scores: str, document: dict, summary_uri: str) -> str:
     with hold_lease(lease_uri(scores, run_id), owner=attempt) as lease:
         parts: dict[str, list[str]] = {PREDICTIONS_TABLE: [], ERRORS_TABLE: []}
         for table, schema in _SCHEMAS.items():
-            old_parts = [uri for uri in storage.glob(storage.join(partition_uri(scores, table, run_date, run_id), "*.parquet"))
-                         if not storage.basename(uri).startswith((".", "_"))]
+            old_parts = [
+                uri
+                for uri in storage.glob(storage.join(partition_uri(scores, table, run_date, run_id), "*.parquet"))
+                if not storage.basename(uri).startswith((".", "_"))
+            ]
             for index, old in enumerate(old_parts):
                 new = storage.join(storage.dirname(old), f"part-{attempt}-{index:05d}.parquet")
                 _write(new, _as_v2(old, with_lineage(schema, **lineage)))
@@ -84,11 +88,17 @@ def migrate_run(scores: str, document: dict, summary_uri: str) -> str:
             status=document.get("status", "ok"),
             model_version=model_version,
             model_uri=storage.absolute_uri(document.get("model_uri", "")),
-            inputs=RunInputs(glob=storage.absolute_uri(inputs.get("glob", "")),
-                             shards=[storage.absolute_uri(shard) for shard in inputs.get("shards", [])]),
+            inputs=RunInputs(
+                glob=storage.absolute_uri(inputs.get("glob", "")),
+                shards=[storage.absolute_uri(shard) for shard in inputs.get("shards", [])],
+            ),
             parts=RunParts(predictions=parts[PREDICTIONS_TABLE], errors=parts[ERRORS_TABLE]),
-            counts=RunCounts(read=counts["read"], scored=counts["scored"], failed=counts["failed"],
-                             failed_by_type=counts.get("failed_by_type") or {}),
+            counts=RunCounts(
+                read=counts["read"],
+                scored=counts["scored"],
+                failed=counts["failed"],
+                failed_by_type=counts.get("failed_by_type") or {},
+            ),
             error_rate=document.get("error_rate", counts["failed"] / counts["read"] if counts["read"] else 0.0),
             max_error_rate=document.get("max_error_rate", 1.0),
             attempt=attempt,
@@ -117,4 +127,3 @@ def _write(uri: str, table: pa.Table) -> None:
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     storage.write_bytes(uri, buffer.getvalue())
-

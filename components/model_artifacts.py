@@ -3,6 +3,7 @@
 Every writer here takes a local folder; components.training uploads the folder's files to
 the model version folder afterwards (so `gs://` model roots work the same as local ones).
 """
+
 from __future__ import annotations
 
 import json
@@ -90,8 +91,7 @@ def write_confusion_matrix_png(confusion: list[list[int]], path: str, title: str
     axes.set_title(title)
     threshold = matrix.max() / 2
     for (row, column), count in np.ndenumerate(matrix):
-        axes.text(column, row, str(count), ha="center", va="center", fontsize=8,
-                  color="white" if count > threshold else "black")
+        axes.text(column, row, str(count), ha="center", va="center", fontsize=8, color="white" if count > threshold else "black")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
@@ -108,10 +108,15 @@ def write_reliability_png(calibration: dict, path: str, title: str) -> None:
     axes.plot([0, 1], [0, 1], color="#9aa5b1", linestyle="--", label="perfectly calibrated")
     for stage, colour in (("before", "#d1495b"), ("after", "#3a7ca5")):
         bins = calibration[f"test_reliability_{stage}"]
-        points = [(confidence, accuracy) for confidence, accuracy in zip(bins["mean_confidence"], bins["accuracy"])
-                  if confidence is not None]
-        label = (f"{'softmax of the logits' if stage == 'before' else 'temperature ' + format(calibration['temperature'], '.3f')}"
-                 f" (ECE {calibration[f'test_ece_{stage}']:.4f})")
+        points = [
+            (confidence, accuracy)
+            for confidence, accuracy in zip(bins["mean_confidence"], bins["accuracy"])
+            if confidence is not None
+        ]
+        label = (
+            f"{'softmax of the logits' if stage == 'before' else 'temperature ' + format(calibration['temperature'], '.3f')}"
+            f" (ECE {calibration[f'test_ece_{stage}']:.4f})"
+        )
         axes.plot(*zip(*points), marker="o", color=colour, label=label)
     axes.set_xlabel("mean confidence in bin")
     axes.set_ylabel("accuracy in bin")
@@ -136,29 +141,30 @@ def write_model_card(metrics: dict, path: str) -> None:
         f"| {name} | {scores['precision']:.3f} | {scores['recall']:.3f} | {scores['f1']:.3f} | {scores['support']} |"
         for name, scores in metrics["per_class"].items()
     )
-    text = f"""# Model card: {metrics['model_version']}
+    text = f"""# Model card: {metrics["model_version"]}
 
-Fashion-MNIST clothing classifier (`{params['model']}`, {metrics['parameter_count']:,} parameters), trained by
-`fmnist train` (fmnist-jobs {metrics['versions']['fmnist_jobs']}, TensorFlow {metrics['versions']['tensorflow']},
-Keras {metrics['versions']['keras']}) on {metrics['created_at']}.
+Fashion-MNIST clothing classifier (`{params["model"]}`, {metrics["parameter_count"]:,} parameters), trained by
+`fmnist train` (fmnist-jobs {metrics["versions"]["fmnist_jobs"]}, TensorFlow {metrics["versions"]["tensorflow"]},
+Keras {metrics["versions"]["keras"]}) on {metrics["created_at"]}.
 
 ## Intended use
 Labels 28x28 grayscale pictures of a single garment, light on a black background, in one of
-ten classes ({', '.join(CLASS_NAMES)}). Other pictures must first go through
+ten classes ({", ".join(CLASS_NAMES)}). Other pictures must first go through
 `fmnist prepare-images`; the model knows nothing outside those ten classes.
 
 ## Data
-`{data['uri']}` (manifest digest `{data['manifest_digest'][:16]}…`): {data['train_records']:,} training
-images, {data['validation_records']:,} held out of the training split for validation (epoch selection),
-{data['test_records']:,} test images used only for the final evaluation.
+`{data["uri"]}` (manifest digest `{data["manifest_digest"][:16]}…`): {data["train_records"]:,} training
+images, {data["validation_records"]:,} held out of the training split for validation (epoch selection),
+{data["test_records"]:,} test images used only for the final evaluation.
 
 ## Training
-{params['epochs']} epochs, batch {params['batch_size']}, Adam (learning rate {params['learning_rate']}, {params['lr_schedule']} schedule),
-seed {params['seed']}; weights of the epoch with the best validation accuracy (epoch {metrics['best_epoch']}).
+{params["epochs"]} epochs, batch {params["batch_size"]}, Adam (learning rate {params["learning_rate"]},
+{params["lr_schedule"]} schedule),
+seed {params["seed"]}; weights of the epoch with the best validation accuracy (epoch {metrics["best_epoch"]}).
 
 ## Evaluation (test split)
-Accuracy **{metrics['test_accuracy']:.4f}**, loss {metrics['test_loss']:.4f}. Quality gate
-(min accuracy {gate['min_accuracy']}): **{'passed' if gate['passed'] else 'FAILED'}** — {gate['reason']}.
+Accuracy **{metrics["test_accuracy"]:.4f}**, loss {metrics["test_loss"]:.4f}. Quality gate
+(min accuracy {gate["min_accuracy"]}): **{"passed" if gate["passed"] else "FAILED"}** — {gate["reason"]}.
 
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|
@@ -167,14 +173,15 @@ Accuracy **{metrics['test_accuracy']:.4f}**, loss {metrics['test_loss']:.4f}. Qu
 Confusion matrix: `confusion_matrix.png`; every figure: `metrics.json`.
 
 ## Calibration
-The logits are divided by a temperature of **{calibration['temperature']:.4f}**, fitted on the validation hold-out
+The logits are divided by a temperature of **{calibration["temperature"]:.4f}**, fitted on the validation hold-out
 (the last layer of the model, so every way of serving it applies it): `confidence` is an honest
-probability. Expected calibration error on the test split ({calibration['bins']} equal-width bins):
-**{calibration['test_ece_after']:.4f}**, against {calibration['test_ece_before']:.4f} for the softmax of the raw logits;
+probability. Expected calibration error on the test split ({calibration["bins"]} equal-width bins):
+**{calibration["test_ece_after"]:.4f}**, against {calibration["test_ece_before"]:.4f} for the softmax of the raw logits;
 accuracy is unchanged. Reliability diagram: `reliability.png`.
 
 ## Serving
-`model.keras` (Keras; SHA-256 `{metrics['model_sha256'][:16]}…`, checked before scoring) and `saved_model/` with the signatures `{SIGNATURE_PNG}` (PNG bytes) and
+`model.keras` (Keras; SHA-256 `{metrics["model_sha256"][:16]}…`, checked before scoring) and `saved_model/`
+with the signatures `{SIGNATURE_PNG}` (PNG bytes) and
 `{SIGNATURE_IMAGES}` (float images in [0, 1]); both return softmax `probabilities` and `class_ids`.
 """
     with open(path, "w") as file:
@@ -183,6 +190,4 @@ accuracy is unchanged. Reliability diagram: `reliability.png`.
 
 def local_files(folder: str) -> list[str]:
     """Every file below a folder, relative to it, sorted (the upload order is then stable)."""
-    return sorted(
-        os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names
-    )
+    return sorted(os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names)

@@ -4,6 +4,7 @@ A part is written to a local temporary file row group by row group (memory stays
 one row group), then uploaded to its URI in one atomic step: a reader of the URI sees the
 whole part or nothing, and a retried writer replaces it with the same rows.
 """
+
 from __future__ import annotations
 
 import collections
@@ -84,8 +85,7 @@ class PartWriter:
             handle, self._local_path = tempfile.mkstemp(prefix="part-", suffix=".parquet")
             os.close(handle)
             self._writer = pq.ParquetWriter(self._local_path, self.schema)
-        self._writer.write_table(pa.Table.from_batches(self._pending, schema=self.schema),
-                                 row_group_size=self._pending_rows)
+        self._writer.write_table(pa.Table.from_batches(self._pending, schema=self.schema), row_group_size=self._pending_rows)
         self._pending.clear()
         self._pending_rows = 0
 

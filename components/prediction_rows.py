@@ -5,6 +5,7 @@ No I/O, no TensorFlow: everything here is a function of its arguments, tested on
 Work is per batch where it can be (one Arrow batch per model call); only the checks that
 must look at each record (framing, Example parse, image header) are per record.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -98,8 +99,9 @@ def is_valid_label(label: int | None) -> bool:
 
 def _checked(record_index: int, example: ShardExample) -> ParsedRecord | RecordError:
     if not is_valid_label(example.label):
-        return RecordError(record_index, BAD_LABEL, f"label {example.label} is not a class 0-{NUM_CLASSES - 1}",
-                           image_id=example.image_id)
+        return RecordError(
+            record_index, BAD_LABEL, f"label {example.label} is not a class 0-{NUM_CLASSES - 1}", image_id=example.image_id
+        )
     return ParsedRecord(record_index, example)
 
 
@@ -143,9 +145,7 @@ def prediction_batch(
     return pa.RecordBatch.from_arrays([columns[name] for name in PREDICTION_SCHEMA.names], schema=PREDICTION_SCHEMA)
 
 
-def error_batch(
-    errors: Sequence[RecordError], *, source_uri: str, scored_at: datetime.datetime
-) -> pa.RecordBatch:
+def error_batch(errors: Sequence[RecordError], *, source_uri: str, scored_at: datetime.datetime) -> pa.RecordBatch:
     """Rows of the error table for records of one shard."""
     return pa.RecordBatch.from_pylist(
         [

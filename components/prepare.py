@@ -1,4 +1,5 @@
 """Dataset preparation: raw IDX files -> validated, deterministic PNG image shards + manifest."""
+
 from __future__ import annotations
 
 import contextlib
@@ -55,11 +56,13 @@ def prepare(
         return _write_data_set(output, source, splits, source_files, shards_per_split, workers)
 
 
-def _write_data_set(output: str, source: str, splits: dict, source_files: dict, shards_per_split: int,
-                    workers: int | None) -> dict:
+def _write_data_set(
+    output: str, source: str, splits: dict, source_files: dict, shards_per_split: int, workers: int | None
+) -> dict:
     tasks = {
-        split: shard_tasks(output, split, [f"{split}-{i:05d}" for i in range(len(labels.array))],
-                           images.array, labels.array, shards_per_split)
+        split: shard_tasks(
+            output, split, [f"{split}-{i:05d}" for i in range(len(labels.array))], images.array, labels.array, shards_per_split
+        )
         for split, (images, labels) in splits.items()
     }
     storage.delete(storage.join(output, MANIFEST_NAME))  # unpublish before rewriting
@@ -98,8 +101,10 @@ def manifest_summary(output: str, manifest: dict) -> dict:
     """What a run reports on stdout: counts and where things are, not the whole manifest."""
     return {
         "manifest": storage.join(output, MANIFEST_NAME),
-        "splits": {split: {"records": entry["num_records"], "shards": len(entry["shards"])}
-                   for split, entry in manifest["splits"].items()},
+        "splits": {
+            split: {"records": entry["num_records"], "shards": len(entry["shards"])}
+            for split, entry in manifest["splits"].items()
+        },
     }
 
 
@@ -108,7 +113,7 @@ def new_manifest(*, source: dict, splits: dict) -> dict:
     return {
         "schema_version": SHARD_SCHEMA_VERSION,
         "tool": {"name": "fmnist-jobs", "version": tool_version()},
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "image": {"height": IMAGE_SIZE, "width": IMAGE_SIZE, "channels": 1, "format": "png"},
         "class_names": list(CLASS_NAMES),
         "source": source,
@@ -182,4 +187,3 @@ def run_parallel(function: Callable, tasks: Sequence, *, workers: int | None = N
         return [function(task) for task in tasks]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         return pool.map(function, tasks, chunksize=1)
-

@@ -1,4 +1,5 @@
 """Ordinary product pictures (PNG/JPEG, any size or colour) -> unlabeled scoring shards."""
+
 from __future__ import annotations
 
 import json
@@ -64,9 +65,7 @@ def _write_data_set(images: str, output: str, uris: list[str], workers: int | No
     tasks = shard_tasks(output, UNLABELED_SPLIT, image_ids, np.stack(pixels), None, shard_count)
     storage.delete(storage.join(output, "manifest.json"))  # unpublish before rewriting
     entries = run_parallel(write_shard, tasks, workers=workers)
-    storage.write_bytes(
-        storage.join(output, REJECTS_NAME), "".join(json.dumps(r) + "\n" for r in rejects).encode()
-    )
+    storage.write_bytes(storage.join(output, REJECTS_NAME), "".join(json.dumps(r) + "\n" for r in rejects).encode())
     manifest = new_manifest(
         source={"uri": images, "files_matched": len(uris), "rejected": len(rejects)},
         splits={UNLABELED_SPLIT: {"num_records": len(image_ids), "class_histogram": None, "shards": entries}},

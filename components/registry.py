@@ -9,6 +9,7 @@ another model.keras than the one in the folder (a swapped or damaged file is nev
 under another model's gate). A metrics.json without `model_sha256` (written before the
 hash was recorded) is refused too, with the one-line fix in the message.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,7 +61,9 @@ def resolve(model: str) -> ModelRef:
     else:
         version = latest_version(model)
         if version is None:
-            raise InputError(f"{model}: neither a model version folder ({MODEL_FILE}) nor a model root with a published {LATEST_NAME}")
+            raise InputError(
+                f"{model}: neither a model version folder ({MODEL_FILE}) nor a model root with a published {LATEST_NAME}"
+            )
         ref = ModelRef(version=version, uri=storage.child(model, version))  # LATEST never leaves the root
         if not storage.exists(ref.keras_uri):
             raise InputError(f"{ref.keras_uri}: {LATEST_NAME} names a version whose model file is missing")
@@ -95,7 +98,7 @@ def _require_evaluated_file(ref: ModelRef, metrics: dict) -> None:
     if expected is None:
         raise InputError(
             f"{storage.join(ref.uri, METRICS_FILE)}: records no model_sha256, so nothing ties it to {MODEL_FILE}; "
-            f"retrain, or add \"model_sha256\": \"<sha256sum of the {MODEL_FILE} it evaluated>\" to it"
+            f'retrain, or add "model_sha256": "<sha256sum of the {MODEL_FILE} it evaluated>" to it'
         )
     if actual != expected:
         raise InputError(

@@ -27,6 +27,7 @@ given as `manifest` (a manifest.json or its folder), else the manifest beside th
 the run scored (the folder of `source_uri`, which is where the run summary's input glob
 points). Without either, the page says so and shows no PSI.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -133,8 +134,16 @@ def report(
     storage.ensure_writable(out)
     connection = open_tables(scores=predictions)
     try:
-        data = collect(connection, run_id=run_id, run_date=run_date, baseline_run=baseline_run,
-                       manifest=manifest, lowest=lowest, wrong=wrong, days=days)
+        data = collect(
+            connection,
+            run_id=run_id,
+            run_date=run_date,
+            baseline_run=baseline_run,
+            manifest=manifest,
+            lowest=lowest,
+            wrong=wrong,
+            days=days,
+        )
     finally:
         connection.close()
     summary = summary_of(data)
@@ -147,8 +156,17 @@ def report(
 # --- Gathering --------------------------------------------------------------------------
 
 
-def collect(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_date: str | None,
-            baseline_run: str | None, manifest: str | None, lowest: int, wrong: int, days: int) -> ReportData:
+def collect(
+    connection: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str | None,
+    run_date: str | None,
+    baseline_run: str | None,
+    manifest: str | None,
+    lowest: int,
+    wrong: int,
+    days: int,
+) -> ReportData:
     """Runs the report's queries over the views for the selected runs."""
     selected = select_runs(connection, run_id=run_id, run_date=run_date)
     runs = _runs(connection, selected)
@@ -157,18 +175,27 @@ def collect(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_da
     [(labeled, mean, low_share)] = _rows(
         connection,
         f"SELECT count(true_label), avg(confidence), avg(CASE WHEN confidence < {LOW_CONFIDENCE} THEN 1 ELSE 0 END) "
-        f"FROM predictions WHERE {where}", params)
+        f"FROM predictions WHERE {where}",
+        params,
+    )
     confusion = _confusion(connection, where, params) if labeled else None
     training_counts, training_source = training_histogram(connection, selected, manifest)
     if not predicted.sum():  # every record failed: there is no class mix to compare
         training_counts, training_source = None, "no image was scored"
     errors_by_type = _rows(
-        connection, f"SELECT error_type, count(*) FROM errors WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1", params)
+        connection, f"SELECT error_type, count(*) FROM errors WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1", params
+    )
     shown = "SELECT image_id, run_id, source_uri, predicted_class, confidence, true_label FROM predictions "
     lowest_rows = _rows(connection, f"{shown} WHERE {where} ORDER BY confidence, image_id LIMIT {int(lowest)}", params)
-    wrong_rows = _rows(
-        connection, f"{shown} WHERE {where} AND predicted_label <> true_label "
-        f"ORDER BY confidence DESC, image_id LIMIT {int(wrong)}", params) if labeled else []
+    wrong_rows = (
+        _rows(
+            connection,
+            f"{shown} WHERE {where} AND predicted_label <> true_label ORDER BY confidence DESC, image_id LIMIT {int(wrong)}",
+            params,
+        )
+        if labeled
+        else []
+    )
     pictures = thumbnails(lowest_rows + wrong_rows)  # one pass over each shard for both galleries
     baseline, baseline_note = choose_baseline(connection, runs, baseline_run)
     last_date = max(datetime.date.fromisoformat(run["run_date"]) for run in runs)
@@ -190,8 +217,8 @@ def collect(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_da
         confused_pairs=[] if confusion is None else top_confused_pairs(confusion),
         baseline=None if baseline is None else compare(connection, selected, baseline),
         baseline_note=baseline_note,
-        thumbnails=pictures[:len(lowest_rows)],
-        confident_wrong=pictures[len(lowest_rows):],
+        thumbnails=pictures[: len(lowest_rows)],
+        confident_wrong=pictures[len(lowest_rows) :],
         trend=report_history.trend(connection, last_date, days, training_counts),
         days=days,
     )
@@ -232,7 +259,8 @@ def select_runs(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, ru
         "  SELECT run_id, max(scored_at) AS last FROM predictions GROUP BY run_id"
         "  UNION ALL SELECT run_id, max(scored_at) FROM errors GROUP BY run_id) s USING (run_id) "
         "GROUP BY r.run_id, r.run_date ORDER BY r.run_date DESC NULLS LAST, max(s.last) DESC NULLS LAST, r.run_id DESC "
-        "LIMIT 1")
+        "LIMIT 1",
+    )
     return [latest]
 
 
@@ -255,8 +283,9 @@ def _class_counts(connection, where: str, params: list) -> np.ndarray:
 
 def _confusion(connection, where: str, params: list) -> np.ndarray:
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    sql = (f"SELECT true_label, predicted_label, count(*) FROM predictions WHERE {where} "
-           "AND true_label BETWEEN 0 AND 9 GROUP BY ALL")
+    sql = (
+        f"SELECT true_label, predicted_label, count(*) FROM predictions WHERE {where} AND true_label BETWEEN 0 AND 9 GROUP BY ALL"
+    )
     for true, predicted, count in _rows(connection, sql, params):
         confusion[true, predicted] = count
     return confusion
@@ -265,8 +294,10 @@ def _confusion(connection, where: str, params: list) -> np.ndarray:
 def _confidence_bins(connection, where: str, params: list, *, labeled: bool) -> np.ndarray:
     bins = np.zeros((2, CONFIDENCE_BINS), dtype=np.int64)
     wrong = "coalesce(true_label <> predicted_label, false)" if labeled else "false"
-    sql = (f"SELECT {wrong}, least(floor(confidence * {CONFIDENCE_BINS}), {CONFIDENCE_BINS - 1})::INTEGER, count(*) "
-           f"FROM predictions WHERE {where} GROUP BY ALL")
+    sql = (
+        f"SELECT {wrong}, least(floor(confidence * {CONFIDENCE_BINS}), {CONFIDENCE_BINS - 1})::INTEGER, count(*) "
+        f"FROM predictions WHERE {where} GROUP BY ALL"
+    )
     for is_wrong, index, count in _rows(connection, sql, params):
         bins[int(is_wrong), index] = count
     return bins
@@ -275,9 +306,11 @@ def _confidence_bins(connection, where: str, params: list, *, labeled: bool) -> 
 def _reliability(connection, where: str, params: list) -> Reliability:
     """Reliability bins of the labeled predictions (the same bins as components.calibration)."""
     counts, confidence_sums, correct_sums = (np.zeros(CALIBRATION_BINS) for _ in range(3))
-    sql = (f"SELECT least(floor(confidence * {CALIBRATION_BINS}), {CALIBRATION_BINS - 1})::INTEGER, count(*), "
-           f"sum(confidence), sum((predicted_label = true_label)::INT) FROM predictions WHERE {where} "
-           "AND true_label IS NOT NULL GROUP BY 1")
+    sql = (
+        f"SELECT least(floor(confidence * {CALIBRATION_BINS}), {CALIBRATION_BINS - 1})::INTEGER, count(*), "
+        f"sum(confidence), sum((predicted_label = true_label)::INT) FROM predictions WHERE {where} "
+        "AND true_label IS NOT NULL GROUP BY 1"
+    )
     for index, count, confidence_sum, correct_sum in _rows(connection, sql, params):
         counts[index], confidence_sums[index], correct_sums[index] = count, confidence_sum, correct_sum
     return Reliability(counts.astype(np.int64), confidence_sums, correct_sums)
@@ -287,14 +320,18 @@ def _errors_by_shard(connection, where: str, params: list) -> list[dict]:
     """Each shard with error rows: its scored images, error rows, and those by type (most errors first)."""
     shards: dict[str, dict] = {}
     for source, error_type, count in _rows(
-            connection, f"SELECT source_uri, error_type, count(*) FROM errors WHERE {where} GROUP BY ALL ORDER BY ALL", params):
+        connection, f"SELECT source_uri, error_type, count(*) FROM errors WHERE {where} GROUP BY ALL ORDER BY ALL", params
+    ):
         entry = shards.setdefault(source, {"source_uri": source, "scored": 0, "failed": 0, "by_type": {}})
         entry["failed"] += count
         entry["by_type"][error_type] = count
     if shards:
         sources, source_params = _in("source_uri", list(shards))
-        for source, count in _rows(connection, f"SELECT source_uri, count(*) FROM predictions WHERE {where} "
-                                   f"AND {sources} GROUP BY 1", params + source_params):
+        for source, count in _rows(
+            connection,
+            f"SELECT source_uri, count(*) FROM predictions WHERE {where} AND {sources} GROUP BY 1",
+            params + source_params,
+        ):
             shards[source]["scored"] = count
     return sorted(shards.values(), key=lambda entry: (-entry["failed"], entry["source_uri"]))
 
@@ -339,14 +376,19 @@ def compare(connection, selected: list[str], baseline_run: str) -> dict:
     params = [baseline_run, *params]
     flips = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     for base, current, count in _rows(
-            connection, f"SELECT b.predicted_label, c.predicted_label, count(*) {pairs} GROUP BY ALL", params):
+        connection, f"SELECT b.predicted_label, c.predicted_label, count(*) {pairs} GROUP BY ALL", params
+    ):
         flips[base, current] = count
     [(labeled, right, baseline_right)] = _rows(
         connection,
         "SELECT count(*), sum((c.predicted_label = c.true_label)::INT), sum((b.predicted_label = b.true_label)::INT) "
-        f"{pairs} AND c.true_label IS NOT NULL", params)
-    versions = [version for (version,) in _rows(
-        connection, "SELECT DISTINCT model_version FROM runs WHERE run_id = ? ORDER BY 1", [baseline_run])]
+        f"{pairs} AND c.true_label IS NOT NULL",
+        params,
+    )
+    versions = [
+        version
+        for (version,) in _rows(connection, "SELECT DISTINCT model_version FROM runs WHERE run_id = ? ORDER BY 1", [baseline_run])
+    ]
     common = int(flips.sum())
     return {
         "run_id": baseline_run,
@@ -412,8 +454,12 @@ def summary_of(data: ReportData) -> dict:
     """The report's numbers as JSON (NaN -> null)."""
     per_class = []
     for label, name in enumerate(CLASS_NAMES):
-        entry = {"label": label, "class": name, "predicted": int(data.predicted_counts[label]),
-                 "run_share": float(shares(data.predicted_counts)[label])}
+        entry = {
+            "label": label,
+            "class": name,
+            "predicted": int(data.predicted_counts[label]),
+            "run_share": float(shares(data.predicted_counts)[label]),
+        }
         if data.training_counts is not None:
             entry["training_share"] = float(shares(data.training_counts)[label])
             entry["psi"] = float(data.psi[label])
@@ -426,8 +472,11 @@ def summary_of(data: ReportData) -> dict:
     overall_psi = None if data.psi is None else float(data.psi.sum())
     baseline = None
     if data.baseline is not None:
-        baseline = {key: _number(value) if isinstance(value, float) else value
-                    for key, value in data.baseline.items() if not isinstance(value, np.ndarray)}
+        baseline = {
+            key: _number(value) if isinstance(value, float) else value
+            for key, value in data.baseline.items()
+            if not isinstance(value, np.ndarray)
+        }
     reliability = None
     if data.reliability is not None:
         reliability = {"ece": _number(data.reliability.ece), "bins": data.reliability.to_json()}
@@ -455,9 +504,15 @@ def summary_of(data: ReportData) -> dict:
 
 
 def _thumbnail_json(thumb: Thumbnail) -> dict:
-    return {"image_id": thumb.image_id, "run_id": thumb.run_id, "confidence": thumb.confidence,
-            "predicted_class": thumb.predicted_class, "true_label": thumb.true_label,
-            "source_uri": thumb.source_uri, "decoded": thumb.png is not None}
+    return {
+        "image_id": thumb.image_id,
+        "run_id": thumb.run_id,
+        "confidence": thumb.confidence,
+        "predicted_class": thumb.predicted_class,
+        "true_label": thumb.true_label,
+        "source_uri": thumb.source_uri,
+        "decoded": thumb.png is not None,
+    }
 
 
 def _number(value) -> float | None:
@@ -470,8 +525,11 @@ def terminal_summary(data: ReportData, report_uri: str) -> str:
     cell = format_number
     runs = ", ".join(f"{run['run_id']} ({run['run_date']}, model {run['model_version']})" for run in data.runs)
     failed = sum(data.errors_by_type.values())
-    lines = [f"report of {runs}", f"  scored {data.rows} images, {failed} error rows"
-             + (f" ({', '.join(f'{k} {v}' for k, v in data.errors_by_type.items())})" if failed else "")]
+    lines = [
+        f"report of {runs}",
+        f"  scored {data.rows} images, {failed} error rows"
+        + (f" ({', '.join(f'{k} {v}' for k, v in data.errors_by_type.items())})" if failed else ""),
+    ]
     header = f"  {'class':<12} {'train':>6} {'run':>6} {'PSI':>7} {'prec':>5} {'recall':>6}"
     if data.baseline is not None:
         header += f" {'Δ base':>6}"
@@ -481,10 +539,13 @@ def terminal_summary(data: ReportData, report_uri: str) -> str:
     for label, name in enumerate(CLASS_NAMES):
         train = None if train_shares is None else train_shares[label]
         psi = None if data.psi is None else data.psi[label]
-        precision, recall = (None, None) if data.metrics is None else (
-            data.metrics["precision"][label], data.metrics["recall"][label])
-        row = (f"  {name:<12} {cell(train, '.1%'):>6} {run_shares[label]:>6.1%} {cell(psi, '.4f'):>7} "
-               f"{cell(precision, '.2f'):>5} {cell(recall, '.2f'):>6}")
+        precision, recall = (
+            (None, None) if data.metrics is None else (data.metrics["precision"][label], data.metrics["recall"][label])
+        )
+        row = (
+            f"  {name:<12} {cell(train, '.1%'):>6} {run_shares[label]:>6.1%} {cell(psi, '.4f'):>7} "
+            f"{cell(precision, '.2f'):>5} {cell(recall, '.2f'):>6}"
+        )
         if data.baseline is not None:
             row += f" {int(data.baseline['current_counts'][label] - data.baseline['baseline_counts'][label]):+6d}"
         lines.append(row)
@@ -501,12 +562,16 @@ def terminal_summary(data: ReportData, report_uri: str) -> str:
     lines.append("  " + " · ".join(facts))
     if len(data.trend) > 1:
         first, last = data.trend[0], data.trend[-1]
-        lines.append(f"  trend over {len(data.trend)} run dates ({first.run_date} .. {last.run_date}): "
-                     f"mean confidence {cell(first.mean_confidence, '.3f')} -> {cell(last.mean_confidence, '.3f')}, "
-                     f"error rate {cell(first.error_rate, '.2%')} -> {cell(last.error_rate, '.2%')}")
+        lines.append(
+            f"  trend over {len(data.trend)} run dates ({first.run_date} .. {last.run_date}): "
+            f"mean confidence {cell(first.mean_confidence, '.3f')} -> {cell(last.mean_confidence, '.3f')}, "
+            f"error rate {cell(first.error_rate, '.2%')} -> {cell(last.error_rate, '.2%')}"
+        )
     if data.baseline is not None:
         baseline = data.baseline
-        lines.append(f"  vs baseline {baseline['run_id']} (model {', '.join(baseline['model_versions'])}): "
-                     f"{baseline['common_images']} common images, agreement {cell(baseline['agreement'], '.4f')}")
+        lines.append(
+            f"  vs baseline {baseline['run_id']} (model {', '.join(baseline['model_versions'])}): "
+            f"{baseline['common_images']} common images, agreement {cell(baseline['agreement'], '.4f')}"
+        )
     lines.append(f"report: {report_uri}")
     return "\n".join(lines)

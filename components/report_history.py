@@ -5,6 +5,7 @@ that date is its *current* run: the complete run whose summary finished last (th
 greatest run id). The trend takes the current run of each of the last N run dates up to
 the report's date; the automatic baseline is the current run of the latest earlier date.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,10 @@ class TrendPoint:
     psi: float  # NaN without a training class histogram
 
     def to_json(self) -> dict:
-        return {key: None if isinstance(value, float) and math.isnan(value) else value
-                for key, value in dataclasses.asdict(self).items()}
+        return {
+            key: None if isinstance(value, float) and math.isnan(value) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
 
 
 def current_runs(connection: duckdb.DuckDBPyConnection, first: datetime.date, last: datetime.date) -> list[dict]:
@@ -60,8 +63,9 @@ def previous_run(connection: duckdb.DuckDBPyConnection, before: datetime.date) -
     return current_runs(connection, latest, latest)[0]["run_id"]
 
 
-def trend(connection: duckdb.DuckDBPyConnection, last: datetime.date, days: int,
-          training_counts: np.ndarray | None) -> list[TrendPoint]:
+def trend(
+    connection: duckdb.DuckDBPyConnection, last: datetime.date, days: int, training_counts: np.ndarray | None
+) -> list[TrendPoint]:
     """One point per run date of the `days` dates ending at `last` that has a complete run."""
     runs = current_runs(connection, last - datetime.timedelta(days=days - 1), last)
     if not runs:
@@ -69,28 +73,40 @@ def trend(connection: duckdb.DuckDBPyConnection, last: datetime.date, days: int,
     ids = [run["run_id"] for run in runs]
     placeholders = ", ".join("?" for _ in ids)
     measures = {
-        row[0]: row[1:] for row in connection.execute(
+        row[0]: row[1:]
+        for row in connection.execute(
             f"SELECT run_id, count(*), avg(confidence), avg((confidence < {LOW_CONFIDENCE})::INT), "
             "count(true_label), sum((predicted_label = true_label)::INT) "
-            f"FROM predictions WHERE run_id IN ({placeholders}) GROUP BY run_id", ids).fetchall()
+            f"FROM predictions WHERE run_id IN ({placeholders}) GROUP BY run_id",
+            ids,
+        ).fetchall()
     }
     class_counts = {run_id: np.zeros(NUM_CLASSES, dtype=np.int64) for run_id in ids}
     for run_id, label, count in connection.execute(
-            f"SELECT run_id, predicted_label, count(*) FROM predictions WHERE run_id IN ({placeholders}) "
-            "AND predicted_label BETWEEN 0 AND 9 GROUP BY ALL", ids).fetchall():
+        f"SELECT run_id, predicted_label, count(*) FROM predictions WHERE run_id IN ({placeholders}) "
+        "AND predicted_label BETWEEN 0 AND 9 GROUP BY ALL",
+        ids,
+    ).fetchall():
         class_counts[run_id][label] = count
     points = []
     for run in runs:
         images, mean, low, labeled, right = measures.get(run["run_id"], (0, None, None, 0, None))
         counts = class_counts[run["run_id"]]
         psi = math.nan if training_counts is None or not counts.sum() else float(psi_per_class(counts, training_counts).sum())
-        points.append(TrendPoint(
-            run_date=str(run["run_date"]), run_id=run["run_id"], model_version=run["model_version"],
-            images=int(images), error_rate=_ratio(run["failed"], run["read"]),
-            mean_confidence=math.nan if mean is None else float(mean),
-            low_confidence_share=math.nan if low is None else float(low),
-            accuracy=_ratio(right, labeled), labeled=int(labeled), psi=psi,
-        ))
+        points.append(
+            TrendPoint(
+                run_date=str(run["run_date"]),
+                run_id=run["run_id"],
+                model_version=run["model_version"],
+                images=int(images),
+                error_rate=_ratio(run["failed"], run["read"]),
+                mean_confidence=math.nan if mean is None else float(mean),
+                low_confidence_share=math.nan if low is None else float(low),
+                accuracy=_ratio(right, labeled),
+                labeled=int(labeled),
+                psi=psi,
+            )
+        )
     return points
 
 

@@ -1,4 +1,5 @@
 """The numbers of a scoring report, as pure functions of class counts (tested on their own)."""
+
 from __future__ import annotations
 
 import math
@@ -70,9 +71,14 @@ def top_confused_pairs(confusion, limit: int = 10) -> list[dict]:
     """
     confusion = np.asarray(confusion, dtype=np.int64)
     support = confusion.sum(axis=1)
-    pairs = [(int(confusion[true, predicted]), true, predicted)
-             for true in range(len(confusion)) for predicted in range(len(confusion))
-             if true != predicted and confusion[true, predicted] > 0]
+    pairs = [
+        (int(confusion[true, predicted]), true, predicted)
+        for true in range(len(confusion))
+        for predicted in range(len(confusion))
+        if true != predicted and confusion[true, predicted] > 0
+    ]
     pairs.sort(key=lambda pair: (-pair[0], pair[1], pair[2]))
-    return [{"true_label": true, "predicted_label": predicted, "images": count, "rate": count / support[true]}
-            for count, true, predicted in pairs[:limit]]
+    return [
+        {"true_label": true, "predicted_label": predicted, "images": count, "rate": count / support[true]}
+        for count, true, predicted in pairs[:limit]
+    ]

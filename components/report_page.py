@@ -1,4 +1,5 @@
 """The HTML page of a scoring report: matplotlib figures (Agg) as embedded PNGs, no outside resources."""
+
 from __future__ import annotations
 
 import base64
@@ -44,19 +45,32 @@ def render(data: ReportData) -> str:
         sections.append(_errors_by_shard(data))
     sections.append(_baseline(data))
     if data.metrics is not None:
-        sections.append(_gallery("confident-wrong", "Confidently wrong", data.confident_wrong,
-                                 f"The {len(data.confident_wrong)} wrong predictions made with the highest confidence: "
-                                 "mislabeled images, or what the model has learned wrong."))
-    sections.append(_gallery("lowest", "Lowest-confidence images", data.thumbnails,
-                             f"The {len(data.thumbnails)} images the model was least sure of, as the model saw them "
-                             "(28×28, decoded from their source shards), with the predicted class and its confidence."))
-    generated = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        sections.append(
+            _gallery(
+                "confident-wrong",
+                "Confidently wrong",
+                data.confident_wrong,
+                f"The {len(data.confident_wrong)} wrong predictions made with the highest confidence: "
+                "mislabeled images, or what the model has learned wrong.",
+            )
+        )
+    sections.append(
+        _gallery(
+            "lowest",
+            "Lowest-confidence images",
+            data.thumbnails,
+            f"The {len(data.thumbnails)} images the model was least sure of, as the model saw them "
+            "(28×28, decoded from their source shards), with the predicted class and its confidence.",
+        )
+    )
+    generated = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{_e(title)}</title><link rel=\"icon\" href=\"data:,\"><style>{_STYLE}</style></head>\n<body>\n"
-        f"<h1>{_e(title)}</h1>\n<p class=\"meta\">generated {generated} by fmnist-jobs {_e(tool_version())}</p>\n"
-        + "\n".join(sections) + "\n</body></html>\n"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<title>{_e(title)}</title><link rel="icon" href="data:,"><style>{_STYLE}</style></head>\n<body>\n'
+        f'<h1>{_e(title)}</h1>\n<p class="meta">generated {generated} by fmnist-jobs {_e(tool_version())}</p>\n'
+        + "\n".join(sections)
+        + "\n</body></html>\n"
     )
 
 
@@ -70,8 +84,11 @@ def _overview(data: ReportData) -> str:
         for run in data.runs
     )
     errors = ", ".join(f"{_e(kind)}: {count}" for kind, count in data.errors_by_type.items()) or "none"
-    facts = [("images scored", f"{data.rows:,}"), ("error rows", f"{sum(data.errors_by_type.values()):,}"),
-             ("mean confidence", format_number(data.mean_confidence, ".3f"))]
+    facts = [
+        ("images scored", f"{data.rows:,}"),
+        ("error rows", f"{sum(data.errors_by_type.values()):,}"),
+        ("mean confidence", format_number(data.mean_confidence, ".3f")),
+    ]
     if data.psi is not None:
         facts.append(("class-mix PSI", f"{data.psi.sum():.4f} ({psi_band(float(data.psi.sum()))})"))
     if data.metrics is not None:
@@ -81,8 +98,8 @@ def _overview(data: ReportData) -> str:
     if data.baseline is not None:
         facts.append(("agreement with baseline", format_number(data.baseline["agreement"], ".2%")))
     return (
-        "<section id=\"overview\"><h2>Overview</h2><div class=\"facts\">"
-        + "".join(f"<div class=\"fact\">{_e(label)}<b>{value}</b></div>" for label, value in facts)
+        '<section id="overview"><h2>Overview</h2><div class="facts">'
+        + "".join(f'<div class="fact">{_e(label)}<b>{value}</b></div>' for label, value in facts)
         + "</div><table><tr><th>run</th><th>run date</th><th>model version</th><th>read</th><th>scored</th>"
         f"<th>failed</th></tr>{rows}</table><p>Error rows by type: {errors}.</p></section>"
     )
@@ -98,19 +115,23 @@ _TREND_MEASURES = (  # attribute, title, axis format
 
 
 def _trend(data: ReportData) -> str:
-    head = (f"<section id=\"trend\"><h2>Trend over the last {data.days} run dates</h2>"
-            "<p>One point per run date: its current run (the complete run that finished last; a rerun "
-            "replaces the run before it).")
+    head = (
+        f'<section id="trend"><h2>Trend over the last {data.days} run dates</h2>'
+        "<p>One point per run date: its current run (the complete run that finished last; a rerun "
+        "replaces the run before it)."
+    )
     if not data.trend:
-        return head + "</p><p class=\"note\">No complete run in that window.</p></section>"
+        return head + '</p><p class="note">No complete run in that window.</p></section>'
     dates = [point.run_date for point in data.trend]
     figures = []
     for attribute, title, kind in _TREND_MEASURES:
         values = np.array([getattr(point, attribute) for point in data.trend], dtype=np.float64)
         if np.isnan(values).all():
-            figures.append(f"<p class=\"note\">{_e(title)}: no value in this window"
-                           + (" (no labeled run)." if attribute == "accuracy" else " (no training histogram).")
-                           + "</p>")
+            figures.append(
+                f'<p class="note">{_e(title)}: no value in this window'
+                + (" (no labeled run)." if attribute == "accuracy" else " (no training histogram).")
+                + "</p>"
+            )
             continue
         figures.append(_figure(_trend_figure(dates, values, title, kind), f"{title} by run date"))
     rows = "".join(
@@ -122,7 +143,7 @@ def _trend(data: ReportData) -> str:
     )
     return (
         head + f" {len(data.trend)} of the {data.days} dates up to {_e(dates[-1])} have one.</p>"
-        f"<div class=\"trend\">{''.join(figures)}</div>"
+        f'<div class="trend">{"".join(figures)}</div>'
         "<table><tr><th>run date</th><th>run</th><th>model</th><th>images</th><th>accuracy</th><th>mean conf.</th>"
         f"<th>low conf.</th><th>error rate</th><th>PSI</th></tr>{rows}</table></section>"
     )
@@ -136,8 +157,15 @@ def _calibration(data: ReportData) -> str:
     fig, (top, bottom) = _plt().subplots(2, 1, figsize=(6, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     edges = np.linspace(0, 1, CALIBRATION_BINS + 1)
     filled = bins.counts > 0
-    top.bar(edges[:-1][filled], accuracy[filled], width=1 / CALIBRATION_BINS, align="edge", color="#3a7ca5",
-            edgecolor="white", label="accuracy in bin")
+    top.bar(
+        edges[:-1][filled],
+        accuracy[filled],
+        width=1 / CALIBRATION_BINS,
+        align="edge",
+        color="#3a7ca5",
+        edgecolor="white",
+        label="accuracy in bin",
+    )
     top.plot(confidence[filled], confidence[filled], "o", color="#d1495b", markersize=4, label="mean confidence in bin")
     top.plot([0, 1], [0, 1], "--", color="#9aa5b1", label="perfectly calibrated")
     top.set_ylabel("accuracy")
@@ -153,7 +181,7 @@ def _calibration(data: ReportData) -> str:
     fig.tight_layout()
     ece = format_number(bins.ece, ".4f")
     return (
-        "<section id=\"calibration\"><h2>Calibration</h2>"
+        '<section id="calibration"><h2>Calibration</h2>'
         f"<p>Expected calibration error <b>{ece}</b> on {int(bins.counts.sum()):,} labeled images: the image-weighted "
         f"mean gap between accuracy and confidence over {CALIBRATION_BINS} confidence bins (0 = a confidence of 0.8 "
         "is right 80 % of the time). Bars under the diagonal: over-confident; above: under-confident.</p>"
@@ -187,12 +215,14 @@ def _errors_by_shard(data: ReportData) -> str:
     )
     more = len(data.errors_by_shard) - len(shards)
     return (
-        "<section id=\"errors-by-shard\"><h2>Error rows by shard</h2>"
-        f"<p>Shards with error rows: {len(data.errors_by_shard)}" + (f"; the {len(shards)} with the most shown" if more else "")
+        '<section id="errors-by-shard"><h2>Error rows by shard</h2>'
+        f"<p>Shards with error rows: {len(data.errors_by_shard)}"
+        + (f"; the {len(shards)} with the most shown" if more else "")
         + ". A damaged shard stands out here: its images are in the error table, not lost.</p>"
         + _figure(fig, "Error rows of each shard, by type.")
         + "<table><tr><th>shard</th><th>scored</th><th>error rows</th><th>error share</th><th>by type</th></tr>"
-        + rows + "</table></section>"
+        + rows
+        + "</table></section>"
     )
 
 
@@ -204,8 +234,8 @@ def _class_mix(data: ReportData) -> str:
     run_shares = shares(data.predicted_counts)
     if data.training_counts is None:
         return (
-            "<section id=\"class-mix\"><h2>Class mix</h2>"
-            f"<p class=\"warn\">{_e(data.training_source)}: no drift score.</p>"
+            '<section id="class-mix"><h2>Class mix</h2>'
+            f'<p class="warn">{_e(data.training_source)}: no drift score.</p>'
             + _figure(_bars({"this run (predicted)": run_shares}, "share of images"), "Predicted class mix of this run.")
             + "</section>"
         )
@@ -223,12 +253,13 @@ def _class_mix(data: ReportData) -> str:
     )
     overall = float(data.psi.sum())
     return (
-        "<section id=\"class-mix\"><h2>Class mix against the training set</h2>"
+        '<section id="class-mix"><h2>Class mix against the training set</h2>'
         f"<p>Population stability index over the 10 classes: <b>{overall:.4f}</b> ({psi_band(overall)}; "
         f"{bands}, else major shift). Training distribution from <code>{_e(data.training_source)}</code>.</p>"
         + figure
         + "<table><tr><th>class</th><th>training</th><th>this run</th><th>images</th><th>PSI term</th></tr>"
-        + rows + "</table></section>"
+        + rows
+        + "</table></section>"
     )
 
 
@@ -236,18 +267,31 @@ def _confidence(data: ReportData) -> str:
     fig, axis = _plt().subplots(figsize=(8, 3.2))
     edges = np.linspace(0, 1, CONFIDENCE_BINS + 1)
     labeled = data.confidence_bins[1].sum() > 0 or data.metrics is not None
-    axis.bar(edges[:-1], data.confidence_bins[0], width=1 / CONFIDENCE_BINS, align="edge",
-             color="#3a7ca5", label="right" if labeled else "all")
+    axis.bar(
+        edges[:-1],
+        data.confidence_bins[0],
+        width=1 / CONFIDENCE_BINS,
+        align="edge",
+        color="#3a7ca5",
+        label="right" if labeled else "all",
+    )
     if labeled:
-        axis.bar(edges[:-1], data.confidence_bins[1], width=1 / CONFIDENCE_BINS, align="edge",
-                 bottom=data.confidence_bins[0], color="#d1495b", label="wrong")
+        axis.bar(
+            edges[:-1],
+            data.confidence_bins[1],
+            width=1 / CONFIDENCE_BINS,
+            align="edge",
+            bottom=data.confidence_bins[0],
+            color="#d1495b",
+            label="wrong",
+        )
     axis.set_xlabel("confidence (softmax of the predicted class)")
     axis.set_ylabel("images")
     axis.legend(frameon=False)
     _tidy(axis)
     fig.tight_layout()
     return (
-        "<section id=\"confidence\"><h2>Confidence</h2>"
+        '<section id="confidence"><h2>Confidence</h2>'
         f"<p>{data.low_confidence_share:.1%} of the images were predicted with confidence below {LOW_CONFIDENCE}.</p>"
         + _figure(fig, "Confidence histogram" + (", stacked by right and wrong predictions." if labeled else "."))
         + "</section>"
@@ -258,17 +302,24 @@ def _accuracy(data: ReportData) -> str:
     metrics = data.metrics
     fig = _matrix_figure(data.confusion, "true class", "predicted class", row_rates=True)
     rows = "".join(
-        f"<tr><td>{_e(name)}</td><td>{format_number(metrics['precision'][i], '.3f')}</td><td>{format_number(metrics['recall'][i], '.3f')}</td>"
+        f"<tr><td>{_e(name)}</td><td>{format_number(metrics['precision'][i], '.3f')}</td>"
+        f"<td>{format_number(metrics['recall'][i], '.3f')}</td>"
         f"<td>{format_number(metrics['f1'][i], '.3f')}</td><td>{int(metrics['support'][i]):,}</td></tr>"
         for i, name in enumerate(CLASS_NAMES)
     )
     return (
-        "<section id=\"accuracy\"><h2>Accuracy</h2>"
+        '<section id="accuracy"><h2>Accuracy</h2>'
         f"<p>Accuracy <b>{metrics['accuracy']:.2%}</b> on {metrics['labeled']:,} images whose shards carried a label.</p>"
-        + _figure(fig, "Confusion matrix: rows are the true class, columns the predicted class; each cell holds "
-                  "the images and the share of its row (the true class), coloured by that share.")
+        + _figure(
+            fig,
+            "Confusion matrix: rows are the true class, columns the predicted class; each cell holds "
+            "the images and the share of its row (the true class), coloured by that share.",
+        )
         + "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>"
-        + rows + "</table>" + _confused_pairs(data) + "</section>"
+        + rows
+        + "</table>"
+        + _confused_pairs(data)
+        + "</section>"
     )
 
 
@@ -280,22 +331,28 @@ def _confused_pairs(data: ReportData) -> str:
         f"<td>{pair['images']:,}</td><td>{pair['rate']:.1%}</td></tr>"
         for pair in data.confused_pairs
     )
-    return ("<h3>Most confused class pairs</h3><table><tr><th>true class</th><th>predicted as</th><th>images</th>"
-            f"<th>share of the true class</th></tr>{rows}</table>")
+    return (
+        "<h3>Most confused class pairs</h3><table><tr><th>true class</th><th>predicted as</th><th>images</th>"
+        f"<th>share of the true class</th></tr>{rows}</table>"
+    )
 
 
 def _baseline(data: ReportData) -> str:
     baseline = data.baseline
     if baseline is None:
-        return f"<section id=\"baseline\"><h2>Baseline</h2><p class=\"note\">{_e(data.baseline_note)}.</p></section>"
-    head = (f"<section id=\"baseline\"><h2>Against baseline run {_e(baseline['run_id'])}</h2>"
-            f"<p>{_e(data.baseline_note)}. Baseline model {_e(', '.join(baseline['model_versions']))}. ")
+        return f'<section id="baseline"><h2>Baseline</h2><p class="note">{_e(data.baseline_note)}.</p></section>'
+    head = (
+        f'<section id="baseline"><h2>Against baseline run {_e(baseline["run_id"])}</h2>'
+        f"<p>{_e(data.baseline_note)}. Baseline model {_e(', '.join(baseline['model_versions']))}. "
+    )
     if not baseline["common_images"]:
         return head + "The two runs have no image in common.</p></section>"
     accuracy = ""
     if baseline["labeled"]:
-        accuracy = (f" On the {baseline['labeled']:,} labeled ones: accuracy {baseline['accuracy']:.2%} here, "
-                    f"{baseline['baseline_accuracy']:.2%} in the baseline.")
+        accuracy = (
+            f" On the {baseline['labeled']:,} labeled ones: accuracy {baseline['accuracy']:.2%} here, "
+            f"{baseline['baseline_accuracy']:.2%} in the baseline."
+        )
     rows = "".join(
         f"<tr><td>{_e(name)}</td><td>{int(baseline['baseline_counts'][i]):,}</td><td>{int(baseline['current_counts'][i]):,}</td>"
         f"<td>{int(baseline['current_counts'][i] - baseline['baseline_counts'][i]):+d}</td></tr>"
@@ -304,27 +361,35 @@ def _baseline(data: ReportData) -> str:
     return (
         head + f"{baseline['common_images']:,} images scored by both; the predicted class agrees on "
         f"<b>{baseline['agreement']:.2%}</b>.{accuracy}</p>"
-        + _figure(_matrix_figure(baseline["flips"], "baseline prediction", "this run's prediction"),
-                  "Where predictions moved: rows are the baseline's class, columns this run's; off the diagonal are changes.")
-        + "<table><tr><th>class</th><th>baseline</th><th>this run</th><th>delta</th></tr>" + rows + "</table></section>"
+        + _figure(
+            _matrix_figure(baseline["flips"], "baseline prediction", "this run's prediction"),
+            "Where predictions moved: rows are the baseline's class, columns this run's; off the diagonal are changes.",
+        )
+        + "<table><tr><th>class</th><th>baseline</th><th>this run</th><th>delta</th></tr>"
+        + rows
+        + "</table></section>"
     )
 
 
 def _gallery(anchor: str, title: str, thumbs: list, caption: str) -> str:
     if not thumbs:
-        return f"<section id=\"{anchor}\"><h2>{_e(title)}</h2><p class=\"note\">None to show.</p></section>"
+        return f'<section id="{anchor}"><h2>{_e(title)}</h2><p class="note">None to show.</p></section>'
     cards = []
     for thumb in thumbs:
-        picture = (f"<img alt=\"{_e(thumb.image_id)}\" src=\"data:image/png;base64,{base64.b64encode(thumb.png).decode()}\">"
-                   if thumb.png is not None else f"<p class=\"note\">{_e(thumb.note)}</p>")
+        picture = (
+            f'<img alt="{_e(thumb.image_id)}" src="data:image/png;base64,{base64.b64encode(thumb.png).decode()}">'
+            if thumb.png is not None
+            else f'<p class="note">{_e(thumb.note)}</p>'
+        )
         truth = ""
         if thumb.true_label is not None:
-            wrong = " class=\"wrong\"" if CLASS_NAMES[thumb.true_label] != thumb.predicted_class else ""
+            wrong = ' class="wrong"' if CLASS_NAMES[thumb.true_label] != thumb.predicted_class else ""
             truth = f"<br><span{wrong}>true: {_e(CLASS_NAMES[thumb.true_label])}</span>"
-        cards.append(f"<div class=\"thumb\" title=\"{_e(thumb.source_uri)}\">{picture}<code>{_e(thumb.image_id)}</code><br>"
-                     f"{_e(thumb.predicted_class)} {thumb.confidence:.2f}{truth}</div>")
-    return (f"<section id=\"{anchor}\"><h2>{_e(title)}</h2><p>{_e(caption)}</p>"
-            f"<div class=\"thumbs\">{''.join(cards)}</div></section>")
+        cards.append(
+            f'<div class="thumb" title="{_e(thumb.source_uri)}">{picture}<code>{_e(thumb.image_id)}</code><br>'
+            f"{_e(thumb.predicted_class)} {thumb.confidence:.2f}{truth}</div>"
+        )
+    return f'<section id="{anchor}"><h2>{_e(title)}</h2><p>{_e(caption)}</p><div class="thumbs">{"".join(cards)}</div></section>'
 
 
 # --- Figures ----------------------------------------------------------------------------
@@ -370,8 +435,13 @@ def _bars(series: dict[str, np.ndarray], ylabel: str, axis=None):
     width = 0.8 / len(series)
     colours = ("#9aa5b1", "#3a7ca5", "#d1495b")
     for index, (label, values) in enumerate(series.items()):
-        axis.bar(np.arange(NUM_CLASSES) + (index - (len(series) - 1) / 2) * width, values, width,
-                 label=label, color=colours[index % len(colours)])
+        axis.bar(
+            np.arange(NUM_CLASSES) + (index - (len(series) - 1) / 2) * width,
+            values,
+            width,
+            label=label,
+            color=colours[index % len(colours)],
+        )
     axis.set_xticks(range(NUM_CLASSES), CLASS_NAMES, rotation=30, ha="right")
     axis.yaxis.set_major_formatter(_ticker().PercentFormatter(1.0))
     axis.set_ylabel(ylabel)
@@ -394,8 +464,15 @@ def _matrix_figure(matrix: np.ndarray, ylabel: str, xlabel: str, *, row_rates: b
     for (row, column), value in np.ndenumerate(matrix):
         if value:
             text = f"{value}\n{rates[row, column]:.0%}" if row_rates else str(value)
-            axis.text(column, row, text, ha="center", va="center", fontsize=7 if row_rates else 8,
-                      color="white" if shade[row, column] > threshold else "#1d232a")
+            axis.text(
+                column,
+                row,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7 if row_rates else 8,
+                color="white" if shade[row, column] > threshold else "#1d232a",
+            )
     axis.set_xticks(range(NUM_CLASSES), CLASS_NAMES, rotation=45, ha="right")
     axis.set_yticks(range(NUM_CLASSES), CLASS_NAMES)
     axis.set_xlabel(xlabel)
@@ -436,8 +513,9 @@ def _figure(fig, caption: str) -> str:
     fig.savefig(buffer, format="png", dpi=110)
     _plt().close(fig)
     encoded = base64.b64encode(buffer.getvalue()).decode()
-    return (f"<figure><img alt=\"{_e(caption)}\" src=\"data:image/png;base64,{encoded}\">"
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{encoded}"><figcaption>{_e(caption)}</figcaption></figure>'
+    )
 
 
 def _e(value) -> str:

@@ -14,6 +14,7 @@
 Parameters are checked against the spec's inputs (known names, types, required ones present) and
 `image`-like parameters must be pinned by digest, before anything reaches the KFP API.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,18 @@ import yaml
 
 from components.errors import InputError
 
-SCHEDULE_FIELDS = {"name", "description", "spec", "cron", "time_zone", "catchup", "max_concurrency",
-                   "start_time", "experiment", "parameters"}
+SCHEDULE_FIELDS = {
+    "name",
+    "description",
+    "spec",
+    "cron",
+    "time_zone",
+    "catchup",
+    "max_concurrency",
+    "start_time",
+    "experiment",
+    "parameters",
+}
 PINNED_PARAMETERS = ("image", "worker_image")  # KFP caches on these references: digests only
 # Beam's two flags for the Dataflow workers' addresses (private, the default, needs Private Google
 # Access on the subnetwork). The pipeline takes the flag itself: KFP cannot pick a flag by a boolean.
@@ -112,8 +123,11 @@ def run_parameters(spec: str, parameters: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise InputError(f"{spec}: unknown parameters {unknown}; the pipeline takes {sorted(inputs)}")
     typed = {name: _typed(spec, name, value, _TYPES[inputs[name]["parameterType"]]) for name, value in parameters.items()}
-    missing = sorted(name for name, definition in inputs.items()
-                     if name not in typed and not definition.get("isOptional") and "defaultValue" not in definition)
+    missing = sorted(
+        name
+        for name, definition in inputs.items()
+        if name not in typed and not definition.get("isOptional") and "defaultValue" not in definition
+    )
     if missing:
         raise InputError(f"{spec}: required parameters {missing} not given")
     for name, allowed in CHOICES.items():
@@ -194,35 +208,80 @@ def submit(
         if not (project and region):
             raise InputError("--target vertex needs --project and --region (default: the run's parameters)")
         service_account = service_account or runner_account(project)
-        return submit_to_vertex(name=name, spec=spec_path, parameters=parameters, project=project, region=region,
-                                service_account=service_account, pipeline_root=pipeline_root, network=network,
-                                labels=parse_assignments(label or []), schedule=recurring, dry_run=dry_run)
+        return submit_to_vertex(
+            name=name,
+            spec=spec_path,
+            parameters=parameters,
+            project=project,
+            region=region,
+            service_account=service_account,
+            pipeline_root=pipeline_root,
+            network=network,
+            labels=parse_assignments(label or []),
+            schedule=recurring,
+            dry_run=dry_run,
+        )
     if target != "kfp":
         raise InputError(f"--target {target}: kfp or vertex")
-    vertex_only = [flag for flag, value in (("--project", project), ("--region", region), ("--network", network),
-                                             ("--service-account", service_account), ("--label", label)) if value]
+    vertex_only = [
+        flag
+        for flag, value in (
+            ("--project", project),
+            ("--region", region),
+            ("--network", network),
+            ("--service-account", service_account),
+            ("--label", label),
+        )
+        if value
+    ]
     if vertex_only:
         raise InputError(f"{', '.join(vertex_only)}: only for --target vertex (KFP runs as its pods' account)")
     if not host:
         raise InputError("--target kfp needs --host (the KFP API endpoint)")
-    return _submit_to_kfp(host=host, plan=plan, name=name, spec=spec_path, parameters=parameters, recurring=recurring,
-                          experiment=experiment or (plan.experiment if plan else "Default"),
-                          pipeline_root=pipeline_root, cluster_time_zone=cluster_time_zone, dry_run=dry_run)
+    return _submit_to_kfp(
+        host=host,
+        plan=plan,
+        name=name,
+        spec=spec_path,
+        parameters=parameters,
+        recurring=recurring,
+        experiment=experiment or (plan.experiment if plan else "Default"),
+        pipeline_root=pipeline_root,
+        cluster_time_zone=cluster_time_zone,
+        dry_run=dry_run,
+    )
 
 
-def _submit_to_kfp(*, host: str, plan: Schedule | None, name: str, spec: str, parameters: dict, recurring,
-                   experiment: str, pipeline_root: str | None, cluster_time_zone: str, dry_run: bool) -> dict:
+def _submit_to_kfp(
+    *,
+    host: str,
+    plan: Schedule | None,
+    name: str,
+    spec: str,
+    parameters: dict,
+    recurring,
+    experiment: str,
+    pipeline_root: str | None,
+    cluster_time_zone: str,
+    dry_run: bool,
+) -> dict:
     """A KFP run or recurring run (replacing the one of the same name); `dry_run`: the call, not made."""
     if recurring:
         cron = kfp_cron(recurring.cron, recurring.time_zone, cluster_time_zone)
-        request = {"job_name": plan.name, "description": plan.description, "cron_expression": cron,
-                   "start_time": plan.start_time, "max_concurrency": plan.max_concurrency,
-                   "no_catchup": not plan.catchup, "params": parameters, "pipeline_package_path": plan.spec,
-                   "pipeline_root": pipeline_root}
+        request = {
+            "job_name": plan.name,
+            "description": plan.description,
+            "cron_expression": cron,
+            "start_time": plan.start_time,
+            "max_concurrency": plan.max_concurrency,
+            "no_catchup": not plan.catchup,
+            "params": parameters,
+            "pipeline_package_path": plan.spec,
+            "pipeline_root": pipeline_root,
+        }
     else:
-        run_name = f"{name} {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S}"
-        request = {"job_name": run_name, "pipeline_package_path": spec, "params": parameters,
-                   "pipeline_root": pipeline_root}
+        run_name = f"{name} {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%S}"
+        request = {"job_name": run_name, "pipeline_package_path": spec, "params": parameters, "pipeline_root": pipeline_root}
     if dry_run:
         call = "create_recurring_run" if recurring else "run_pipeline"
         return {"dry_run": True, "host": host, "experiment": experiment, "call": call, "arguments": request}
@@ -257,12 +316,15 @@ def kfp_cron(cron: str, time_zone: str, cluster_time_zone: str) -> str:
         raise InputError(
             f"time_zone {time_zone}: KFP runs cron {cron!r} in the cluster's zone {cluster_time_zone}, where it cannot "
             f"be expressed (daylight saving time or a range of hours); set the install's cronScheduleTimezone to "
-            f"{time_zone} and pass --cluster-time-zone {time_zone}, or submit with --target vertex")
+            f"{time_zone} and pass --cluster-time-zone {time_zone}, or submit with --target vertex"
+        )
     shifted = int(hour) * 60 + int(minute) + offsets[cluster_time_zone] - offsets[time_zone]
     days, shifted = divmod(shifted, 24 * 60)
     if days and not every_day:
-        raise InputError(f"time_zone {time_zone}: cron {cron!r} falls on another day in {cluster_time_zone}, "
-                         f"which KFP's cron cannot express for day/month/weekday fields; use --target vertex")
+        raise InputError(
+            f"time_zone {time_zone}: cron {cron!r} falls on another day in {cluster_time_zone}, "
+            f"which KFP's cron cannot express for day/month/weekday fields; use --target vertex"
+        )
     return f"{second} {shifted % 60} {shifted // 60} {day} {month} {weekday}"
 
 
@@ -271,10 +333,10 @@ def _fixed_offset_minutes(zone: str) -> int | None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
-        tz = datetime.timezone.utc if zone == "UTC" else ZoneInfo(zone)
+        tz = datetime.UTC if zone == "UTC" else ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError) as error:
         raise InputError(f"time zone {zone!r}: unknown (an IANA name such as Europe/Amsterdam)") from error
-    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     offsets = {(start + datetime.timedelta(days=day)).astimezone(tz).utcoffset() for day in range(0, 366, 7)}
     return int(offsets.pop().total_seconds() // 60) if len(offsets) == 1 else None
 

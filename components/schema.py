@@ -10,6 +10,7 @@ strings, standard LIST, timestamps in microseconds UTC. Layout (Hive partitionin
 The partition keys live in the paths only (Hive, Spark and BigQuery refuse keys that are
 also file columns); a single part carries its lineage in its Parquet key-value metadata.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -32,10 +33,14 @@ PREDICTION_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("image_id", pa.string(), False, "Unique id of the image, from the shard's `image_id` feature."),
     ("source_uri", pa.string(), False, "Absolute URI of the shard the record came from (`file:///...` or `gs://...`)."),
     ("predicted_label", pa.int32(), False, "Predicted class index, 0-9."),
-    ("predicted_class", pa.string(), False, "Predicted class name, \"T-shirt/top\" ... \"Ankle boot\"."),
+    ("predicted_class", pa.string(), False, 'Predicted class name, "T-shirt/top" ... "Ankle boot".'),
     ("confidence", pa.float32(), False, "Softmax probability of the predicted class."),
-    ("probabilities", pa.list_(pa.field("element", pa.float32(), nullable=False)), False,
-     "Softmax probabilities of all 10 classes, in label order."),
+    (
+        "probabilities",
+        pa.list_(pa.field("element", pa.float32(), nullable=False)),
+        False,
+        "Softmax probabilities of all 10 classes, in label order.",
+    ),
     ("true_label", pa.int32(), True, "Label from the shard, when the shard carries labels; else null."),
     ("model_version", pa.string(), False, "Version of the model that scored the row (lineage)."),
     ("scored_at", TIMESTAMP, False, "When the row was scored (UTC, microseconds)."),
@@ -45,9 +50,13 @@ ERROR_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("source_uri", pa.string(), False, "Absolute URI of the shard holding the bad record."),
     ("record_index", pa.int64(), False, "0-based position of the record in its shard."),
     ("image_id", pa.string(), True, "The record's `image_id`, when it could be read."),
-    ("error_type", pa.string(), False,
-     "Why: corrupt_record, truncated_record, unreadable_record, invalid_example, missing_feature, "
-     "bad_label, decode_error, bad_shape, duplicate_image_id or non_finite_score."),
+    (
+        "error_type",
+        pa.string(),
+        False,
+        "Why: corrupt_record, truncated_record, unreadable_record, invalid_example, missing_feature, "
+        "bad_label, decode_error, bad_shape, duplicate_image_id or non_finite_score.",
+    ),
     ("error_message", pa.string(), False, "Human-readable reason."),
     ("scored_at", TIMESTAMP, False, "When the record was processed (UTC, microseconds)."),
 )

@@ -3,8 +3,10 @@
     python -m components.schema_docs        # or: make schema-docs
 
 Writes docs/prediction_table.md and infra/bigquery/{predictions,errors,runs}.schema.json in
-the source tree (runs: the run summaries, components/contracts.py); tests/test_schema_docs.py fails when a committed copy differs from this output.
+the source tree (runs: the run summaries, components/contracts.py); tests/test_schema_docs.py fails when a
+committed copy differs from this output.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,7 +89,9 @@ def data_dictionary() -> str:
         "| key | type | note |",
         "|---|---|---|",
     ]
-    lines += [f"| `{field.name}` | `{arrow_type_name(field.type)}` | {_PARTITION_NOTES[field.name]} |" for field in PARTITION_SCHEMA]
+    lines += [
+        f"| `{field.name}` | `{arrow_type_name(field.type)}` | {_PARTITION_NOTES[field.name]} |" for field in PARTITION_SCHEMA
+    ]
     for table, columns in _TABLES.items():
         lines += [
             "",
@@ -103,7 +107,8 @@ def data_dictionary() -> str:
         "## BigQuery",
         "",
         "The BigQuery schemas of the file columns are generated beside the infrastructure: "
-        + ", ".join(f"`{path}`" for path in BIGQUERY_SCHEMA_FILES.values()) + ".",
+        + ", ".join(f"`{path}`" for path in BIGQUERY_SCHEMA_FILES.values())
+        + ".",
         "Types are the ones BigQuery reads from Parquet without conversion: signed integers,",
         "FLOAT (float32 widens to FLOAT64), STRING, TIMESTAMP from microsecond UTC timestamps, and",
         "`probabilities` as a standard 3-level LIST (`element` items), a REPEATED FLOAT with list",
@@ -128,8 +133,9 @@ def data_dictionary() -> str:
 def generated_files() -> dict[str, str]:
     """Repository-relative path -> the content this module generates for it."""
     files = {DATA_DICTIONARY: data_dictionary()}
-    files.update({path: bigquery_schema_json(_TABLES[table]) for table, path in BIGQUERY_SCHEMA_FILES.items()
-                  if table in _TABLES})
+    files.update(
+        {path: bigquery_schema_json(_TABLES[table]) for table, path in BIGQUERY_SCHEMA_FILES.items() if table in _TABLES}
+    )
     files[BIGQUERY_SCHEMA_FILES[RUNS_FOLDER]] = json.dumps(run_summary_bigquery_schema(), indent=2) + "\n"
     return files
 

@@ -17,6 +17,7 @@ An attempt that dies before 2 leaves the previous run intact; the next attempt o
 id takes over the expired lease and cleans up. Counts come from the staged files (runner-
 agnostic); receipts are checked against the shards they claim and the parts they name.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,7 +69,7 @@ KILL_POINT_VARIABLE = "FMNIST_KILL_AT"
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
     """A fresh run id (also an attempt id): UTC time (sortable) plus randomness (unique)."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
@@ -104,18 +105,25 @@ def score(
     started_at = _utc_now()
     run_id = run_id or new_run_id(started_at)
     run_date = run_date or started_at.date().isoformat()
-    _check_arguments(run_id=run_id, run_date=run_date, max_error_rate=max_error_rate, batch_size=batch_size,
-                     lease_ttl_s=lease_ttl_s)
+    _check_arguments(
+        run_id=run_id, run_date=run_date, max_error_rate=max_error_rate, batch_size=batch_size, lease_ttl_s=lease_ttl_s
+    )
     shard_uris = input_shards(input)
     model_ref = resolve(model)
     check_model_fits(load_model(model_ref.keras_uri), model_ref.keras_uri)
     options = pipeline_options(beam_args)
     attempt = new_run_id(started_at)
     staging = staging_uri(output, run_id, attempt)
-    target = ScoringTarget(staging=staging, run_id=run_id, run_date=run_date, model_version=model_ref.version,
-                           batch_size=batch_size)
-    pipeline = build_pipeline(shard_uris=shard_uris, keras_uri=model_ref.keras_uri, target=target, options=options,
-                              expectations=shard_expectations(shard_uris))
+    target = ScoringTarget(
+        staging=staging, run_id=run_id, run_date=run_date, model_version=model_ref.version, batch_size=batch_size
+    )
+    pipeline = build_pipeline(
+        shard_uris=shard_uris,
+        keras_uri=model_ref.keras_uri,
+        target=target,
+        options=options,
+        expectations=shard_expectations(shard_uris),
+    )
     if options.view_as(TestOptions).dry_run:
         return translate_only(pipeline, options)
 
@@ -130,8 +138,12 @@ def score(
                 raise RuntimeError(f"scoring pipeline ended in state {state}")
             pipeline_seconds = time.monotonic() - started
             receipts = checked_receipts(staging, shard_uris)
-            receipts = drop_repeated_images(receipts, errors_part_of={
-                r.shard_index: staged_part_uri(staging, ERRORS_TABLE, part_name(r.shard_index)) for r in receipts})
+            receipts = drop_repeated_images(
+                receipts,
+                errors_part_of={
+                    r.shard_index: staged_part_uri(staging, ERRORS_TABLE, part_name(r.shard_index)) for r in receipts
+                },
+            )
             counts = run_counts(receipts)
             error_rate = counts.failed / counts.read if counts.read else 0.0
             mismatches = [mismatch for receipt in receipts if (mismatch := receipt.source_mismatch())]
@@ -139,8 +151,7 @@ def score(
             summary = RunSummary(
                 run_id=run_id,
                 run_date=run_date,
-                status=("source_mismatch" if mismatches else "ok" if error_rate <= max_error_rate
-                        else "error_rate_exceeded"),
+                status=("source_mismatch" if mismatches else "ok" if error_rate <= max_error_rate else "error_rate_exceeded"),
                 model_version=model_ref.version,
                 model_uri=storage.absolute_uri(model_ref.uri),
                 inputs=RunInputs(glob=storage.absolute_uri(input), shards=[storage.absolute_uri(u) for u in shard_uris]),
@@ -154,12 +165,26 @@ def score(
                 tool={"name": "fmnist-jobs", "version": tool_version()},
                 timings={},
             )
-            summary = publish(output, summary, receipts, lease=lease, started=started, started_at=started_at,
-                              pipeline_seconds=pipeline_seconds, publish_started=publish_started)
+            summary = publish(
+                output,
+                summary,
+                receipts,
+                lease=lease,
+                started=started,
+                started_at=started_at,
+                pipeline_seconds=pipeline_seconds,
+                publish_started=publish_started,
+            )
         finally:
             storage.delete_prefix(staging)
-    log.info("run %s: read %d, scored %d, failed %d -> %s", run_id, counts.read, counts.scored, counts.failed,
-             run_summary_uri(output, run_id))
+    log.info(
+        "run %s: read %d, scored %d, failed %d -> %s",
+        run_id,
+        counts.read,
+        counts.scored,
+        counts.failed,
+        run_summary_uri(output, run_id),
+    )
     if mismatches:  # rows published for inspection, but the run must not pass as good
         raise CheckFailed(f"run {run_id}: shards differ from their manifest: {'; '.join(mismatches)}")
     if summary.status != "ok":
@@ -185,8 +210,17 @@ def input_shards(pattern: str) -> list[str]:
     return shard_uris
 
 
-def publish(output: str, summary: RunSummary, receipts: Sequence[ShardReceipt], *, lease: Lease, started: float,
-            started_at: datetime.datetime, pipeline_seconds: float, publish_started: float) -> RunSummary:
+def publish(
+    output: str,
+    summary: RunSummary,
+    receipts: Sequence[ShardReceipt],
+    *,
+    lease: Lease,
+    started: float,
+    started_at: datetime.datetime,
+    pipeline_seconds: float,
+    publish_started: float,
+) -> RunSummary:
     """Publishes the checked parts, swaps the summary in one write, then removes what it no longer names."""
     parts: dict[str, list[str]] = {table: [] for table in TABLES}
     for receipt in receipts:
@@ -226,8 +260,10 @@ def remove_unnamed_parts(output: str, summary: RunSummary) -> None:
     A part is known by its name in the run's own partition, as the readers find it (so an
     output root copied elsewhere keeps its parts)."""
     for table in TABLES:
-        keep = {storage.join(partition_uri(output, table, summary.run_date, summary.run_id), storage.basename(part))
-                for part in summary.parts.of(table)}
+        keep = {
+            storage.join(partition_uri(output, table, summary.run_date, summary.run_id), storage.basename(part))
+            for part in summary.parts.of(table)
+        }
         for uri in storage.glob(storage.join(output, table, "run_date=*", f"run_id={summary.run_id}", "*")):
             if uri not in keep:
                 storage.delete(uri)
@@ -236,7 +272,7 @@ def remove_unnamed_parts(output: str, summary: RunSummary) -> None:
 def _dead_attempts(output: str, run_id: str, attempt: str) -> list[str]:
     """Staging folders of earlier attempts at the run id (their holders died or lost the lease)."""
     prefix = staging_uri(output, run_id)
-    folders = {storage.join(prefix, uri[len(prefix):].strip("/").split("/", 1)[0]) for uri in storage.list_prefix(prefix)}
+    folders = {storage.join(prefix, uri[len(prefix) :].strip("/").split("/", 1)[0]) for uri in storage.list_prefix(prefix)}
     return sorted(folder for folder in folders if storage.basename(folder) != attempt)
 
 
@@ -298,8 +334,10 @@ def checked_receipts(staging: str, shard_uris: Sequence[str]) -> list[ShardRecei
         except ContractError as error:
             raise RuntimeError(f"{uri}: {error}") from error
         if (receipt.shard_index, receipt.source_uri) != (index, storage.absolute_uri(shard_uri)):
-            raise RuntimeError(f"{uri}: receipt of shard {receipt.shard_index} {receipt.source_uri}, "
-                               f"expected shard {index} {storage.absolute_uri(shard_uri)}")
+            raise RuntimeError(
+                f"{uri}: receipt of shard {receipt.shard_index} {receipt.source_uri}, "
+                f"expected shard {index} {storage.absolute_uri(shard_uri)}"
+            )
         rows = {}
         for table in TABLES:
             part = receipt.part(table)
@@ -362,4 +400,4 @@ def _check_arguments(*, run_id: str, run_date: str, max_error_rate: float, batch
 
 
 def _utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)

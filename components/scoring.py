@@ -5,9 +5,10 @@
 The unit of parallel work is a shard. Within a shard the work is in batches: records are
 streamed with components.tfrecord (a damaged record or an unframeable byte range becomes
 an error row, the next intact record is still read; with the shard's manifest entry, every
-record it counts but the shard lacks is an error row too), parsed, decoded (a batch of contract PNGs in one TensorFlow call; any other
-picture through components.images), scored with one model call per batch, turned into one
-Arrow record batch and streamed into a Parquet part. Memory is bounded by the batch and
+record it counts but the shard lacks is an error row too), parsed, decoded (a batch of
+contract PNGs in one TensorFlow call; any other picture through components.images), scored
+with one model call per batch, turned into one Arrow record batch and streamed into a Parquet
+part. Memory is bounded by the batch and
 one row group, whatever the size of the input.
 
 Each shard's parts are staged under unique, deterministic names (a retried bundle replaces
@@ -20,6 +21,7 @@ images scaled to [0, 1] (decoded by training's own `decode_png_images`), shaped 
 (28, 28, 1) or (784,), to 10 logits; a model whose last layer is a softmax already returns
 probabilities and gets no second softmax.
 """
+
 import collections
 import concurrent.futures
 import dataclasses
@@ -41,8 +43,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from components import storage
-from components.contracts import ShardReceipt
 from components.constants import FEATURE_FORMAT, FEATURE_IMAGE, FEATURE_IMAGE_ID, FEATURE_LABEL, IMAGE_SIZE, NUM_CLASSES
+from components.contracts import ShardReceipt
 from components.errors import InputError
 from components.images import ImageError, to_model_image
 from components.parquet_parts import PartWriter
@@ -161,14 +163,15 @@ class ModelScorer:
         def parse(serialized):
             example = tf.io.parse_example(serialized, features)
             label = example[FEATURE_LABEL]
-            return (example[FEATURE_IMAGE_ID], example[FEATURE_IMAGE], example[FEATURE_FORMAT],
-                    label.values, label.row_splits)
+            return (example[FEATURE_IMAGE_ID], example[FEATURE_IMAGE], example[FEATURE_FORMAT], label.values, label.row_splits)
 
         strings = tf.TensorSpec((None,), tf.string)
         self._parse = tf.function(parse, input_signature=[strings], autograph=False)
         # Training's own decoding (PNG -> [0, 1] floats), so scoring and training never disagree.
         self._decode = tf.function(decode_png_images, input_signature=[strings], autograph=False)
-        self._probabilities = tf.function(probabilities, input_signature=[tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32)], autograph=False)
+        self._probabilities = tf.function(
+            probabilities, input_signature=[tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32)], autograph=False
+        )
         self._invalid_argument = tf.errors.InvalidArgumentError
         model_png_header = tf.constant(MODEL_PNG_HEADER)
 
@@ -182,8 +185,9 @@ class ModelScorer:
                 & (tf.strings.substr(encoded, 0, len(MODEL_PNG_HEADER)) == model_png_header)
                 & (labels.row_lengths() <= 1)
             ) & tf.reduce_all((label_values >= 0) & (label_values < NUM_CLASSES))
-            scores = tf.cond(contract, lambda: probabilities(decode_png_images(encoded)),
-                             lambda: tf.zeros((0, NUM_CLASSES), tf.float32))
+            scores = tf.cond(
+                contract, lambda: probabilities(decode_png_images(encoded)), lambda: tf.zeros((0, NUM_CLASSES), tf.float32)
+            )
             contract = contract & tf.reduce_all(tf.math.is_finite(scores))
             # -1 where a record has no label (unlabeled data)
             first_labels = labels.to_tensor(default_value=-1, shape=[None, 1])[:, 0]
@@ -303,49 +307,74 @@ def _score_batch(
     The common case, a batch of intact contract records, is scored in one TensorFlow call;
     any other batch takes the careful path, which gives its clean records the same rows.
     """
-    scored_at = datetime.datetime.now(datetime.timezone.utc)
+    scored_at = datetime.datetime.now(datetime.UTC)
     # The one-call path checks is_model_png's header in TensorFlow; its eXIf test is done here,
     # on the whole record (TensorFlow's regex ops cannot search binary data).
     if all(record.data is not None and EXIF_CHUNK not in record.data for record in records):
         clean = scorer.score_contract_batch([record.data for record in records])
         if clean is not None:
             image_ids, labels, probabilities = clean
-            return _table_batches(image_ids, labels, probabilities, [], source_uri=source_uri, target=target,
-                                  scored_at=scored_at)
+            return _table_batches(image_ids, labels, probabilities, [], source_uri=source_uri, target=target, scored_at=scored_at)
     return _score_batch_carefully(records, scorer=scorer, source_uri=source_uri, target=target, scored_at=scored_at)
 
 
 def _score_batch_carefully(
-    records: Sequence[Record], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget,
+    records: Sequence[Record],
+    *,
+    scorer: ModelScorer,
+    source_uri: str,
+    target: ScoringTarget,
     scored_at: datetime.datetime,
 ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """Parses, checks and decodes each kind of record its own way: one error row per bad record."""
     parsed, errors = _parse_batch(scorer, records)
     pixels, image_errors = _model_images(scorer, parsed)
     positions = sorted(pixels)
-    probabilities = (scorer.probabilities(np.stack([pixels[p] for p in positions])) if positions
-                     else np.zeros((0, NUM_CLASSES), np.float32))
+    probabilities = (
+        scorer.probabilities(np.stack([pixels[p] for p in positions])) if positions else np.zeros((0, NUM_CLASSES), np.float32)
+    )
     finite = np.isfinite(probabilities).all(axis=1)
     score_errors = [
-        RecordError(parsed[position].record_index, NON_FINITE_SCORE,
-                    f"model output {np.array2string(row, precision=3)} is not finite",
-                    image_id=parsed[position].example.image_id)
-        for position, row, ok in zip(positions, probabilities, finite) if not ok
+        RecordError(
+            parsed[position].record_index,
+            NON_FINITE_SCORE,
+            f"model output {np.array2string(row, precision=3)} is not finite",
+            image_id=parsed[position].example.image_id,
+        )
+        for position, row, ok in zip(positions, probabilities, finite)
+        if not ok
     ]
     scored = [parsed[position].example for position, ok in zip(positions, finite) if ok]
-    return _table_batches([example.image_id for example in scored], [example.label for example in scored],
-                          probabilities[finite],
-                          sorted(errors + image_errors + score_errors, key=lambda error: error.record_index),
-                          source_uri=source_uri, target=target, scored_at=scored_at)
+    return _table_batches(
+        [example.image_id for example in scored],
+        [example.label for example in scored],
+        probabilities[finite],
+        sorted(errors + image_errors + score_errors, key=lambda error: error.record_index),
+        source_uri=source_uri,
+        target=target,
+        scored_at=scored_at,
+    )
 
 
 def _table_batches(
-    image_ids: Sequence[str], labels: Sequence[int | None], probabilities: np.ndarray, errors: Sequence[RecordError],
-    *, source_uri: str, target: ScoringTarget, scored_at: datetime.datetime,
+    image_ids: Sequence[str],
+    labels: Sequence[int | None],
+    probabilities: np.ndarray,
+    errors: Sequence[RecordError],
+    *,
+    source_uri: str,
+    target: ScoringTarget,
+    scored_at: datetime.datetime,
 ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """The scored images and the failed records as rows of the prediction and error tables."""
-    predictions = prediction_batch(image_ids=image_ids, source_uri=source_uri, probabilities=probabilities,
-                                   true_labels=labels, model_version=target.model_version, scored_at=scored_at)
+    predictions = prediction_batch(
+        image_ids=image_ids,
+        source_uri=source_uri,
+        probabilities=probabilities,
+        true_labels=labels,
+        model_version=target.model_version,
+        scored_at=scored_at,
+    )
     return predictions, error_batch(errors, source_uri=source_uri, scored_at=scored_at)
 
 
@@ -380,7 +409,11 @@ def score_records(
 
 
 def score_shard(
-    shard_index: int, shard_uri: str, *, scorer: ModelScorer, target: ScoringTarget,
+    shard_index: int,
+    shard_uri: str,
+    *,
+    scorer: ModelScorer,
+    target: ScoringTarget,
     expected: ShardExpectation | None = None,
 ) -> ShardReceipt:
     """Scores one shard into staged parts; writes and returns its receipt (the counts).
@@ -403,12 +436,13 @@ def score_shard(
     failed_by_type: dict[str, int] = {}
     with (
         storage.open_read(shard_uri) as stream,
-        PartWriter(staged_part_uri(target.staging, PREDICTIONS_TABLE, part), target.part_schema(PREDICTION_SCHEMA)) as predictions,
+        PartWriter(
+            staged_part_uri(target.staging, PREDICTIONS_TABLE, part), target.part_schema(PREDICTION_SCHEMA)
+        ) as predictions,
         PartWriter(staged_part_uri(target.staging, ERRORS_TABLE, part), target.part_schema(ERROR_SCHEMA)) as errors,
     ):
         reader = ShardReader(stream, expected_records=expected.num_records if expected else None)
-        for prediction_rows, error_rows in score_records(counted(reader), scorer=scorer, source_uri=source_uri,
-                                                         target=target):
+        for prediction_rows, error_rows in score_records(counted(reader), scorer=scorer, source_uri=source_uri, target=target):
             predictions.write(prediction_rows)
             errors.write(error_rows)
             for error_type in error_rows.column("error_type").to_pylist():
@@ -428,8 +462,15 @@ def score_shard(
     )
     storage.write_bytes(receipt_uri(target.staging, part), receipt.to_json().encode())
     seconds = time.monotonic() - started
-    log.info("scored shard %s: %d records (%d scored, %d failed) in %.1f s, %.0f images/s", shard_uri, read,
-             predictions.rows, errors.rows, seconds, read / seconds if seconds else 0.0)
+    log.info(
+        "scored shard %s: %d records (%d scored, %d failed) in %.1f s, %.0f images/s",
+        shard_uri,
+        read,
+        predictions.rows,
+        errors.rows,
+        seconds,
+        read / seconds if seconds else 0.0,
+    )
     return receipt
 
 
@@ -439,8 +480,9 @@ def score_shard(
 class ScoreShardFn(beam.DoFn):
     """(shard index, shard URI) -> the shard's receipt, parts staged; counts as Beam counters."""
 
-    def __init__(self, *, keras_uri: str, target: ScoringTarget,
-                 expectations: Mapping[str, ShardExpectation] | None = None) -> None:
+    def __init__(
+        self, *, keras_uri: str, target: ScoringTarget, expectations: Mapping[str, ShardExpectation] | None = None
+    ) -> None:
         self._keras_uri = keras_uri
         self._target = target
         self._expectations = dict(expectations or {})
@@ -453,8 +495,9 @@ class ScoreShardFn(beam.DoFn):
 
     def process(self, element: tuple[int, str]) -> Iterator[ShardReceipt]:
         shard_index, shard_uri = element
-        receipt = score_shard(shard_index, shard_uri, scorer=self._scorer, target=self._target,
-                              expected=self._expectations.get(shard_uri))
+        receipt = score_shard(
+            shard_index, shard_uri, scorer=self._scorer, target=self._target, expected=self._expectations.get(shard_uri)
+        )
         Metrics.counter(COUNTER_NAMESPACE, "shards").inc()
         for name in ("read", "scored", "failed"):
             Metrics.counter(COUNTER_NAMESPACE, f"records_{name}").inc(getattr(receipt, name))
@@ -469,8 +512,14 @@ class ScoreShards(beam.PTransform):
     `expectations` (shard URI -> its manifest entry) makes each shard reconcile with its manifest.
     """
 
-    def __init__(self, *, shard_uris: Sequence[str], keras_uri: str, target: ScoringTarget,
-                 expectations: Mapping[str, ShardExpectation] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        shard_uris: Sequence[str],
+        keras_uri: str,
+        target: ScoringTarget,
+        expectations: Mapping[str, ShardExpectation] | None = None,
+    ) -> None:
         super().__init__()
         self._shard_uris = list(shard_uris)
         self._keras_uri = keras_uri
@@ -484,17 +533,22 @@ class ScoreShards(beam.PTransform):
             # shards over the workers, the second cost a stage of start-up.
             | "ListShards" >> beam.Create(list(enumerate(self._shard_uris)), reshuffle=False)
             | "DistributeShards" >> beam.Reshuffle()
-            | "ScoreShard" >> beam.ParDo(ScoreShardFn(keras_uri=self._keras_uri, target=self._target,
-                                                     expectations=self._expectations))
+            | "ScoreShard"
+            >> beam.ParDo(ScoreShardFn(keras_uri=self._keras_uri, target=self._target, expectations=self._expectations))
         )
 
 
 def build_pipeline(
-    *, shard_uris: Sequence[str], keras_uri: str, target: ScoringTarget, options: PipelineOptions,
+    *,
+    shard_uris: Sequence[str],
+    keras_uri: str,
+    target: ScoringTarget,
+    options: PipelineOptions,
     expectations: Mapping[str, ShardExpectation] | None = None,
 ) -> beam.Pipeline:
     """The scoring pipeline over the given shards, built but not run."""
     pipeline = beam.Pipeline(options=options)
-    _ = pipeline | "ScoreShards" >> ScoreShards(shard_uris=shard_uris, keras_uri=keras_uri, target=target,
-                                                expectations=expectations)
+    _ = pipeline | "ScoreShards" >> ScoreShards(
+        shard_uris=shard_uris, keras_uri=keras_uri, target=target, expectations=expectations
+    )
     return pipeline

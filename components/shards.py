@@ -3,6 +3,7 @@
 Shards are named `{split}-{i:05d}-of-{n:05d}.tfrecord`; `manifest.json` is written last, so
 a prefix without a manifest is not (yet) a data set.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,9 +50,7 @@ def serialize_example(image_id: str, png: bytes, label: int | None, image_format
     }
     if label is not None:
         features[FEATURE_LABEL] = _int64_feature(int(label))
-    entries = b"".join(
-        _field(1, _field(1, key.encode()) + _field(2, value)) for key, value in sorted(features.items())
-    )
+    entries = b"".join(_field(1, _field(1, key.encode()) + _field(2, value)) for key, value in sorted(features.items()))
     return _field(1, entries)
 
 
@@ -121,9 +120,7 @@ def read_manifest(data_uri: str) -> dict:
     if not isinstance(manifest, dict):
         raise InputError(f"{uri}: manifest is a JSON {type(manifest).__name__}, expected an object")
     if manifest.get("schema_version") != SHARD_SCHEMA_VERSION:
-        raise InputError(
-            f"{uri}: schema version {manifest.get('schema_version')!r}, expected {SHARD_SCHEMA_VERSION!r}"
-        )
+        raise InputError(f"{uri}: schema version {manifest.get('schema_version')!r}, expected {SHARD_SCHEMA_VERSION!r}")
     return manifest
 
 
@@ -147,10 +144,12 @@ def shard_expectations(shard_uris: Sequence[str]) -> dict[str, ShardExpectation]
             for shard in split.get("shards", []):
                 try:
                     expectations[storage.join(folder, shard["name"])] = ShardExpectation(
-                        int(shard["num_records"]), shard.get("sha256"))
+                        int(shard["num_records"]), shard.get("sha256")
+                    )
                 except (KeyError, TypeError, ValueError) as error:
-                    raise InputError(f"{storage.join(folder, MANIFEST_NAME)}: shard entry {shard!r} has no "
-                                     f"valid name and num_records") from error
+                    raise InputError(
+                        f"{storage.join(folder, MANIFEST_NAME)}: shard entry {shard!r} has no valid name and num_records"
+                    ) from error
     return {uri: expectations[uri] for uri in shard_uris if uri in expectations}
 
 
@@ -214,9 +213,15 @@ def parse_example(data: bytes) -> ShardExample:
             raise ValueError(f"feature {key!r} holds {len(values)} values, the contract has one")
     image_id = feature[FEATURE_IMAGE_ID].bytes_list.value[0].decode()
     label = feature[FEATURE_LABEL] if FEATURE_LABEL in feature else None
-    label_values = [] if label is None else {
-        "int64_list": label.int64_list.value, "float_list": label.float_list.value, "bytes_list": label.bytes_list.value,
-    }.get(label.WhichOneof("kind"), [])
+    label_values = (
+        []
+        if label is None
+        else {
+            "int64_list": label.int64_list.value,
+            "float_list": label.float_list.value,
+            "bytes_list": label.bytes_list.value,
+        }.get(label.WhichOneof("kind"), [])
+    )
     formats = feature[FEATURE_FORMAT].bytes_list.value if FEATURE_FORMAT in feature else []
     return ShardExample(
         image_id=image_id,

@@ -9,6 +9,7 @@ Credentials: Application Default Credentials, or anonymous access when
 `STORAGE_EMULATOR_HOST` points the client at a GCS API emulator (tests, local runs) so
 that nothing stalls looking for credentials that cannot exist there.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -289,9 +290,7 @@ def glob(pattern: str) -> list[str]:
             names = [blob.name for blob in _gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry())]
         except _gcs_not_found() as error:
             raise _missing(pattern) from error
-        return sorted(
-            f"{GCS_SCHEME}{bucket}/{name}" for name in names if matches(name) and not name.endswith("/")
-        )
+        return sorted(f"{GCS_SCHEME}{bucket}/{name}" for name in names if matches(name) and not name.endswith("/"))
     if _is_http(pattern):
         raise InputError(f"{pattern}: http(s) locations cannot be listed; name the files")
     import glob as local_glob
@@ -335,9 +334,7 @@ def list_prefix(uri: str) -> list[str]:
     """Sorted URIs of every file below a folder-like prefix."""
     if _is_gcs(uri):
         return glob(join(uri, "**"))
-    return sorted(
-        os.path.join(root, name) for root, _, names in os.walk(uri) for name in names
-    )
+    return sorted(os.path.join(root, name) for root, _, names in os.walk(uri) for name in names)
 
 
 # --- Writing ------------------------------------------------------------------------------
@@ -428,9 +425,7 @@ def copy(source: str, target: str) -> None:
     """Copies one file or object to another location (server-side within GCS)."""
     if _is_gcs(source) and _is_gcs(target):
         source_blob, target_blob = _blob(source), _blob(target)
-        source_blob.bucket.copy_blob(
-            source_blob, target_blob.bucket, target_blob.name, retry=_retry()
-        )
+        source_blob.bucket.copy_blob(source_blob, target_blob.bucket, target_blob.name, retry=_retry())
         return
     if not is_remote(source) and not is_remote(target):
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)

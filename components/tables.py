@@ -21,6 +21,7 @@ layer's Arrow file system (no DuckDB extension is downloaded for `gs://`) and ha
 DuckDB as Arrow datasets; then DuckDB's own file and network access is switched off and its
 configuration locked, and `query` runs exactly one read-only SELECT.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -90,8 +91,9 @@ def read_run_summaries(scores: str) -> list[RunSummary]:
             summary = RunSummary.from_json(data)
         except ContractError as error:
             if _is_v1(data):
-                raise InputError(f"{uri}: a run of table contract v1 ({V1_SCHEMA_VERSION}); "
-                                 + MIGRATE_HINT.format(root=scores)) from error
+                raise InputError(
+                    f"{uri}: a run of table contract v1 ({V1_SCHEMA_VERSION}); " + MIGRATE_HINT.format(root=scores)
+                ) from error
             log.warning("%s: skipped, not a valid run summary (%s)", uri, error)
             continue
         if summary.schema_version != TABLE_SCHEMA_VERSION or storage.basename(uri) != f"{summary.run_id}.json":
@@ -111,8 +113,7 @@ def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
     summaries = read_run_summaries(scores)
     if not summaries:
         raise InputError(
-            f"{scores}: no complete scoring run (no valid {RUNS_FOLDER}/*.json); "
-            "expected the --output root of `fmnist score`"
+            f"{scores}: no complete scoring run (no valid {RUNS_FOLDER}/*.json); expected the --output root of `fmnist score`"
         )
     connection = duckdb.connect()
     try:
@@ -126,8 +127,9 @@ def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
             if name == "true_label":
                 columns.append(f"[{class_names}][true_label + 1] AS true_class")  # NULL stays NULL
         partition_keys = ", ".join(PARTITION_SCHEMA.names)
-        connection.execute(f"CREATE VIEW {PREDICTIONS_TABLE} AS SELECT {', '.join(columns)}, {partition_keys} "
-                           f"FROM _{PREDICTIONS_TABLE}_parts")
+        connection.execute(
+            f"CREATE VIEW {PREDICTIONS_TABLE} AS SELECT {', '.join(columns)}, {partition_keys} FROM _{PREDICTIONS_TABLE}_parts"
+        )
         connection.execute(f"CREATE VIEW {ERRORS_TABLE} AS SELECT * FROM _{ERRORS_TABLE}_parts")
         connection.execute(f"CREATE VIEW {RUNS_VIEW} AS SELECT * FROM _{RUNS_VIEW}")
         connection.execute(
@@ -159,8 +161,14 @@ def _parts_dataset(scores: str, table: str, schema: pa.Schema, summaries: list[R
             files.append(storage.arrow_filesystem(storage.join(folder, storage.basename(part)))[1])
     full_schema = pa.schema(list(schema) + list(PARTITION_SCHEMA))
     try:
-        return ds.dataset(files, schema=full_schema, format="parquet", filesystem=filesystem,
-                          partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"), partition_base_dir=base)
+        return ds.dataset(
+            files,
+            schema=full_schema,
+            format="parquet",
+            filesystem=filesystem,
+            partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
+            partition_base_dir=base,
+        )
     except (FileNotFoundError, OSError) as error:
         raise InputError(f"{table_uri}: a part named by a run summary cannot be read ({error})") from error
 
@@ -206,8 +214,10 @@ def read_only_statement(sql: str) -> str:
         raise InputError(f"SQL: exactly one statement is allowed, found {len(statements)}")
     (statement,) = statements
     if statement.type != duckdb.StatementType.SELECT:
-        raise InputError(f"SQL: only a read-only SELECT is allowed, found {statement.type.name}; "
-                         "use --out FILE.csv or FILE.parquet to export a result")
+        raise InputError(
+            f"SQL: only a read-only SELECT is allowed, found {statement.type.name}; "
+            "use --out FILE.csv or FILE.parquet to export a result"
+        )
     return statement.query
 
 

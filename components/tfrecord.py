@@ -7,6 +7,7 @@ damaged length field, garbage or a gap is skipped by scanning for the next valid
 and the skipped byte range becomes one error record; a cut tail is a truncated record. So a
 scoring job turns damage into error rows and goes on with the next intact record.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,9 +43,7 @@ def _masked_crc(data: bytes) -> int:
 def frame_record(data: bytes) -> bytes:
     """One record in TFRecord framing."""
     length = _LENGTH.pack(len(data))
-    return b"".join(
-        (length, _CRC.pack(_masked_crc(length)), data, _CRC.pack(_masked_crc(data)))
-    )
+    return b"".join((length, _CRC.pack(_masked_crc(length)), data, _CRC.pack(_masked_crc(data))))
 
 
 class Record(NamedTuple):
@@ -100,9 +99,11 @@ class ShardReader:
             index += 1
         for missing in range(index, self._expected or 0):
             reason = "; ".join(self._skipped) or f"the shard ends after {index} of them"
-            yield Record(missing, error_type=UNREADABLE_RECORD,
-                         error_message=f"record {missing} of the {self._expected} in the manifest cannot be "
-                         f"framed ({reason})")
+            yield Record(
+                missing,
+                error_type=UNREADABLE_RECORD,
+                error_message=f"record {missing} of the {self._expected} in the manifest cannot be framed ({reason})",
+            )
 
     def _intact_records(self, index: int) -> Iterator[Record]:
         """The intact records from the current position up to the first one that is damaged or
@@ -178,13 +179,15 @@ class ShardReader:
         span = f"bytes {first}-{self._offset() - 1}"
         at_end = self._eof and self._position == len(self._buffer)
         if at_end and short_tail:
-            return Record(index, error_type=TRUNCATED_RECORD,
-                          error_message=f"shard ends inside the header of record {index} ({span})")
+            return Record(
+                index, error_type=TRUNCATED_RECORD, error_message=f"shard ends inside the header of record {index} ({span})"
+            )
         if at_end and header_intact:
             return Record(index, error_type=TRUNCATED_RECORD, error_message=f"shard ends inside record {index} ({span})")
         self._skipped.append(f"{span} skipped")
-        return Record(index, error_type=UNREADABLE_RECORD,
-                      error_message=f"record {index} cannot be framed: {span} hold no valid record")
+        return Record(
+            index, error_type=UNREADABLE_RECORD, error_message=f"record {index} cannot be framed: {span} hold no valid record"
+        )
 
     def _length_at(self, relative: int) -> int | None:
         """The record length whose header starts `relative` bytes ahead, if its CRC holds and it is plausible."""

@@ -7,6 +7,7 @@
 model_version = UTC start time + a hash of the trained weights, parameters and data set
 (e.g. 20261129T043000Z-1a2b3c4d): sortable, unique, and the same weights always hash alike.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -61,14 +62,17 @@ def train(
         raise InputError(f"--model {model!r}: choose one of {', '.join(MODEL_NAMES)}")
     recipe = RECIPES[model]
     params = {
-        "model": model, "epochs": recipe.epochs if epochs is None else epochs,
+        "model": model,
+        "epochs": recipe.epochs if epochs is None else epochs,
         "batch_size": recipe.batch_size if batch_size is None else batch_size,
         "learning_rate": recipe.learning_rate if learning_rate is None else learning_rate,
-        "lr_schedule": lr_schedule, "seed": seed, "min_accuracy": min_accuracy,
+        "lr_schedule": lr_schedule,
+        "seed": seed,
+        "min_accuracy": min_accuracy,
         "validation_fraction": validation_fraction,
     }
     _check_params(params)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     manifest = read_manifest(data)
     storage.ensure_writable(model_root)
     with tempfile.TemporaryDirectory(prefix="fmnist-train-") as work:
@@ -94,8 +98,11 @@ def train(
             "parameter_count": int(keras_model.count_params()),
             "parameters": params,
             "data": {
-                "uri": data, "manifest_digest": digest, "train_records": len(fit_split),
-                "validation_records": len(validation_split), "test_records": len(test_split),
+                "uri": data,
+                "manifest_digest": digest,
+                "train_records": len(fit_split),
+                "validation_records": len(validation_split),
+                "test_records": len(test_split),
             },
             "versions": _versions(),
         }
@@ -106,8 +113,14 @@ def train(
         raise CheckFailed(f"{version_uri}: {gate['reason']}; artifacts kept, not published")
     registry.publish(model_root, version)
     log.info("published %s (test accuracy %.4f)", version_uri, scores["test_accuracy"])
-    return {"model_version": version, "uri": version_uri, "test_accuracy": scores["test_accuracy"],
-            "test_loss": scores["test_loss"], "quality_gate": gate, "published": True}
+    return {
+        "model_version": version,
+        "uri": version_uri,
+        "test_accuracy": scores["test_accuracy"],
+        "test_loss": scores["test_loss"],
+        "quality_gate": gate,
+        "published": True,
+    }
 
 
 def load_data(
@@ -123,8 +136,7 @@ def load_data(
             f"{data}: {len(train_split)} training records are too few to hold out a validation slice "
             f"of {validation_fraction:.0%} and train on the rest"
         )
-    log.info("data %s: %d training, %d validation, %d test images",
-             data, len(fit_split), len(validation_split), len(test_split))
+    log.info("data %s: %d training, %d validation, %d test images", data, len(fit_split), len(validation_split), len(test_split))
     return fit_split, validation_split, test_split
 
 
@@ -139,8 +151,9 @@ def fit(fit_split: LabeledImages, validation_split: LabeledImages, params: dict)
     keras.utils.set_random_seed(params["seed"])  # Python, NumPy and TF seeds: same weights, same order
     tf.config.experimental.enable_op_determinism()
     steps = params["epochs"] * math.ceil(len(fit_split) / params["batch_size"])
-    model = build_model(params["model"], learning_rate=params["learning_rate"],
-                        decay_steps=steps if params["lr_schedule"] == "cosine" else None)
+    model = build_model(
+        params["model"], learning_rate=params["learning_rate"], decay_steps=steps if params["lr_schedule"] == "cosine" else None
+    )
     batches = (
         tf.data.Dataset.from_tensor_slices((fit_split.images, fit_split.labels))
         .shuffle(len(fit_split), seed=params["seed"], reshuffle_each_iteration=True)
@@ -150,12 +163,13 @@ def fit(fit_split: LabeledImages, validation_split: LabeledImages, params: dict)
     validation = tf.data.Dataset.from_tensor_slices((validation_split.images, validation_split.labels)).batch(_EVAL_BATCH)
     # Never stops early (patience = all epochs): it only restores the epoch with the best
     # validation accuracy when fit ends.
-    best = keras.callbacks.EarlyStopping(
-        monitor="val_accuracy", patience=params["epochs"], restore_best_weights=True
-    )
+    best = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=params["epochs"], restore_best_weights=True)
     start = time.perf_counter()
     history = model.fit(
-        batches, validation_data=validation, epochs=params["epochs"], shuffle=False,  # shuffled above
+        batches,
+        validation_data=validation,
+        epochs=params["epochs"],
+        shuffle=False,  # shuffled above
         verbose=0,  # Keras prints to stdout, which carries the job's JSON result: log instead
         callbacks=[_epoch_logger(model, params["epochs"]), best],
     )
@@ -181,15 +195,17 @@ def calibrate(model, validation_split: LabeledImages, test_split: LabeledImages)
     """
     validation_logits, test_logits = _logits(model, validation_split), _logits(model, test_split)
     temperature = calibration.fit_temperature(validation_logits, validation_split.labels)
-    figures: dict = {"temperature": temperature, "fitted_on": "validation hold-out",
-                     "bins": calibration.CALIBRATION_BINS}
-    for split, logits, labels in (("validation", validation_logits, validation_split.labels),
-                                  ("test", test_logits, test_split.labels)):
+    figures: dict = {"temperature": temperature, "fitted_on": "validation hold-out", "bins": calibration.CALIBRATION_BINS}
+    for split, logits, labels in (
+        ("validation", validation_logits, validation_split.labels),
+        ("test", test_logits, test_split.labels),
+    ):
         for stage, applied in (("before", 1.0), ("after", temperature)):
             figures[f"{split}_ece_{stage}"] = calibration.reliability_of_logits(logits, labels, applied).ece
     for stage, applied in (("before", 1.0), ("after", temperature)):
         figures[f"test_reliability_{stage}"] = calibration.reliability_of_logits(
-            test_logits, test_split.labels, applied).to_json()
+            test_logits, test_split.labels, applied
+        ).to_json()
     log.info("temperature %.4f: test ECE %.4f -> %.4f", temperature, figures["test_ece_before"], figures["test_ece_after"])
     return with_temperature(model, temperature), figures
 
@@ -206,8 +222,13 @@ def _epoch_logger(model, epochs: int):
 
     def on_epoch_end(epoch: int, logs: dict) -> None:
         seconds = time.perf_counter() - started.pop(epoch)
-        log.info("epoch %d/%d: %s (%.1f s)", epoch + 1, epochs,
-                 " ".join(f"{name} {value:.4f}" for name, value in logs.items()), seconds)
+        log.info(
+            "epoch %d/%d: %s (%.1f s)",
+            epoch + 1,
+            epochs,
+            " ".join(f"{name} {value:.4f}" for name, value in logs.items()),
+            seconds,
+        )
         if not math.isfinite(logs.get("loss", 0.0)):
             model.stop_training = True
 
@@ -246,7 +267,8 @@ def write_artifacts(model, metrics: dict, local_dir: str, version_uri: str) -> N
     model_artifacts.export_saved_model(model, os.path.join(local_dir, registry.SAVED_MODEL_DIR))
     model_artifacts.write_labels(os.path.join(local_dir, registry.LABELS_FILE))
     model_artifacts.write_confusion_matrix_png(
-        metrics["confusion_matrix"], os.path.join(local_dir, registry.CONFUSION_MATRIX_FILE),
+        metrics["confusion_matrix"],
+        os.path.join(local_dir, registry.CONFUSION_MATRIX_FILE),
         title=f"{metrics['model_version']}: test accuracy {metrics['test_accuracy']:.4f}",
     )
     model_artifacts.write_reliability_png(
@@ -280,5 +302,10 @@ def _versions() -> dict:
     import keras
     import tensorflow as tf
 
-    return {"fmnist_jobs": tool_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+    return {
+        "fmnist_jobs": tool_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }

@@ -6,6 +6,7 @@ manifest), then read with tf.data: TFRecord -> parse -> decode PNG -> [0, 1] flo
 parallel and in shard order. A split is small (60k images = 190 MB of floats), so it is
 decoded once and kept in memory for every epoch.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -91,8 +92,12 @@ def decode_png_images(encoded):  # tf.Tensor[string, (n,)] -> tf.Tensor[float32,
         image = tf.ensure_shape(tf.io.decode_png(png, channels=1), (IMAGE_SIZE, IMAGE_SIZE, 1))
         return tf.cast(tf.squeeze(image, axis=-1), tf.float32) / 255.0
 
-    return tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec((IMAGE_SIZE, IMAGE_SIZE), tf.float32),
-                     parallel_iterations=_DECODE_PARALLELISM)
+    return tf.map_fn(
+        decode,
+        encoded,
+        fn_output_signature=tf.TensorSpec((IMAGE_SIZE, IMAGE_SIZE), tf.float32),
+        parallel_iterations=_DECODE_PARALLELISM,
+    )
 
 
 def decode_shards(paths: list[str], *, data_uri: str, split: str) -> dict[str, np.ndarray]:
@@ -130,7 +135,9 @@ def decode_shards(paths: list[str], *, data_uri: str, split: str) -> dict[str, n
         parts = list(batches.as_numpy_iterator())
     except tf.errors.OpError as error:
         reason = error.message.strip().splitlines()[0] if error.message else type(error).__name__
-        raise InputError(f"{data_uri}: split {split!r} holds a record that is not a labeled 28x28 PNG example ({reason})") from error
+        raise InputError(
+            f"{data_uri}: split {split!r} holds a record that is not a labeled 28x28 PNG example ({reason})"
+        ) from error
     if not parts:
         return {
             "image_ids": np.empty(0, dtype=object),

@@ -6,6 +6,7 @@ in input order (shard index, then row order, which is record order), keeps the f
 occurrence and moves each later one to the error table as `duplicate_image_id`, with its
 record index found in the shard. Only parts that hold a repeat are rewritten.
 """
+
 from __future__ import annotations
 
 import collections
@@ -58,7 +59,7 @@ def _move_to_errors(receipt: ShardReceipt, rows: list[int], first_shard: dict[st
     repeated_ids = predictions.column("image_id").take(rows).to_pylist()
     failed_indices = set(errors.column("record_index").to_pylist()) if errors is not None else set()
     indices = _record_indices(receipt.source_uri, set(repeated_ids), skip=failed_indices)
-    scored_at = datetime.datetime.now(datetime.timezone.utc)
+    scored_at = datetime.datetime.now(datetime.UTC)
     seen: collections.Counter[str] = collections.Counter()
     record_errors = []
     kept_rows = set(range(predictions.num_rows)) - set(rows)
@@ -71,11 +72,18 @@ def _move_to_errors(receipt: ShardReceipt, rows: list[int], first_shard: dict[st
         seen[image_id] += 1
         first = first_shard[image_id]
         where = "earlier in this shard" if first == receipt.shard_index else f"in input shard {first}"
-        record_errors.append(RecordError(indices[image_id][position], DUPLICATE_IMAGE_ID,
-                                         f"image_id {image_id!r} was already scored {where}", image_id=image_id))
+        record_errors.append(
+            RecordError(
+                indices[image_id][position],
+                DUPLICATE_IMAGE_ID,
+                f"image_id {image_id!r} was already scored {where}",
+                image_id=image_id,
+            )
+        )
     new_errors = pa.Table.from_batches([error_batch(record_errors, source_uri=receipt.source_uri, scored_at=scored_at)])
-    combined = pa.concat_tables([errors.cast(ERROR_SCHEMA) if errors is not None else ERROR_SCHEMA.empty_table(),
-                                 new_errors.cast(ERROR_SCHEMA)])
+    combined = pa.concat_tables(
+        [errors.cast(ERROR_SCHEMA) if errors is not None else ERROR_SCHEMA.empty_table(), new_errors.cast(ERROR_SCHEMA)]
+    )
     # The part's lineage (run, date, model) is the same whichever part it is read from.
     lineage = (errors if errors is not None else predictions).schema.metadata
     combined = combined.sort_by("record_index").replace_schema_metadata(lineage)
@@ -88,8 +96,14 @@ def _move_to_errors(receipt: ShardReceipt, rows: list[int], first_shard: dict[st
         storage.delete(receipt.predictions)  # an empty part is no part
     by_type = dict(receipt.failed_by_type)
     by_type[DUPLICATE_IMAGE_ID] = by_type.get(DUPLICATE_IMAGE_ID, 0) + len(rows)
-    return dataclasses.replace(receipt, scored=kept.num_rows, failed=combined.num_rows, failed_by_type=by_type,
-                               predictions=receipt.predictions if kept.num_rows else None, errors=errors_uri)
+    return dataclasses.replace(
+        receipt,
+        scored=kept.num_rows,
+        failed=combined.num_rows,
+        failed_by_type=by_type,
+        predictions=receipt.predictions if kept.num_rows else None,
+        errors=errors_uri,
+    )
 
 
 def _record_indices(source_uri: str, image_ids: set[str], *, skip: set[int]) -> dict[str, list[int]]:
@@ -114,4 +128,3 @@ def _write_table(uri: str, table: pa.Table) -> None:
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     storage.write_bytes(uri, buffer.getvalue())
-

@@ -3,11 +3,11 @@
 Requests go through google-cloud-aiplatform's own request code. A dry run builds the same
 requests and prints them instead of sending them: nothing is called, no credentials are needed.
 """
+
 from __future__ import annotations
 
-import datetime
 import contextlib
-import json
+import datetime
 import logging
 from typing import Any
 
@@ -41,8 +41,12 @@ class _Recorder:
         return resource
 
     def create_pipeline_job(self, *, parent: str, pipeline_job, pipeline_job_id: str, timeout=None):
-        return self._keep("POST", f"{parent}/pipelineJobs?pipelineJobId={pipeline_job_id}", pipeline_job,
-                          f"{parent}/pipelineJobs/{pipeline_job_id}")
+        return self._keep(
+            "POST",
+            f"{parent}/pipelineJobs?pipelineJobId={pipeline_job_id}",
+            pipeline_job,
+            f"{parent}/pipelineJobs/{pipeline_job_id}",
+        )
 
     def create_schedule(self, *, parent: str, schedule, timeout=None):
         return self._keep("POST", f"{parent}/schedules", schedule, f"{parent}/schedules/dry-run")
@@ -72,9 +76,10 @@ def submit_to_vertex(
         from google.auth.credentials import AnonymousCredentials
 
         credentials = AnonymousCredentials()  # nothing is sent
-    aiplatform.init(project=project, location=region, credentials=credentials, api_endpoint=api_endpoint,
-                    api_transport=api_transport)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    aiplatform.init(
+        project=project, location=region, credentials=credentials, api_endpoint=api_endpoint, api_transport=api_transport
+    )
+    now = datetime.datetime.now(datetime.UTC)
     job = aiplatform.PipelineJob(
         display_name=name,
         template_path=spec,
@@ -108,13 +113,17 @@ def submit_to_vertex(
     if dry_run:
         recurring.api_client = recorder
     with _quiet() if dry_run else contextlib.nullcontext():  # the SDK would log "created"
-        recurring.create(cron=cron, start_time=schedule.start_time, max_concurrent_run_count=schedule.max_concurrency,
-                         service_account=service_account, network=network)
+        recurring.create(
+            cron=cron,
+            start_time=schedule.start_time,
+            max_concurrent_run_count=schedule.max_concurrency,
+            service_account=service_account,
+            network=network,
+        )
     # Vertex sets catch-up only when a paused schedule is resumed; a new one starts from now.
     if dry_run:
         return {"dry_run": True, "replaces_schedules_named": schedule.name, "requests": recorder.requests}
-    return {"schedule": recurring.resource_name, "replaced": replaced, "cron": cron, "spec": spec,
-            "parameters": parameters}
+    return {"schedule": recurring.resource_name, "replaced": replaced, "cron": cron, "spec": spec, "parameters": parameters}
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
 """`fmnist <step> [flags]`: one console command for every step; each step is also `python -m jobs.<step>`."""
+
 import importlib
 import sys
 from collections.abc import Sequence

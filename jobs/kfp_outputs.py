@@ -10,6 +10,7 @@ process's, SIGTERM is passed on to it). Only after it succeeded are its outputs 
 collects them: files at the output artifacts' local paths, parameters to their output files,
 artifact metadata (metrics, confusion matrix) to the executor output file.
 """
+
 import argparse
 import datetime
 import json
@@ -35,8 +36,7 @@ class TaskOutputs:
     def __init__(self, executor_input: str):
         self._outputs = json.loads(executor_input).get("outputs", {})
         self.artifacts = {
-            name: create_artifact_instance(entry["artifacts"][0])
-            for name, entry in self._outputs.get("artifacts", {}).items()
+            name: create_artifact_instance(entry["artifacts"][0]) for name, entry in self._outputs.get("artifacts", {}).items()
         }
 
     def set_parameter(self, name: str, value: str) -> None:
@@ -82,8 +82,13 @@ def collect_train(*, outputs: TaskOutputs, model_root: str, manifest_digest: str
     model = outputs.artifacts["model"]
     for uri in storage.list_prefix(ref.uri):
         storage.download_file(uri, os.path.join(model.path, os.path.relpath(uri, ref.uri)))
-    model.metadata.update(model_version=ref.version, registry_uri=ref.uri, manifest_digest=manifest_digest,
-                          test_accuracy=metrics["test_accuracy"], framework="keras")
+    model.metadata.update(
+        model_version=ref.version,
+        registry_uri=ref.uri,
+        manifest_digest=manifest_digest,
+        test_accuracy=metrics["test_accuracy"],
+        framework="keras",
+    )
     scores = outputs.artifacts["metrics"]
     scores.log_metric("test_accuracy", metrics["test_accuracy"])
     scores.log_metric("test_loss", metrics["test_loss"])
@@ -123,11 +128,18 @@ def numbers(document: dict, prefix: str = "") -> dict[str, float]:
     return found
 
 
-def collect_run_context(*, outputs: TaskOutputs, scheduled_time: str, run_date: str, date_offset_days: int,
-                        time_zone: str, shards_template: str, run_id_template: str) -> dict:
+def collect_run_context(
+    *,
+    outputs: TaskOutputs,
+    scheduled_time: str,
+    run_date: str,
+    date_offset_days: int,
+    time_zone: str,
+    shards_template: str,
+    run_id_template: str,
+) -> dict:
     """The logical date (run_date, else the scheduled time's date in time_zone, plus the offset) and its names."""
-    date = logical_date(scheduled_time=scheduled_time, run_date=run_date, date_offset_days=date_offset_days,
-                        time_zone=time_zone)
+    date = logical_date(scheduled_time=scheduled_time, run_date=run_date, date_offset_days=date_offset_days, time_zone=time_zone)
     names = {"date": date}
     for name, template in (("shards", shards_template), ("run_id", run_id_template)):
         try:
@@ -148,10 +160,12 @@ def logical_date(*, scheduled_time: str, run_date: str, date_offset_days: int, t
             raise InputError(f"--run-date {run_date!r}: not a YYYY-MM-DD date") from error
     try:
         moment = datetime.datetime.fromisoformat(scheduled_time.replace("Z", "+00:00"))
-        zone = datetime.timezone.utc if time_zone == "UTC" else ZoneInfo(time_zone)
+        zone = datetime.UTC if time_zone == "UTC" else ZoneInfo(time_zone)
     except ValueError as error:
-        raise InputError(f"--scheduled-time {scheduled_time!r}: not an RFC 3339 time; the KFP backend did "
-                         "not resolve the schedule time placeholder, so pass run_date") from error
+        raise InputError(
+            f"--scheduled-time {scheduled_time!r}: not an RFC 3339 time; the KFP backend did "
+            "not resolve the schedule time placeholder, so pass run_date"
+        ) from error
     except ZoneInfoNotFoundError as error:
         raise InputError(f"--time-zone {time_zone!r}: unknown time zone") from error
     if moment.tzinfo is None:
@@ -199,7 +213,7 @@ def run_step(command: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    own, command = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    own, command = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     args = vars(build_parser().parse_args(own))
     kind, executor_input = args.pop("kind"), args.pop("executor_input")
     status = run(require_pinned, {"image": args.pop("image")})

@@ -1,7 +1,8 @@
 """Scoring output of table contract v1 (run_id inside the files) -> contract v2, in place, run by run.
 
-    fmnist migrate-tables --scores runs/local/scores
+fmnist migrate-tables --scores runs/local/scores
 """
+
 import argparse
 import sys
 

@@ -8,6 +8,7 @@
     fmnist pipeline submit --target vertex --schedule infra/schedules/scoring-daily.yaml --dry-run \\
         --param image=REPO/jobs@sha256:... --param worker_image=REPO/worker@sha256:...
 """
+
 import argparse
 import sys
 from collections.abc import Sequence
@@ -22,9 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="action", required=True)
     compile_ = actions.add_parser("compile", argument_default=argparse.SUPPRESS, help="write the YAML specs")
     compile_.add_argument("--output", default=DEFAULT_SPECS, help=f"folder for the specs (default {DEFAULT_SPECS})")
-    compile_.add_argument("--pipeline-root", dest="pipeline_root",
-                          help="gs:// root of the runs' artifacts, declared in the specs "
-                               "(default: terraform's pipeline_root output for fmnist-prod)")
+    compile_.add_argument(
+        "--pipeline-root",
+        dest="pipeline_root",
+        help="gs:// root of the runs' artifacts, declared in the specs "
+        "(default: terraform's pipeline_root output for fmnist-prod)",
+    )
     submit = actions.add_parser("submit", argument_default=argparse.SUPPRESS, help="create a run or a recurring run")
     submit.add_argument("--target", choices=("kfp", "vertex"), help="Kubeflow Pipelines API (default) or Vertex AI Pipelines")
     submit.add_argument("--host", help="KFP API endpoint, e.g. https://kfp.example.com (--target kfp)")
@@ -32,18 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--spec", help="compiled spec for a single run without a schedule")
     submit.add_argument("--param", action="append", help="NAME=VALUE pipeline parameter (repeatable; overrides the file)")
     submit.add_argument("--once", action="store_true", help="one run now with the schedule's parameters (a backfill)")
-    submit.add_argument("--pipeline-root", dest="pipeline_root",
-                        help="gs:// root of the run's artifacts (default: the spec's, terraform's pipeline_root)")
+    submit.add_argument(
+        "--pipeline-root",
+        dest="pipeline_root",
+        help="gs:// root of the run's artifacts (default: the spec's, terraform's pipeline_root)",
+    )
     submit.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the requests; send nothing")
     kfp = submit.add_argument_group("--target kfp")
     kfp.add_argument("--experiment", help="KFP experiment (default: the schedule's, else Default)")
-    kfp.add_argument("--cluster-time-zone", dest="cluster_time_zone",
-                     help="the KFP install's cronScheduleTimezone (default UTC): the schedule's cron is converted to it")
+    kfp.add_argument(
+        "--cluster-time-zone",
+        dest="cluster_time_zone",
+        help="the KFP install's cronScheduleTimezone (default UTC): the schedule's cron is converted to it",
+    )
     vertex = submit.add_argument_group("--target vertex")
     vertex.add_argument("--project", help="Google Cloud project (default: the run's `project` parameter)")
     vertex.add_argument("--region", help="Vertex AI region (default: the run's `region` parameter)")
-    vertex.add_argument("--service-account", dest="service_account",
-                        help="account the run acts as (default: terraform's pipeline runner of --project)")
+    vertex.add_argument(
+        "--service-account",
+        dest="service_account",
+        help="account the run acts as (default: terraform's pipeline runner of --project)",
+    )
     vertex.add_argument("--network", help="VPC network to peer the run with (projects/NUMBER/global/networks/NAME)")
     vertex.add_argument("--label", action="append", help="NAME=VALUE label of the run (repeatable)")
     return parser

@@ -17,7 +17,6 @@ the flag is left off and the step's own default applies (as with the CLI).
 import copy
 import os
 from collections.abc import Sequence
-from typing import Optional
 
 from kfp import compiler, dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -66,15 +65,44 @@ def train_command(*, data, model_root, flags: Sequence = ()) -> list:
 def score_command(*, shards, model, output, run_id, run_date, gcp_resources, flags: Sequence = ()) -> list:
     """`fmnist score`: shards (a glob) -> prediction and error tables of one run, the launched job in
     `gcp_resources`; `flags` may add Beam options."""
-    return ["fmnist", "score", "--input", shards, "--model", model, "--output", output,
-            "--run-id", run_id, "--run-date", run_date, "--gcp-resources", gcp_resources, *flags]
+    return [
+        "fmnist",
+        "score",
+        "--input",
+        shards,
+        "--model",
+        model,
+        "--output",
+        output,
+        "--run-id",
+        run_id,
+        "--run-date",
+        run_date,
+        "--gcp-resources",
+        gcp_resources,
+        *flags,
+    ]
 
 
-def dataflow_flags(*, runner, project, region, temp_location, worker_image, service_account,
-                   public_ips_flag=PUBLIC_IPS_FLAGS[0]) -> list:
+def dataflow_flags(
+    *, runner, project, region, temp_location, worker_image, service_account, public_ips_flag=PUBLIC_IPS_FLAGS[0]
+) -> list:
     """Beam's standard options for a Dataflow run of `fmnist score` (the DirectRunner ignores them)."""
-    return ["--runner", runner, "--project", project, "--region", region, "--temp_location", temp_location,
-            "--sdk_container_image", worker_image, "--service_account_email", service_account, public_ips_flag]
+    return [
+        "--runner",
+        runner,
+        "--project",
+        project,
+        "--region",
+        region,
+        "--temp_location",
+        temp_location,
+        "--sdk_container_image",
+        worker_image,
+        "--service_account_email",
+        service_account,
+        public_ips_flag,
+    ]
 
 
 @dsl.container_component
@@ -82,14 +110,16 @@ def prepare(
     image: str,
     dataset: Output[Dataset],
     manifest_digest: dsl.OutputPath(str),
-    source: Optional[str] = None,
-    shards_per_split: Optional[int] = None,
+    source: str | None = None,
+    shards_per_split: int | None = None,
 ):
     """Raw IDX files -> validated image shards (the Dataset artifact) and their manifest digest."""
     return dsl.ContainerSpec(
         image=IMAGE_INPUT_DEFAULT,
         command=[*ADAPTER, "prepare", "--image", image, "--"],
-        args=prepare_command(output=dataset.path, flags=if_present_flags({"source": source, "shards_per_split": shards_per_split})),
+        args=prepare_command(
+            output=dataset.path, flags=if_present_flags({"source": source, "shards_per_split": shards_per_split})
+        ),
     )
 
 
@@ -103,12 +133,12 @@ def train(
     metrics: Output[Metrics],
     confusion_matrix: Output[ClassificationMetrics],
     model_card: Output[Markdown],
-    architecture: Optional[str] = None,
-    epochs: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    learning_rate: Optional[float] = None,
-    seed: Optional[int] = None,
-    min_accuracy: Optional[float] = None,
+    architecture: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    seed: int | None = None,
+    min_accuracy: float | None = None,
 ):
     """Fits and evaluates a model; only one that passes the gate is published under model_root."""
     return dsl.ContainerSpec(
@@ -119,8 +149,15 @@ def train(
             model_root=model_root,
             flags=[
                 dsl.IfPresentPlaceholder(input_name="architecture", then=["--model", architecture]),
-                *if_present_flags({"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                                   "seed": seed, "min_accuracy": min_accuracy}),
+                *if_present_flags(
+                    {
+                        "epochs": epochs,
+                        "batch_size": batch_size,
+                        "learning_rate": learning_rate,
+                        "seed": seed,
+                        "min_accuracy": min_accuracy,
+                    }
+                ),
             ],
         ),
     )
@@ -143,8 +180,20 @@ def run_context(
     return dsl.ContainerSpec(
         image=IMAGE_INPUT_DEFAULT,
         command=[*ADAPTER, "run-context", "--image", image],
-        args=["--scheduled-time", scheduled_time, "--run-date", run_date, "--date-offset-days", date_offset_days,
-              "--time-zone", time_zone, "--shards-template", shards_template, "--run-id-template", run_id_template],
+        args=[
+            "--scheduled-time",
+            scheduled_time,
+            "--run-date",
+            run_date,
+            "--date-offset-days",
+            date_offset_days,
+            "--time-zone",
+            time_zone,
+            "--shards-template",
+            shards_template,
+            "--run-id-template",
+            run_id_template,
+        ],
     )
 
 
@@ -166,30 +215,48 @@ def score(
     predictions: Output[Dataset],
     summary: Output[Metrics],
     gcp_resources: dsl.OutputPath(str),
-    max_error_rate: Optional[float] = None,
-    network: Optional[str] = None,
-    subnetwork: Optional[str] = None,
-    max_num_workers: Optional[int] = None,
-    machine_type: Optional[str] = None,
-    labels: Optional[dict] = None,
-    job_name: Optional[str] = None,
+    max_error_rate: float | None = None,
+    network: str | None = None,
+    subnetwork: str | None = None,
+    max_num_workers: int | None = None,
+    machine_type: str | None = None,
+    labels: dict | None = None,
+    job_name: str | None = None,
 ):
     """Scores one date's shards with the published model into the partitioned tables (on Dataflow,
     whose job `gcp_resources` names: the UI links it and cancelling the run cancels it)."""
     return dsl.ContainerSpec(
         image=IMAGE_INPUT_DEFAULT,
-        command=[*ADAPTER, "score", "--image", image, "--output", output, "--run-id", run_id, "--run-date", run_date,
-                 "--"],
+        command=[*ADAPTER, "score", "--image", image, "--output", output, "--run-id", run_id, "--run-date", run_date, "--"],
         args=score_command(
-            shards=shards, model=model_root, output=output, run_id=run_id, run_date=run_date,
+            shards=shards,
+            model=model_root,
+            output=output,
+            run_id=run_id,
+            run_date=run_date,
             gcp_resources=gcp_resources,
-            flags=[*if_present_flags({"max_error_rate": max_error_rate}),
-                   *dataflow_flags(runner=runner, project=project, region=region, temp_location=temp_location,
-                                   worker_image=worker_image, service_account=service_account,
-                                   public_ips_flag=public_ips_flag),
-                   *if_present_beam_options({"network": network, "subnetwork": subnetwork,
-                                             "max_num_workers": max_num_workers, "machine_type": machine_type,
-                                             "labels": labels, "job_name": job_name})],
+            flags=[
+                *if_present_flags({"max_error_rate": max_error_rate}),
+                *dataflow_flags(
+                    runner=runner,
+                    project=project,
+                    region=region,
+                    temp_location=temp_location,
+                    worker_image=worker_image,
+                    service_account=service_account,
+                    public_ips_flag=public_ips_flag,
+                ),
+                *if_present_beam_options(
+                    {
+                        "network": network,
+                        "subnetwork": subnetwork,
+                        "max_num_workers": max_num_workers,
+                        "machine_type": machine_type,
+                        "labels": labels,
+                        "job_name": job_name,
+                    }
+                ),
+            ],
         ),
     )
 
@@ -206,24 +273,34 @@ def on_image(task: dsl.PipelineTask, image, *, cpu: str, memory: str) -> dsl.Pip
 def training_pipeline(
     image: str,
     model_root: str,
-    source: Optional[str] = None,
-    shards_per_split: Optional[int] = None,
-    architecture: Optional[str] = None,
-    epochs: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    learning_rate: Optional[float] = None,
-    seed: Optional[int] = None,
-    min_accuracy: Optional[float] = None,
+    source: str | None = None,
+    shards_per_split: int | None = None,
+    architecture: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    seed: int | None = None,
+    min_accuracy: float | None = None,
 ):
     """Shards from the raw data set, then a model version that scoring uses once it passes the gate."""
     # prepare encodes PNGs on every core; train holds the 60,000 training images in memory.
-    prepared = on_image(prepare(image=image, source=source, shards_per_split=shards_per_split), image,
-                        cpu="4", memory="8G")
+    prepared = on_image(prepare(image=image, source=source, shards_per_split=shards_per_split), image, cpu="4", memory="8G")
     trained = on_image(
-        train(image=image, dataset=prepared.outputs["dataset"], manifest_digest=prepared.outputs["manifest_digest"],
-              model_root=model_root, architecture=architecture, epochs=epochs, batch_size=batch_size,
-              learning_rate=learning_rate, seed=seed, min_accuracy=min_accuracy),
-        image, cpu="4", memory="8G",
+        train(
+            image=image,
+            dataset=prepared.outputs["dataset"],
+            manifest_digest=prepared.outputs["manifest_digest"],
+            model_root=model_root,
+            architecture=architecture,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            min_accuracy=min_accuracy,
+        ),
+        image,
+        cpu="4",
+        memory="8G",
     )
     trained.set_display_name("train-gate-publish")
 
@@ -241,35 +318,62 @@ def scoring_pipeline(
     service_account: str,
     runner: str = "DataflowRunner",
     public_ips_flag: str = PUBLIC_IPS_FLAGS[0],
-    network: Optional[str] = None,
-    subnetwork: Optional[str] = None,
-    max_num_workers: Optional[int] = None,
-    machine_type: Optional[str] = None,
-    labels: Optional[dict] = None,
-    job_name: Optional[str] = None,
+    network: str | None = None,
+    subnetwork: str | None = None,
+    max_num_workers: int | None = None,
+    machine_type: str | None = None,
+    labels: dict | None = None,
+    job_name: str | None = None,
     run_date: str = "",
     date_offset_days: int = 0,
     time_zone: str = "UTC",
     run_id_template: str = "scheduled-{date}",
-    max_error_rate: Optional[float] = None,
+    max_error_rate: float | None = None,
 ):
     """The logical date comes from the schedule (or run_date, for a backfill) and names the partition."""
     context = on_image(
-        run_context(image=image, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER, run_date=run_date,
-                    date_offset_days=date_offset_days, time_zone=time_zone, shards_template=shards_template,
-                    run_id_template=run_id_template),
-        image, cpu="500m", memory="512M",
+        run_context(
+            image=image,
+            scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+            run_date=run_date,
+            date_offset_days=date_offset_days,
+            time_zone=time_zone,
+            shards_template=shards_template,
+            run_id_template=run_id_template,
+        ),
+        image,
+        cpu="500m",
+        memory="512M",
     )
     # Its input is a placeholder KFP resolves per run: a cache hit could reuse another day's date.
     context.set_caching_options(False)
     scored = on_image(
-        score(image=image, shards=context.outputs["shards"], model_root=model_root, output=output,
-              run_id=context.outputs["run_id"], run_date=context.outputs["date"], runner=runner, project=project,
-              region=region, temp_location=temp_location, worker_image=worker_image, service_account=service_account,
-              public_ips_flag=public_ips_flag, max_error_rate=max_error_rate, network=network, subnetwork=subnetwork,
-              max_num_workers=max_num_workers, machine_type=machine_type, labels=labels, job_name=job_name),
+        score(
+            image=image,
+            shards=context.outputs["shards"],
+            model_root=model_root,
+            output=output,
+            run_id=context.outputs["run_id"],
+            run_date=context.outputs["date"],
+            runner=runner,
+            project=project,
+            region=region,
+            temp_location=temp_location,
+            worker_image=worker_image,
+            service_account=service_account,
+            public_ips_flag=public_ips_flag,
+            max_error_rate=max_error_rate,
+            network=network,
+            subnetwork=subnetwork,
+            max_num_workers=max_num_workers,
+            machine_type=machine_type,
+            labels=labels,
+            job_name=job_name,
+        ),
         # Launches and watches the Dataflow job; the DirectRunner (a small backfill) scores in the task.
-        image, cpu="2", memory="4G",
+        image,
+        cpu="2",
+        memory="4G",
     )
     # The tables live outside KFP and a rerun of a date must rewrite its partition: never cached.
     scored.set_caching_options(False)

@@ -1,7 +1,8 @@
 """Product pictures (PNG/JPEG, any size or colour) -> unlabeled scoring shards.
 
-    fmnist prepare-images --images 'photos/*.jpg' --output runs/local/photo-shards
+fmnist prepare-images --images 'photos/*.jpg' --output runs/local/photo-shards
 """
+
 import argparse
 import sys
 
@@ -23,8 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
 def prepare_images_and_summarize(**kwargs) -> dict:
     """Prepares the shards; the result on stdout is the data set's summary and where the rejects are."""
     manifest = prepare_images(**kwargs)
-    return {**manifest_summary(kwargs["output"], manifest), "rejected": manifest["source"]["rejected"],
-            "rejects": join(kwargs["output"], REJECTS_NAME)}
+    return {
+        **manifest_summary(kwargs["output"], manifest),
+        "rejected": manifest["source"]["rejected"],
+        "rejects": join(kwargs["output"], REJECTS_NAME),
+    }
 
 
 main = main_of(build_parser, prepare_images_and_summarize)

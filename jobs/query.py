@@ -6,6 +6,7 @@
 Exactly one SELECT; anything else (COPY, ATTACH, INSTALL, LOAD, SET, a second statement) is
 refused with exit 2, and the query cannot read files beyond the tables. --out exports.
 """
+
 import argparse
 import sys
 
@@ -16,10 +17,17 @@ from jobs.runner import main_of, new_parser, uri
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("fmnist query", __doc__.splitlines()[0])
     parser.add_argument("sql", help="one SELECT (DuckDB dialect); examples in docs/analysts.md")
-    parser.add_argument("--scores", "--predictions", dest="scores", type=uri, required=True,
-                        help="the scoring output root (the --output given to `fmnist score`); "
-                             "--predictions is a deprecated alias")
-    parser.add_argument("--out", type=uri, help="write the result to FILE.csv or FILE.parquet (a path or gs:// URI) instead of printing it")
+    parser.add_argument(
+        "--scores",
+        "--predictions",
+        dest="scores",
+        type=uri,
+        required=True,
+        help="the scoring output root (the --output given to `fmnist score`); --predictions is a deprecated alias",
+    )
+    parser.add_argument(
+        "--out", type=uri, help="write the result to FILE.csv or FILE.parquet (a path or gs:// URI) instead of printing it"
+    )
     return parser
 
 

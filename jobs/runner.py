@@ -5,6 +5,7 @@ disk, a lost network), 3 a completed run that failed its own check (quality gate
 limit), 143 stopped by SIGTERM. Every failure is one line on stderr; `--verbose` adds the
 traceback and the libraries' own logs (Beam, TensorFlow), which are quiet by default.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,7 @@ def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
     Every step gets `--verbose`, which `run` consumes: the component never sees it.
     """
     parser = OneLineErrorParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
-    parser.add_argument("--verbose", action="store_true",
-                        help="show every library's INFO logs (Beam, TensorFlow) and tracebacks")
+    parser.add_argument("--verbose", action="store_true", help="show every library's INFO logs (Beam, TensorFlow) and tracebacks")
     return parser
 
 
@@ -142,8 +142,7 @@ def run(component: Callable[..., Any], kwargs: dict[str, Any]) -> int:
         except Exception as error:  # the catch-all of a process entry point: report, then exit 1
             if verbose:
                 log.exception("unexpected failure")
-            print(f"error: {_one_line(error)}"
-                  + ("" if verbose else " (--verbose shows the traceback)"), file=sys.stderr)
+            print(f"error: {_one_line(error)}" + ("" if verbose else " (--verbose shows the traceback)"), file=sys.stderr)
             return EXIT_UNEXPECTED
     if result is not None:
         print(json.dumps(result, default=str))

@@ -5,6 +5,7 @@ notice: console errors, uncaught exceptions, failed loads (Log and Runtime domai
 natural size of every <img>. The DevTools connection is on 127.0.0.1 only, on a port
 Chromium picks itself (read back from DevToolsActivePort), so parallel runs never collide.
 """
+
 from __future__ import annotations
 
 import base64
@@ -64,8 +65,12 @@ def load_page(url: str, *, timeout_s: float = 60.0) -> PageCheck:
         with open(os.path.join(profile, "chromium.log"), "wb") as log:
             # Its own process group: Chromium's helpers (renderer, GPU, crashpad) can be
             # stopped and awaited together with it.
-            process = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             try:
                 port = _devtools_port(profile, process, timeout_s)
                 return _inspect(port, url, timeout_s)
@@ -103,7 +108,7 @@ def _live_members(group: int) -> list[int]:
         except OSError:
             continue  # exited while we looked
         # Fields after the command name (which may hold spaces): state, ppid, pgrp, ...
-        state, _, pgrp = stat[stat.rindex(")") + 2:].split()[:3]
+        state, _, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
         if int(pgrp) == group and state != "Z":
             members.append(int(entry))
     return members

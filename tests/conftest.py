@@ -1,4 +1,5 @@
 """Shared fixtures: a real GCS API server on loopback, and tiny data sets made in the test."""
+
 from __future__ import annotations
 
 import gzip

@@ -12,6 +12,7 @@ answer the client resends the chunk from its last confirmed offset, and the emul
 answers that overlap with 400 (it models no recovery of a session's persisted range), so
 a "lost" chunk would test the emulator, not our code.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -43,7 +44,7 @@ class FaultProxy:
         host, port = self._server.server_address[:2]
         return f"{host}:{port}"
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         self._thread.start()
         return self
 

@@ -9,6 +9,7 @@ run-id lease renews, takes over and releases only the generation it read; so the
 by the tests enforces it for simple and multipart uploads and for deletes. The emulator's
 HTTP server handles one request at a time, so the check and the write are one step.
 """
+
 import argparse
 import logging
 from http import HTTPStatus

@@ -17,6 +17,7 @@ telemetry only, and falls back to defaults on 403 (`_bucket_metadata_cache.py`).
 storage.buckets.get that read is answered 403 too, but kept in `optional_denied`: a task that
 really needed it fails on its own, which the caller sees in its exit code.
 """
+
 from __future__ import annotations
 
 import email
@@ -32,7 +33,11 @@ _BUCKET = r"(?P<bucket>[^/?]+)"
 _OBJECT = r"(?P<object>[^?]+?)"
 # (method, path pattern, what it does); the first match wins, so longer shapes come first.
 _ROUTES = [
-    ("POST", rf"^(?:/storage/v1)?/b/{_BUCKET}/o/{_OBJECT}/(?:copyTo|rewriteTo)/b/(?P<target_bucket>[^/]+)/o/(?P<target>[^?]+)$", "copy"),
+    (
+        "POST",
+        rf"^(?:/storage/v1)?/b/{_BUCKET}/o/{_OBJECT}/(?:copyTo|rewriteTo)/b/(?P<target_bucket>[^/]+)/o/(?P<target>[^?]+)$",
+        "copy",
+    ),
     ("POST", rf"^(?:/storage/v1)?/b/{_BUCKET}/o/{_OBJECT}/compose$", "compose"),
     ("POST", rf"^/upload/storage/v1/b/{_BUCKET}/o$", "upload"),
     ("PUT", rf"^/upload/storage/v1/b/{_BUCKET}/o$", "upload_chunk"),
@@ -67,7 +72,7 @@ class PermissionProxy:
         host, port = self._server.server_address[:2]
         return f"{host}:{port}"
 
-    def __enter__(self) -> "PermissionProxy":
+    def __enter__(self) -> PermissionProxy:
         self._thread.start()
         return self
 
@@ -90,8 +95,7 @@ class PermissionProxy:
             groups = match.groupdict()
             bucket = groups.get("bucket")
             if action == "copy":
-                return [(bucket, "storage.objects.get"),
-                        *self._create(groups["target_bucket"], groups["target"], query)]
+                return [(bucket, "storage.objects.get"), *self._create(groups["target_bucket"], groups["target"], query)]
             if action == "compose":
                 return self._create(bucket, groups["object"], query) + [(bucket, "storage.objects.get")]
             if action == "upload":
@@ -154,8 +158,13 @@ class PermissionProxy:
                 body = self.rfile.read(length) if length else None
                 denial = proxy.check(self.command, self.path, body, self.headers.get("Content-Type", ""))
                 if denial:
-                    error = {"error": {"code": 403, "message": f"anonymous caller does not have access: {denial}",
-                                       "errors": [{"reason": "forbidden", "message": denial}]}}
+                    error = {
+                        "error": {
+                            "code": 403,
+                            "message": f"anonymous caller does not have access: {denial}",
+                            "errors": [{"reason": "forbidden", "message": denial}],
+                        }
+                    }
                     self._send(403, "Forbidden", [("Content-Type", "application/json")], json.dumps(error).encode())
                     return
                 upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)

@@ -1,4 +1,5 @@
 """Helpers for tests of the compiled KFP specs: read a spec, resolve a task's command line, fake `{{$}}`."""
+
 import json
 import os
 import re
@@ -34,18 +35,26 @@ def render(args: list[str], values: dict[str, str]) -> list[str]:
     return rendered
 
 
-def executor_input(folder: str, artifacts: dict[str, str], parameters: tuple[str, ...] = (),
-                   uris: dict[str, str] | None = None) -> str:
+def executor_input(
+    folder: str, artifacts: dict[str, str], parameters: tuple[str, ...] = (), uris: dict[str, str] | None = None
+) -> str:
     """`{{$}}` of a task whose outputs live under `folder` (or at `uris[name]`): artifacts
     (name -> schema title) and parameters. Local URIs: their path is the URI itself."""
     uris = uris or {}
-    return json.dumps({"outputs": {
-        "artifacts": {name: {"artifacts": [{"name": name, "uri": uris.get(name, f"{folder}/{name}"),
-                                            "type": {"schemaTitle": title}}]}
-                      for name, title in artifacts.items()},
-        "parameters": {name: {"outputFile": f"{folder}/parameters/{name}"} for name in parameters},
-        "outputFile": f"{folder}/executor_output.json",
-    }})
+    return json.dumps(
+        {
+            "outputs": {
+                "artifacts": {
+                    name: {
+                        "artifacts": [{"name": name, "uri": uris.get(name, f"{folder}/{name}"), "type": {"schemaTitle": title}}]
+                    }
+                    for name, title in artifacts.items()
+                },
+                "parameters": {name: {"outputFile": f"{folder}/parameters/{name}"} for name in parameters},
+                "outputFile": f"{folder}/executor_output.json",
+            }
+        }
+    )
 
 
 def executor_output(folder) -> dict:

@@ -14,6 +14,7 @@ The `scored_output` fixture (tests/conftest.py) builds:
                 run nightly-2026-11-28 (model v2, same images, no errors: no errors files)
                 run_date=2026-11-29/run_id=unfinished: files without a summary (invisible)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,8 +56,7 @@ class ScoredRun:
 
 
 RUNS = (
-    ScoredRun("nightly-2026-11-27", "2026-11-27", "v1", seed=1,
-              failures=((0, 3, "decode_error"), (1, 0, "missing_feature"))),
+    ScoredRun("nightly-2026-11-27", "2026-11-27", "v1", seed=1, failures=((0, 3, "decode_error"), (1, 0, "missing_feature"))),
     ScoredRun("nightly-2026-11-28", "2026-11-28", "v2", seed=2),
 )
 UNFINISHED = ScoredRun("unfinished", "2026-11-29", "v3", seed=3)
@@ -82,9 +82,14 @@ def write_dataset(data_uri: str) -> dict:
         images = garment_images(labels, seed)
         parts = np.array_split(np.arange(len(labels)), 2)
         entries = [
-            write_shard(ShardTask(uri=storage.join(data_uri, shard_name(split, index, len(parts))),
-                                  image_ids=[f"{split}-{i:05d}" for i in positions],
-                                  images=images[positions], labels=labels[positions]))
+            write_shard(
+                ShardTask(
+                    uri=storage.join(data_uri, shard_name(split, index, len(parts))),
+                    image_ids=[f"{split}-{i:05d}" for i in positions],
+                    images=images[positions],
+                    labels=labels[positions],
+                )
+            )
             for index, positions in enumerate(parts)
         ]
         splits[split] = {"num_records": len(labels), "class_histogram": class_histogram(labels), "shards": entries}
@@ -105,9 +110,9 @@ def fake_probabilities(label: int | None, image_id: str, seed: int) -> np.ndarra
 
 def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bool = True) -> RunSummary:
     """Scores the shards with the stand-in model into the tables; the summary is written last."""
-    scored_at = datetime.datetime(*map(int, run.run_date.split("-")), 6, 0, tzinfo=datetime.timezone.utc)
+    scored_at = datetime.datetime(*map(int, run.run_date.split("-")), 6, 0, tzinfo=datetime.UTC)
     failures = {(shard, record): error_type for shard, record, error_type in run.failures}
-    read, failed_by_type, started_at = 0, {}, datetime.datetime.now(datetime.timezone.utc)
+    read, failed_by_type, started_at = 0, {}, datetime.datetime.now(datetime.UTC)
     attempt = f"{run.run_id}-attempt"
     lineage = dict(run_id=run.run_id, run_date=run.run_date, model_version=run.model_version)
     parts: dict[str, list[str]] = {PREDICTIONS_TABLE: [], ERRORS_TABLE: []}
@@ -121,18 +126,32 @@ def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bo
                 error_type = failures.get((shard_index, record.index))
                 if error_type:
                     failed_by_type[error_type] = failed_by_type.get(error_type, 0) + 1
-                    errors.append({"source_uri": source_uri, "record_index": record.index, "image_id": example.image_id,
-                                   "error_type": error_type, "error_message": f"planted {error_type}",
-                                   "scored_at": scored_at})
+                    errors.append(
+                        {
+                            "source_uri": source_uri,
+                            "record_index": record.index,
+                            "image_id": example.image_id,
+                            "error_type": error_type,
+                            "error_message": f"planted {error_type}",
+                            "scored_at": scored_at,
+                        }
+                    )
                     continue
                 probabilities = fake_probabilities(example.label, example.image_id, run.seed)
                 label = int(probabilities.argmax())
-                predictions.append({
-                    "image_id": example.image_id, "source_uri": source_uri, "predicted_label": label,
-                    "predicted_class": CLASS_NAMES[label], "confidence": float(probabilities[label]),
-                    "probabilities": probabilities.tolist(), "true_label": example.label,
-                    "model_version": run.model_version, "scored_at": scored_at,
-                })
+                predictions.append(
+                    {
+                        "image_id": example.image_id,
+                        "source_uri": source_uri,
+                        "predicted_label": label,
+                        "predicted_class": CLASS_NAMES[label],
+                        "confidence": float(probabilities[label]),
+                        "probabilities": probabilities.tolist(),
+                        "true_label": example.label,
+                        "model_version": run.model_version,
+                        "scored_at": scored_at,
+                    }
+                )
         part = f"part-{attempt}-{shard_index:05d}.parquet"
         for table, rows, schema in ((PREDICTIONS_TABLE, predictions, PREDICTION_SCHEMA), (ERRORS_TABLE, errors, ERROR_SCHEMA)):
             if rows:  # like the scorer, which writes no file for a shard without rows of a table
@@ -140,22 +159,27 @@ def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bo
                 _write_parquet(part_uri, pa.Table.from_pylist(rows, schema=with_lineage(schema, **lineage)))
                 parts[table].append(storage.absolute_uri(part_uri))
     failed = sum(failed_by_type.values())
-    finished_at = datetime.datetime.now(datetime.timezone.utc)
+    finished_at = datetime.datetime.now(datetime.UTC)
     document = RunSummary(  # what `fmnist score` writes (components/score_run.py), minus Beam's counters
         run_id=run.run_id,
         run_date=run.run_date,
         status="ok",
         model_version=run.model_version,
         model_uri=storage.absolute_uri(f"models/{run.model_version}"),
-        inputs=RunInputs(glob=storage.absolute_uri(storage.join(storage.dirname(shard_uris[0]), "test-*.tfrecord")),
-                         shards=[storage.absolute_uri(uri) for uri in shard_uris]),
+        inputs=RunInputs(
+            glob=storage.absolute_uri(storage.join(storage.dirname(shard_uris[0]), "test-*.tfrecord")),
+            shards=[storage.absolute_uri(uri) for uri in shard_uris],
+        ),
         parts=RunParts(predictions=parts[PREDICTIONS_TABLE], errors=parts[ERRORS_TABLE]),
         counts=RunCounts(read=read, scored=read - failed, failed=failed, failed_by_type=failed_by_type),
         error_rate=failed / read,
         max_error_rate=0.01,
         attempt=attempt,
-        timings={"started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
-                 "total_seconds": round((finished_at - started_at).total_seconds(), 3)},
+        timings={
+            "started_at": started_at.isoformat(),
+            "finished_at": finished_at.isoformat(),
+            "total_seconds": round((finished_at - started_at).total_seconds(), 3),
+        },
     )
     if summary:
         storage.write_bytes(run_summary_uri(output, run.run_id), (document.to_json() + "\n").encode())

@@ -9,6 +9,7 @@ The tables come from the `scored_output` fixture (written like `fmnist score` wr
 and, in the slow test, from real scorer output: two model versions trained on real images,
 two runs on one day (a rerun under a new id), and a shard with a damaged record.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,7 @@ def bigquery_as_duckdb(sql: str) -> str:
 
 def rows(sql: str, scores: str) -> list[tuple]:
     table = query(sql=sql, scores=scores)
-    return [tuple(round(value, 6) if isinstance(value, float) else value for value in row.values())
-            for row in table.to_pylist()]
+    return [tuple(round(value, 6) if isinstance(value, float) else value for value in row.values()) for row in table.to_pylist()]
 
 
 def assert_same_answer(pair: tuple[str, str], scores: str) -> None:
@@ -56,7 +56,10 @@ def assert_same_answer(pair: tuple[str, str], scores: str) -> None:
     assert len(answered) == len(expected)
     for ours, theirs in zip(expected, answered):
         assert all(a == b or (isinstance(a, float) and math.isclose(a, b, abs_tol=1e-6)) for a, b in zip(ours, theirs)), (
-            ours, theirs, bigquery_sql)
+            ours,
+            theirs,
+            bigquery_sql,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +69,14 @@ def scores_root(scored_output) -> str:
 
 def test_the_doc_has_the_promised_examples():
     text = open(DOC).read()
-    for topic in ("Daily class mix", "Low-confidence share per class", "Disagreement between two model versions",
-                  "Error reasons per shard", "Run health", "Accuracy per class"):
+    for topic in (
+        "Daily class mix",
+        "Low-confidence share per class",
+        "Disagreement between two model versions",
+        "Error reasons per shard",
+        "Run health",
+        "Accuracy per class",
+    ):
         assert f"### {topic}" in text
     assert len(PAIRS) >= 8
 
@@ -110,11 +119,18 @@ def real_scores_root(tmp_path_factory) -> str:
     incoming, scores = str(root / "incoming" / "test-*.tfrecord"), str(root / "scores")
     models = {}
     for seed, day in ((1, "2026-11-27"), (2, "2026-11-28")):
-        models[day] = train(data=str(root / "shards"), model_root=str(root / "models"), epochs=1, seed=seed,
-                            min_accuracy=0.5)["uri"]
+        models[day] = train(data=str(root / "shards"), model_root=str(root / "models"), epochs=1, seed=seed, min_accuracy=0.5)[
+            "uri"
+        ]
         score(input=incoming, model=models[day], output=scores, run_id=f"run-{day}", run_date=day, max_error_rate=1.0)
-    score(input=incoming, model=models["2026-11-28"], output=scores, run_id="rerun-2026-11-28", run_date="2026-11-28",
-          max_error_rate=1.0)
+    score(
+        input=incoming,
+        model=models["2026-11-28"],
+        output=scores,
+        run_id="rerun-2026-11-28",
+        run_date="2026-11-28",
+        max_error_rate=1.0,
+    )
     return scores
 
 
@@ -128,6 +144,9 @@ def test_both_dialects_give_the_same_answer_on_real_scorer_output(real_scores_ro
 def test_a_rerun_on_one_day_is_counted_once_by_the_current_view(real_scores_root):
     runs = query(sql="SELECT count(*) AS n FROM runs WHERE run_date = '2026-11-28'", scores=real_scores_root)
     assert runs.column("n").to_pylist() == [2]
-    [row] = query(sql="SELECT count(*) AS images, count(DISTINCT image_id) AS distinct_images, any_value(run_id) AS run "
-                      "FROM predictions_current WHERE run_date = '2026-11-28'", scores=real_scores_root).to_pylist()
+    [row] = query(
+        sql="SELECT count(*) AS images, count(DISTINCT image_id) AS distinct_images, any_value(run_id) AS run "
+        "FROM predictions_current WHERE run_date = '2026-11-28'",
+        scores=real_scores_root,
+    ).to_pylist()
     assert row["images"] == row["distinct_images"] > 0 and row["run"] == "rerun-2026-11-28"

@@ -1,5 +1,6 @@
 """The benchmark scripts are not run by CI (minutes on the full data set), but they must
 at least compile: a syntax error once slipped into one unnoticed."""
+
 import glob
 import os
 

@@ -8,6 +8,7 @@ REPEATED column), column names BigQuery accepts. Checked on the schema module (A
 and on files written the way the scorer writes them (Parquet level), with counter-examples
 proving that the checks catch each violation.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -72,7 +73,8 @@ def parquet_violations(schema: pq.ParquetSchema) -> list[str]:
         if logical.get("Type") == "Int" and not logical.get("isSigned", True) or str(column.converted_type) in _UNSIGNED:
             problems.append(f"{column.path}: unsigned integer")
         if logical.get("Type") == "Timestamp" and (
-                logical.get("timeUnit") != "microseconds" or not logical.get("isAdjustedToUTC")):
+            logical.get("timeUnit") != "microseconds" or not logical.get("isAdjustedToUTC")
+        ):
             problems.append(f"{column.path}: timestamp {logical}, expected microseconds adjusted to UTC")
         if column.max_repetition_level:
             top = column.path.split(".")[0]
@@ -87,9 +89,18 @@ def written_schema(table: pa.Table, path: str, **options) -> pq.ParquetSchema:
 
 
 def one_prediction() -> dict:
-    return {"image_id": "a", "source_uri": "gs://b/s", "predicted_label": 3, "predicted_class": "Dress",
-            "confidence": 0.9, "probabilities": [0.01] * 9 + [0.91], "true_label": None, "model_version": "v",
-            "run_id": "r", "scored_at": datetime.datetime(2026, 11, 28, tzinfo=datetime.timezone.utc)}
+    return {
+        "image_id": "a",
+        "source_uri": "gs://b/s",
+        "predicted_label": 3,
+        "predicted_class": "Dress",
+        "confidence": 0.9,
+        "probabilities": [0.01] * 9 + [0.91],
+        "true_label": None,
+        "model_version": "v",
+        "run_id": "r",
+        "scored_at": datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC),
+    }
 
 
 @pytest.mark.parametrize("schema", [PREDICTION_SCHEMA, ERROR_SCHEMA], ids=["predictions", "errors"])
@@ -114,16 +125,33 @@ def test_fixture_tables_follow_bigquery_rules(scored_output):
 
 
 def test_the_checks_catch_each_violation(tmp_path):
-    bad = pa.schema([pa.field("count", pa.uint8()), pa.field("at", pa.timestamp("ns", tz="UTC")),
-                     pa.field("local", pa.timestamp("us")), pa.field("probabilities", pa.list_(pa.float32())),
-                     pa.field("bad-name", pa.string())])
+    bad = pa.schema(
+        [
+            pa.field("count", pa.uint8()),
+            pa.field("at", pa.timestamp("ns", tz="UTC")),
+            pa.field("local", pa.timestamp("us")),
+            pa.field("probabilities", pa.list_(pa.float32())),
+            pa.field("bad-name", pa.string()),
+        ]
+    )
     assert len(arrow_violations(bad)) == 5  # list<item: float> is the non-standard item name
-    table = pa.Table.from_pylist([{"count": 1, "at": datetime.datetime(2026, 1, 1), "local": datetime.datetime(2026, 1, 1),
-                                   "probabilities": [0.5], "bad-name": "x"}], schema=bad)
+    table = pa.Table.from_pylist(
+        [
+            {
+                "count": 1,
+                "at": datetime.datetime(2026, 1, 1),
+                "local": datetime.datetime(2026, 1, 1),
+                "probabilities": [0.5],
+                "bad-name": "x",
+            }
+        ],
+        schema=bad,
+    )
     problems = parquet_violations(written_schema(table, str(tmp_path / "bad.parquet"), use_compliant_nested_type=False))
     assert [problem.split(":")[0] for problem in problems] == ["count", "at", "local", "probabilities.list.item"]
-    legacy = parquet_violations(written_schema(table.select(["at"]), str(tmp_path / "int96.parquet"),
-                                               use_deprecated_int96_timestamps=True))
+    legacy = parquet_violations(
+        written_schema(table.select(["at"]), str(tmp_path / "int96.parquet"), use_deprecated_int96_timestamps=True)
+    )
     assert legacy and "INT96" in legacy[0]
 
 

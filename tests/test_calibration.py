@@ -1,4 +1,5 @@
 """Temperature scaling and the expected calibration error, on numbers whose answer is known."""
+
 import math
 
 import numpy as np

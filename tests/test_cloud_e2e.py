@@ -5,6 +5,7 @@ through a proxy that fails every 4th request: exactly the same rows, nothing los
 
 The bucket is a real GCS API server on loopback (gcp-storage-emulator, tests/gcs_server.py).
 """
+
 import json
 import os
 
@@ -43,15 +44,23 @@ def run_chain(source: str, root: str) -> tuple[dict, dict]:
     prepare(source=source, output=f"{root}/shards", shards_per_split=3, allow_unknown_source=True, workers=1)
     trained = train(data=f"{root}/shards", model_root=f"{root}/models", epochs=2, min_accuracy=0.5, seed=7)
     # The DirectRunner by name, as deployments name it (score's own default is its FnApiRunner engine).
-    summary = score(input=f"{root}/shards/test-*.tfrecord", model=f"{root}/models", output=f"{root}/scores",
-                    run_id="e2e", run_date="2026-11-29", beam_args=["--runner", "DirectRunner"])
+    summary = score(
+        input=f"{root}/shards/test-*.tfrecord",
+        model=f"{root}/models",
+        output=f"{root}/scores",
+        run_id="e2e",
+        run_date="2026-11-29",
+        beam_args=["--runner", "DirectRunner"],
+    )
     return trained, summary
 
 
 def read_results(root: str, trained: dict, summary: dict) -> dict:
     """What the tables (through DuckDB) and the model's metrics say."""
-    rows = query(sql="SELECT image_id, predicted_label, true_label, confidence, model_version, run_id "
-                     "FROM predictions ORDER BY image_id", scores=f"{root}/scores").to_pylist()
+    rows = query(
+        sql="SELECT image_id, predicted_label, true_label, confidence, model_version, run_id FROM predictions ORDER BY image_id",
+        scores=f"{root}/scores",
+    ).to_pylist()
     metrics = json.loads(storage.read_bytes(storage.join(trained["uri"], "metrics.json")))
     return {"summary": summary, "rows": rows, "metrics": metrics}
 

@@ -11,6 +11,7 @@ below the default gate of 0.85) and `fmnist score` (DirectRunner). tests/test_pi
 checks that those fmnist command lines are the ones `smoke_commands` gives. In a plain `pytest`
 run this file is skipped: building the image is the container-test target's job.
 """
+
 import json
 import os
 import shutil
@@ -29,13 +30,20 @@ BUILDAH = ["buildah", "--storage-driver", "vfs"]
 OUT = "/work/out"  # inside the container; a host folder is mounted there
 SCHEDULED_TIME, RUN_DATE, RUN_ID = "2026-11-29T03:00:00Z", "2026-11-29", "smoke"
 # Beam's Dataflow options of the scoring task, with values the DirectRunner does not use.
-LOCAL_BEAM = {"runner": "DirectRunner", "project": "local", "region": "local", "temp_location": "/tmp",
-              "worker_image": "unused-by-the-direct-runner", "service_account": "none"}
+LOCAL_BEAM = {
+    "runner": "DirectRunner",
+    "project": "local",
+    "region": "local",
+    "temp_location": "/tmp",
+    "worker_image": "unused-by-the-direct-runner",
+    "service_account": "none",
+}
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("FMNIST_CONTAINER_TEST") != "1",
-                       reason="builds and runs the image: `make container-test` runs it"),
+    pytest.mark.skipif(
+        os.environ.get("FMNIST_CONTAINER_TEST") != "1", reason="builds and runs the image: `make container-test` runs it"
+    ),
 ]
 
 
@@ -44,33 +52,72 @@ def smoke_commands(out: str) -> dict[str, list[str]]:
     shards, models = f"{out}/shards", f"{out}/models"
     return {
         "prepare": pipelines.prepare_command(output=shards),
-        "train": pipelines.train_command(data=shards, model_root=models,
-                                         flags=pipelines.optional_flags({"epochs": 1, "min_accuracy": 0.5})),
-        "score": pipelines.score_command(shards=f"{shards}/test-*.tfrecord", model=models, output=f"{out}/tables",
-                                         run_id=RUN_ID, run_date=RUN_DATE, gcp_resources=f"{out}/score/gcp_resources",
-                                         flags=pipelines.dataflow_flags(**LOCAL_BEAM)),
+        "train": pipelines.train_command(
+            data=shards, model_root=models, flags=pipelines.optional_flags({"epochs": 1, "min_accuracy": 0.5})
+        ),
+        "score": pipelines.score_command(
+            shards=f"{shards}/test-*.tfrecord",
+            model=models,
+            output=f"{out}/tables",
+            run_id=RUN_ID,
+            run_date=RUN_DATE,
+            gcp_resources=f"{out}/score/gcp_resources",
+            flags=pipelines.dataflow_flags(**LOCAL_BEAM),
+        ),
     }
 
 
 def task_values(out: str, image: str, manifest_digest: str = "") -> dict[str, dict[str, str]]:
     """Per task, the values KFP would put into its placeholders (inputs, artifact paths, `{{$}}`)."""
     return {
-        "prepare": {"image": image, "dataset": f"{out}/shards",
-                    "$": executor_input(f"{out}/prepare", {"dataset": "system.Dataset"}, ("manifest_digest",),
-                                        uris={"dataset": f"{out}/shards"})},
-        "train": {"image": image, "dataset": f"{out}/shards", "model_root": f"{out}/models",
-                  "manifest_digest": manifest_digest, "epochs": "1", "min_accuracy": "0.5",
-                  "$": executor_input(f"{out}/train", {"model": "system.Model", "metrics": "system.Metrics",
-                                                       "confusion_matrix": "system.ClassificationMetrics",
-                                                       "model_card": "system.Markdown"})},
-        "run-context": {"image": image, "scheduled_time": SCHEDULED_TIME, "run_date": "", "date_offset_days": "0",
-                        "time_zone": "UTC", "shards_template": f"{out}/shards/test-*.tfrecord", "run_id_template": RUN_ID,
-                        "$": executor_input(f"{out}/run-context", {}, ("date", "shards", "run_id"))},
-        "score": {"image": image, "shards": f"{out}/shards/test-*.tfrecord", "model_root": f"{out}/models",
-                  "output": f"{out}/tables", "run_id": RUN_ID, "run_date": RUN_DATE, **LOCAL_BEAM,
-                  "gcp_resources": f"{out}/score/gcp_resources", "public_ips_flag": pipelines.PUBLIC_IPS_FLAGS[0],
-                  "$": executor_input(f"{out}/score", {"predictions": "system.Dataset", "summary": "system.Metrics"},
-                                      ("gcp_resources",))},
+        "prepare": {
+            "image": image,
+            "dataset": f"{out}/shards",
+            "$": executor_input(
+                f"{out}/prepare", {"dataset": "system.Dataset"}, ("manifest_digest",), uris={"dataset": f"{out}/shards"}
+            ),
+        },
+        "train": {
+            "image": image,
+            "dataset": f"{out}/shards",
+            "model_root": f"{out}/models",
+            "manifest_digest": manifest_digest,
+            "epochs": "1",
+            "min_accuracy": "0.5",
+            "$": executor_input(
+                f"{out}/train",
+                {
+                    "model": "system.Model",
+                    "metrics": "system.Metrics",
+                    "confusion_matrix": "system.ClassificationMetrics",
+                    "model_card": "system.Markdown",
+                },
+            ),
+        },
+        "run-context": {
+            "image": image,
+            "scheduled_time": SCHEDULED_TIME,
+            "run_date": "",
+            "date_offset_days": "0",
+            "time_zone": "UTC",
+            "shards_template": f"{out}/shards/test-*.tfrecord",
+            "run_id_template": RUN_ID,
+            "$": executor_input(f"{out}/run-context", {}, ("date", "shards", "run_id")),
+        },
+        "score": {
+            "image": image,
+            "shards": f"{out}/shards/test-*.tfrecord",
+            "model_root": f"{out}/models",
+            "output": f"{out}/tables",
+            "run_id": RUN_ID,
+            "run_date": RUN_DATE,
+            **LOCAL_BEAM,
+            "gcp_resources": f"{out}/score/gcp_resources",
+            "public_ips_flag": pipelines.PUBLIC_IPS_FLAGS[0],
+            "$": executor_input(
+                f"{out}/score", {"predictions": "system.Dataset", "summary": "system.Metrics"}, ("gcp_resources",)
+            ),
+        },
     }
 
 
@@ -98,8 +145,7 @@ def container(tmp_path_factory):
     host_out = tmp_path_factory.mktemp("container-out")
     os.chmod(host_out, 0o777)  # the image's user (uid 10001) writes here, not root
     name = f"fmnist-smoke-{os.getpid()}"
-    subprocess.run([*BUILDAH, "from", "--name", name, "--volume", f"{host_out}:{OUT}", IMAGE],
-                   check=True, capture_output=True)
+    subprocess.run([*BUILDAH, "from", "--name", name, "--volume", f"{host_out}:{OUT}", IMAGE], check=True, capture_output=True)
     try:
         yield name, host_out, f"{IMAGE.rsplit(':', 1)[0]}@{digest}"
     finally:
@@ -109,8 +155,7 @@ def container(tmp_path_factory):
 def run_in(container, command: list[str]) -> subprocess.CompletedProcess:
     name = container[0]
     started = time.monotonic()
-    done = subprocess.run([*BUILDAH, "run", "--isolation", "chroot", name, "--", *command],
-                          capture_output=True, text=True)
+    done = subprocess.run([*BUILDAH, "run", "--isolation", "chroot", name, "--", *command], capture_output=True, text=True)
     shown = [arg if len(arg) < 80 else arg[:40] + "..." for arg in command]
     print(f"\n$ {' '.join(shown)}\n  exit {done.returncode} after {time.monotonic() - started:.1f} s")
     assert done.returncode == 0, f"{command} failed:\n{done.stderr[-3000:]}"
@@ -119,8 +164,9 @@ def run_in(container, command: list[str]) -> subprocess.CompletedProcess:
 
 def test_image_runs_as_non_root_user(container):
     assert run_in(container, ["id", "-u"]).stdout.strip() != "0"
-    config = json.loads(subprocess.run([*BUILDAH, "inspect", "--type", "image", IMAGE],
-                                       check=True, capture_output=True, text=True).stdout)
+    config = json.loads(
+        subprocess.run([*BUILDAH, "inspect", "--type", "image", IMAGE], check=True, capture_output=True, text=True).stdout
+    )
     assert config["Docker"]["config"]["Entrypoint"] == ["fmnist"]
     assert config["Docker"]["config"]["User"] not in ("", "0", "root")
 

@@ -1,5 +1,6 @@
 """The scoring contracts (components/contracts.py): one-line JSON both ways, strict on the way in,
 and the BigQuery schema of the `runs` table covers every field a summary has."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,14 +21,20 @@ from components.contracts import (
 
 def a_summary() -> RunSummary:
     return RunSummary(
-        run_id="r1", run_date="2026-11-30", status="ok", model_version="v1", model_uri="gs://b/models/v1",
+        run_id="r1",
+        run_date="2026-11-30",
+        status="ok",
+        model_version="v1",
+        model_uri="gs://b/models/v1",
         inputs=RunInputs(glob="gs://b/shards/*.tfrecord", shards=["gs://b/shards/test-00000-of-00001.tfrecord"]),
-        parts=RunParts(predictions=["gs://b/scores/predictions/run_date=2026-11-30/run_id=r1/part-a-00000.parquet"],
-                       errors=[]),
+        parts=RunParts(predictions=["gs://b/scores/predictions/run_date=2026-11-30/run_id=r1/part-a-00000.parquet"], errors=[]),
         counts=RunCounts(read=3, scored=2, failed=1, failed_by_type={"decode_error": 1}, expected=3),
-        error_rate=1 / 3, max_error_rate=0.5, attempt="a",
+        error_rate=1 / 3,
+        max_error_rate=0.5,
+        attempt="a",
         timings={"started_at": "2026-11-30T06:00:00+00:00", "finished_at": "2026-11-30T06:00:09+00:00"},
-        tool={"name": "fmnist-jobs", "version": "0.1.0"}, beam_counters={"shards": 1},
+        tool={"name": "fmnist-jobs", "version": "0.1.0"},
+        beam_counters={"shards": 1},
     )
 
 
@@ -39,25 +46,45 @@ def test_a_summary_is_one_json_line_and_reads_back_equal():
 
 
 def test_a_receipt_reads_back_equal_and_leaves_room_for_source_checks():
-    receipt = ShardReceipt(shard_index=2, source_uri="file:///d/s.tfrecord", read=5, scored=4, failed=1,
-                           failed_by_type={"corrupt_record": 1}, predictions="p", errors="e")
+    receipt = ShardReceipt(
+        shard_index=2,
+        source_uri="file:///d/s.tfrecord",
+        read=5,
+        scored=4,
+        failed=1,
+        failed_by_type={"corrupt_record": 1},
+        predictions="p",
+        errors="e",
+    )
     assert (receipt.expected, receipt.sha256, receipt.expected_sha256) == (None, None, None)
     assert ShardReceipt.from_json(receipt.to_json()) == receipt
     checked = dataclasses.replace(receipt, expected=5, sha256="ab", expected_sha256="ab")
     assert ShardReceipt.from_json(checked.to_json()) == checked
 
 
-@pytest.mark.parametrize("document, message", [
-    ("not json", "not valid JSON"),
-    ("[]", "expected a JSON object"),
-    ('{"shard_index": 0}', "field 'source_uri' is missing"),
-    ('{"shard_index": "0", "source_uri": "s", "read": 1, "scored": 1, "failed": 0, "failed_by_type": {},'
-     ' "predictions": null, "errors": null}', "field 'shard_index' is str"),
-    ('{"shard_index": true, "source_uri": "s", "read": 1, "scored": 1, "failed": 0, "failed_by_type": {},'
-     ' "predictions": null, "errors": null}', "field 'shard_index' is bool"),
-    ('{"shard_index": 0, "source_uri": "s", "read": 1, "scored": 1, "failed": 0, "failed_by_type": {"x": "1"},'
-     ' "predictions": null, "errors": null}', "field 'failed_by_type' is str"),
-])
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ("not json", "not valid JSON"),
+        ("[]", "expected a JSON object"),
+        ('{"shard_index": 0}', "field 'source_uri' is missing"),
+        (
+            '{"shard_index": "0", "source_uri": "s", "read": 1, "scored": 1, "failed": 0, "failed_by_type": {},'
+            ' "predictions": null, "errors": null}',
+            "field 'shard_index' is str",
+        ),
+        (
+            '{"shard_index": true, "source_uri": "s", "read": 1, "scored": 1, "failed": 0, "failed_by_type": {},'
+            ' "predictions": null, "errors": null}',
+            "field 'shard_index' is bool",
+        ),
+        (
+            '{"shard_index": 0, "source_uri": "s", "read": 1, "scored": 1, "failed": 0, "failed_by_type": {"x": "1"},'
+            ' "predictions": null, "errors": null}',
+            "field 'failed_by_type' is str",
+        ),
+    ],
+)
 def test_a_receipt_that_breaks_the_contract_is_refused_naming_the_field(document, message):
     with pytest.raises(ContractError, match=message):
         ShardReceipt.from_json(document)

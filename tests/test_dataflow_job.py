@@ -5,6 +5,7 @@ translation (the job request it would send); the wait/cancel logic runs against 
 for a launched job's result (it records `cancel()`), stopped by a real SIGTERM; the KFP
 adapter's hand-over of SIGTERM to the step runs with real processes.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ WORKER = "europe-west4-docker.pkg.dev/p/fmnist/worker@sha256:" + "b" * 64
 def score_task_beam_args(values: dict) -> list[str]:
     """The Beam options on the score task's command line of the compiled spec, resolved for `values`."""
     line = render(container("scoring", "score")["args"], values)
-    return line[line.index("--runner"):]
+    return line[line.index("--runner") :]
 
 
 def dry_run_request(args: list[str]):
@@ -41,32 +42,52 @@ def dry_run_request(args: list[str]):
     pipeline = beam.Pipeline(options=PipelineOptions([*args, "--dry_run", "True"]))
     _ = pipeline | "Create" >> beam.Create([1]) | "Double" >> beam.Map(lambda x: 2 * x)
     job = pipeline.run().job
-    environment = apiclient.Environment(packages=[], options=job.options, proto_pipeline=job.proto_pipeline,
-                                        environment_version=apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
-                                        proto_pipeline_staged_url="gs://unused/pipeline.pb")
+    environment = apiclient.Environment(
+        packages=[],
+        options=job.options,
+        proto_pipeline=job.proto_pipeline,
+        environment_version=apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
+        proto_pipeline_staged_url="gs://unused/pipeline.pb",
+    )
     return job.proto, environment.proto
 
 
 def score_values(**optional) -> dict:
-    return {"image": IMAGE, "shards": "gs://d/incoming/*.tfrecord", "model_root": "gs://m/models", "output": "gs://t",
-            "run_id": "r", "run_date": "2026-11-29", "runner": "DataflowRunner", "project": "fmnist-test",
-            "region": "europe-west4", "temp_location": "gs://p/dataflow/temp", "worker_image": WORKER,
-            "service_account": "fmnist-dataflow-worker@fmnist-test.iam.gserviceaccount.com",
-            "public_ips_flag": "--no_use_public_ips", "gcp_resources": "/tmp/gcp_resources", **optional}
+    return {
+        "image": IMAGE,
+        "shards": "gs://d/incoming/*.tfrecord",
+        "model_root": "gs://m/models",
+        "output": "gs://t",
+        "run_id": "r",
+        "run_date": "2026-11-29",
+        "runner": "DataflowRunner",
+        "project": "fmnist-test",
+        "region": "europe-west4",
+        "temp_location": "gs://p/dataflow/temp",
+        "worker_image": WORKER,
+        "service_account": "fmnist-dataflow-worker@fmnist-test.iam.gserviceaccount.com",
+        "public_ips_flag": "--no_use_public_ips",
+        "gcp_resources": "/tmp/gcp_resources",
+        **optional,
+    }
 
 
 def test_the_pipelines_dataflow_parameters_reach_the_dataflow_job_request(gcs_bucket):
-    values = score_values(network="fmnist-vpc", subnetwork="regions/europe-west4/subnetworks/fmnist",
-                          max_num_workers="8", machine_type="n2-standard-4",
-                          labels=json.dumps({"team": "ml", "pipeline": "fmnist-scoring"}), job_name="fmnist-2026-11-29",
-                          temp_location=f"{gcs_bucket}/dataflow/temp")
+    values = score_values(
+        network="fmnist-vpc",
+        subnetwork="regions/europe-west4/subnetworks/fmnist",
+        max_num_workers="8",
+        machine_type="n2-standard-4",
+        labels=json.dumps({"team": "ml", "pipeline": "fmnist-scoring"}),
+        job_name="fmnist-2026-11-29",
+        temp_location=f"{gcs_bucket}/dataflow/temp",
+    )
     job, environment = dry_run_request(score_task_beam_args(values))
     pool = environment.worker_pools[0]
     assert (pool.network, pool.subnetwork) == ("fmnist-vpc", "regions/europe-west4/subnetworks/fmnist")
     assert pool.ip_configuration.name == "WORKER_IP_PRIVATE"
     assert (pool.autoscaling_settings.max_num_workers, pool.machine_type) == (8, "n2-standard-4")
-    assert dict(job.labels) == {
-        "team": "ml", "pipeline": "fmnist-scoring"}
+    assert dict(job.labels) == {"team": "ml", "pipeline": "fmnist-scoring"}
     assert job.name == "fmnist-2026-11-29"
     assert environment.service_account_email == values["service_account"]
 
@@ -131,10 +152,15 @@ def test_gcp_resources_names_the_dataflow_job_as_google_cloud_pipeline_component
 
     result = DataflowPipelineResult(Job(), runner=None, options=None)
     options = PipelineOptions(["--project", "fmnist-prod", "--region", "europe-west4"])
-    assert gcp_resources_document(result, options) == {"resources": [{
-        "resourceType": "DataflowJob",
-        "resourceUri": "https://dataflow.googleapis.com/v1b3/projects/fmnist-prod/locations/europe-west4/"
-                       "jobs/2026-11-29_03_00_00-123"}]}
+    assert gcp_resources_document(result, options) == {
+        "resources": [
+            {
+                "resourceType": "DataflowJob",
+                "resourceUri": "https://dataflow.googleapis.com/v1b3/projects/fmnist-prod/locations/europe-west4/"
+                "jobs/2026-11-29_03_00_00-123",
+            }
+        ]
+    }
 
 
 def test_a_local_run_writes_an_empty_gcp_resources(tmp_path):
@@ -161,11 +187,31 @@ while True:
 def test_the_kfp_adapter_passes_sigterm_on_to_the_step(tmp_path, trial):
     marker = tmp_path / "step"
     adapter = subprocess.Popen(
-        [sys.executable, "-m", "jobs.kfp_outputs", "--executor-input",
-         executor_input(str(tmp_path), {"predictions": "system.Dataset", "summary": "system.Metrics"}),
-         "score", "--image", IMAGE, "--output", str(tmp_path), "--run-id", "r", "--run-date", "2026-11-29",
-         "--", sys.executable, "-c", STEP, str(marker)],
-        cwd=REPO, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "jobs.kfp_outputs",
+            "--executor-input",
+            executor_input(str(tmp_path), {"predictions": "system.Dataset", "summary": "system.Metrics"}),
+            "score",
+            "--image",
+            IMAGE,
+            "--output",
+            str(tmp_path),
+            "--run-id",
+            "r",
+            "--run-date",
+            "2026-11-29",
+            "--",
+            sys.executable,
+            "-c",
+            STEP,
+            str(marker),
+        ],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not (marker.exists() and marker.read_text() == "waiting"):
         assert adapter.poll() is None and time.monotonic() < deadline, adapter.stderr.read()

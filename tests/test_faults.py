@@ -1,5 +1,6 @@
 """Environment failures: transient GCS errors are retried (nothing lost, nothing doubled); a full disk
 is one line, exit 1, nothing left behind."""
+
 import os
 import subprocess
 import sys
@@ -64,15 +65,31 @@ def test_a_full_disk_is_exit_1_in_one_line_and_leaves_nothing_behind(tmp_path, f
     rng = np.random.default_rng(2)
     source = tmp_path / "raw"
     source.mkdir()
-    for split, (images_name, labels_name) in IDX_FILES.items():
+    for images_name, labels_name in IDX_FILES.values():
         write_idx(str(source / f"{images_name}.gz"), rng.integers(0, 256, (400, 28, 28)))  # ~0.4 MB of PNGs
         write_idx(str(source / f"{labels_name}.gz"), np.arange(400) % 10)
     output = full_disk / "shards"
     for verbose in ([], ["--verbose"]):
         result = subprocess.run(
-            [sys.executable, "-m", "jobs.cli", "prepare", "--source", str(source), "--output", str(output),
-             "--allow-unknown-source", "--workers", "1", *verbose],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "jobs.cli",
+                "prepare",
+                "--source",
+                str(source),
+                "--output",
+                str(output),
+                "--allow-unknown-source",
+                "--workers",
+                "1",
+                *verbose,
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 1, result.stderr
         assert "No space left on device" in result.stderr
         if verbose:

@@ -11,6 +11,7 @@ predefined roles (https://cloud.google.com/storage/docs/access-control/iam-roles
 The scoring task runs on the DirectRunner here (Dataflow cannot run on this machine), so the
 workers' reads and writes come from the task itself and are held to the task's account.
 """
+
 from __future__ import annotations
 
 import glob
@@ -33,16 +34,21 @@ TERRAFORM = os.path.join(REPO, "infra", "terraform")
 IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64
 RUN_DATE = "2026-11-29"
 _READ = {"storage.objects.get", "storage.objects.list"}
-_OBJECTS = _READ | {"storage.objects.create", "storage.objects.delete", "storage.objects.update",
-                    "storage.objects.restore"}
+_OBJECTS = _READ | {"storage.objects.create", "storage.objects.delete", "storage.objects.update", "storage.objects.restore"}
 ROLE_PERMISSIONS = {
     "roles/storage.objectViewer": _READ,
     "roles/storage.objectCreator": {"storage.objects.create"},
     "roles/storage.objectUser": _OBJECTS,
     "roles/storage.objectAdmin": _OBJECTS | {"storage.objects.getIamPolicy", "storage.objects.setIamPolicy"},
     "roles/storage.legacyBucketReader": {"storage.buckets.get", "storage.objects.list"},
-    "roles/storage.admin": _OBJECTS | {"storage.buckets.get", "storage.buckets.update", "storage.buckets.delete",
-                                       "storage.buckets.getIamPolicy", "storage.buckets.setIamPolicy"},
+    "roles/storage.admin": _OBJECTS
+    | {
+        "storage.buckets.get",
+        "storage.buckets.update",
+        "storage.buckets.delete",
+        "storage.buckets.getIamPolicy",
+        "storage.buckets.setIamPolicy",
+    },
 }
 
 
@@ -60,8 +66,13 @@ def load_terraform() -> dict[str, list]:
 
 
 def named(blocks: dict, kind: str) -> dict[str, dict]:
-    return {unquote(name): body for entry in blocks["resource"] for typ, items in entry.items()
-            if unquote(typ) == kind for name, body in items.items()}
+    return {
+        unquote(name): body
+        for entry in blocks["resource"]
+        for typ, items in entry.items()
+        if unquote(typ) == kind
+        for name, body in items.items()
+    }
 
 
 def account_of(expression: str, local_values: dict) -> str:
@@ -76,8 +87,10 @@ def account_of(expression: str, local_values: dict) -> str:
 def bucket_permissions(blocks: dict, project: str) -> dict[str, dict[str, set[str]]]:
     """Service account (or member) -> bucket name -> the storage permissions it holds there."""
     local_values = {key: value for entry in blocks["locals"] for key, value in entry.items()}
-    bucket_names = {key: unquote(body["name"]).replace("${var.project_id}", project)
-                    for key, body in named(blocks, "google_storage_bucket").items()}
+    bucket_names = {
+        key: unquote(body["name"]).replace("${var.project_id}", project)
+        for key, body in named(blocks, "google_storage_bucket").items()
+    }
     held: dict[str, dict[str, set[str]]] = {}
     for bucket, roles in local_values["bucket_grants"].items():
         for role, members in roles.items():
@@ -129,10 +142,17 @@ def test_the_permission_map_reads_iam_tf():
     assert task_account(blocks) == "pipeline_runner"
     # Nobody may change a bucket or its policy (reading its metadata is all), and the worker
     # writes nothing but tables and scratch.
-    assert {permission for buckets in held.values() for permissions in buckets.values() for permission in permissions
-            if permission.startswith("storage.buckets.")} == {"storage.buckets.get"}
-    assert {bucket for bucket, permissions in held["dataflow_worker"].items()
-            if "storage.objects.create" in permissions} == {"p-tables", "p-pipelines"}
+    assert {
+        permission
+        for buckets in held.values()
+        for permissions in buckets.values()
+        for permission in permissions
+        if permission.startswith("storage.buckets.")
+    } == {"storage.buckets.get"}
+    assert {bucket for bucket, permissions in held["dataflow_worker"].items() if "storage.objects.create" in permissions} == {
+        "p-tables",
+        "p-pipelines",
+    }
     # Analysts read the tables and nothing else.
     assert held["analysts"] == {"p-tables": _READ | {"storage.buckets.get"}}
 
@@ -152,8 +172,10 @@ def test_the_proxy_refuses_what_the_account_lacks(gcs_emulator, cloud_project, m
             storage.write_bytes(f"{tables}/runs/b.json", b"{}")
         with pytest.raises(Exception, match="403"):
             storage.read_bytes(f"{models}/models/LATEST")
-    assert proxy.denied == [f"POST /upload/storage/v1/b/{project}-tables/o: needs storage.objects.create on {project}-tables",
-                            f"GET /download/storage/v1/b/{project}-models/o/models%2FLATEST: needs storage.objects.get on {project}-models"]
+    assert proxy.denied == [
+        f"POST /upload/storage/v1/b/{project}-tables/o: needs storage.objects.create on {project}-tables",
+        f"GET /download/storage/v1/b/{project}-models/o/models%2FLATEST: needs storage.objects.get on {project}-models",
+    ]
     assert proxy.used == {(f"{project}-tables", "storage.objects.list"), (f"{project}-tables", "storage.objects.get")}
 
 
@@ -170,23 +192,62 @@ def test_the_pipelines_tasks_need_no_permission_beyond_iam_tf(cloud_project, gcs
         storage.upload_file(path, f"{data}/raw/{os.path.basename(path)}")
     out = str(tmp_path)
     steps = [
-        ("training", "prepare", {"image": IMAGE, "dataset": f"{out}/shards", "source": f"{data}/raw",
-                                 "shards_per_split": "2",
-                                 "$": executor_input(f"{out}/prepare", {"dataset": "system.Dataset"},
-                                                     ("manifest_digest",), uris={"dataset": f"{out}/shards"})}),
-        ("training", "train", {"image": IMAGE, "dataset": f"{out}/shards", "model_root": f"{models}/models",
-                               "epochs": "1", "min_accuracy": "0.5",
-                               "$": executor_input(f"{out}/train", {"model": "system.Model", "metrics": "system.Metrics",
-                                                                    "confusion_matrix": "system.ClassificationMetrics",
-                                                                    "model_card": "system.Markdown"})}),
-        ("scoring", "score", {"image": IMAGE, "shards": f"{data}/incoming/{RUN_DATE}/*.tfrecord",
-                              "model_root": f"{models}/models", "output": tables, "run_id": f"scheduled-{RUN_DATE}",
-                              "run_date": RUN_DATE, "runner": "DirectRunner", "project": project, "region": "local",
-                              "temp_location": f"gs://{project}-pipelines/dataflow/temp", "worker_image": "unused",
-                              "service_account": "unused", "public_ips_flag": "--no_use_public_ips",
-                              "gcp_resources": f"{out}/score/gcp_resources",
-                              "$": executor_input(f"{out}/score", {"predictions": "system.Dataset",
-                                                                   "summary": "system.Metrics"}, ("gcp_resources",))}),
+        (
+            "training",
+            "prepare",
+            {
+                "image": IMAGE,
+                "dataset": f"{out}/shards",
+                "source": f"{data}/raw",
+                "shards_per_split": "2",
+                "$": executor_input(
+                    f"{out}/prepare", {"dataset": "system.Dataset"}, ("manifest_digest",), uris={"dataset": f"{out}/shards"}
+                ),
+            },
+        ),
+        (
+            "training",
+            "train",
+            {
+                "image": IMAGE,
+                "dataset": f"{out}/shards",
+                "model_root": f"{models}/models",
+                "epochs": "1",
+                "min_accuracy": "0.5",
+                "$": executor_input(
+                    f"{out}/train",
+                    {
+                        "model": "system.Model",
+                        "metrics": "system.Metrics",
+                        "confusion_matrix": "system.ClassificationMetrics",
+                        "model_card": "system.Markdown",
+                    },
+                ),
+            },
+        ),
+        (
+            "scoring",
+            "score",
+            {
+                "image": IMAGE,
+                "shards": f"{data}/incoming/{RUN_DATE}/*.tfrecord",
+                "model_root": f"{models}/models",
+                "output": tables,
+                "run_id": f"scheduled-{RUN_DATE}",
+                "run_date": RUN_DATE,
+                "runner": "DirectRunner",
+                "project": project,
+                "region": "local",
+                "temp_location": f"gs://{project}-pipelines/dataflow/temp",
+                "worker_image": "unused",
+                "service_account": "unused",
+                "public_ips_flag": "--no_use_public_ips",
+                "gcp_resources": f"{out}/score/gcp_resources",
+                "$": executor_input(
+                    f"{out}/score", {"predictions": "system.Dataset", "summary": "system.Metrics"}, ("gcp_resources",)
+                ),
+            },
+        ),
     ]
     with PermissionProxy(gcs_emulator, allowed) as proxy:
         for pipeline, task, values in steps:
@@ -197,28 +258,49 @@ def test_the_pipelines_tasks_need_no_permission_beyond_iam_tf(cloud_project, gcs
                     storage.upload_file(path, f"{data}/incoming/{RUN_DATE}/{os.path.basename(path)}")
                 # The check can fail: with read-only rights on the tables (the grant this test
                 # replaced) the task is refused at its first write and publishes nothing.
-                with PermissionProxy(gcs_emulator, {**allowed, f"{project}-tables": ROLE_PERMISSIONS[
-                        "roles/storage.objectViewer"]}) as read_only:
+                with PermissionProxy(
+                    gcs_emulator, {**allowed, f"{project}-tables": ROLE_PERMISSIONS["roles/storage.objectViewer"]}
+                ) as read_only:
                     refused = run_task(pipeline, task, values, read_only)
                 assert refused.returncode == 2 and "403" in refused.stderr
-                assert read_only.denied and all(f"storage.objects.create on {project}-tables" in denial
-                                                for denial in read_only.denied)
+                assert read_only.denied and all(
+                    f"storage.objects.create on {project}-tables" in denial for denial in read_only.denied
+                )
                 assert storage.list_prefix(tables) == []
             done = run_task(pipeline, task, values, proxy)
             assert proxy.denied == [], f"{task} as {account}: {proxy.denied}\n{done.stderr[-2000:]}"
             assert done.returncode == 0, f"{task}: exit {done.returncode}\n{done.stderr[-3000:]}"
     assert storage.exists(f"{tables}/runs/scheduled-{RUN_DATE}.json")
     # The check saw the writes it is about: models published, tables written and replaced.
-    assert {(f"{project}-models", "storage.objects.create"), (f"{project}-tables", "storage.objects.create"),
-            (f"{project}-tables", "storage.objects.delete"), (f"{project}-data", "storage.objects.get")} <= proxy.used
+    assert {
+        (f"{project}-models", "storage.objects.create"),
+        (f"{project}-tables", "storage.objects.create"),
+        (f"{project}-tables", "storage.objects.delete"),
+        (f"{project}-data", "storage.objects.get"),
+    } <= proxy.used
 
     # An analyst reads the tables with the same map's grants (and could write nothing there).
     analysts = bucket_permissions(blocks, project)["analysts"]
     with PermissionProxy(gcs_emulator, analysts) as proxy:
         env = {**os.environ, "STORAGE_EMULATOR_HOST": f"http://{proxy.address}"}
-        query = subprocess.run([sys.executable, "-m", "jobs.cli", "query", "SELECT count(*) AS n FROM predictions",
-                                "--predictions", tables, "--out", f"{out}/n.parquet"],
-                               cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        query = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jobs.cli",
+                "query",
+                "SELECT count(*) AS n FROM predictions",
+                "--predictions",
+                tables,
+                "--out",
+                f"{out}/n.parquet",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert proxy.denied == [] and query.returncode == 0, f"{proxy.denied}\n{query.stderr[-2000:]}"
     import pyarrow.parquet as pq
 

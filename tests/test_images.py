@@ -1,4 +1,5 @@
 """Any picture -> a 28x28 model image in Fashion-MNIST's style."""
+
 import io
 import os
 import struct
@@ -59,6 +60,7 @@ def test_undecodable_bytes_raise_decode_error(data):
 def png(width: int, height: int, depth: int, colour_type: int, rows) -> bytes:
     """A PNG written chunk by chunk: `rows` yields each scanline's bytes (filter byte added),
     compressed as a stream, so a picture far larger than memory allows costs little here."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -76,11 +78,14 @@ def test_small_16_bit_png_is_still_a_model_input():
     assert image[14, 14] > 200 and image[0, 0] < 20
 
 
-@pytest.mark.parametrize("width, height, depth, colour_type", [
-    (3000, 3000, 16, 6),  # 9 M pixels (under the pixel cap) of 8 bytes: 72 MB decoded
-    (6000, 6000, 16, 0),  # 36 M pixels (under the pixel cap) of 2 bytes: 72 MB decoded
-    (100_000, 100_000, 8, 0),  # 10 G pixels: refused by the pixel cap
-])
+@pytest.mark.parametrize(
+    "width, height, depth, colour_type",
+    [
+        (3000, 3000, 16, 6),  # 9 M pixels (under the pixel cap) of 8 bytes: 72 MB decoded
+        (6000, 6000, 16, 0),  # 36 M pixels (under the pixel cap) of 2 bytes: 72 MB decoded
+        (100_000, 100_000, 8, 0),  # 10 G pixels: refused by the pixel cap
+    ],
+)
 def test_large_decoded_size_is_refused_from_the_header(width, height, depth, colour_type):
     from components.images import MAX_DECODED_BYTES, MAX_PIXELS
 
@@ -108,7 +113,8 @@ def test_16_bit_bomb_is_refused_without_inflating_it(tmp_path):
         "except ImageError as error:\n"
         "    print(error.error_type, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
     )
-    completed = subprocess.run([sys.executable, "-c", script, str(bomb)], capture_output=True, text=True,
-                               cwd=REPO_ROOT, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+    )
     error_type, growth_kib = completed.stdout.split()
     assert error_type == "bad_shape" and int(growth_kib) < 16 * 1024

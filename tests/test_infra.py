@@ -1,4 +1,5 @@
 """Infrastructure as code: every .tf parses and declares what the deployment needs; checkov finds nothing unexplained."""
+
 import glob
 import json
 import os
@@ -30,8 +31,13 @@ def terraform() -> dict[str, list]:
 
 
 def resources(terraform: dict, kind: str) -> dict[str, dict]:
-    return {name.strip('"'): body for entry in terraform["resource"] for typ, named in entry.items()
-            if typ.strip('"') == kind for name, body in named.items()}
+    return {
+        name.strip('"'): body
+        for entry in terraform["resource"]
+        for typ, named in entry.items()
+        if typ.strip('"') == kind
+        for name, body in named.items()
+    }
 
 
 def test_buckets_have_uniform_access_no_public_access_and_lifecycle_rules(terraform):
@@ -48,11 +54,17 @@ def test_service_accounts_get_bucket_scoped_roles_and_no_broad_ones(terraform):
     assert set(accounts) == {"pipeline_runner", "dataflow_worker"}
     text = "".join(open(path).read() for path in glob.glob(os.path.join(TERRAFORM, "*.tf")))
     granted = set(re.findall(r'"(roles/[a-zA-Z.]+)"', text))
-    assert not granted & {"roles/owner", "roles/editor", "roles/storage.admin", "roles/dataflow.admin",
-                          "roles/iam.serviceAccountAdmin"}
+    assert not granted & {
+        "roles/owner",
+        "roles/editor",
+        "roles/storage.admin",
+        "roles/dataflow.admin",
+        "roles/iam.serviceAccountAdmin",
+    }
     assert "roles/storage.objectUser" in granted  # on single buckets only: see the next assertion
     assert "google_project_iam_member" in text and "roles/storage." not in "".join(
-        re.findall(r'resource "google_project_iam_member"[^}]*}', text, flags=re.S))
+        re.findall(r'resource "google_project_iam_member"[^}]*}', text, flags=re.S)
+    )
 
 
 def test_external_tables_are_hive_partitioned_by_the_path_keys_of_contract_v2(terraform):
@@ -101,8 +113,11 @@ def test_staging_is_scratch_and_the_tables_stay_readable_without_retrieval_fees(
     rules = [(rule["condition"][0], rule["action"][0]) for rule in tables["lifecycle_rule"]]
     assert not [action for _, action in rules if action["type"] == '"SetStorageClass"']
     assert tables["autoclass"][0]["enabled"] is True
-    staging = [condition for condition, action in rules
-               if condition.get("matches_prefix") == ['"_staging"'] and action["type"] == '"Delete"']
+    staging = [
+        condition
+        for condition, action in rules
+        if condition.get("matches_prefix") == ['"_staging"'] and action["type"] == '"Delete"'
+    ]
     assert any(condition.get("days_since_noncurrent_time") == 1 for condition in staging)  # old versions: a day
     assert any("age" in condition for condition in staging)  # a killed attempt's leftovers
 
@@ -137,17 +152,18 @@ def test_dockerfile_takes_beam_boot_files_from_the_locked_beam_version():
 def test_checkov_reports_no_failure_and_every_skip_has_a_reason(target):
     if not os.path.exists(CHECKOV):
         pytest.fail("checkov is not installed: `make tools` creates .venv-tools with it", pytrace=False)
-    done = subprocess.run([CHECKOV, *target, "--skip-download", "--output", "json"],
-                          cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([CHECKOV, *target, "--skip-download", "--output", "json"], cwd=REPO, capture_output=True, text=True)
     reports = json.loads(done.stdout)
     reports = reports if isinstance(reports, list) else [reports]
     assert reports and all(report["summary"]["passed"] > 0 for report in reports)
-    failed = [(check["check_id"], check["resource"]) for report in reports
-              for check in report["results"]["failed_checks"]]
+    failed = [(check["check_id"], check["resource"]) for report in reports for check in report["results"]["failed_checks"]]
     assert failed == []
-    unexplained = [(check["check_id"], check["resource"]) for report in reports
-                   for check in report["results"]["skipped_checks"]
-                   if len(check["check_result"].get("suppress_comment", "").strip()) < 20]
+    unexplained = [
+        (check["check_id"], check["resource"])
+        for report in reports
+        for check in report["results"]["skipped_checks"]
+        if len(check["check_result"].get("suppress_comment", "").strip()) < 20
+    ]
     assert unexplained == []
 
 
@@ -186,24 +202,36 @@ def test_release_build_makes_both_images_tagged_with_the_version_pushes_them_and
     assert builds == [
         f"buildah --storage-driver vfs bud --isolation chroot --layers -f Dockerfile -t {registry}/jobs:{version} .",
         f"buildah --storage-driver vfs bud --isolation chroot --layers --target dataflow-worker -f Dockerfile "
-        f"-t {registry}/worker:{version} ."]
+        f"-t {registry}/worker:{version} .",
+    ]
     pushes = [line.split()[-2:] for line in lines if " push " in line]
     assert pushes == [[f"{registry}/{name}:{version}", f"docker://{registry}/{name}:{version}"] for name in ("jobs", "worker")]
     assert [line.split("@")[0] for line in lines if "=" in line and "@sha256:" in line] == [
-        f"image={registry}/jobs", f"worker_image={registry}/worker"]
+        f"image={registry}/jobs",
+        f"worker_image={registry}/worker",
+    ]
     # The Dockerfile has the stage the worker build names.
     with open(os.path.join(REPO, "Dockerfile")) as file:
         assert re.search(r"^FROM \S+ AS dataflow-worker$", file.read(), flags=re.M)
 
 
 def test_default_build_is_the_ci_image_only_and_bad_arguments_are_one_line():
-    done = subprocess.run([BUILD, "--dry-run"], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "IMAGE": "localhost/fmnist-jobs:ci", "PIP_CERT": ""})
+    done = subprocess.run(
+        [BUILD, "--dry-run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "IMAGE": "localhost/fmnist-jobs:ci", "PIP_CERT": ""},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "buildah --storage-driver vfs bud --isolation chroot --layers -f Dockerfile -t localhost/fmnist-jobs:ci ."]
-    for args, message in ((["--registry", "r"], "--registry needs --release"), (["--push"], "unknown argument --push"),
-                          (["--release", "--registry"], "--registry needs a value")):
+        "buildah --storage-driver vfs bud --isolation chroot --layers -f Dockerfile -t localhost/fmnist-jobs:ci ."
+    ]
+    for args, message in (
+        (["--registry", "r"], "--registry needs --release"),
+        (["--push"], "unknown argument --push"),
+        (["--release", "--registry"], "--registry needs a value"),
+    ):
         refused = build_dry_run(*args)
         assert refused.returncode == 2 and refused.stdout == "" and message in refused.stderr
         assert refused.stderr.count("\n") == 1
@@ -230,11 +258,17 @@ def rendered_views(terraform: dict) -> dict[str, str]:
             continue
         for key in body.get("for_each", {}) or [name]:
             sql = re.fullmatch(r'"?<<-SQL\n(.*)\n\s*SQL"?', body["view"][0]["query"], flags=re.S).group(1)
-            sql = sql.replace('${each.key == "predictions" ? ", ${local.true_class} AS true_class" : ""}',
-                              ", " + true_class + " AS true_class" if key == "predictions" else "")
-            sql = re.sub(r"\$\{google_bigquery_table\.(\w+)(?:\[[^\]]*\])?\.table_id\}",
-                         lambda match: {"files": f"{key}_files", "named_parts": "predictions"}.get(
-                             match.group(1), tables[match.group(1)]["table_id"].strip('"')), sql)
+            sql = sql.replace(
+                '${each.key == "predictions" ? ", ${local.true_class} AS true_class" : ""}',
+                ", " + true_class + " AS true_class" if key == "predictions" else "",
+            )
+            sql = re.sub(
+                r"\$\{google_bigquery_table\.(\w+)(?:\[[^\]]*\])?\.table_id\}",
+                lambda match, key=key: {"files": f"{key}_files", "named_parts": "predictions"}.get(
+                    match.group(1), tables[match.group(1)]["table_id"].strip('"')
+                ),
+                sql,
+            )
             views[key] = sql.replace("${local.dataset}", "p.fmnist").replace("${each.key}", key)
     return views
 

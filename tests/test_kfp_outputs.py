@@ -3,6 +3,7 @@
 The executor input is the JSON a KFP launcher passes as `{{$}}`, made here with local artifact
 URIs (a real launcher uses gs:// or minio:// ones, mounted at /gcs/ or /minio/).
 """
+
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from components.constants import CLASS_NAMES
 from components.shards import manifest_digest, read_manifest
 from jobs import kfp_outputs
 from tests.kfp_spec import REPO, executor_input, executor_output
+
 IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "c" * 64
 
 
@@ -23,16 +25,37 @@ def test_prepare_task_publishes_the_dataset_and_its_manifest_digest(tmp_path, ti
     spec = executor_input(str(task), {"dataset": "system.Dataset"}, ("manifest_digest",))
     dataset = str(task / "dataset")
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.kfp_outputs", "--executor-input", spec, "prepare", "--image", IMAGE, "--",
-         sys.executable, "-m", "jobs.cli", "prepare", "--source", tiny_idx, "--output", dataset,
-         "--allow-unknown-source", "--shards-per-split", "1"],
-        cwd=REPO, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "jobs.kfp_outputs",
+            "--executor-input",
+            spec,
+            "prepare",
+            "--image",
+            IMAGE,
+            "--",
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "prepare",
+            "--source",
+            tiny_idx,
+            "--output",
+            dataset,
+            "--allow-unknown-source",
+            "--shards-per-split",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     digest = manifest_digest(read_manifest(dataset))
     assert (task / "parameters" / "manifest_digest").read_text() == digest
     metadata = executor_output(task)["dataset"]["metadata"]
-    assert metadata == {"manifest_digest": digest, "schema_version": "fmnist-shards/1",
-                        "train_records": 20, "test_records": 10}
+    assert metadata == {"manifest_digest": digest, "schema_version": "fmnist-shards/1", "train_records": 20, "test_records": 10}
 
 
 @pytest.fixture
@@ -44,25 +67,51 @@ def model_root(tmp_path):
     (version / "model.keras").write_bytes(b"keras archive")
     (version / "model_card.md").write_text("# Model card: v1\n")
     confusion = [[100 if row == column else 0 for column in range(10)] for row in range(10)]
-    (version / "metrics.json").write_text(json.dumps({
-        "model_version": "v1", "test_accuracy": 0.88, "test_loss": 0.34, "confusion_matrix": confusion,
-        "per_class": {name: {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 100} for name in CLASS_NAMES},
-        "data": {"manifest_digest": "d1"}, "quality_gate": {"passed": True, "min_accuracy": 0.85, "reason": "ok"},
-        "model_sha256": registry.model_sha256(b"keras archive"),
-    }))
+    (version / "metrics.json").write_text(
+        json.dumps(
+            {
+                "model_version": "v1",
+                "test_accuracy": 0.88,
+                "test_loss": 0.34,
+                "confusion_matrix": confusion,
+                "per_class": {name: {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 100} for name in CLASS_NAMES},
+                "data": {"manifest_digest": "d1"},
+                "quality_gate": {"passed": True, "min_accuracy": 0.85, "reason": "ok"},
+                "model_sha256": registry.model_sha256(b"keras archive"),
+            }
+        )
+    )
     (root / "LATEST").write_text("v1\n")
     return root
 
 
-TRAIN_ARTIFACTS = {"model": "system.Model", "metrics": "system.Metrics",
-                   "confusion_matrix": "system.ClassificationMetrics", "model_card": "system.Markdown"}
+TRAIN_ARTIFACTS = {
+    "model": "system.Model",
+    "metrics": "system.Metrics",
+    "confusion_matrix": "system.ClassificationMetrics",
+    "model_card": "system.Markdown",
+}
 
 
 def test_train_task_publishes_model_metrics_confusion_matrix_and_card(tmp_path, model_root):
     task = tmp_path / "task"
-    status = kfp_outputs.main(["--executor-input", executor_input(str(task), TRAIN_ARTIFACTS), "train", "--image", IMAGE,
-                               "--model-root", str(model_root), "--manifest-digest", "d1",
-                               "--", sys.executable, "-c", "pass"])
+    status = kfp_outputs.main(
+        [
+            "--executor-input",
+            executor_input(str(task), TRAIN_ARTIFACTS),
+            "train",
+            "--image",
+            IMAGE,
+            "--model-root",
+            str(model_root),
+            "--manifest-digest",
+            "d1",
+            "--",
+            sys.executable,
+            "-c",
+            "pass",
+        ]
+    )
     assert status == 0
     outputs = executor_output(task)
     assert outputs["model"]["metadata"]["model_version"] == "v1"
@@ -76,9 +125,23 @@ def test_train_task_publishes_model_metrics_confusion_matrix_and_card(tmp_path, 
 
 def test_train_task_refuses_a_published_model_of_other_data(tmp_path, model_root, capsys):
     task = tmp_path / "task"
-    status = kfp_outputs.main(["--executor-input", executor_input(str(task), TRAIN_ARTIFACTS), "train", "--image", IMAGE,
-                               "--model-root", str(model_root), "--manifest-digest", "other",
-                               "--", sys.executable, "-c", "pass"])
+    status = kfp_outputs.main(
+        [
+            "--executor-input",
+            executor_input(str(task), TRAIN_ARTIFACTS),
+            "train",
+            "--image",
+            IMAGE,
+            "--model-root",
+            str(model_root),
+            "--manifest-digest",
+            "other",
+            "--",
+            sys.executable,
+            "-c",
+            "pass",
+        ]
+    )
     assert status == 3
     assert "was not trained on this run's data set" in capsys.readouterr().err
     assert not (task / "executor_output.json").exists()
@@ -86,19 +149,46 @@ def test_train_task_refuses_a_published_model_of_other_data(tmp_path, model_root
 
 def test_a_failing_step_passes_its_exit_code_through_and_publishes_nothing(tmp_path):
     task = tmp_path / "task"
-    status = kfp_outputs.main(["--executor-input", executor_input(str(task), TRAIN_ARTIFACTS), "train", "--image", IMAGE,
-                               "--model-root", str(tmp_path), "--manifest-digest", "d1",
-                               "--", sys.executable, "-c", "raise SystemExit(3)"])
+    status = kfp_outputs.main(
+        [
+            "--executor-input",
+            executor_input(str(task), TRAIN_ARTIFACTS),
+            "train",
+            "--image",
+            IMAGE,
+            "--model-root",
+            str(tmp_path),
+            "--manifest-digest",
+            "d1",
+            "--",
+            sys.executable,
+            "-c",
+            "raise SystemExit(3)",
+        ]
+    )
     assert status == 3
     assert not (task / "executor_output.json").exists()
 
 
 def test_an_image_without_digest_is_refused_before_the_step_runs(tmp_path, capsys):
     marker = tmp_path / "ran"
-    status = kfp_outputs.main(["--executor-input", executor_input(str(tmp_path), {}), "train",
-                               "--image", "europe-west4-docker.pkg.dev/p/fmnist/jobs:latest",
-                               "--model-root", str(tmp_path), "--manifest-digest", "d1",
-                               "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"])
+    status = kfp_outputs.main(
+        [
+            "--executor-input",
+            executor_input(str(tmp_path), {}),
+            "train",
+            "--image",
+            "europe-west4-docker.pkg.dev/p/fmnist/jobs:latest",
+            "--model-root",
+            str(tmp_path),
+            "--manifest-digest",
+            "d1",
+            "--",
+            sys.executable,
+            "-c",
+            f"open({str(marker)!r}, 'w')",
+        ]
+    )
     assert status == 2 and not marker.exists()
     assert "not pinned by digest" in capsys.readouterr().err
 
@@ -110,9 +200,25 @@ def test_score_task_publishes_the_run_summary_and_its_counts(tmp_path):
     (tables / "runs" / "scheduled-2026-11-28.json").write_text(json.dumps(summary))
     task = tmp_path / "task"
     spec = executor_input(str(task), {"predictions": "system.Dataset", "summary": "system.Metrics"})
-    status = kfp_outputs.main(["--executor-input", spec, "score", "--image", IMAGE, "--output", str(tables),
-                               "--run-id", "scheduled-2026-11-28", "--run-date", "2026-11-28",
-                               "--", sys.executable, "-c", "pass"])
+    status = kfp_outputs.main(
+        [
+            "--executor-input",
+            spec,
+            "score",
+            "--image",
+            IMAGE,
+            "--output",
+            str(tables),
+            "--run-id",
+            "scheduled-2026-11-28",
+            "--run-date",
+            "2026-11-28",
+            "--",
+            sys.executable,
+            "-c",
+            "pass",
+        ]
+    )
     assert status == 0
     outputs = executor_output(task)
     assert outputs["summary"]["metadata"] == {"counts.read": 10, "counts.scored": 9, "counts.failed": 1}
@@ -123,11 +229,27 @@ def test_score_task_publishes_the_run_summary_and_its_counts(tmp_path):
 
 def run_context(tmp_path, *, scheduled_time: str, run_date: str = "", offset: int = -1, zone: str = "UTC"):
     spec = executor_input(str(tmp_path), {}, ("date", "shards", "run_id"))
-    status = kfp_outputs.main(["--executor-input", spec, "run-context", "--image", IMAGE,
-                               "--scheduled-time", scheduled_time, "--run-date", run_date,
-                               "--date-offset-days", str(offset), "--time-zone", zone,
-                               "--shards-template", "gs://b/incoming/{date}/*.tfrecord",
-                               "--run-id-template", "scheduled-{date}"])
+    status = kfp_outputs.main(
+        [
+            "--executor-input",
+            spec,
+            "run-context",
+            "--image",
+            IMAGE,
+            "--scheduled-time",
+            scheduled_time,
+            "--run-date",
+            run_date,
+            "--date-offset-days",
+            str(offset),
+            "--time-zone",
+            zone,
+            "--shards-template",
+            "gs://b/incoming/{date}/*.tfrecord",
+            "--run-id-template",
+            "scheduled-{date}",
+        ]
+    )
     names = ("date", "shards", "run_id")
     return status, {name: (tmp_path / "parameters" / name).read_text() for name in names if status == 0}
 
@@ -135,8 +257,7 @@ def run_context(tmp_path, *, scheduled_time: str, run_date: str = "", offset: in
 def test_run_context_takes_the_logical_date_from_the_schedule(tmp_path):
     status, names = run_context(tmp_path, scheduled_time="2026-11-29T03:00:00Z")
     assert status == 0
-    assert names == {"date": "2026-11-28", "shards": "gs://b/incoming/2026-11-28/*.tfrecord",
-                     "run_id": "scheduled-2026-11-28"}
+    assert names == {"date": "2026-11-28", "shards": "gs://b/incoming/2026-11-28/*.tfrecord", "run_id": "scheduled-2026-11-28"}
 
 
 def test_run_context_prefers_an_explicit_backfill_date(tmp_path):

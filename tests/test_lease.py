@@ -3,6 +3,7 @@
 Takers race as real processes (multiprocessing, fork), on a real file system and on the
 GCS API server on loopback.
 """
+
 from __future__ import annotations
 
 import multiprocessing

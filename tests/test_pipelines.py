@@ -1,4 +1,5 @@
 """The compiled KFP specs: committed = fresh compile, and each task runs the smoke test's command line."""
+
 import os
 import subprocess
 import sys
@@ -13,8 +14,12 @@ IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64
 
 
 def test_committed_specs_equal_a_fresh_compile(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "compile", "--output", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "pipeline", "compile", "--output", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(os.listdir(tmp_path)) == sorted(os.listdir(SPECS)) == ["scoring.yaml", "training.yaml"]
     for name in os.listdir(tmp_path):
@@ -22,19 +27,21 @@ def test_committed_specs_equal_a_fresh_compile(tmp_path):
             assert fresh.read() == committed.read(), f"infra/kfp/{name} is stale: run `fmnist pipeline compile`"
 
 
-@pytest.mark.parametrize("pipeline, task, step", [
-    ("training", "prepare", "prepare"), ("training", "train", "train"), ("scoring", "score", "score")])
+@pytest.mark.parametrize(
+    "pipeline, task, step", [("training", "prepare", "prepare"), ("training", "train", "train"), ("scoring", "score", "score")]
+)
 def test_each_task_runs_the_smoke_test_command_line(pipeline, task, step):
     values = task_values("/out", IMAGE, manifest_digest="d1")[task]
     assert render(container(pipeline, task)["args"], values) == smoke_commands("/out")[step]
 
 
-@pytest.mark.parametrize("pipeline, task", [
-    ("training", "prepare"), ("training", "train"), ("scoring", "run-context"), ("scoring", "score")])
+@pytest.mark.parametrize(
+    "pipeline, task", [("training", "prepare"), ("training", "train"), ("scoring", "run-context"), ("scoring", "score")]
+)
 def test_the_adapter_accepts_each_task_command(pipeline, task):
     spec, values = container(pipeline, task), task_values("/out", IMAGE, manifest_digest="d1")[task]
     line = render(spec["command"], values) + render(spec["args"], values)
-    own = line[3:line.index("--")] if "--" in line else line[3:]  # after `python -m jobs.kfp_outputs`
+    own = line[3 : line.index("--")] if "--" in line else line[3:]  # after `python -m jobs.kfp_outputs`
     assert vars(kfp_outputs.build_parser().parse_args(own))["kind"] == task
 
 
@@ -57,7 +64,8 @@ def test_caching_is_keyed_on_content_and_off_where_outputs_live_outside_kfp():
     assert training["prepare"]["cachingOptions"] == {"enableCache": True}
     assert training["train"]["cachingOptions"] == {"enableCache": True}
     assert training["train"]["inputs"]["parameters"]["manifest_digest"] == {
-        "taskOutputParameter": {"outputParameterKey": "manifest_digest", "producerTask": "prepare"}}
+        "taskOutputParameter": {"outputParameterKey": "manifest_digest", "producerTask": "prepare"}
+    }
     scoring = load_spec("scoring")["root"]["dag"]["tasks"]
     assert scoring["score"]["cachingOptions"] == {}
     assert scoring["run-context"]["cachingOptions"] == {}
@@ -75,8 +83,11 @@ def test_the_scheduled_date_flows_into_run_date():
 def test_training_outputs_are_typed_artifacts():
     outputs = load_spec("training")["components"]["comp-train"]["outputDefinitions"]["artifacts"]
     assert {name: spec["artifactType"]["schemaTitle"] for name, spec in outputs.items()} == {
-        "model": "system.Model", "metrics": "system.Metrics",
-        "confusion_matrix": "system.ClassificationMetrics", "model_card": "system.Markdown"}
+        "model": "system.Model",
+        "metrics": "system.Metrics",
+        "confusion_matrix": "system.ClassificationMetrics",
+        "model_card": "system.Markdown",
+    }
     prepare = load_spec("training")["components"]["comp-prepare"]["outputDefinitions"]["artifacts"]
     assert prepare["dataset"]["artifactType"]["schemaTitle"] == "system.Dataset"
 
@@ -90,14 +101,42 @@ def test_specs_declare_the_pipeline_root_of_terraforms_output(name):
 
 
 def test_compile_takes_another_pipeline_root_and_refuses_a_local_one(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "compile", "--output", str(tmp_path),
-                           "--pipeline-root", "gs://other-pipelines/root"], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "pipeline",
+            "compile",
+            "--output",
+            str(tmp_path),
+            "--pipeline-root",
+            "gs://other-pipelines/root",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     import yaml
 
     assert yaml.safe_load((tmp_path / "scoring.yaml").read_text())["defaultPipelineRoot"] == "gs://other-pipelines/root"
-    refused = subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "compile", "--output", str(tmp_path / "x"),
-                              "--pipeline-root", "/tmp/root"], cwd=REPO, capture_output=True, text=True)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "pipeline",
+            "compile",
+            "--output",
+            str(tmp_path / "x"),
+            "--pipeline-root",
+            "/tmp/root",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert refused.returncode == 2 and "--pipeline-root /tmp/root" in refused.stderr
     assert not (tmp_path / "x").exists()
 

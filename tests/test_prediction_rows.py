@@ -1,4 +1,5 @@
 """Record -> row conversions of scoring: pure functions, no pipeline, no model."""
+
 import datetime
 import io
 
@@ -15,7 +16,7 @@ from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA
 from components.shards import serialize_example
 from components.tfrecord import Record
 
-SCORED_AT = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.timezone.utc)
+SCORED_AT = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
 
 
 def picture(size: tuple[int, int], mode: str, fmt: str) -> bytes:
@@ -61,15 +62,27 @@ def test_parse_record_keeps_a_good_record():
         (Record(4, data=serialize_example("img-4", b"png", 12)), "bad_label", "img-4"),
         (Record(5, data=serialize_example("", b"png", 1)), "missing_feature", None),
         (Record(6, data=serialize_example("img-6", b"", 1)), "missing_feature", None),
-        (Record(7, data=breaking("img-7", lambda f: f["image/encoded"].bytes_list.value.append(b"png2"))),
-         "invalid_example", None),
-        (Record(8, data=breaking("img-8", lambda f: f["image_id"].bytes_list.value.append(b"other"))),
-         "invalid_example", None),
+        (
+            Record(7, data=breaking("img-7", lambda f: f["image/encoded"].bytes_list.value.append(b"png2"))),
+            "invalid_example",
+            None,
+        ),
+        (Record(8, data=breaking("img-8", lambda f: f["image_id"].bytes_list.value.append(b"other"))), "invalid_example", None),
         (Record(9, data=breaking("img-9", _float_label)), "bad_label", "img-9"),
         (Record(10, data=breaking("img-10", lambda f: f["label"].int64_list.value.append(4))), "bad_label", "img-10"),
     ],
-    ids=["framing", "not-example", "no-image", "label-12", "empty-id", "empty-image", "two-images", "two-ids",
-         "float-label", "two-labels"],
+    ids=[
+        "framing",
+        "not-example",
+        "no-image",
+        "label-12",
+        "empty-id",
+        "empty-image",
+        "two-images",
+        "two-ids",
+        "float-label",
+        "two-labels",
+    ],
 )
 def test_parse_record_turns_each_bad_record_into_an_error(record, error_type, image_id):
     result = parse_record(record)
@@ -84,20 +97,33 @@ def test_is_model_png_accepts_exactly_what_to_model_image_takes_as_is():
     contract_png = encode_png(image)
     assert is_model_png(contract_png)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(contract_png))), to_model_image(contract_png))
-    for other in (picture((64, 64), "L", "PNG"), picture((28, 28), "RGB", "PNG"), picture((28, 28), "L", "JPEG"),
-                  b"not an image", b""):
+    for other in (
+        picture((64, 64), "L", "PNG"),
+        picture((28, 28), "RGB", "PNG"),
+        picture((28, 28), "L", "JPEG"),
+        b"not an image",
+        b"",
+    ):
         assert not is_model_png(other)
 
 
 def test_prediction_batch_has_the_table_schema_and_values():
     probabilities = np.array([[0.1] * 10, np.eye(10)[9] * 0.91 + 0.01], dtype=np.float32)
     probabilities[0, 2] = 0.19
-    batch = prediction_batch(image_ids=["a", "b"], source_uri="gs://b/s.tfrecord", probabilities=probabilities,
-                             true_labels=[2, None], model_version="v1", scored_at=SCORED_AT)
+    batch = prediction_batch(
+        image_ids=["a", "b"],
+        source_uri="gs://b/s.tfrecord",
+        probabilities=probabilities,
+        true_labels=[2, None],
+        model_version="v1",
+        scored_at=SCORED_AT,
+    )
     assert batch.schema.equals(PREDICTION_SCHEMA, check_metadata=True)
     rows = batch.to_pylist()
     assert [(r["predicted_label"], r["predicted_class"], r["true_label"]) for r in rows] == [
-        (2, "Pullover", 2), (9, "Ankle boot", None)]
+        (2, "Pullover", 2),
+        (9, "Ankle boot", None),
+    ]
     assert rows[1]["confidence"] == pytest.approx(0.92)
     assert rows[0]["probabilities"] == pytest.approx(probabilities[0].tolist())
     assert {r["scored_at"] for r in rows} == {SCORED_AT}
@@ -106,17 +132,30 @@ def test_prediction_batch_has_the_table_schema_and_values():
 
 def test_prediction_batch_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="for 2 images"):
-        prediction_batch(image_ids=["a", "b"], source_uri="s", probabilities=np.zeros((3, 10)), true_labels=[1, 2],
-                         model_version="v", scored_at=SCORED_AT)
+        prediction_batch(
+            image_ids=["a", "b"],
+            source_uri="s",
+            probabilities=np.zeros((3, 10)),
+            true_labels=[1, 2],
+            model_version="v",
+            scored_at=SCORED_AT,
+        )
 
 
 def test_error_batch_has_the_table_schema():
-    batch = error_batch([RecordError(4, "decode_error", "cannot decode image", image_id="x"),
-                         RecordError(9, "truncated_record", "shard ends inside record 9")],
-                        source_uri="s.tfrecord", scored_at=SCORED_AT)
+    batch = error_batch(
+        [
+            RecordError(4, "decode_error", "cannot decode image", image_id="x"),
+            RecordError(9, "truncated_record", "shard ends inside record 9"),
+        ],
+        source_uri="s.tfrecord",
+        scored_at=SCORED_AT,
+    )
     assert batch.schema.equals(ERROR_SCHEMA, check_metadata=True)
     assert [(r["record_index"], r["error_type"], r["image_id"]) for r in batch.to_pylist()] == [
-        (4, "decode_error", "x"), (9, "truncated_record", None)]
+        (4, "decode_error", "x"),
+        (9, "truncated_record", None),
+    ]
 
 
 def test_part_writer_streams_row_groups_and_stores_one_file(tmp_path):
@@ -124,7 +163,7 @@ def test_part_writer_streams_row_groups_and_stores_one_file(tmp_path):
     rows = [RecordError(i, "decode_error", f"bad {i}") for i in range(25)]
     with PartWriter(uri, ERROR_SCHEMA, row_group_rows=10) as writer:
         for start in range(0, 25, 5):
-            writer.write(error_batch(rows[start:start + 5], source_uri="s", scored_at=SCORED_AT))
+            writer.write(error_batch(rows[start : start + 5], source_uri="s", scored_at=SCORED_AT))
     metadata = pq.read_metadata(uri)
     assert (metadata.num_rows, metadata.num_row_groups) == (25, 3)
     assert pq.read_schema(uri).equals(ERROR_SCHEMA, check_metadata=True)

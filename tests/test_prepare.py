@@ -1,18 +1,18 @@
 """`fmnist prepare`: validated, deterministic shards with the manifest written last."""
+
 import functools
 import gzip
 import hashlib
 import http.server
-import threading
 import json
 import os
 import resource
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -31,13 +31,13 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
 
 def read_split(output: str, manifest: dict, split: str) -> list:
-    return [example for shard in manifest["splits"][split]["shards"]
-            for example in read_shard(storage.join(output, shard["name"]))]
+    return [
+        example for shard in manifest["splits"][split]["shards"] for example in read_shard(storage.join(output, shard["name"]))
+    ]
 
 
 def test_tiny_data_set_round_trips(tiny_idx, tmp_path):
@@ -45,7 +45,9 @@ def test_tiny_data_set_round_trips(tiny_idx, tmp_path):
     manifest = prepare(source=tiny_idx, output=output, shards_per_split=3, allow_unknown_source=True, workers=1)
 
     assert manifest == read_manifest(output)
-    assert sorted(os.listdir(output)) == [MANIFEST_NAME] + [f"{s}-0000{i}-of-00003.tfrecord" for s in ("test", "train") for i in range(3)]
+    assert sorted(os.listdir(output)) == [MANIFEST_NAME] + [
+        f"{s}-0000{i}-of-00003.tfrecord" for s in ("test", "train") for i in range(3)
+    ]
     for split, (images_name, labels_name) in IDX_FILES.items():
         images = load_idx(os.path.join(tiny_idx, images_name + ".gz"), ndim=3).array
         labels = load_idx(os.path.join(tiny_idx, labels_name + ".gz"), ndim=1).array
@@ -160,8 +162,9 @@ def break_dimensions(folder):
     return "t10k-images-idx3-ubyte.gz", "expected 28x28"
 
 
-@pytest.mark.parametrize("breakage", [break_missing, break_truncated_gzip, break_magic, break_count,
-                                      break_label_range, break_dimensions])
+@pytest.mark.parametrize(
+    "breakage", [break_missing, break_truncated_gzip, break_magic, break_count, break_label_range, break_dimensions]
+)
 def test_bad_source_fails_cleanly(tiny_idx, tmp_path, breakage):
     file_name, problem = breakage(tiny_idx)
     output = tmp_path / "out"
@@ -188,7 +191,8 @@ def test_bad_flag_is_one_line_exit_2(tmp_path):
     result = run_cli("prepare", "--output", str(tmp_path), "--shards-per-split", "many")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: fmnist prepare: argument --shards-per-split: invalid int value: 'many' (see --help)"]
+        "error: fmnist prepare: argument --shards-per-split: invalid int value: 'many' (see --help)"
+    ]
 
 
 @pytest.mark.slow
@@ -227,8 +231,7 @@ class _WebSourceHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture
 def web_source(tiny_idx):
     """`http://127.0.0.1:<port>` serving the tiny IDX data set (a mirror on loopback)."""
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_WebSourceHandler, directory=tiny_idx))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_WebSourceHandler, directory=tiny_idx))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -242,10 +245,13 @@ def test_web_source_gives_the_same_shards_as_the_local_files(tiny_idx, web_sourc
     assert [s["sha256"] for s in web["splits"]["train"]["shards"]] == [s["sha256"] for s in local["splits"]["train"]["shards"]]
 
 
-@pytest.mark.parametrize("path, message", [
-    ("/missing", "file not found"),
-    ("/forbidden", "HTTP 403"),
-])
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("/missing", "file not found"),
+        ("/forbidden", "HTTP 403"),
+    ],
+)
 def test_web_source_errors_are_one_line_exit_2(web_source, tmp_path, path, message):
     result = run_cli("prepare", "--source", web_source + path, "--output", str(tmp_path / "out"))
     assert result.returncode == 2 and message in result.stderr and web_source in result.stderr
@@ -290,9 +296,27 @@ def long_idx(tmp_path) -> str:
 
 def start_prepare(source: str, output: str, shards_per_split: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "prepare", "--source", source, "--output", output, "--overwrite",
-         "--allow-unknown-source", "--workers", "1", "--shards-per-split", str(shards_per_split)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "prepare",
+            "--source",
+            source,
+            "--output",
+            output,
+            "--overwrite",
+            "--allow-unknown-source",
+            "--workers",
+            "1",
+            "--shards-per-split",
+            str(shards_per_split),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(predicate, timeout_s: float = 60.0) -> None:
@@ -323,7 +347,7 @@ def test_two_concurrent_runs_never_publish_a_mix(busy_idx, tmp_path, where, requ
     for trial in range(6):
         first = start_prepare(busy_idx, output, 2)
         if trial % 2:
-            wait_for(lambda: storage.exists(lock) or first.poll() is not None)
+            wait_for(lambda first=first: storage.exists(lock) or first.poll() is not None)
         second = start_prepare(busy_idx, output, 3)
         for process in (first, second):
             _, stderr = process.communicate(timeout=300)
@@ -394,21 +418,39 @@ def gzip_bomb(path: str, header: bytes, inflated_mib: int) -> None:
             file.write(member)
 
 
-@pytest.mark.parametrize("header, message", [
-    (bytes([0, 0, 8, 3]) + struct.pack(">3I", 10, 28, 28), "holds more than the 7856 bytes its header declares"),
-    (bytes([0, 0, 8, 3]) + struct.pack(">3I", 2_000_000, 28, 28), "header declares 1568000016 bytes"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        (bytes([0, 0, 8, 3]) + struct.pack(">3I", 10, 28, 28), "holds more than the 7856 bytes its header declares"),
+        (bytes([0, 0, 8, 3]) + struct.pack(">3I", 2_000_000, 28, 28), "header declares 1568000016 bytes"),
+    ],
+)
 def test_a_gzip_bomb_is_refused_before_it_is_inflated(tiny_idx, tmp_path, header, message):
     """A 0.6 MB source inflating to 600 MiB: refused in one line with memory bounded by the cap."""
     bomb = os.path.join(tiny_idx, "train-images-idx3-ubyte.gz")
     gzip_bomb(bomb, header, inflated_mib=600)
     assert os.path.getsize(bomb) < 1_000_000
+
     def at_most_300_mib_of_data():  # the inflated 600 MiB would be a MemoryError, exit 1
         resource.setrlimit(resource.RLIMIT_DATA, (300 << 20, 300 << 20))
 
-    result = subprocess.run([sys.executable, "-m", "jobs.cli", "prepare", "--source", tiny_idx,
-                             "--output", str(tmp_path / "out"), "--allow-unknown-source"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, preexec_fn=at_most_300_mib_of_data)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "prepare",
+            "--source",
+            tiny_idx,
+            "--output",
+            str(tmp_path / "out"),
+            "--allow-unknown-source",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=at_most_300_mib_of_data,
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert bomb in result.stderr and message in result.stderr, result.stderr
     assert not (tmp_path / "out" / MANIFEST_NAME).exists()

@@ -1,17 +1,17 @@
 """`fmnist prepare-images`: ordinary pictures become unlabeled shards; bad files are listed, not fatal."""
+
 import io
 import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 from PIL import Image
 
 from components import storage
+from components.images import to_model_image
 from components.prepare_images import prepare_images
 from components.shards import read_manifest, read_shard
-from components.images import to_model_image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,8 +61,21 @@ def test_pictures_from_a_bucket(tmp_path, gcs_bucket):
 
 
 def test_empty_glob_fails_cleanly(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "jobs.cli", "prepare-images", "--images", str(tmp_path / "*.jpg"),
-                             "--output", str(tmp_path / "out")], cwd=REPO_ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "prepare-images",
+            "--images",
+            str(tmp_path / "*.jpg"),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path / '*.jpg'}: no file matches"
     assert not (tmp_path / "out").exists()

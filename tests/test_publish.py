@@ -7,6 +7,7 @@ After every hostile event the readers (the views of components/tables.py) must s
 previous complete run or the new one, never a mix and never nothing, and the next attempt
 must finish the job without manual cleanup.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,11 +23,11 @@ import pytest
 from components import storage
 from components.contracts import RunSummary
 from components.errors import InputError
+from components.images import encode_png
 from components.lease import acquire, lease_uri, release
 from components.schema import run_summary_uri
 from components.score_run import score, staging_uri
 from components.shards import serialize_example
-from components.images import encode_png
 from components.tables import open_tables
 from components.tfrecord import frame_record
 from tests.test_score import fit_tiny_model, save_model
@@ -70,13 +71,31 @@ def score_cli(*args: str, kill_at: str | None = None, env: dict | None = None) -
     environment = dict(env or os.environ)
     if kill_at:
         environment["FMNIST_KILL_AT"] = kill_at
-    return subprocess.Popen([sys.executable, "-m", "jobs.cli", "score", *args], cwd=REPO_ROOT, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", "score", *args],
+        cwd=REPO_ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def cli_args(inputs: dict, output: str, model: str, lease_ttl_s: float = LEASE_TTL_S) -> list[str]:
-    return ["--input", inputs["glob"], "--model", model, "--output", output, "--run-id", RUN_ID,
-            "--run-date", "2026-11-30", "--lease-ttl-s", str(lease_ttl_s)]
+    return [
+        "--input",
+        inputs["glob"],
+        "--model",
+        model,
+        "--output",
+        output,
+        "--run-id",
+        RUN_ID,
+        "--run-date",
+        "2026-11-30",
+        "--lease-ttl-s",
+        str(lease_ttl_s),
+    ]
 
 
 def visible_run(output: str) -> tuple[list[str], set[str]]:
@@ -89,8 +108,11 @@ def visible_run(output: str) -> tuple[list[str], set[str]]:
 def assert_clean(output: str) -> None:
     """On disk, the run's partitions hold exactly the parts its summary names; no staging is left."""
     summary = RunSummary.from_json(storage.read_bytes(run_summary_uri(output, RUN_ID)))
-    on_disk = {storage.absolute_uri(uri) for table in ("predictions", "errors")
-               for uri in storage.glob(storage.join(output, table, "run_date=*", f"run_id={RUN_ID}", "*"))}
+    on_disk = {
+        storage.absolute_uri(uri)
+        for table in ("predictions", "errors")
+        for uri in storage.glob(storage.join(output, table, "run_date=*", f"run_id={RUN_ID}", "*"))
+    }
     assert on_disk == set(summary.parts.predictions) | set(summary.parts.errors)
     assert storage.list_prefix(staging_uri(output, RUN_ID)) == []
     assert not storage.exists(lease_uri(output, RUN_ID))
@@ -115,8 +137,9 @@ def kill_and_recover(inputs: dict, output: str, point: str, env: dict | None = N
     assert versions == ({"new"} if point in ("summary-written", "cleaned") else {"old"})
 
     wait_for_lease_expiry()
-    summary = score(input=inputs["glob"], model=inputs["new"], output=output, run_id=RUN_ID, run_date="2026-11-30",
-                    lease_ttl_s=LEASE_TTL_S)
+    summary = score(
+        input=inputs["glob"], model=inputs["new"], output=output, run_id=RUN_ID, run_date="2026-11-30", lease_ttl_s=LEASE_TTL_S
+    )
     assert visible_run(output) == (inputs["ids"], {"new"})
     assert summary["counts"]["read"] == summary["counts"]["scored"] == len(inputs["ids"])
     assert_clean(output)
@@ -209,8 +232,7 @@ def test_a_full_disk_keeps_the_previous_run_and_the_next_attempt_finishes(inputs
 
     os.unlink(filler)
     wait_for_lease_expiry()
-    score(input=inputs["glob"], model=inputs["new"], output=output, run_id=RUN_ID, run_date="2026-11-30",
-          lease_ttl_s=LEASE_TTL_S)
+    score(input=inputs["glob"], model=inputs["new"], output=output, run_id=RUN_ID, run_date="2026-11-30", lease_ttl_s=LEASE_TTL_S)
     assert visible_run(output) == (inputs["ids"], {"new"})
     assert_clean(output)
 
@@ -233,11 +255,20 @@ def test_a_repeated_image_id_is_scored_once_and_each_repeat_is_an_error_row(tmp_
     first, second, third = (storage.absolute_uri(str(shards / f"test-0000{i}-of-00003.tfrecord")) for i in (0, 1, 2))
     assert scored == [("a", first), ("b", first), ("c", first), ("d", second), ("e", second)]
     errors = connection.sql("SELECT source_uri, record_index, image_id, error_type FROM errors ORDER BY ALL").fetchall()
-    assert errors == [(first, 2, "a", "duplicate_image_id"), (second, 1, "b", "duplicate_image_id"),
-                      (second, 3, "a", "duplicate_image_id"), (third, 0, "c", "duplicate_image_id"),
-                      (third, 1, "d", "duplicate_image_id")]
-    assert summary["counts"] == {"read": 10, "scored": 5, "failed": 5, "failed_by_type": {"duplicate_image_id": 5},
-                                 "expected": None}
+    assert errors == [
+        (first, 2, "a", "duplicate_image_id"),
+        (second, 1, "b", "duplicate_image_id"),
+        (second, 3, "a", "duplicate_image_id"),
+        (third, 0, "c", "duplicate_image_id"),
+        (third, 1, "d", "duplicate_image_id"),
+    ]
+    assert summary["counts"] == {
+        "read": 10,
+        "scored": 5,
+        "failed": 5,
+        "failed_by_type": {"duplicate_image_id": 5},
+        "expected": None,
+    }
     assert len(summary["parts"]["predictions"]) == 2 and len(summary["parts"]["errors"]) == 3
 
 
@@ -267,15 +298,21 @@ def test_a_second_live_attempt_exits_2_in_one_line_having_written_nothing(inputs
     release(holder)
 
 
-@pytest.mark.parametrize("tamper, message", [
-    (lambda receipt, other: dataclasses.replace(receipt, source_uri=other), "expected shard 0"),
-    (lambda receipt, other: dataclasses.replace(receipt, shard_index=1), "receipt of shard 1"),
-    (lambda receipt, other: dataclasses.replace(receipt, scored=receipt.scored + 1, read=receipt.read + 1), "staged parts hold"),
-    (lambda receipt, other: dataclasses.replace(receipt, predictions=other), "not this shard's staged"),
-])
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda receipt, other: dataclasses.replace(receipt, source_uri=other), "expected shard 0"),
+        (lambda receipt, other: dataclasses.replace(receipt, shard_index=1), "receipt of shard 1"),
+        (
+            lambda receipt, other: dataclasses.replace(receipt, scored=receipt.scored + 1, read=receipt.read + 1),
+            "staged parts hold",
+        ),
+        (lambda receipt, other: dataclasses.replace(receipt, predictions=other), "not this shard's staged"),
+    ],
+)
 def test_a_receipt_is_checked_against_its_shard_and_its_parts(inputs, tmp_path, tiny_model, tamper, message):
-    from components.scoring import ModelScorer, ScoringTarget, part_name, receipt_uri, score_shard
     from components.score_run import checked_receipts
+    from components.scoring import ModelScorer, ScoringTarget, part_name, receipt_uri, score_shard
 
     shards = storage.glob(inputs["glob"])
     staging = str(tmp_path / "staging")
@@ -307,12 +344,30 @@ def test_an_attempt_that_lost_its_lease_never_swaps_the_summary(inputs, tmp_path
     receipts = checked_receipts(staging, shards)
     time.sleep(0.4)
     successor = acquire(lease_uri(output, RUN_ID), owner="successor", ttl_s=30)
-    summary = RunSummary(run_id=RUN_ID, run_date="2026-11-30", status="ok", model_version="new", model_uri="m",
-                         inputs=RunInputs(glob=inputs["glob"], shards=shards), parts=RunParts(predictions=[], errors=[]),
-                         counts=run_counts(receipts), error_rate=0.0, max_error_rate=0.0, attempt="stalled", timings={})
+    summary = RunSummary(
+        run_id=RUN_ID,
+        run_date="2026-11-30",
+        status="ok",
+        model_version="new",
+        model_uri="m",
+        inputs=RunInputs(glob=inputs["glob"], shards=shards),
+        parts=RunParts(predictions=[], errors=[]),
+        counts=run_counts(receipts),
+        error_rate=0.0,
+        max_error_rate=0.0,
+        attempt="stalled",
+        timings={},
+    )
     with pytest.raises(RunConflict, match="lost the lease"):
-        publish(output, summary, receipts, lease=stalled, started=time.monotonic(),
-                started_at=datetime.datetime.now(datetime.timezone.utc), pipeline_seconds=0.0,
-                publish_started=time.monotonic())
+        publish(
+            output,
+            summary,
+            receipts,
+            lease=stalled,
+            started=time.monotonic(),
+            started_at=datetime.datetime.now(datetime.UTC),
+            pipeline_seconds=0.0,
+            publish_started=time.monotonic(),
+        )
     assert visible_run(output) == (inputs["ids"], {"old"})  # its parts were moved in, but no summary names them
     release(successor)

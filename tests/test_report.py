@@ -1,4 +1,5 @@
 """`fmnist report`: the numbers against the tables, run selection, thumbnails, baseline, CLI."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,10 +16,10 @@ import pytest
 from PIL import Image
 
 from components import storage
+from components.calibration import reliability_bins
 from components.constants import CLASS_NAMES
 from components.errors import InputError
 from components.images import to_model_image
-from components.calibration import reliability_bins
 from components.report import THUMBNAIL_SCALE, report, thumbnails
 from components.report_metrics import classification_metrics, psi_band, psi_per_class, top_confused_pairs
 from components.shards import parse_example
@@ -43,8 +44,10 @@ def week_runs() -> list[ScoredRun]:
     damaged = tuple((1, record, "truncated_record") for record in range(5, 20))  # shard 1 broke at record 5
     days = [f"2026-11-{day}" for day in range(20, 27) if day != 23]
     return [
-        *(ScoredRun(f"daily-{day}", day, "v1", seed=10 + i, failures=damaged if day == "2026-11-25" else ())
-          for i, day in enumerate(days)),
+        *(
+            ScoredRun(f"daily-{day}", day, "v1", seed=10 + i, failures=damaged if day == "2026-11-25" else ())
+            for i, day in enumerate(days)
+        ),
         ScoredRun("rerun-2026-11-26", "2026-11-26", "v2", seed=30),  # replaces daily-2026-11-26
         ScoredRun("backfill-2026-11-23", "2026-11-23", "v2", seed=31),  # a missed day, scored last
     ]
@@ -99,10 +102,13 @@ def test_report_covers_the_latest_run_and_matches_the_tables(latest_report):
 def test_baseline_comparison_matches_a_join(latest_report):
     result, scores = latest_report
     baseline = result.summary["baseline"]
-    common, agree = sql(scores, f"""
+    common, agree = sql(
+        scores,
+        f"""
         SELECT count(*), sum((c.predicted_label = b.predicted_label)::INT)
         FROM predictions c JOIN predictions b USING (image_id)
-        WHERE c.run_id = '{LATEST}' AND b.run_id = '{OLDER}'""")[0]
+        WHERE c.run_id = '{LATEST}' AND b.run_id = '{OLDER}'""",
+    )[0]
     assert (baseline["run_id"], baseline["model_versions"]) == (OLDER, ["v1"])
     assert baseline["common_images"] == common == 38
     assert baseline["agreement"] == pytest.approx(agree / common)
@@ -148,8 +154,13 @@ def test_run_date_selects_that_day_with_its_errors(scored_output, tmp_path):
 
 def test_unknown_or_unfinished_runs_are_input_errors(scored_output, tmp_path):
     _, scores = scored_output
-    for kwargs in ({"run_id": "unfinished"}, {"run_date": "2026-11-29"}, {"run_date": "28.11.2026"},
-                   {"baseline_run": "nope"}, {"run_id": LATEST, "run_date": "2026-11-28"}):
+    for kwargs in (
+        {"run_id": "unfinished"},
+        {"run_date": "2026-11-29"},
+        {"run_date": "28.11.2026"},
+        {"baseline_run": "nope"},
+        {"run_id": LATEST, "run_date": "2026-11-28"},
+    ):
         with pytest.raises(InputError):
             report(predictions=scores, out=str(tmp_path), **kwargs)
     assert not os.path.exists(tmp_path / "report.html")
@@ -176,9 +187,25 @@ def test_report_cli_prints_the_summary_table(scored_output, tmp_path):
     _, scores = scored_output
     out = str(tmp_path / "report")
     completed = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "report", "--predictions", scores, "--out", out,
-         "--run-id", LATEST, "--baseline-run", OLDER],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "report",
+            "--predictions",
+            scores,
+            "--out",
+            out,
+            "--run-id",
+            LATEST,
+            "--baseline-run",
+            OLDER,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
     assert lines[0].startswith(f"report of {LATEST}")
@@ -204,8 +231,9 @@ def test_report_reads_and_writes_gcs(scored_output, gcs_bucket):
 def test_a_run_where_every_record_failed_still_gets_a_report(scored_output, tmp_path):
     data, _ = scored_output
     shards = [storage.join(data, f"test-0000{i}-of-00002.tfrecord") for i in range(2)]
-    failed = dataclasses.replace(RUNS[0], failures=tuple((shard, record, "decode_error")
-                                                         for shard in range(2) for record in range(20)))
+    failed = dataclasses.replace(
+        RUNS[0], failures=tuple((shard, record, "decode_error") for shard in range(2) for record in range(20))
+    )
     scores = str(tmp_path / "scores")
     write_run(scores, shards, failed)
     summary = report(predictions=scores, out=str(tmp_path / "report")).summary
@@ -218,20 +246,32 @@ def test_trend_takes_the_current_run_of_each_date(week_of_runs, tmp_path):
     points = result.summary["trend"]["points"]
     assert [run["run_id"] for run in result.summary["runs"]] == ["rerun-2026-11-26"]  # the latest run
     assert [point["run_id"] for point in points] == [
-        "daily-2026-11-20", "daily-2026-11-21", "daily-2026-11-22", "backfill-2026-11-23", "daily-2026-11-24",
-        "daily-2026-11-25", "rerun-2026-11-26"]
+        "daily-2026-11-20",
+        "daily-2026-11-21",
+        "daily-2026-11-22",
+        "backfill-2026-11-23",
+        "daily-2026-11-24",
+        "daily-2026-11-25",
+        "rerun-2026-11-26",
+    ]
     for point in points:
         read, failed = sql(week_of_runs, f"SELECT read, failed FROM runs WHERE run_id = '{point['run_id']}'")[0]
-        images, mean, low, accuracy = sql(week_of_runs, (
-            "SELECT count(*), avg(confidence), avg((confidence < 0.5)::INT), avg((predicted_label = true_label)::INT) "
-            f"FROM predictions WHERE run_id = '{point['run_id']}'"))[0]
-        counts = dict(sql(week_of_runs, "SELECT predicted_label, count(*) FROM predictions "
-                                        f"WHERE run_id = '{point['run_id']}' GROUP BY 1"))
+        images, mean, low, accuracy = sql(
+            week_of_runs,
+            (
+                "SELECT count(*), avg(confidence), avg((confidence < 0.5)::INT), avg((predicted_label = true_label)::INT) "
+                f"FROM predictions WHERE run_id = '{point['run_id']}'"
+            ),
+        )[0]
+        counts = dict(
+            sql(week_of_runs, f"SELECT predicted_label, count(*) FROM predictions WHERE run_id = '{point['run_id']}' GROUP BY 1")
+        )
         psi = psi_per_class([counts.get(i, 0) for i in range(10)], np.bincount(TRAIN_LABELS, minlength=10)).sum()
         assert (point["images"], point["labeled"]) == (images, images)
         assert point["error_rate"] == pytest.approx(failed / read)
-        assert (point["mean_confidence"], point["low_confidence_share"], point["accuracy"], point["psi"]) == \
-            pytest.approx((mean, low, accuracy, psi))
+        assert (point["mean_confidence"], point["low_confidence_share"], point["accuracy"], point["psi"]) == pytest.approx(
+            (mean, low, accuracy, psi)
+        )
     assert points[5]["error_rate"] == pytest.approx(15 / 40)  # the damaged shard's day stands out
     page = storage.read_bytes(result.report_uri).decode()
     assert page.count('alt="') >= 5 and "Trend over the last 7 run dates" in page
@@ -269,8 +309,9 @@ def test_calibration_confusions_and_errors_by_shard_match_the_tables(week_of_run
     assert summary["calibration"]["bins"]["images"] == bins.counts.tolist()
 
     confusion = np.zeros((10, 10), dtype=int)
-    for true, predicted, count in sql(week_of_runs, "SELECT true_label, predicted_label, count(*) FROM predictions "
-                                                    f"WHERE run_id = '{run_id}' GROUP BY ALL"):
+    for true, predicted, count in sql(
+        week_of_runs, f"SELECT true_label, predicted_label, count(*) FROM predictions WHERE run_id = '{run_id}' GROUP BY ALL"
+    ):
         confusion[true, predicted] = count
     assert summary["confused_pairs"] == top_confused_pairs(confusion)
     assert sum(pair["images"] for pair in summary["confused_pairs"]) <= (confusion.sum() - np.trace(confusion))
@@ -279,8 +320,11 @@ def test_calibration_confusions_and_errors_by_shard_match_the_tables(week_of_run
     assert shard["source_uri"].endswith("test-00001-of-00002.tfrecord")
     assert (shard["failed"], shard["by_type"], shard["scored"]) == (15, {"truncated_record": 15}, 5)
 
-    expected = sql(week_of_runs, f"SELECT image_id FROM predictions WHERE run_id = '{run_id}' "
-                                 "AND predicted_label <> true_label ORDER BY confidence DESC, image_id LIMIT 5")
+    expected = sql(
+        week_of_runs,
+        f"SELECT image_id FROM predictions WHERE run_id = '{run_id}' "
+        "AND predicted_label <> true_label ORDER BY confidence DESC, image_id LIMIT 5",
+    )
     wrong = summary["confidently_wrong"]
     assert [row["image_id"] for row in wrong] == [row[0] for row in expected] and len(wrong) == 5
     assert all(row["decoded"] and CLASS_NAMES[row["true_label"]] != row["predicted_class"] for row in wrong)

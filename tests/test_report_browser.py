@@ -1,4 +1,5 @@
 """The HTML report in headless Chromium: it loads, shows every figure and thumbnail, logs no error."""
+
 from __future__ import annotations
 
 import base64
@@ -53,8 +54,10 @@ def test_report_loads_with_its_figures_and_no_console_errors(chromium, scored_ou
 def test_the_check_sees_a_broken_page(chromium, tmp_path):
     """The same check on a page with a missing picture, a console error and an exception."""
     broken = tmp_path / "broken.html"
-    broken.write_text("<!doctype html><html><head><title>broken</title></head><body><img src='missing.png'>"
-                      "<script>console.error('boom'); throw new Error('kaput');</script></body></html>")
+    broken.write_text(
+        "<!doctype html><html><head><title>broken</title></head><body><img src='missing.png'>"
+        "<script>console.error('boom'); throw new Error('kaput');</script></body></html>"
+    )
     page = load_page(f"file://{broken}")
     assert [image["width"] for image in page.images] == [0]
     assert any("boom" in error for error in page.errors)

@@ -1,5 +1,6 @@
 """The exit-code contract every job shares (jobs/runner.py): 0 ok, 2 bad input, 1 unexpected,
 3 check failed, 143 SIGTERM; every failure one line on stderr, the traceback only with --verbose."""
+
 import hashlib
 import json
 import logging
@@ -19,15 +20,19 @@ from jobs.runner import run
 def fails_with(error: Exception):
     def component(**_):
         raise error
+
     return component
 
 
-@pytest.mark.parametrize("error, code, stderr", [
-    (InputError("gs://b/x: file not found"), 2, "error: gs://b/x: file not found\n"),
-    (StorageConflictError("gs://b/manifest.json: already exists"), 2, "error: gs://b/manifest.json: already exists\n"),
-    (RunConflict("gs://b/runs/r1: held by host-a pid 7"), 2, "error: gs://b/runs/r1: held by host-a pid 7\n"),
-    (CheckFailed("accuracy 0.5 < 0.85"), 3, "failed: accuracy 0.5 < 0.85\n"),
-])
+@pytest.mark.parametrize(
+    "error, code, stderr",
+    [
+        (InputError("gs://b/x: file not found"), 2, "error: gs://b/x: file not found\n"),
+        (StorageConflictError("gs://b/manifest.json: already exists"), 2, "error: gs://b/manifest.json: already exists\n"),
+        (RunConflict("gs://b/runs/r1: held by host-a pid 7"), 2, "error: gs://b/runs/r1: held by host-a pid 7\n"),
+        (CheckFailed("accuracy 0.5 < 0.85"), 3, "failed: accuracy 0.5 < 0.85\n"),
+    ],
+)
 def test_expected_failures_are_one_line_with_their_exit_code(capsys, error, code, stderr):
     assert run(fails_with(error), {}) == code
     assert capsys.readouterr().err == stderr
@@ -36,8 +41,7 @@ def test_expected_failures_are_one_line_with_their_exit_code(capsys, error, code
 def test_an_environment_failure_exits_1_with_one_line(capsys, caplog):
     error = OSError(28, "No space left on device")
     assert run(fails_with(error), {}) == 1
-    assert capsys.readouterr().err == (
-        "error: OSError: [Errno 28] No space left on device (--verbose shows the traceback)\n")
+    assert capsys.readouterr().err == ("error: OSError: [Errno 28] No space left on device (--verbose shows the traceback)\n")
     assert "Traceback" not in caplog.text
 
 
@@ -108,8 +112,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
 
 def assert_one_line_exit_2(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -127,8 +130,9 @@ def test_damaged_model_metrics_and_manifest_files_are_named(tiny_idx, tmp_path):
     damaged = b"PK\x03\x04 a zip header, then nothing"
     (version / "model.keras").write_bytes(damaged)
     # The metrics of exactly this file: the hash check passes, loading it fails.
-    (version / "metrics.json").write_text(json.dumps({"quality_gate": {"passed": True},
-                                                      "model_sha256": hashlib.sha256(damaged).hexdigest()}))
+    (version / "metrics.json").write_text(
+        json.dumps({"quality_gate": {"passed": True}, "model_sha256": hashlib.sha256(damaged).hexdigest()})
+    )
     score = ["score", "--input", f"{shards}/test-*.tfrecord", "--model", str(version), "--output", str(tmp_path / "scores")]
 
     assert_one_line_exit_2(cli(*score), f"{version}/model.keras: damaged or not a Keras model file")
@@ -160,8 +164,10 @@ def test_prepare_prints_a_compact_result_and_one_log_line(tiny_idx, tmp_path):
     output = str(tmp_path / "shards")
     result = cli("prepare", "--source", tiny_idx, "--output", output, "--allow-unknown-source", "--shards-per-split", "3")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"manifest": f"{output}/manifest.json",
-                                         "splits": {"train": {"records": 20, "shards": 3}, "test": {"records": 10, "shards": 3}}}
+    assert json.loads(result.stdout) == {
+        "manifest": f"{output}/manifest.json",
+        "splits": {"train": {"records": 20, "shards": 3}, "test": {"records": 10, "shards": 3}},
+    }
     assert [LOG_LINE.match(line) is not None for line in result.stderr.splitlines()] == [True]
 
 
@@ -171,8 +177,9 @@ def test_train_and_score_are_quiet_unless_verbose(tiny_idx, tmp_path):
     format; --verbose brings both back."""
     shards, models = str(tmp_path / "shards"), str(tmp_path / "models")
     assert cli("prepare", "--source", tiny_idx, "--output", shards, "--allow-unknown-source").returncode == 0
-    train = cli("train", "--data", shards, "--model-root", models, "--epochs", "1", "--min-accuracy", "0",
-                "--validation-fraction", "0.1")
+    train = cli(
+        "train", "--data", shards, "--model-root", models, "--epochs", "1", "--min-accuracy", "0", "--validation-fraction", "0.1"
+    )
     score = ["score", "--input", f"{shards}/test-*.tfrecord", "--model", models, "--run-id", "r1"]
     quiet = cli(*score, "--output", str(tmp_path / "quiet"))
     loud = cli(*score, "--output", str(tmp_path / "loud"), "--verbose")

@@ -3,6 +3,7 @@
 No KFP cluster exists here: the real kfp.Client talks HTTP to `FakeKfpApi`, a stub of the KFP
 REST API (v2beta1) on loopback that answers the few calls submit makes and records them.
 """
+
 import http.server
 import json
 import os
@@ -90,13 +91,23 @@ def kfp_api():
 
 def submit(*args: str, home) -> subprocess.CompletedProcess:
     env = {**os.environ, "HOME": str(home)}  # no ~/.config/kfp/context.json of the machine's user
-    return subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "submit", *args],
-                          cwd=REPO, capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "pipeline", "submit", *args], cwd=REPO, capture_output=True, text=True, env=env
+    )
 
 
 def test_schedule_replaces_the_recurring_run_of_the_same_name(kfp_api, tmp_path):
-    done = submit("--host", kfp_api.host, "--schedule", "infra/schedules/scoring-daily.yaml",
-                  "--param", f"image={IMAGE}", "--param", f"worker_image={WORKER}", home=tmp_path)
+    done = submit(
+        "--host",
+        kfp_api.host,
+        "--schedule",
+        "infra/schedules/scoring-daily.yaml",
+        "--param",
+        f"image={IMAGE}",
+        "--param",
+        f"worker_image={WORKER}",
+        home=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["recurring_run_id"] == "rr-new" and result["replaced"] == ["rr-old"]
@@ -113,9 +124,20 @@ def test_schedule_replaces_the_recurring_run_of_the_same_name(kfp_api, tmp_path)
 
 
 def test_once_creates_a_single_run_for_a_backfill_date(kfp_api, tmp_path):
-    done = submit("--host", kfp_api.host, "--schedule", "infra/schedules/scoring-daily.yaml", "--once",
-                  "--param", f"image={IMAGE}", "--param", f"worker_image={WORKER}",
-                  "--param", "run_date=2026-11-01", home=tmp_path)
+    done = submit(
+        "--host",
+        kfp_api.host,
+        "--schedule",
+        "infra/schedules/scoring-daily.yaml",
+        "--once",
+        "--param",
+        f"image={IMAGE}",
+        "--param",
+        f"worker_image={WORKER}",
+        "--param",
+        "run_date=2026-11-01",
+        home=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     (run,) = kfp_api.calls("POST", "/apis/v2beta1/runs")
     assert run["runtime_config"]["parameters"]["run_date"] == "2026-11-01"
@@ -123,23 +145,52 @@ def test_once_creates_a_single_run_for_a_backfill_date(kfp_api, tmp_path):
 
 
 def test_a_spec_without_schedule_runs_once_with_typed_parameters(kfp_api, tmp_path):
-    done = submit("--host", kfp_api.host, "--spec", "infra/kfp/training.yaml", "--param", f"image={IMAGE}",
-                  "--param", "model_root=gs://b/models", "--param", "epochs=3", "--param", "min_accuracy=0.9",
-                  home=tmp_path)
+    done = submit(
+        "--host",
+        kfp_api.host,
+        "--spec",
+        "infra/kfp/training.yaml",
+        "--param",
+        f"image={IMAGE}",
+        "--param",
+        "model_root=gs://b/models",
+        "--param",
+        "epochs=3",
+        "--param",
+        "min_accuracy=0.9",
+        home=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     (run,) = kfp_api.calls("POST", "/apis/v2beta1/runs")
-    assert run["runtime_config"]["parameters"] == {"image": IMAGE, "model_root": "gs://b/models",
-                                                  "epochs": 3, "min_accuracy": 0.9}
+    assert run["runtime_config"]["parameters"] == {
+        "image": IMAGE,
+        "model_root": "gs://b/models",
+        "epochs": 3,
+        "min_accuracy": 0.9,
+    }
 
 
-@pytest.mark.parametrize("param, message", [
-    ("image=europe-west4-docker.pkg.dev/p/fmnist/jobs:latest", "not pinned by digest"),
-    ("epochs=many", "is not a int"),
-    ("colour=blue", "unknown parameters ['colour']"),
-])
+@pytest.mark.parametrize(
+    "param, message",
+    [
+        ("image=europe-west4-docker.pkg.dev/p/fmnist/jobs:latest", "not pinned by digest"),
+        ("epochs=many", "is not a int"),
+        ("colour=blue", "unknown parameters ['colour']"),
+    ],
+)
 def test_bad_parameters_are_refused_before_any_request(kfp_api, tmp_path, param, message):
-    args = ["--host", kfp_api.host, "--spec", "infra/kfp/training.yaml", "--param", f"image={IMAGE}",
-            "--param", "model_root=gs://b/models", "--param", param]
+    args = [
+        "--host",
+        kfp_api.host,
+        "--spec",
+        "infra/kfp/training.yaml",
+        "--param",
+        f"image={IMAGE}",
+        "--param",
+        "model_root=gs://b/models",
+        "--param",
+        param,
+    ]
     done = submit(*args, home=tmp_path)
     assert done.returncode == 2
     assert message in done.stderr and done.stderr.count("\n") == 1
@@ -168,8 +219,19 @@ def test_a_schedule_naming_no_compiled_spec_is_refused(tmp_path):
 
 
 def test_pipeline_root_reaches_the_kfp_run_and_a_dry_run_sends_nothing(kfp_api, tmp_path):
-    args = ["--host", kfp_api.host, "--schedule", "infra/schedules/scoring-daily.yaml", "--once",
-            "--param", f"image={IMAGE}", "--param", f"worker_image={WORKER}", "--pipeline-root", "gs://other/root"]
+    args = [
+        "--host",
+        kfp_api.host,
+        "--schedule",
+        "infra/schedules/scoring-daily.yaml",
+        "--once",
+        "--param",
+        f"image={IMAGE}",
+        "--param",
+        f"worker_image={WORKER}",
+        "--pipeline-root",
+        "gs://other/root",
+    ]
     dry = submit(*args, "--dry-run", home=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert kfp_api.requests == []
@@ -193,7 +255,18 @@ def test_a_beam_flag_parameter_takes_only_beams_flags():
 
 
 def test_vertex_flags_are_refused_for_kfp_in_one_line(kfp_api, tmp_path):
-    done = submit("--host", kfp_api.host, "--spec", "infra/kfp/training.yaml", "--param", f"image={IMAGE}",
-                  "--param", "model_root=gs://b/models", "--network", "projects/1/global/networks/n", home=tmp_path)
+    done = submit(
+        "--host",
+        kfp_api.host,
+        "--spec",
+        "infra/kfp/training.yaml",
+        "--param",
+        f"image={IMAGE}",
+        "--param",
+        "model_root=gs://b/models",
+        "--network",
+        "projects/1/global/networks/n",
+        home=tmp_path,
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--network: only for --target vertex" in done.stderr
     assert kfp_api.requests == []

@@ -1,4 +1,5 @@
 """The files generated from components/schema.py are committed as generated (`make schema-docs`)."""
+
 from __future__ import annotations
 
 import os

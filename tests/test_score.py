@@ -4,6 +4,7 @@ Real pipelines on the DirectRunner (in-process and multi-process), a real GCS AP
 loopback, a tiny Keras model fitted in the test. Dataflow cannot exist here: its test builds
 and translates the job graph with `--dry_run` and submits nothing.
 """
+
 import io
 import json
 import logging
@@ -24,9 +25,9 @@ from components import registry, storage
 from components.contracts import RunSummary, ShardReceipt
 from components.errors import CheckFailed, InputError
 from components.images import encode_png
+from components.prediction_rows import parse_record, parsed_example
 from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, run_summary_uri
 from components.score_run import score, staging_uri
-from components.prediction_rows import parse_record, parsed_example
 from components.scoring import ModelScorer, ScoreShardFn, ScoreShards, ScoringTarget, receipt_uri
 from components.shards import serialize_example
 from components.tfrecord import Record, frame_record
@@ -43,8 +44,9 @@ def fit_tiny_model(input_shape=(28, 28)):
 
     keras.utils.set_random_seed(RNG_SEED)
     images = np.random.default_rng(RNG_SEED).random((64, *input_shape), dtype=np.float32)
-    model = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
-                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(images, np.arange(64) % 10, epochs=1, verbose=0)
     return model
@@ -166,8 +168,12 @@ def planted_shards(folder: str) -> dict:
 
 def expected_outcome(shards: dict, folder: str) -> tuple[set, set]:
     scored = {image_id for records in shards.values() for image_id, _, error in records if error is None}
-    errors = {(storage.absolute_uri(storage.join(folder, name)), index, error)
-              for name, records in shards.items() for index, (_, _, error) in enumerate(records) if error}
+    errors = {
+        (storage.absolute_uri(storage.join(folder, name)), index, error)
+        for name, records in shards.items()
+        for index, (_, _, error) in enumerate(records)
+        if error
+    }
     return scored, errors
 
 
@@ -186,8 +192,9 @@ def read_table(output: str, table: str) -> list[dict]:
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs.cli", "score", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "score", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 # --- The DoFn and the transform -----------------------------------------------------------
@@ -196,7 +203,9 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_score_shard_fn_process_stages_parts_and_a_receipt(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
     shard_uri = storage.join(folder, "test-00000-of-00003.tfrecord")
-    target = ScoringTarget(staging=str(tmp_path / "staging"), run_id="r1", run_date="2026-11-29", model_version="v1", batch_size=4)
+    target = ScoringTarget(
+        staging=str(tmp_path / "staging"), run_id="r1", run_date="2026-11-29", model_version="v1", batch_size=4
+    )
     fn = ScoreShardFn(keras_uri=registry.resolve(model_root).keras_uri, target=target)
     fn.setup()
     [receipt] = list(fn.process((0, shard_uri)))
@@ -221,19 +230,25 @@ def test_vectorized_parse_agrees_with_the_record_parser(tiny_model):
 
     two_labels = example_pb2.Example.FromString(serialize_example("two-labels", b"png", 4))
     two_labels.features.feature["label"].int64_list.value.append(7)
-    records = [serialize_example("labeled", b"png", 3), serialize_example("unlabeled", b"png", None),
-               serialize_example("bad-label", b"png", 12), serialize_example("jpeg", b"jpg", 0, b"jpeg"),
-               two_labels.SerializeToString()]
+    records = [
+        serialize_example("labeled", b"png", 3),
+        serialize_example("unlabeled", b"png", None),
+        serialize_example("bad-label", b"png", 12),
+        serialize_example("jpeg", b"jpg", 0, b"jpeg"),
+        two_labels.SerializeToString(),
+    ]
     columns = ModelScorer(tiny_model).parse_examples(records)
     assert [parsed_example(i, *features) for i, features in enumerate(columns)] == [
-        parse_record(Record(i, data=data)) for i, data in enumerate(records)]
+        parse_record(Record(i, data=data)) for i, data in enumerate(records)
+    ]
     assert ModelScorer(tiny_model).parse_examples([*records, b"\xff not an example"]) is None
 
 
 def _rows_without_time(batches) -> tuple[list[dict], list[dict]]:
     predictions, errors = batches
-    return tuple([{k: v for k, v in row.items() if k != "scored_at"} for row in table.to_pylist()]
-                 for table in (predictions, errors))
+    return tuple(
+        [{k: v for k, v in row.items() if k != "scored_at"} for row in table.to_pylist()] for table in (predictions, errors)
+    )
 
 
 def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
@@ -244,54 +259,91 @@ def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
 
     rng = np.random.default_rng(RNG_SEED)
     records = [Record(i, data=good_record(f"img-{i}", rng, label=None if i % 5 == 0 else i % 10)) for i in range(40)]
-    scorer, target = ModelScorer(tiny_model), ScoringTarget(staging="unused", run_id="r", run_date="2026-11-29", model_version="v")
+    scorer, target = (
+        ModelScorer(tiny_model),
+        ScoringTarget(staging="unused", run_id="r", run_date="2026-11-29", model_version="v"),
+    )
     assert scorer.score_contract_batch([record.data for record in records]) is not None  # the one-call path is taken
     fast = _score_batch(records, scorer=scorer, source_uri="s", target=target)
-    careful = _score_batch_carefully(records, scorer=scorer, source_uri="s", target=target,
-                                     scored_at=datetime.datetime.now(datetime.timezone.utc))
+    careful = _score_batch_carefully(
+        records, scorer=scorer, source_uri="s", target=target, scored_at=datetime.datetime.now(datetime.UTC)
+    )
     fast_rows, careful_rows = _rows_without_time(fast), _rows_without_time(careful)
     assert len(fast_rows[0]) == 40 and fast_rows[1] == careful_rows[1] == []
     assert [row["image_id"] for row in fast_rows[0]] == [row["image_id"] for row in careful_rows[0]]
     assert [row["true_label"] for row in fast_rows[0]] == [row["true_label"] for row in careful_rows[0]]
-    np.testing.assert_allclose([row["probabilities"] for row in fast_rows[0]],
-                               [row["probabilities"] for row in careful_rows[0]], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        [row["probabilities"] for row in fast_rows[0]], [row["probabilities"] for row in careful_rows[0]], rtol=1e-6, atol=1e-7
+    )
 
 
-@pytest.mark.parametrize("odd_record", [
-    serialize_example("jpeg", rgb_jpeg(), 1, b"jpeg"),
-    serialize_example("broken-png", broken_png(), 1),
-    serialize_example("bad-label", encode_png(np.zeros((28, 28), np.uint8)), 12),
-    serialize_example("", encode_png(np.zeros((28, 28), np.uint8)), 1),
-    example_without_image("no-image"),
-    b"\xff not an example",
-    *[contract_breaking(kind) for kind in ("two-images", "float-label", "two-labels", "text-label")],
-], ids=["jpeg", "broken-png", "bad-label", "empty-id", "no-image", "not-an-example",
-        "two-images", "float-label", "two-labels", "text-label"])
+@pytest.mark.parametrize(
+    "odd_record",
+    [
+        serialize_example("jpeg", rgb_jpeg(), 1, b"jpeg"),
+        serialize_example("broken-png", broken_png(), 1),
+        serialize_example("bad-label", encode_png(np.zeros((28, 28), np.uint8)), 12),
+        serialize_example("", encode_png(np.zeros((28, 28), np.uint8)), 1),
+        example_without_image("no-image"),
+        b"\xff not an example",
+        *[contract_breaking(kind) for kind in ("two-images", "float-label", "two-labels", "text-label")],
+    ],
+    ids=[
+        "jpeg",
+        "broken-png",
+        "bad-label",
+        "empty-id",
+        "no-image",
+        "not-an-example",
+        "two-images",
+        "float-label",
+        "two-labels",
+        "text-label",
+    ],
+)
 def test_one_odd_record_sends_its_batch_the_careful_way(tiny_model, odd_record):
     rng = np.random.default_rng(RNG_SEED)
     batch = [good_record("a", rng), odd_record, good_record("b", rng)]
     assert ModelScorer(tiny_model).score_contract_batch(batch) is None
 
 
-@pytest.mark.parametrize("kind, error_type", [
-    ("empty-id", "missing_feature"), ("two-images", "invalid_example"), ("float-label", "bad_label"),
-    ("two-labels", "bad_label"), ("text-label", "bad_label"), ("label-12", "bad_label"),
-])
+@pytest.mark.parametrize(
+    "kind, error_type",
+    [
+        ("empty-id", "missing_feature"),
+        ("two-images", "invalid_example"),
+        ("float-label", "bad_label"),
+        ("two-labels", "bad_label"),
+        ("text-label", "bad_label"),
+        ("label-12", "bad_label"),
+    ],
+)
 def test_contract_breaking_record_is_an_error_row_the_rest_scored(tiny_model, kind, error_type):
     import datetime
 
     from components.scoring import _score_batch, _score_batch_carefully
 
     rng = np.random.default_rng(RNG_SEED)
-    odd = {"empty-id": serialize_example("", encode_png(np.zeros((28, 28), np.uint8)), 1),
-           "label-12": serialize_example("label-12", encode_png(np.zeros((28, 28), np.uint8)), 12)}.get(kind)
-    records = [Record(0, data=good_record("a", rng)), Record(1, data=odd or contract_breaking(kind)),
-               Record(2, data=good_record("b", rng))]
-    scorer, target = ModelScorer(tiny_model), ScoringTarget(staging="unused", run_id="r", run_date="2026-11-30", model_version="v")
-    careful = _score_batch_carefully(records, scorer=scorer, source_uri="s", target=target,
-                                     scored_at=datetime.datetime.now(datetime.timezone.utc))
-    for predictions, errors in (_rows_without_time(_score_batch(records, scorer=scorer, source_uri="s", target=target)),
-                                _rows_without_time(careful)):
+    odd = {
+        "empty-id": serialize_example("", encode_png(np.zeros((28, 28), np.uint8)), 1),
+        "label-12": serialize_example("label-12", encode_png(np.zeros((28, 28), np.uint8)), 12),
+    }.get(kind)
+    records = [
+        Record(0, data=good_record("a", rng)),
+        Record(1, data=odd or contract_breaking(kind)),
+        Record(2, data=good_record("b", rng)),
+    ]
+    scorer, target = (
+        ModelScorer(tiny_model),
+        ScoringTarget(staging="unused", run_id="r", run_date="2026-11-30", model_version="v"),
+    )
+    careful = _score_batch_carefully(
+        records, scorer=scorer, source_uri="s", target=target, scored_at=datetime.datetime.now(datetime.UTC)
+    )
+    for predictions, errors in (
+        _rows_without_time(_score_batch(records, scorer=scorer, source_uri="s", target=target)),
+        _rows_without_time(careful),
+    ):
         assert [row["image_id"] for row in predictions] == ["a", "b"]
         assert [(row["record_index"], row["error_type"]) for row in errors] == [(1, error_type)]
         assert errors[0]["error_message"]
@@ -302,8 +354,13 @@ def huge_weights_model():
     softmax is NaN) for a bright one."""
     import keras
 
-    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
-                              keras.layers.Dense(10, kernel_initializer=keras.initializers.Constant(1e38))])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, kernel_initializer=keras.initializers.Constant(1e38)),
+        ]
+    )
     return model
 
 
@@ -314,17 +371,22 @@ def test_non_finite_probabilities_are_error_rows_on_both_paths(tiny_model):
 
     black, white = encode_png(np.zeros((28, 28), np.uint8)), encode_png(np.full((28, 28), 255, np.uint8))
     records = [Record(0, data=serialize_example("black", black, 1)), Record(1, data=serialize_example("white", white, 2))]
-    scorer, target = ModelScorer(huge_weights_model()), ScoringTarget(staging="unused", run_id="r", run_date="2026-11-30", model_version="v")
+    scorer, target = (
+        ModelScorer(huge_weights_model()),
+        ScoringTarget(staging="unused", run_id="r", run_date="2026-11-30", model_version="v"),
+    )
     assert scorer.score_contract_batch([records[0].data]) is not None  # finite: the one-call path
     assert scorer.score_contract_batch([record.data for record in records]) is None
-    careful = _score_batch_carefully(records, scorer=scorer, source_uri="s", target=target,
-                                     scored_at=datetime.datetime.now(datetime.timezone.utc))
-    for predictions, errors in (_rows_without_time(_score_batch(records, scorer=scorer, source_uri="s", target=target)),
-                                _rows_without_time(careful)):
+    careful = _score_batch_carefully(
+        records, scorer=scorer, source_uri="s", target=target, scored_at=datetime.datetime.now(datetime.UTC)
+    )
+    for predictions, errors in (
+        _rows_without_time(_score_batch(records, scorer=scorer, source_uri="s", target=target)),
+        _rows_without_time(careful),
+    ):
         assert [row["image_id"] for row in predictions] == ["black"]
         assert np.isfinite(predictions[0]["probabilities"]).all()
-        assert [(row["record_index"], row["image_id"], row["error_type"]) for row in errors] == [
-            (1, "white", "non_finite_score")]
+        assert [(row["record_index"], row["image_id"], row["error_type"]) for row in errors] == [(1, "white", "non_finite_score")]
 
 
 def receipt_counts(receipt: ShardReceipt) -> tuple:
@@ -334,12 +396,19 @@ def receipt_counts(receipt: ShardReceipt) -> tuple:
 
 def test_score_shards_transform_in_a_test_pipeline(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
-    target = ScoringTarget(staging=str(tmp_path / "staging"), run_id="r1", run_date="2026-11-29", model_version="v1", batch_size=3)
-    expected = [(name, len(records), sum(e is None for _, _, e in records), sum(e is not None for _, _, e in records))
-                for name, records in shards.items()]
+    target = ScoringTarget(
+        staging=str(tmp_path / "staging"), run_id="r1", run_date="2026-11-29", model_version="v1", batch_size=3
+    )
+    expected = [
+        (name, len(records), sum(e is None for _, _, e in records), sum(e is not None for _, _, e in records))
+        for name, records in shards.items()
+    ]
     with BeamTestPipeline() as pipeline:
-        receipts = pipeline | ScoreShards(shard_uris=storage.glob(storage.join(folder, "*.tfrecord")),
-                                          keras_uri=registry.resolve(model_root).keras_uri, target=target)
+        receipts = pipeline | ScoreShards(
+            shard_uris=storage.glob(storage.join(folder, "*.tfrecord")),
+            keras_uri=registry.resolve(model_root).keras_uri,
+            target=target,
+        )
         assert_that(receipts | beam.Map(receipt_counts), equal_to(expected))
 
 
@@ -350,8 +419,15 @@ def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_roo
     folder, shards = shard_folder
     output = str(tmp_path / "scores")
     caplog.set_level(logging.INFO)
-    summary = score(input=storage.join(folder, "*.tfrecord"), model=model_root, output=output, run_id="r1",
-                    run_date="2026-11-29", max_error_rate=0.5, batch_size=4)
+    summary = score(
+        input=storage.join(folder, "*.tfrecord"),
+        model=model_root,
+        output=output,
+        run_id="r1",
+        run_date="2026-11-29",
+        max_error_rate=0.5,
+        batch_size=4,
+    )
 
     scored, errors = expected_outcome(shards, folder)
     predictions, error_rows = read_table(output, "predictions"), read_table(output, "errors")
@@ -365,8 +441,13 @@ def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_roo
     counts = summary["counts"]
     assert counts["read"] == sum(len(records) for records in shards.values()) == counts["scored"] + counts["failed"]
     assert (counts["scored"], counts["failed"]) == (len(scored), len(errors))
-    assert counts["failed_by_type"] == {"corrupt_record": 1, "missing_feature": 1, "decode_error": 2,
-                                        "invalid_example": 1, "truncated_record": 1}
+    assert counts["failed_by_type"] == {
+        "corrupt_record": 1,
+        "missing_feature": 1,
+        "decode_error": 2,
+        "invalid_example": 1,
+        "truncated_record": 1,
+    }
     assert summary["beam_counters"]["records_read"] == counts["read"]
     assert summary["beam_counters"]["records_failed"] == counts["failed"]
     stored = storage.read_bytes(run_summary_uri(output, "r1"))
@@ -381,12 +462,15 @@ def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_roo
     assert duckdb.sql(query).fetchall() == [(len(scored),)]
 
 
-@pytest.mark.parametrize("beam_args, expected", [
-    ([], ("FnApiRunner", 0, "multi_threading")),  # all cores, one thread each
-    (["--direct_num_workers", "1"], ("FnApiRunner", 1, "in_memory")),
-    (["--direct_running_mode=multi_processing"], ("FnApiRunner", 1, "multi_processing")),
-    (["--runner", "DirectRunner"], ("DirectRunner", 1, "in_memory")),
-])
+@pytest.mark.parametrize(
+    "beam_args, expected",
+    [
+        ([], ("FnApiRunner", 0, "multi_threading")),  # all cores, one thread each
+        (["--direct_num_workers", "1"], ("FnApiRunner", 1, "in_memory")),
+        (["--direct_running_mode=multi_processing"], ("FnApiRunner", 1, "multi_processing")),
+        (["--runner", "DirectRunner"], ("DirectRunner", 1, "in_memory")),
+    ],
+)
 def test_local_runner_defaults_leave_named_options_alone(beam_args, expected):
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
@@ -416,8 +500,9 @@ def test_same_run_id_twice_leaves_one_copy(shard_folder, model_root, tmp_path):
 def test_error_rate_above_the_limit_exits_3_after_publishing(shard_folder, model_root, tmp_path):
     folder, _ = shard_folder
     output = str(tmp_path / "scores")
-    completed = run_cli("--input", storage.join(folder, "*.tfrecord"), "--model", model_root, "--output", output,
-                        "--run-id", "too-many-errors")
+    completed = run_cli(
+        "--input", storage.join(folder, "*.tfrecord"), "--model", model_root, "--output", output, "--run-id", "too-many-errors"
+    )
     assert completed.returncode == 3, completed.stderr
     assert "records failed" in completed.stderr and "--max-error-rate 1.00%" in completed.stderr
     summary = json.loads(storage.read_bytes(run_summary_uri(output, "too-many-errors")))
@@ -430,8 +515,13 @@ def test_error_rate_above_the_limit_exits_3_after_publishing(shard_folder, model
 def test_default_run_id_and_date_and_beam_counters_multi_process(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
     output = str(tmp_path / "scores")
-    summary = score(input=storage.join(folder, "*.tfrecord"), model=model_root, output=output, max_error_rate=1.0,
-                    beam_args=["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
+    summary = score(
+        input=storage.join(folder, "*.tfrecord"),
+        model=model_root,
+        output=output,
+        max_error_rate=1.0,
+        beam_args=["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
+    )
     scored, _ = expected_outcome(shards, folder)
     assert sorted(r["image_id"] for r in read_table(output, "predictions")) == sorted(scored)
     assert summary["run_id"].startswith(summary["run_date"].replace("-", ""))
@@ -470,13 +560,16 @@ def _infinite_on_bright_images(tiny_model, root):
     return root
 
 
-@pytest.mark.parametrize("make_model, message", [
-    (_nan_weights, "output on a probe batch is not finite"),
-    (_infinite_on_bright_images, "output on a probe batch is not finite"),
-    (_unpublished, "nor a model root with a published LATEST"),
-    (_failed_gate, "failed its quality gate"),
-    (_wrong_input_shape, "does not fit 28x28 images"),
-])
+@pytest.mark.parametrize(
+    "make_model, message",
+    [
+        (_nan_weights, "output on a probe batch is not finite"),
+        (_infinite_on_bright_images, "output on a probe batch is not finite"),
+        (_unpublished, "nor a model root with a published LATEST"),
+        (_failed_gate, "failed its quality gate"),
+        (_wrong_input_shape, "does not fit 28x28 images"),
+    ],
+)
 def test_model_that_cannot_be_used_is_refused_before_writing(shard_folder, tiny_model, tmp_path, make_model, message):
     folder, _ = shard_folder
     model = make_model(tiny_model, str(tmp_path / "models"))
@@ -493,12 +586,15 @@ def test_unwritable_output_is_refused(shard_folder, model_root, tmp_path):
         score(input=storage.join(folder, "*.tfrecord"), model=model_root, output=str(blocker / "scores"))
 
 
-@pytest.mark.parametrize("arguments, message", [
-    ({"run_id": "../escape"}, "--run-id"),
-    ({"run_date": "29.11.2026"}, "--run-date"),
-    ({"max_error_rate": 1.5}, "--max-error-rate"),
-    ({"beam_args": ["--dry_run", "True"]}, "only the DataflowRunner"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"run_id": "../escape"}, "--run-id"),
+        ({"run_date": "29.11.2026"}, "--run-date"),
+        ({"max_error_rate": 1.5}, "--max-error-rate"),
+        ({"beam_args": ["--dry_run", "True"]}, "only the DataflowRunner"),
+    ],
+)
 def test_bad_arguments_are_refused(shard_folder, model_root, tmp_path, arguments, message):
     folder, _ = shard_folder
     with pytest.raises(InputError, match=message):
@@ -507,8 +603,9 @@ def test_bad_arguments_are_refused(shard_folder, model_root, tmp_path, arguments
 
 
 def test_cli_empty_glob_is_one_line_exit_2(model_root, tmp_path):
-    completed = run_cli("--input", str(tmp_path / "nothing-*.tfrecord"), "--model", model_root,
-                        "--output", str(tmp_path / "scores"))
+    completed = run_cli(
+        "--input", str(tmp_path / "nothing-*.tfrecord"), "--model", model_root, "--output", str(tmp_path / "scores")
+    )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines()[-1] == f"error: {tmp_path}/nothing-*.tfrecord: no file matches the input glob"
     assert not (tmp_path / "scores").exists()
@@ -530,8 +627,14 @@ def gcs_inputs(gcs_bucket, shard_folder, tiny_model) -> dict:
 def test_gcs_input_model_and_output(gcs_bucket, gcs_inputs):
     shards = gcs_inputs
     output = storage.join(gcs_bucket, "scores")
-    summary = score(input=storage.join(gcs_bucket, "shards", "*.tfrecord"), model=storage.join(gcs_bucket, "models"),
-                    output=output, run_id="cloud", run_date="2026-11-29", max_error_rate=1.0)
+    summary = score(
+        input=storage.join(gcs_bucket, "shards", "*.tfrecord"),
+        model=storage.join(gcs_bucket, "models"),
+        output=output,
+        run_id="cloud",
+        run_date="2026-11-29",
+        max_error_rate=1.0,
+    )
 
     scored, errors = expected_outcome(shards, storage.join(gcs_bucket, "shards"))
     assert (summary["counts"]["scored"], summary["counts"]["failed"]) == (len(scored), len(errors))
@@ -549,10 +652,23 @@ def test_gcs_input_model_and_output(gcs_bucket, gcs_inputs):
 def test_dataflow_translation_dry_run(gcs_bucket, gcs_inputs):
     output = storage.join(gcs_bucket, "scores")
     result = score(
-        input=storage.join(gcs_bucket, "shards", "*.tfrecord"), model=storage.join(gcs_bucket, "models"), output=output,
-        beam_args=["--runner", "DataflowRunner", "--dry_run", "True", "--project", "fmnist-test",
-                   "--region", "europe-west1", "--temp_location", f"{gcs_bucket}/tmp",
-                   "--sdk_container_image", "europe-docker.pkg.dev/fmnist-test/fmnist/fmnist-jobs:0.1.0"],
+        input=storage.join(gcs_bucket, "shards", "*.tfrecord"),
+        model=storage.join(gcs_bucket, "models"),
+        output=output,
+        beam_args=[
+            "--runner",
+            "DataflowRunner",
+            "--dry_run",
+            "True",
+            "--project",
+            "fmnist-test",
+            "--region",
+            "europe-west1",
+            "--temp_location",
+            f"{gcs_bucket}/tmp",
+            "--sdk_container_image",
+            "europe-docker.pkg.dev/fmnist-test/fmnist/fmnist-jobs:0.1.0",
+        ],
     )
     assert result["dry_run"] is True
     assert result["steps"] == ["ScoreShards/DistributeShards", "ScoreShards/ListShards", "ScoreShards/ScoreShard"]
@@ -580,8 +696,9 @@ def test_real_test_shards_accuracy_equals_model_evaluate(tmp_path, real_source):
     ids = [f"test-{i:05d}" for i in range(len(test_labels))]
     run_parallel(write_shard, shard_tasks(shards, "test", ids, test_images, test_labels, 4))
     keras.utils.set_random_seed(RNG_SEED)
-    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
-                              keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(train_images / 255.0, train_labels, epochs=1, batch_size=128, verbose=0)
     _, evaluated_accuracy = model.evaluate(test_images / 255.0, test_labels, verbose=0)
@@ -613,21 +730,30 @@ def damaged_shards(folder: str, *, with_manifest: bool) -> dict[str, set[str]]:
     entries, intact = [], {}
     for shard, name in enumerate(names):
         ids = [f"d{shard}-{i}" for i in range(DAMAGED_SHARD_RECORDS)]
-        entries.append(write_shard(ShardTask(uri=os.path.join(folder, name), image_ids=ids,
-                                             images=rng.integers(0, 256, (len(ids), 28, 28), dtype=np.uint8),
-                                             labels=np.arange(len(ids)) % 10)))
+        entries.append(
+            write_shard(
+                ShardTask(
+                    uri=os.path.join(folder, name),
+                    image_ids=ids,
+                    images=rng.integers(0, 256, (len(ids), 28, 28), dtype=np.uint8),
+                    labels=np.arange(len(ids)) % 10,
+                )
+            )
+        )
         intact[name] = set(ids)
     if with_manifest:
         splits = {"test": {"num_records": 4 * DAMAGED_SHARD_RECORDS, "class_histogram": [], "shards": entries}}
-        storage.write_bytes(os.path.join(folder, "manifest.json"),
-                            json.dumps(new_manifest(source={"uri": "test", "files": {}}, splits=splits)).encode())
+        storage.write_bytes(
+            os.path.join(folder, "manifest.json"),
+            json.dumps(new_manifest(source={"uri": "test", "files": {}}, splits=splits)).encode(),
+        )
 
     def framed_bounds(path: str) -> list[int]:
         with open(path, "rb") as file:
             data = file.read()
         bounds, offset = [0], 0
         while offset < len(data):
-            offset += 16 + int.from_bytes(data[offset:offset + 8], "little")
+            offset += 16 + int.from_bytes(data[offset : offset + 8], "little")
             bounds.append(offset)
         return bounds
 
@@ -674,8 +800,14 @@ def test_damaged_shards_lose_no_record(request, tmp_path, tiny_model, place, wit
     model_root = storage.join(root, "models")
     save_model(tiny_model, model_root, "v1")
     output = storage.join(root, "scores")
-    arguments = dict(input=storage.join(folder, "*.tfrecord"), model=model_root, output=output, run_id="damaged",
-                     run_date="2026-11-29", max_error_rate=1.0)
+    arguments = dict(
+        input=storage.join(folder, "*.tfrecord"),
+        model=model_root,
+        output=output,
+        run_id="damaged",
+        run_date="2026-11-29",
+        max_error_rate=1.0,
+    )
     if with_manifest:  # the damaged shards' hashes differ from the manifest: exit 3, rows published
         with pytest.raises(CheckFailed, match="differ from their manifest.*test-00000-of-00004.tfrecord: sha256"):
             score(**arguments)
@@ -714,8 +846,12 @@ def _rows_at(table_uri: str) -> list[dict]:
     """Every row of the Parquet parts below a local or gs:// table folder."""
     import pyarrow.parquet as pq
 
-    return [row for uri in storage.list_prefix(table_uri) if uri.endswith(".parquet")
-            for row in pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pylist()]
+    return [
+        row
+        for uri in storage.list_prefix(table_uri)
+        if uri.endswith(".parquet")
+        for row in pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pylist()
+    ]
 
 
 def test_cli_exit_codes_for_a_non_finite_model_and_a_shard_unlike_its_manifest(tmp_path, tiny_model):
@@ -725,8 +861,7 @@ def test_cli_exit_codes_for_a_non_finite_model_and_a_shard_unlike_its_manifest(t
     os.makedirs(folder)
     damaged_shards(folder, with_manifest=True)
     nan_root = _nan_weights(tiny_model, str(tmp_path / "nan-models"))
-    refused = run_cli("--input", storage.join(folder, "*.tfrecord"), "--model", nan_root,
-                      "--output", str(tmp_path / "refused"))
+    refused = run_cli("--input", storage.join(folder, "*.tfrecord"), "--model", nan_root, "--output", str(tmp_path / "refused"))
     assert refused.returncode == 2, refused.stderr
     last_line = refused.stderr.strip().splitlines()[-1]
     assert "model.keras" in last_line and "not finite" in last_line
@@ -734,8 +869,18 @@ def test_cli_exit_codes_for_a_non_finite_model_and_a_shard_unlike_its_manifest(t
 
     output = str(tmp_path / "scores")
     model = save_model(tiny_model, str(tmp_path / "models"), "v1")
-    completed = run_cli("--input", storage.join(folder, "*.tfrecord"), "--model", model, "--output", output,
-                        "--run-id", "mismatch", "--max-error-rate", "1")
+    completed = run_cli(
+        "--input",
+        storage.join(folder, "*.tfrecord"),
+        "--model",
+        model,
+        "--output",
+        output,
+        "--run-id",
+        "mismatch",
+        "--max-error-rate",
+        "1",
+    )
     assert completed.returncode == 3, completed.stderr
     assert "test-00000-of-00004.tfrecord: sha256" in completed.stderr.strip().splitlines()[-1]
     summary = json.loads(storage.read_bytes(run_summary_uri(output, "mismatch")))

@@ -1,4 +1,5 @@
 """The shard record encoding equals TensorFlow's and parses back."""
+
 import pytest
 import tensorflow as tf
 

@@ -1,4 +1,5 @@
 """The storage layer, local and against a real GCS API server on loopback."""
+
 import pytest
 
 from components import storage
@@ -74,10 +75,16 @@ MALFORMED_URIS = ["gs:/b/x", "GS://b/x", "gs://", "gs:///x", "s3://b/x", "gcs://
 def test_a_malformed_uri_is_refused_by_every_operation_and_creates_nothing(uri, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a typo must never become a local folder named `gs:` or `s3:`
     operations = [
-        lambda: storage.exists(uri), lambda: storage.read_bytes(uri), lambda: storage.glob(uri + "/*"),
-        lambda: storage.list_prefix(uri), lambda: storage.write_bytes(uri + "/f", b"x"),
-        lambda: storage.upload_file(__file__, uri + "/f"), lambda: storage.delete(uri + "/f"),
-        lambda: storage.delete_prefix(uri), lambda: storage.ensure_writable(uri), lambda: storage.arrow_filesystem(uri),
+        lambda: storage.exists(uri),
+        lambda: storage.read_bytes(uri),
+        lambda: storage.glob(uri + "/*"),
+        lambda: storage.list_prefix(uri),
+        lambda: storage.write_bytes(uri + "/f", b"x"),
+        lambda: storage.upload_file(__file__, uri + "/f"),
+        lambda: storage.delete(uri + "/f"),
+        lambda: storage.delete_prefix(uri),
+        lambda: storage.ensure_writable(uri),
+        lambda: storage.arrow_filesystem(uri),
     ]
     for operation in operations:
         with pytest.raises(InputError, match="scheme|bucket|empty location"):
@@ -104,9 +111,13 @@ def test_a_name_read_from_data_never_leaves_its_folder(name):
 
 def test_a_missing_bucket_is_named_as_such(gcs_bucket):
     missing = gcs_bucket + "-missing"
-    for operation in (lambda: storage.exists(f"{missing}/a"), lambda: storage.read_bytes(f"{missing}/a"),
-                      lambda: storage.write_bytes(f"{missing}/a", b"x"),
-                      lambda: storage.glob(f"{missing}/*.tfrecord"), lambda: storage.upload_file(__file__, f"{missing}/a")):
+    for operation in (
+        lambda: storage.exists(f"{missing}/a"),
+        lambda: storage.read_bytes(f"{missing}/a"),
+        lambda: storage.write_bytes(f"{missing}/a", b"x"),
+        lambda: storage.glob(f"{missing}/*.tfrecord"),
+        lambda: storage.upload_file(__file__, f"{missing}/a"),
+    ):
         with pytest.raises(InputError, match=f"bucket {missing} does not exist"):
             operation()
     with pytest.raises(InputError, match="file not found"):  # an existing bucket: the object is what is missing

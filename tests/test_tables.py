@@ -1,4 +1,5 @@
 """SQL views over the scoring tables (components/tables.py) and `fmnist query`, locally and on gs://."""
+
 from __future__ import annotations
 
 import datetime
@@ -51,7 +52,8 @@ def test_partition_columns_are_typed_and_usable_in_where(scored_output):
     assert list(columns) == names[:at] + ["true_class"] + names[at:] + ["run_date", "run_id"]
     assert columns["run_date"] == "DATE" and columns["probabilities"] == "FLOAT[]"
     assert connection.sql("SELECT DISTINCT run_id FROM predictions WHERE run_date = '2026-11-27'").fetchall() == [
-        ("nightly-2026-11-27",)]
+        ("nightly-2026-11-27",)
+    ]
     assert connection.execute("SELECT count(*) FROM errors WHERE run_id = 'nightly-2026-11-28'").fetchall() == [(0,)]
     error_columns = [row[0] for row in connection.sql("DESCRIBE errors").fetchall()]
     assert error_columns == ERROR_SCHEMA.names + ["run_date", "run_id"]
@@ -89,17 +91,29 @@ def test_views_read_gcs_through_the_emulator(scored_output, gcs_bucket):
     remote = f"{gcs_bucket}/scores"
     for uri in storage.list_prefix(scores):
         storage.copy(uri, storage.join(remote, os.path.relpath(uri, scores)))
-    table = query(sql="SELECT run_id, count(*) AS n FROM predictions WHERE run_date >= '2026-11-27' "
-                      "GROUP BY 1 ORDER BY 1", scores=remote)
+    table = query(
+        sql="SELECT run_id, count(*) AS n FROM predictions WHERE run_date >= '2026-11-27' GROUP BY 1 ORDER BY 1", scores=remote
+    )
     assert table.to_pylist() == [{"run_id": "nightly-2026-11-27", "n": 38}, {"run_id": "nightly-2026-11-28", "n": 40}]
 
 
 def test_query_cli_prints_a_table(scored_output):
     _, scores = scored_output
     completed = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "query",
-         "SELECT run_id, count(*) AS images FROM predictions GROUP BY 1 ORDER BY 1", "--scores", scores],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "query",
+            "SELECT run_id, count(*) AS images FROM predictions GROUP BY 1 ORDER BY 1",
+            "--scores",
+            scores,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr
     lines = [line for line in completed.stdout.splitlines() if "nightly" in line]
     assert "nightly-2026-11-27" in lines[0] and "38" in lines[0]
@@ -110,8 +124,9 @@ def test_query_cli_prints_a_table(scored_output):
 def test_query_cli_writes_csv_or_parquet(scored_output, tmp_path, capsys, extension):
     _, scores = scored_output
     out = str(tmp_path / f"result{extension}")
-    code = query_job.main(["SELECT image_id, probabilities, run_date FROM predictions ORDER BY image_id, run_id",
-                           "--scores", scores, "--out", out])
+    code = query_job.main(
+        ["SELECT image_id, probabilities, run_date FROM predictions ORDER BY image_id, run_id", "--scores", scores, "--out", out]
+    )
     assert code == 0
     assert '"rows": 78' in capsys.readouterr().out
     table = pa_csv.read_csv(out) if extension == ".csv" else pq.read_table(out)
@@ -153,11 +168,15 @@ def test_two_runs_on_one_date_are_both_in_predictions_and_only_the_latest_is_cur
     shards = storage.glob(storage.join(data, "test-*.tfrecord"))
     write_run(copy, shards, ScoredRun("backfill-2026-11-28", "2026-11-28", "v3", seed=4))
     connection = open_tables(scores=copy)
-    assert counts_by_run(connection, "predictions") == {"nightly-2026-11-27": 38, "nightly-2026-11-28": 40,
-                                                         "backfill-2026-11-28": 40}
+    assert counts_by_run(connection, "predictions") == {
+        "nightly-2026-11-27": 38,
+        "nightly-2026-11-28": 40,
+        "backfill-2026-11-28": 40,
+    }
     assert counts_by_run(connection, "predictions_current") == {"nightly-2026-11-27": 38, "backfill-2026-11-28": 40}
-    [(images, distinct)] = connection.sql("SELECT count(*), count(DISTINCT image_id) FROM predictions_current "
-                                          "WHERE run_date = '2026-11-28'").fetchall()
+    [(images, distinct)] = connection.sql(
+        "SELECT count(*), count(DISTINCT image_id) FROM predictions_current WHERE run_date = '2026-11-28'"
+    ).fetchall()
     assert images == distinct == 40
 
 
@@ -184,8 +203,10 @@ def test_an_invalid_summary_is_skipped_with_a_warning_naming_it(scored_output, t
 def test_a_summary_of_contract_v1_is_refused_with_how_to_migrate(scored_output, tmp_path, capsys):
     _, scores = scored_output
     copy = copy_of(scores, tmp_path / "scores")
-    storage.write_bytes(storage.join(copy, "runs", "old.json"),
-                        json.dumps({"schema_version": V1_SCHEMA_VERSION, "run_id": "old"}, indent=2).encode())
+    storage.write_bytes(
+        storage.join(copy, "runs", "old.json"),
+        json.dumps({"schema_version": V1_SCHEMA_VERSION, "run_id": "old"}, indent=2).encode(),
+    )
     assert query_job.main(["SELECT count(*) FROM predictions", "--scores", copy]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "old.json" in line and "fmnist migrate-tables" in line
@@ -204,23 +225,26 @@ def test_the_files_carry_no_partition_key_and_their_lineage_in_metadata(scored_o
 # --- The query sandbox -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sql, message", [
-    ("COPY (SELECT * FROM predictions) TO '{out}'", "only a read-only SELECT"),
-    ("ATTACH '{out}' AS other", "only a read-only SELECT"),
-    ("INSTALL httpfs", "only a read-only SELECT"),
-    ("LOAD httpfs", "only a read-only SELECT"),
-    ("SET enable_external_access = true", "only a read-only SELECT"),
-    ("PRAGMA version", "only a read-only SELECT"),
-    ("CREATE TABLE t AS SELECT 1", "only a read-only SELECT"),
-    ("SELECT 1; SELECT 2", "exactly one statement"),
-    ("SELECT 1; COPY (SELECT 1) TO '{out}'", "exactly one statement"),
-    ("SELECT * FROM read_csv('{secret}')", "disabled"),
-    ("SELECT content FROM read_blob('{secret}')", "disabled"),
-    ("SELECT * FROM '{secret}'", "disabled"),
-    ("SELECT * FROM read_parquet('{part}')", "disabled"),
-    ("SELECT * FROM glob('{secret}')", "disabled"),
-    ("SELECT * FROM query('COPY (SELECT 1) TO ''{out}''')", "Expected a single SELECT"),
-])
+@pytest.mark.parametrize(
+    "sql, message",
+    [
+        ("COPY (SELECT * FROM predictions) TO '{out}'", "only a read-only SELECT"),
+        ("ATTACH '{out}' AS other", "only a read-only SELECT"),
+        ("INSTALL httpfs", "only a read-only SELECT"),
+        ("LOAD httpfs", "only a read-only SELECT"),
+        ("SET enable_external_access = true", "only a read-only SELECT"),
+        ("PRAGMA version", "only a read-only SELECT"),
+        ("CREATE TABLE t AS SELECT 1", "only a read-only SELECT"),
+        ("SELECT 1; SELECT 2", "exactly one statement"),
+        ("SELECT 1; COPY (SELECT 1) TO '{out}'", "exactly one statement"),
+        ("SELECT * FROM read_csv('{secret}')", "disabled"),
+        ("SELECT content FROM read_blob('{secret}')", "disabled"),
+        ("SELECT * FROM '{secret}'", "disabled"),
+        ("SELECT * FROM read_parquet('{part}')", "disabled"),
+        ("SELECT * FROM glob('{secret}')", "disabled"),
+        ("SELECT * FROM query('COPY (SELECT 1) TO ''{out}''')", "Expected a single SELECT"),
+    ],
+)
 def test_the_query_sandbox_refuses_everything_but_one_select(scored_output, tmp_path, capsys, sql, message):
     _, scores = scored_output
     secret = tmp_path / "secret.csv"
@@ -248,8 +272,14 @@ def real_output(tmp_path_factory) -> str:
     planted_shards(str(root / "shards"))
     model = save_model(fit_tiny_model(), str(root / "models"), "v1")
     for run_id, day in (("a", "2026-11-28"), ("b", "2026-11-29")):
-        score(input=str(root / "shards" / "*.tfrecord"), model=model, output=str(root / "scores"), run_id=run_id,
-              run_date=day, max_error_rate=1.0)
+        score(
+            input=str(root / "shards" / "*.tfrecord"),
+            model=model,
+            output=str(root / "scores"),
+            run_id=run_id,
+            run_date=day,
+            max_error_rate=1.0,
+        )
     return str(root / "scores")
 
 
@@ -291,8 +321,10 @@ READERS = [read_with_duckdb, read_with_pyarrow_dataset, read_with_read_table, re
 @pytest.mark.parametrize("table, schema", [("predictions", PREDICTION_SCHEMA), ("errors", ERROR_SCHEMA)])
 @pytest.mark.parametrize("reader", READERS, ids=lambda reader: reader.__name__)
 def test_every_reader_sees_the_same_rows_and_columns(real_output, reader, table, schema):
-    expected_rows = sum(json.loads(storage.read_bytes(uri))["counts"]["scored" if table == "predictions" else "failed"]
-                        for uri in storage.glob(storage.join(real_output, "runs", "*.json")))
+    expected_rows = sum(
+        json.loads(storage.read_bytes(uri))["counts"]["scored" if table == "predictions" else "failed"]
+        for uri in storage.glob(storage.join(real_output, "runs", "*.json"))
+    )
     rows, columns, run_date_type = reader(storage.join(real_output, table))
     assert rows == expected_rows > 0
     assert sorted(columns) == sorted(schema.names + ["run_date", "run_id"])
@@ -310,8 +342,9 @@ def as_v1(scores: str, run: ScoredRun, folder) -> None:
     summary = RunSummary.from_json(storage.read_bytes(summary_uri))
     for table in ("predictions", "errors"):
         for part in summary.parts.of(table):  # the copy's own file of that name (the summary names the original)
-            convert_part_to_v1(os.path.join(partition_uri(scores, table, run.run_date, run.run_id), storage.basename(part)),
-                               run, folder)
+            convert_part_to_v1(
+                os.path.join(partition_uri(scores, table, run.run_date, run.run_id), storage.basename(part)), run, folder
+            )
     document = summary.to_dict()
     document.update(schema_version=V1_SCHEMA_VERSION, outputs={}, inputs={"glob": "x", "shards": []})
     del document["parts"], document["attempt"]

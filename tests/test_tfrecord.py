@@ -1,4 +1,5 @@
 """TFRecord framing: what we write TensorFlow reads, and every kind of damage is reported."""
+
 import hashlib
 import io
 
@@ -41,7 +42,10 @@ def test_damaged_length_header_is_skipped_up_to_the_next_record():
     framed[1][0] ^= 0x01  # the length field of record 1
     records = list(read_records(io.BytesIO(b"".join(framed))))
     assert [(r.index, r.data, r.error_type) for r in records] == [
-        (0, PAYLOADS[0], None), (1, None, "unreadable_record"), *[(i, PAYLOADS[i], None) for i in (2, 3, 4)]]
+        (0, PAYLOADS[0], None),
+        (1, None, "unreadable_record"),
+        *[(i, PAYLOADS[i], None) for i in (2, 3, 4)],
+    ]
     start = len(FRAMED[0])
     assert f"bytes {start}-{start + len(FRAMED[1]) - 1}" in records[1].error_message
 
@@ -50,8 +54,12 @@ def test_garbage_in_the_middle_is_one_error_and_the_rest_is_read():
     middle = len(FRAMED[0]) + len(FRAMED[1]) + 100  # inside record 2
     garbage = bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8))
     assert outcome(DATA[:middle] + garbage + DATA[middle:]) == [
-        (0, PAYLOADS[0], None), (1, PAYLOADS[1], None), (2, None, "unreadable_record"),
-        (3, PAYLOADS[3], None), (4, PAYLOADS[4], None)]
+        (0, PAYLOADS[0], None),
+        (1, PAYLOADS[1], None),
+        (2, None, "unreadable_record"),
+        (3, PAYLOADS[3], None),
+        (4, PAYLOADS[4], None),
+    ]
 
 
 def test_truncated_shard_reports_the_record_it_cut():
@@ -75,8 +83,7 @@ def test_expected_count_turns_every_missing_record_into_an_error(cut):
     assert [r.index for r in records] == list(range(len(PAYLOADS)))
     intact = [r for r in records if r.data is not None]
     assert [r.data for r in intact] == PAYLOADS[: len(intact)]
-    assert all(r.error_type in ("truncated_record", "unreadable_record") and r.error_message
-               for r in records[len(intact):])
+    assert all(r.error_type in ("truncated_record", "unreadable_record") and r.error_message for r in records[len(intact) :])
 
 
 def test_expected_count_after_a_skipped_range_names_the_range():
@@ -85,7 +92,12 @@ def test_expected_count_after_a_skipped_range_names_the_range():
     damaged = b"".join(framed[:2]) + bytes(framed[2])[:40] + bytes(framed[4])
     records = list(read_records(io.BytesIO(damaged), expected_records=5))
     assert [(r.index, r.error_type) for r in records] == [
-        (0, None), (1, None), (2, "unreadable_record"), (3, None), (4, "unreadable_record")]
+        (0, None),
+        (1, None),
+        (2, "unreadable_record"),
+        (3, None),
+        (4, "unreadable_record"),
+    ]
     assert records[3].data == PAYLOADS[4]
     assert "skipped" in records[4].error_message and "manifest" in records[4].error_message
 

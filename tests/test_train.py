@@ -1,4 +1,5 @@
 """`fmnist train`: shards -> a reproducible, evaluated, gated and (when good) published model version."""
+
 import hashlib
 import json
 import os
@@ -22,8 +23,15 @@ from components.training_data import holdout_mask, load_split
 from tests.test_prepare import run_cli
 
 VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
-ARTIFACTS = {"model.keras", "metrics.json", "labels.json", "confusion_matrix.png", "reliability.png", "model_card.md",
-             "saved_model/saved_model.pb"}
+ARTIFACTS = {
+    "model.keras",
+    "metrics.json",
+    "labels.json",
+    "confusion_matrix.png",
+    "reliability.png",
+    "model_card.md",
+    "saved_model/saved_model.pb",
+}
 TINY = {"train": 600, "test": 200}
 
 
@@ -167,8 +175,9 @@ def test_metrics_record_the_hash_of_the_model_file_and_scoring_checks_it(trained
 
     with open(model_file, "ab") as file:
         file.write(b"\0")  # damaged (or swapped): no longer the evaluated bytes
-    result = run_cli("score", "--input", os.path.join(tiny_shards, "test-*.tfrecord"), "--model", model_root,
-                     "--output", str(tmp_path / "out"))
+    result = run_cli(
+        "score", "--input", os.path.join(tiny_shards, "test-*.tfrecord"), "--model", model_root, "--output", str(tmp_path / "out")
+    )
     assert result.returncode == 2, result.stderr
     [line] = [line for line in result.stderr.splitlines() if "SHA-256" in line]
     assert f"{model_file}: SHA-256" in line and "metrics.json evaluated" in line
@@ -182,8 +191,10 @@ def test_metrics_record_the_hash_of_the_model_file_and_scoring_checks_it(trained
 
 
 def test_same_seed_gives_the_same_model(tiny_shards, tmp_path):
-    runs = [train(data=tiny_shards, model_root=str(tmp_path / name), epochs=1, seed=seed, min_accuracy=0)
-            for name, seed in (("one", 7), ("two", 7), ("other", 8))]
+    runs = [
+        train(data=tiny_shards, model_root=str(tmp_path / name), epochs=1, seed=seed, min_accuracy=0)
+        for name, seed in (("one", 7), ("two", 7), ("other", 8))
+    ]
     one, two, other = runs
     assert (one["test_accuracy"], one["test_loss"]) == (two["test_accuracy"], two["test_loss"])
     assert one["model_version"][-8:] == two["model_version"][-8:]  # same weights, same hash
@@ -195,8 +206,7 @@ def test_failed_gate_exits_3_keeps_artifacts_and_latest(trained, tiny_shards, tm
     shutil.copytree(trained[0], model_root)
     before = registry.latest_version(model_root)
 
-    result = run_cli("train", "--data", tiny_shards, "--model-root", model_root,
-                     "--epochs", "1", "--min-accuracy", "0.99")
+    result = run_cli("train", "--data", tiny_shards, "--model-root", model_root, "--epochs", "1", "--min-accuracy", "0.99")
 
     assert result.returncode == 3, result.stderr
     assert re.search(r"failed: .*test accuracy 0\.\d{4} < minimum 0\.99; artifacts kept, not published", result.stderr)
@@ -241,13 +251,16 @@ def _old_schema(manifest: dict) -> None:
     manifest["schema_version"] = "fmnist-shards/0"
 
 
-@pytest.mark.parametrize("break_data, message", [
-    ("no_manifest", "no manifest"),
-    (_miscount, r"train-00001-of-00002.tfrecord: holds 300 records, the manifest says 301"),
-    (_empty_test_split, "split 'test' is missing or empty"),
-    (_old_schema, "schema version 'fmnist-shards/0'"),
-    ("swap_shard", r"train-00000-of-00002.tfrecord: SHA-256 .* differs from the manifest's"),
-])
+@pytest.mark.parametrize(
+    "break_data, message",
+    [
+        ("no_manifest", "no manifest"),
+        (_miscount, r"train-00001-of-00002.tfrecord: holds 300 records, the manifest says 301"),
+        (_empty_test_split, "split 'test' is missing or empty"),
+        (_old_schema, "schema version 'fmnist-shards/0'"),
+        ("swap_shard", r"train-00000-of-00002.tfrecord: SHA-256 .* differs from the manifest's"),
+    ],
+)
 def test_bad_data_is_an_input_error_and_nothing_is_written(tiny_shards, tmp_path, break_data, message):
     data = copy_data_set(tiny_shards, str(tmp_path / "data"), None if isinstance(break_data, str) else break_data)
     if break_data == "no_manifest":
@@ -295,19 +308,33 @@ def test_too_few_training_records_for_a_validation_slice(real_source, tmp_path):
 
 def test_non_finite_loss_exits_2_and_publishes_nothing(tiny_shards, tmp_path):
     model_root = str(tmp_path / "models")
-    result = run_cli("train", "--data", tiny_shards, "--model-root", model_root, "--epochs", "2",
-                     "--learning-rate", "1e30", "--min-accuracy", "0")
+    result = run_cli(
+        "train",
+        "--data",
+        tiny_shards,
+        "--model-root",
+        model_root,
+        "--epochs",
+        "2",
+        "--learning-rate",
+        "1e30",
+        "--min-accuracy",
+        "0",
+    )
     assert result.returncode == 2, result.stderr
     assert "training loss became" in result.stderr
     assert storage.list_prefix(model_root) == []
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--model", "resnet"], "invalid choice: 'resnet'"),
-    (["--lr-schedule", "step"], "invalid choice: 'step'"),
-    (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--min-accuracy", "1.5"], "--min-accuracy must be between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model", "resnet"], "invalid choice: 'resnet'"),
+        (["--lr-schedule", "step"], "invalid choice: 'step'"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--min-accuracy", "1.5"], "--min-accuracy must be between 0 and 1"),
+    ],
+)
 def test_bad_flags_exit_2(tiny_shards, tmp_path, flags, message):
     result = run_cli("train", "--data", tiny_shards, "--model-root", str(tmp_path / "models"), *flags)
     assert result.returncode == 2
@@ -333,8 +360,10 @@ def test_cnn_trains_reproducibly_and_serves(tiny_shards, tmp_path):
     """Its augmentation (random flips and shifts) is seeded too: same seed, same weights."""
     import tensorflow as tf
 
-    summary, again = (train(data=tiny_shards, model_root=str(tmp_path / name), model="cnn", epochs=1, min_accuracy=0)
-                      for name in ("models", "again"))
+    summary, again = (
+        train(data=tiny_shards, model_root=str(tmp_path / name), model="cnn", epochs=1, min_accuracy=0)
+        for name in ("models", "again")
+    )
     assert summary["model_version"][-8:] == again["model_version"][-8:]
     served = tf.saved_model.load(os.path.join(summary["uri"], "saved_model"))
     probabilities = served.signatures[SIGNATURE_IMAGES](images=tf.zeros((3, 28, 28)))["probabilities"].numpy()

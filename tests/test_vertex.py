@@ -5,6 +5,7 @@ talks to `FakeVertexApi`, a loopback stub of the few Vertex REST calls submit ma
 records every request. The SDK's side trip of a single run (creating the pipeline root's
 bucket, through Cloud Storage and Resource Manager) is patched out: it is no request to Vertex.
 """
+
 from __future__ import annotations
 
 import http.server
@@ -57,8 +58,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif self.command == "GET" and path.endswith("/schedules"):
             answer = {"schedules": self.server.existing}
         elif self.command == "DELETE" and "/schedules/" in path:
-            answer = {"name": f"{path[4:]}/operations/1", "done": True,
-                      "response": {"@type": "type.googleapis.com/google.protobuf.Empty"}}
+            answer = {
+                "name": f"{path[4:]}/operations/1",
+                "done": True,
+                "response": {"@type": "type.googleapis.com/google.protobuf.Empty"},
+            }
         else:
             self.send_error(404)
             return
@@ -77,8 +81,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def vertex_api():
-    old = {"name": "projects/fmnist-prod/locations/europe-west4/schedules/77", "displayName": "fmnist-scoring-daily",
-           "cron": "TZ=UTC 0 2 * * *", "state": "ACTIVE"}
+    old = {
+        "name": "projects/fmnist-prod/locations/europe-west4/schedules/77",
+        "displayName": "fmnist-scoring-daily",
+        "cron": "TZ=UTC 0 2 * * *",
+        "state": "ACTIVE",
+    }
     server = FakeVertexApi(existing_schedules=[old])
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
@@ -88,17 +96,27 @@ def vertex_api():
 
 def scoring(schedule_path: str = "infra/schedules/scoring-daily.yaml"):
     plan = load_schedule(os.path.join(REPO, schedule_path))
-    parameters = run_parameters(plan.spec, {**plan.parameters, "time_zone": plan.time_zone, "image": IMAGE,
-                                            "worker_image": WORKER})
+    parameters = run_parameters(
+        plan.spec, {**plan.parameters, "time_zone": plan.time_zone, "image": IMAGE, "worker_image": WORKER}
+    )
     return plan, parameters
 
 
 def submit(vertex_api, **overrides) -> dict:
     plan, parameters = scoring()
-    arguments = {"name": plan.name, "spec": plan.spec, "parameters": parameters, "project": "fmnist-prod",
-                 "region": "europe-west4", "service_account": RUNNER, "labels": {"team": "ml"},
-                 "api_endpoint": vertex_api.endpoint, "api_transport": "rest", "credentials": AnonymousCredentials(),
-                 **overrides}
+    arguments = {
+        "name": plan.name,
+        "spec": plan.spec,
+        "parameters": parameters,
+        "project": "fmnist-prod",
+        "region": "europe-west4",
+        "service_account": RUNNER,
+        "labels": {"team": "ml"},
+        "api_endpoint": vertex_api.endpoint,
+        "api_transport": "rest",
+        "credentials": AnonymousCredentials(),
+        **overrides,
+    }
     return submit_to_vertex(**arguments)
 
 
@@ -108,8 +126,12 @@ def test_a_schedule_becomes_a_pipeline_job_schedule_with_the_time_zone_in_its_cr
     result = submit(vertex_api, schedule=tokyo, network="projects/123/global/networks/fmnist")
     listed, deleted, created = vertex_api.requests
     assert listed[0] == "GET" and urllib.parse.parse_qs(urllib.parse.urlsplit(listed[1]).query)["filter"] == [
-        'display_name="fmnist-scoring-daily"']
-    assert (deleted[0], urllib.parse.urlsplit(deleted[1]).path) == ("DELETE", f"{PARENT}/schedules/77")  # the schedule file is the truth
+        'display_name="fmnist-scoring-daily"'
+    ]
+    assert (deleted[0], urllib.parse.urlsplit(deleted[1]).path) == (
+        "DELETE",
+        f"{PARENT}/schedules/77",
+    )  # the schedule file is the truth
     method, path, body = created
     assert (method, urllib.parse.urlsplit(path).path) == ("POST", f"{PARENT}/schedules")
     assert body["cron"] == "TZ=Asia/Tokyo 0 3 * * *" and body["displayName"] == "fmnist-scoring-daily"
@@ -124,8 +146,9 @@ def test_a_schedule_becomes_a_pipeline_job_schedule_with_the_time_zone_in_its_cr
 
 
 def test_one_run_becomes_a_pipeline_job_with_root_service_account_and_labels(vertex_api):
-    with mock.patch("google.cloud.aiplatform.pipeline_jobs.gcs_utils."
-                    "create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist"):
+    with mock.patch(
+        "google.cloud.aiplatform.pipeline_jobs.gcs_utils.create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist"
+    ):
         result = submit(vertex_api, pipeline_root="gs://other/root")
     ((method, path, body),) = vertex_api.requests
     assert method == "POST" and path.startswith(f"{PARENT}/pipelineJobs?pipelineJobId=fmnist-scoring-daily-2")
@@ -141,10 +164,29 @@ def test_the_dry_run_prints_exactly_the_requests_and_sends_nothing(vertex_api, t
     submit(vertex_api, schedule=plan)
     sent = vertex_api.requests[-1][2]
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "pipeline", "submit", "--target", "vertex", "--dry-run",
-         "--schedule", "infra/schedules/scoring-daily.yaml", "--label", "team=ml",
-         "--param", f"image={IMAGE}", "--param", f"worker_image={WORKER}"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)})
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "pipeline",
+            "submit",
+            "--target",
+            "vertex",
+            "--dry-run",
+            "--schedule",
+            "infra/schedules/scoring-daily.yaml",
+            "--label",
+            "team=ml",
+            "--param",
+            f"image={IMAGE}",
+            "--param",
+            f"worker_image={WORKER}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     ((request),) = printed["requests"]
@@ -153,11 +195,14 @@ def test_the_dry_run_prints_exactly_the_requests_and_sends_nothing(vertex_api, t
     assert len(vertex_api.requests) == 3  # list, delete, create of the real submission only
 
 
-@pytest.mark.parametrize("cron, zone, expected", [
-    ("0 0 3 * * *", "UTC", "TZ=UTC 0 3 * * *"),
-    ("0 0 4 * * 1", "Europe/Amsterdam", "TZ=Europe/Amsterdam 0 4 * * 1"),
-    ("0 30 9 ? * 2-6", "America/New_York", "TZ=America/New_York 30 9 * * 2-6"),
-])
+@pytest.mark.parametrize(
+    "cron, zone, expected",
+    [
+        ("0 0 3 * * *", "UTC", "TZ=UTC 0 3 * * *"),
+        ("0 0 4 * * 1", "Europe/Amsterdam", "TZ=Europe/Amsterdam 0 4 * * 1"),
+        ("0 30 9 ? * 2-6", "America/New_York", "TZ=America/New_York 30 9 * * 2-6"),
+    ],
+)
 def test_vertex_cron_carries_the_zone(cron, zone, expected):
     assert vertex_cron(cron, zone) == expected
 
@@ -167,20 +212,26 @@ def test_vertex_refuses_seconds_it_cannot_schedule():
         vertex_cron("30 0 3 * * *", "UTC")
 
 
-@pytest.mark.parametrize("cron, zone, cluster, expected", [
-    ("0 0 3 * * *", "UTC", "UTC", "0 0 3 * * *"),
-    ("0 0 3 * * *", "Asia/Kolkata", "UTC", "0 30 21 * * *"),  # +05:30 all year: the evening before in UTC
-    ("0 0 3 * * *", "Asia/Tokyo", "Asia/Kolkata", "0 30 23 * * *"),
-    ("0 0 4 * * 1", "Asia/Tokyo", "Asia/Tokyo", "0 0 4 * * 1"),
-])
+@pytest.mark.parametrize(
+    "cron, zone, cluster, expected",
+    [
+        ("0 0 3 * * *", "UTC", "UTC", "0 0 3 * * *"),
+        ("0 0 3 * * *", "Asia/Kolkata", "UTC", "0 30 21 * * *"),  # +05:30 all year: the evening before in UTC
+        ("0 0 3 * * *", "Asia/Tokyo", "Asia/Kolkata", "0 30 23 * * *"),
+        ("0 0 4 * * 1", "Asia/Tokyo", "Asia/Tokyo", "0 0 4 * * 1"),
+    ],
+)
 def test_kfp_cron_is_converted_to_the_clusters_zone(cron, zone, cluster, expected):
     assert kfp_cron(cron, zone, cluster) == expected
 
 
-@pytest.mark.parametrize("cron, zone, message", [
-    ("0 0 3 * * *", "America/New_York", "daylight saving time"),
-    ("0 0 4 * * 1", "Asia/Tokyo", "falls on another day"),  # Monday 04:00 Tokyo is Sunday 19:00 UTC
-])
+@pytest.mark.parametrize(
+    "cron, zone, message",
+    [
+        ("0 0 3 * * *", "America/New_York", "daylight saving time"),
+        ("0 0 4 * * 1", "Asia/Tokyo", "falls on another day"),  # Monday 04:00 Tokyo is Sunday 19:00 UTC
+    ],
+)
 def test_kfp_cron_that_cannot_be_expressed_is_refused(cron, zone, message):
     with pytest.raises(InputError, match=message):
         kfp_cron(cron, zone, "UTC")
@@ -189,12 +240,32 @@ def test_kfp_cron_that_cannot_be_expressed_is_refused(cron, zone, message):
 def test_kfp_schedule_in_another_zone_is_refused_in_one_line_before_any_request(tmp_path):
     schedule = tmp_path / "nightly.yaml"
     text = open(os.path.join(REPO, "infra", "schedules", "scoring-daily.yaml")).read()
-    schedule.write_text(text.replace("time_zone: UTC", "time_zone: America/New_York")
-                        .replace("spec: ../kfp/scoring.yaml", f"spec: {REPO}/infra/kfp/scoring.yaml"))
+    schedule.write_text(
+        text.replace("time_zone: UTC", "time_zone: America/New_York").replace(
+            "spec: ../kfp/scoring.yaml", f"spec: {REPO}/infra/kfp/scoring.yaml"
+        )
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "pipeline", "submit", "--host", "http://127.0.0.1:9", "--schedule",
-         str(schedule), "--param", f"image={IMAGE}", "--param", f"worker_image={WORKER}"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)})
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "pipeline",
+            "submit",
+            "--host",
+            "http://127.0.0.1:9",
+            "--schedule",
+            str(schedule),
+            "--param",
+            f"image={IMAGE}",
+            "--param",
+            f"worker_image={WORKER}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "America/New_York" in done.stderr and "cronScheduleTimezone" in done.stderr
 
@@ -205,14 +276,38 @@ def test_runs_act_as_terraforms_pipeline_runner_by_default(tmp_path):
     from components.schedules import runner_account
 
     with open(os.path.join(REPO, "infra", "terraform", "iam.tf")) as file:
-        accounts = {name: body for entry in hcl2.load(file)["resource"] for typ, items in entry.items()
-                    if typ.strip('"') == "google_service_account" for name, body in items.items()}
+        accounts = {
+            name: body
+            for entry in hcl2.load(file)["resource"]
+            for typ, items in entry.items()
+            if typ.strip('"') == "google_service_account"
+            for name, body in items.items()
+        }
     account_id = accounts['"pipeline_runner"']["account_id"].strip('"')
     assert runner_account("fmnist-prod") == f"{account_id}@fmnist-prod.iam.gserviceaccount.com" == RUNNER
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "pipeline", "submit", "--target", "vertex", "--dry-run", "--once",
-         "--schedule", "infra/schedules/scoring-daily.yaml", "--param", f"image={IMAGE}", "--param", f"worker_image={WORKER}"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)})
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "pipeline",
+            "submit",
+            "--target",
+            "vertex",
+            "--dry-run",
+            "--once",
+            "--schedule",
+            "infra/schedules/scoring-daily.yaml",
+            "--param",
+            f"image={IMAGE}",
+            "--param",
+            f"worker_image={WORKER}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stderr
     ((request),) = json.loads(done.stdout)["requests"]
     assert request["url"].startswith("https://europe-west4-aiplatform.googleapis.com" + PARENT + "/pipelineJobs?pipelineJobId=")
