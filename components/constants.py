@@ -17,7 +17,7 @@ CLASS_NAMES: tuple[str, ...] = (
     "Ankle boot",
 )
 
-# Versions of the data contracts (DESIGN.md). Bump on any incompatible change.
+# Versions of the data contracts (docs/architecture.md). Bump on any incompatible change.
 SHARD_SCHEMA_VERSION = "fmnist-shards/1"
 
 # Feature keys of the tf.train.Example records in an image shard.

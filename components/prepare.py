@@ -109,7 +109,7 @@ def manifest_summary(output: str, manifest: dict) -> dict:
 
 
 def new_manifest(*, source: dict, splits: dict) -> dict:
-    """The manifest of a data set (DESIGN.md, image shards)."""
+    """The manifest of a data set (the image-shard contract of components/shards.py)."""
     return {
         "schema_version": SHARD_SCHEMA_VERSION,
         "tool": {"name": "fmnist-jobs", "version": tool_version()},
