@@ -17,6 +17,7 @@ the flag is left off and the step's own default applies (as with the CLI).
 import copy
 import os
 from collections.abc import Sequence
+from typing import Optional  # KFP reads component signatures and does not parse `X | None`
 
 from kfp import compiler, dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -110,8 +111,8 @@ def prepare(
     image: str,
     dataset: Output[Dataset],
     manifest_digest: dsl.OutputPath(str),
-    source: str | None = None,
-    shards_per_split: int | None = None,
+    source: Optional[str] = None,
+    shards_per_split: Optional[int] = None,
 ):
     """Raw IDX files -> validated image shards (the Dataset artifact) and their manifest digest."""
     return dsl.ContainerSpec(
@@ -133,12 +134,12 @@ def train(
     metrics: Output[Metrics],
     confusion_matrix: Output[ClassificationMetrics],
     model_card: Output[Markdown],
-    architecture: str | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    learning_rate: float | None = None,
-    seed: int | None = None,
-    min_accuracy: float | None = None,
+    architecture: Optional[str] = None,
+    epochs: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    learning_rate: Optional[float] = None,
+    seed: Optional[int] = None,
+    min_accuracy: Optional[float] = None,
 ):
     """Fits and evaluates a model; only one that passes the gate is published under model_root."""
     return dsl.ContainerSpec(
@@ -215,13 +216,13 @@ def score(
     predictions: Output[Dataset],
     summary: Output[Metrics],
     gcp_resources: dsl.OutputPath(str),
-    max_error_rate: float | None = None,
-    network: str | None = None,
-    subnetwork: str | None = None,
-    max_num_workers: int | None = None,
-    machine_type: str | None = None,
-    labels: dict | None = None,
-    job_name: str | None = None,
+    max_error_rate: Optional[float] = None,
+    network: Optional[str] = None,
+    subnetwork: Optional[str] = None,
+    max_num_workers: Optional[int] = None,
+    machine_type: Optional[str] = None,
+    labels: Optional[dict] = None,
+    job_name: Optional[str] = None,
 ):
     """Scores one date's shards with the published model into the partitioned tables (on Dataflow,
     whose job `gcp_resources` names: the UI links it and cancelling the run cancels it)."""
@@ -273,14 +274,14 @@ def on_image(task: dsl.PipelineTask, image, *, cpu: str, memory: str) -> dsl.Pip
 def training_pipeline(
     image: str,
     model_root: str,
-    source: str | None = None,
-    shards_per_split: int | None = None,
-    architecture: str | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    learning_rate: float | None = None,
-    seed: int | None = None,
-    min_accuracy: float | None = None,
+    source: Optional[str] = None,
+    shards_per_split: Optional[int] = None,
+    architecture: Optional[str] = None,
+    epochs: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    learning_rate: Optional[float] = None,
+    seed: Optional[int] = None,
+    min_accuracy: Optional[float] = None,
 ):
     """Shards from the raw data set, then a model version that scoring uses once it passes the gate."""
     # prepare encodes PNGs on every core; train holds the 60,000 training images in memory.
@@ -318,17 +319,17 @@ def scoring_pipeline(
     service_account: str,
     runner: str = "DataflowRunner",
     public_ips_flag: str = PUBLIC_IPS_FLAGS[0],
-    network: str | None = None,
-    subnetwork: str | None = None,
-    max_num_workers: int | None = None,
-    machine_type: str | None = None,
-    labels: dict | None = None,
-    job_name: str | None = None,
+    network: Optional[str] = None,
+    subnetwork: Optional[str] = None,
+    max_num_workers: Optional[int] = None,
+    machine_type: Optional[str] = None,
+    labels: Optional[dict] = None,
+    job_name: Optional[str] = None,
     run_date: str = "",
     date_offset_days: int = 0,
     time_zone: str = "UTC",
     run_id_template: str = "scheduled-{date}",
-    max_error_rate: float | None = None,
+    max_error_rate: Optional[float] = None,
 ):
     """The logical date comes from the schedule (or run_date, for a backfill) and names the partition."""
     context = on_image(
