@@ -48,11 +48,11 @@ run: install
 	@echo "3/4 score: the test shards -> prediction tables"
 	@$(BIN)/fmnist score --input '$(RUN_DIR)/shards/test-*.tfrecord' --model $(RUN_DIR)/models --output $(RUN_DIR)/scores --run-id local > $(RUN_DIR)/score.json
 	@echo "4/4 report"
-	@set -o pipefail; $(BIN)/fmnist report --predictions $(RUN_DIR)/scores --out $(RUN_DIR)/report | sed '$$d'  # not the JSON line
+	@set -o pipefail; $(BIN)/fmnist report --scores $(RUN_DIR)/scores --out $(RUN_DIR)/report | sed '$$d'  # not the JSON line
 
 # The analysts' report of the latest scoring run in $(RUN_DIR)/scores.
 report: install
-	$(BIN)/fmnist report --predictions $(RUN_DIR)/scores --out $(RUN_DIR)/report
+	$(BIN)/fmnist report --scores $(RUN_DIR)/scores --out $(RUN_DIR)/report
 
 test: install browser tools lint
 	$(BIN)/python -m pytest
