@@ -34,12 +34,18 @@ PREDICTION_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("source_uri", pa.string(), False, "Absolute URI of the shard the record came from (`file:///...` or `gs://...`)."),
     ("predicted_label", pa.int32(), False, "Predicted class index, 0-9."),
     ("predicted_class", pa.string(), False, 'Predicted class name, "T-shirt/top" ... "Ankle boot".'),
-    ("confidence", pa.float32(), False, "Softmax probability of the predicted class."),
+    (
+        "confidence",
+        pa.float32(),
+        False,
+        "Probability of the predicted class, calibrated: the softmax of the logits divided by the temperature "
+        "fitted at training (so 0.9 means right about 9 times in 10).",
+    ),
     (
         "probabilities",
         pa.list_(pa.field("element", pa.float32(), nullable=False)),
         False,
-        "Softmax probabilities of all 10 classes, in label order.",
+        "Calibrated probabilities of all 10 classes, in label order.",
     ),
     ("true_label", pa.int32(), True, "Label from the shard, when the shard carries labels; else null."),
     ("model_version", pa.string(), False, "Version of the model that scored the row (lineage)."),
