@@ -48,7 +48,10 @@ run: install
 	@echo "3/4 score: the test shards -> prediction tables"
 	@$(BIN)/fmnist score --input '$(RUN_DIR)/shards/test-*.tfrecord' --model $(RUN_DIR)/models --output $(RUN_DIR)/scores --run-id local > $(RUN_DIR)/score.json
 	@echo "4/4 report"
-	@set -o pipefail; $(BIN)/fmnist report --scores $(RUN_DIR)/scores --out $(RUN_DIR)/report | sed '$$d'  # not the JSON line
+	@# The summary's first two lines, its accuracy line and the report's path (the class table
+	@# is in the report; the last line, the JSON result, is for machines).
+	@set -o pipefail; $(BIN)/fmnist report --scores $(RUN_DIR)/scores --out $(RUN_DIR)/report \
+		| sed '$$d' | awk 'NR <= 2 { print; next } { before = last; last = $$0 } END { print before; print last }'
 
 # The analysts' report of the latest scoring run in $(RUN_DIR)/scores.
 report: install
