@@ -102,11 +102,21 @@ def median_run(runs: list[dict]) -> dict:
 
 
 def repeat_shards(shard_glob: str, folder: str, times: int) -> str:
-    """A folder listing every shard `times` times (symlinks), and its glob."""
+    """A folder holding every shard `times` times, and its glob. Each copy is rewritten with its
+    own image ids (`r001-…`): a run scores each image id once, and repeats would be error rows."""
+    from components.shards import parse_example, serialize_example
+    from components.tfrecord import frame_record, read_records
+
     os.makedirs(folder)
-    for copy in range(times):
-        for shard in sorted(glob.glob(shard_glob)):
-            os.symlink(shard, os.path.join(folder, f"r{copy:03d}-{os.path.basename(shard)}"))
+    for shard in sorted(glob.glob(shard_glob)):
+        with open(shard, "rb") as stream:
+            examples = [parse_example(record.data) for record in read_records(stream)]
+        for copy in range(times):
+            with open(os.path.join(folder, f"r{copy:03d}-{os.path.basename(shard)}"), "wb") as out:
+                out.writelines(
+                    frame_record(serialize_example(f"r{copy:03d}-{e.image_id}", e.encoded, e.label, e.image_format.encode()))
+                    for e in examples
+                )
     return os.path.join(folder, "*.tfrecord")
 
 

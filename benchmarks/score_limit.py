@@ -4,7 +4,7 @@
                                                [--repeat 10] [--rounds 2] [--plain-beam]
 
 The shards are the real data set as `fmnist prepare` writes it (70,000 images); `--repeat`
-lists every shard that many times (symlinks, benchmarks.score.repeat_shards) for the large
+holds every shard that many times (copies with their own image ids, benchmarks.score.repeat_shards) for the large
 input. A model is trained once (benchmarks.score.train_model). Then, each in a fresh process:
 
 - **limit**: the shards' records read into memory before the clock starts; timed: parse,
@@ -243,8 +243,7 @@ def in_memory_limit(shard_paths: list[str], model_path: str) -> dict:
                         type=probabilities_type,
                     ),
                     pa.array(labels, mask=labels < 0),
-                    pa.repeat(pa.scalar("bench"), count),
-                    pa.repeat(pa.scalar("bench"), count),
+                    pa.repeat(pa.scalar("bench"), count),  # model_version
                     pa.repeat(scored_at, count),
                 ]
                 writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=PREDICTION_SCHEMA))
