@@ -1,6 +1,6 @@
 """`fmnist report`: a scoring run as a page analysts would rather look at than read.
 
-    report(predictions="runs/local/scores", out="runs/local/report")
+    report(scores="runs/local/scores", out="runs/local/report")
 
 Reads the prediction and error tables through the SQL views of components/tables.py (only
 complete runs), computes everything with aggregate SQL (memory does not grow with the run),
@@ -115,7 +115,7 @@ class ReportResult:
 
 def report(
     *,
-    predictions: str,
+    scores: str,
     out: str,
     run_id: str | None = None,
     run_date: str | None = None,
@@ -132,7 +132,7 @@ def report(
         if value < least:
             raise InputError(f"--{name} must be {least} or more, got {value}")
     storage.ensure_writable(out)
-    connection = open_tables(scores=predictions)
+    connection = open_tables(scores=scores)
     try:
         data = collect(
             connection,

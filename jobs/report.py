@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scores",
         "--predictions",
-        dest="predictions",
+        dest="scores",
         type=uri,
         required=True,
         help="the scoring output root (the --output given to `fmnist score`); --predictions is a deprecated alias",

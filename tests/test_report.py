@@ -36,7 +36,7 @@ def latest_report(scored_output, tmp_path_factory):
     """The default report (latest run) compared with the older run."""
     _, scores = scored_output
     out = str(tmp_path_factory.mktemp("report"))
-    return report(predictions=scores, out=out, baseline_run=OLDER), scores
+    return report(scores=scores, out=out, baseline_run=OLDER), scores
 
 
 def week_runs() -> list[ScoredRun]:
@@ -146,7 +146,7 @@ def test_thumbnail_shows_the_image_of_the_record(scored_output):
 
 def test_run_date_selects_that_day_with_its_errors(scored_output, tmp_path):
     _, scores = scored_output
-    result = report(predictions=scores, out=str(tmp_path), run_date="2026-11-27", lowest=3)
+    result = report(scores=scores, out=str(tmp_path), run_date="2026-11-27", lowest=3)
     assert [run["run_id"] for run in result.summary["runs"]] == [OLDER]
     assert result.summary["errors_by_type"] == {"decode_error": 1, "missing_feature": 1}
     assert result.summary["rows"] == 38 and len(result.summary["lowest_confidence"]) == 3
@@ -162,7 +162,7 @@ def test_unknown_or_unfinished_runs_are_input_errors(scored_output, tmp_path):
         {"run_id": LATEST, "run_date": "2026-11-28"},
     ):
         with pytest.raises(InputError):
-            report(predictions=scores, out=str(tmp_path), **kwargs)
+            report(scores=scores, out=str(tmp_path), **kwargs)
     assert not os.path.exists(tmp_path / "report.html")
 
 
@@ -175,10 +175,10 @@ def test_training_histogram_from_manifest_flag_or_absent(scored_output, tmp_path
         storage.copy(storage.join(data, name), shards[-1])
     scores = str(tmp_path / "scores")
     write_run(scores, shards, RUNS[0])
-    bare = report(predictions=scores, out=str(tmp_path / "bare"), lowest=0)
+    bare = report(scores=scores, out=str(tmp_path / "bare"), lowest=0)
     assert bare.summary["overall_psi"] is None and "--manifest" in bare.summary["training_source"]
     assert "no drift score" in storage.read_bytes(bare.report_uri).decode()
-    flagged = report(predictions=scores, out=str(tmp_path / "flagged"), manifest=storage.join(data, "manifest.json"))
+    flagged = report(scores=scores, out=str(tmp_path / "flagged"), manifest=storage.join(data, "manifest.json"))
     assert flagged.summary["overall_psi"] > 0 and flagged.summary["psi_band"] in ("stable", "moderate shift", "major shift")
 
 
@@ -222,7 +222,7 @@ def test_report_reads_and_writes_gcs(scored_output, gcs_bucket):
     remote = f"{gcs_bucket}/scores"
     for uri in storage.list_prefix(scores):
         storage.copy(uri, storage.join(remote, os.path.relpath(uri, scores)))
-    result = report(predictions=remote, out=f"{gcs_bucket}/report", run_id=OLDER, lowest=2)
+    result = report(scores=remote, out=f"{gcs_bucket}/report", run_id=OLDER, lowest=2)
     assert result.report_uri == f"{gcs_bucket}/report/report.html"
     assert b"<h1>Scoring report: nightly-2026-11-27</h1>" in storage.read_bytes(result.report_uri)
     assert json.loads(storage.read_bytes(result.summary_uri))["rows"] == 38
@@ -236,13 +236,13 @@ def test_a_run_where_every_record_failed_still_gets_a_report(scored_output, tmp_
     )
     scores = str(tmp_path / "scores")
     write_run(scores, shards, failed)
-    summary = report(predictions=scores, out=str(tmp_path / "report")).summary
+    summary = report(scores=scores, out=str(tmp_path / "report")).summary
     assert summary["rows"] == 0 and summary["errors_by_type"] == {"decode_error": 40}
     assert summary["overall_psi"] is None and summary["accuracy"] is None and summary["lowest_confidence"] == []
 
 
 def test_trend_takes_the_current_run_of_each_date(week_of_runs, tmp_path):
-    result = report(predictions=week_of_runs, out=str(tmp_path), days=7, lowest=0, wrong=0)
+    result = report(scores=week_of_runs, out=str(tmp_path), days=7, lowest=0, wrong=0)
     points = result.summary["trend"]["points"]
     assert [run["run_id"] for run in result.summary["runs"]] == ["rerun-2026-11-26"]  # the latest run
     assert [point["run_id"] for point in points] == [
@@ -278,30 +278,30 @@ def test_trend_takes_the_current_run_of_each_date(week_of_runs, tmp_path):
 
 
 def test_trend_window_and_a_single_day(week_of_runs, tmp_path):
-    three = report(predictions=week_of_runs, out=str(tmp_path / "three"), days=3, lowest=0, wrong=0).summary
+    three = report(scores=week_of_runs, out=str(tmp_path / "three"), days=3, lowest=0, wrong=0).summary
     assert [point["run_date"] for point in three["trend"]["points"]] == ["2026-11-24", "2026-11-25", "2026-11-26"]
-    older = report(predictions=week_of_runs, out=str(tmp_path / "older"), run_date="2026-11-21", lowest=0, wrong=0)
+    older = report(scores=week_of_runs, out=str(tmp_path / "older"), run_date="2026-11-21", lowest=0, wrong=0)
     assert [point["run_date"] for point in older.summary["trend"]["points"]] == ["2026-11-20", "2026-11-21"]
-    single = report(predictions=week_of_runs, out=str(tmp_path / "one"), run_id="daily-2026-11-20", days=1)
+    single = report(scores=week_of_runs, out=str(tmp_path / "one"), run_id="daily-2026-11-20", days=1)
     assert [point["run_id"] for point in single.summary["trend"]["points"]] == ["daily-2026-11-20"]
     assert single.summary["baseline"] is None and "No complete run before 2026-11-20" in single.summary["baseline_note"]
     with pytest.raises(InputError, match="--days must be 1 or more"):
-        report(predictions=week_of_runs, out=str(tmp_path / "none"), days=0)
+        report(scores=week_of_runs, out=str(tmp_path / "none"), days=0)
 
 
 def test_baseline_is_the_previous_complete_run_unless_given(week_of_runs, tmp_path):
-    automatic = report(predictions=week_of_runs, out=str(tmp_path / "auto"), lowest=0, wrong=0).summary
+    automatic = report(scores=week_of_runs, out=str(tmp_path / "auto"), lowest=0, wrong=0).summary
     assert automatic["baseline"]["run_id"] == "daily-2026-11-25" and "automatically" in automatic["baseline_note"]
-    backfilled = report(predictions=week_of_runs, out=str(tmp_path / "b"), run_date="2026-11-24", lowest=0).summary
+    backfilled = report(scores=week_of_runs, out=str(tmp_path / "b"), run_date="2026-11-24", lowest=0).summary
     assert backfilled["baseline"]["run_id"] == "backfill-2026-11-23"  # the backfill is that date's current run
-    given = report(predictions=week_of_runs, out=str(tmp_path / "given"), baseline_run="daily-2026-11-20").summary
+    given = report(scores=week_of_runs, out=str(tmp_path / "given"), baseline_run="daily-2026-11-20").summary
     assert given["baseline"]["run_id"] == "daily-2026-11-20"
-    assert report(predictions=week_of_runs, out=str(tmp_path / "none"), baseline_run="none").summary["baseline"] is None
+    assert report(scores=week_of_runs, out=str(tmp_path / "none"), baseline_run="none").summary["baseline"] is None
 
 
 def test_calibration_confusions_and_errors_by_shard_match_the_tables(week_of_runs, tmp_path):
     run_id = "daily-2026-11-25"  # the damaged shard's run
-    summary = report(predictions=week_of_runs, out=str(tmp_path), run_id=run_id, wrong=5).summary
+    summary = report(scores=week_of_runs, out=str(tmp_path), run_id=run_id, wrong=5).summary
     rows = sql(week_of_runs, f"SELECT confidence, (predicted_label = true_label)::INT FROM predictions WHERE run_id = '{run_id}'")
     confidence, correct = (np.array(column, dtype=np.float64) for column in zip(*rows))
     bins = reliability_bins(confidence, correct)

@@ -32,7 +32,7 @@ def test_report_loads_with_its_figures_and_no_console_errors(chromium, scored_ou
     scores = str(tmp_path / "scores")
     for run in week_runs():  # a week with a damaged shard, a rerun and a backfill
         write_run(scores, [storage.join(data, f"test-0000{i}-of-00002.tfrecord") for i in range(2)], run)
-    result = report(predictions=scores, out=str(tmp_path / "report"), run_id="daily-2026-11-25", days=7)
+    result = report(scores=scores, out=str(tmp_path / "report"), run_id="daily-2026-11-25", days=7)
     page = load_page(f"file://{result.report_uri}")
     (tmp_path / "screenshot.png").write_bytes(page.screenshot)  # kept in the test's tmp folder for a look
     assert page.errors == []
