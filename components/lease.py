@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 
 from components import storage
-from components.errors import RunConflict
+from components.errors import InputError, RunConflict
 
 log = logging.getLogger(__name__)
 
@@ -204,20 +204,20 @@ def _read_local(uri: str) -> dict | None:
 
 
 def _acquire_local(lease: Lease) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(lease.uri)), exist_ok=True)
     try:
-        descriptor = os.open(lease.uri, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
-        with _guard(lease.uri):
-            current = _read_local(lease.uri)
-            if current is not None and _is_live(current) and current["owner"] != lease.owner:
-                raise _conflict(lease.uri, current) from None
-            if current is not None:
-                log.warning("%s: taking over the abandoned lease of %s", lease.uri, current["owner"] or "?")
-            storage.write_bytes(lease.uri, _document(lease.owner, lease.ttl_s))  # atomic replace
+        # Create-only with the whole document at once (a hard link of a written temporary file):
+        # a rival never reads a lease that exists but is still empty, and never takes it for abandoned.
+        storage.write_bytes(lease.uri, _document(lease.owner, lease.ttl_s), if_absent=True)
         return
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(_document(lease.owner, lease.ttl_s))
+    except (storage.StorageConflictError, InputError):  # InputError: released before it could be compared
+        pass
+    with _guard(lease.uri):
+        current = _read_local(lease.uri)
+        if current is not None and _is_live(current) and current["owner"] != lease.owner:
+            raise _conflict(lease.uri, current) from None
+        if current is not None:
+            log.warning("%s: taking over the abandoned lease of %s", lease.uri, current["owner"] or "?")
+        storage.write_bytes(lease.uri, _document(lease.owner, lease.ttl_s))  # atomic replace
 
 
 # --- Google Cloud Storage -------------------------------------------------------------------
