@@ -1,6 +1,6 @@
 """Time of `fmnist train` from the shards vs the same network in a plain in-memory `model.fit`.
 
-    .venv/bin/python -m benchmarks.train [--data runs/local/shards] [--source DIR] [--model mlp|cnn]
+    .venv/bin/python -m benchmarks.train [--data runs/local/shards] [--source DIR] [--architecture mlp|cnn]
         [--epochs N] [--batch-size N] [--learning-rate X] [--repeats N]
 
 Baseline: the IDX files -> NumPy arrays / 255 -> `model.fit` on the arrays of the very model
@@ -27,7 +27,9 @@ from components.models import MODEL_NAMES, RECIPES, build_model
 from components.training import train
 
 
-def in_memory(source: str, *, model: str, epochs: int, batch_size: int, learning_rate: float, tutorial: bool = False) -> dict:
+def in_memory(
+    source: str, *, architecture: str, epochs: int, batch_size: int, learning_rate: float, tutorial: bool = False
+) -> dict:
     """`model.fit` on in-memory arrays: seconds per phase and test accuracy.
 
     `tutorial`: the notebook's recipe instead of the job's compile settings (one step per
@@ -40,7 +42,7 @@ def in_memory(source: str, *, model: str, epochs: int, batch_size: int, learning
     )
     steps = epochs * -(-len(train_labels) // batch_size)
     options = {"decay_steps": None, "steps_per_execution": 1} if tutorial else {"decay_steps": steps}
-    network = build_model(model, learning_rate=learning_rate, **options)
+    network = build_model(architecture, learning_rate=learning_rate, **options)
     fit_start = time.perf_counter()
     network.fit(train_images, train_labels, epochs=epochs, batch_size=batch_size, verbose=0)
     fit_end = time.perf_counter()
@@ -55,14 +57,14 @@ def in_memory(source: str, *, model: str, epochs: int, batch_size: int, learning
     }
 
 
-def from_shards(data: str, *, model: str, epochs: int, batch_size: int, learning_rate: float) -> dict:
+def from_shards(data: str, *, architecture: str, epochs: int, batch_size: int, learning_rate: float) -> dict:
     """`fmnist train` with these flags (the rest default), into a temporary model root."""
     with tempfile.TemporaryDirectory(prefix="bench-train-") as model_root:
         start = time.perf_counter()
         summary = train(
             data=data,
             model_root=model_root,
-            model=model,
+            architecture=architecture,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
@@ -94,15 +96,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="runs/local/shards", help="shards made by `fmnist prepare`")
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="the same data set's IDX files")
-    parser.add_argument("--model", choices=MODEL_NAMES, default="mlp")
+    parser.add_argument("--architecture", choices=MODEL_NAMES, default="mlp")
     parser.add_argument("--epochs", type=int, help="default: the model's recipe (components/models.py)")
     parser.add_argument("--batch-size", type=int, help="default: the model's recipe")
     parser.add_argument("--learning-rate", type=float, help="default: the model's recipe")
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each; the fastest counts")
     args = parser.parse_args()
-    recipe = RECIPES[args.model]
+    recipe = RECIPES[args.architecture]
     flags = {
-        "model": args.model,
+        "architecture": args.architecture,
         "epochs": args.epochs or recipe.epochs,
         "batch_size": args.batch_size or recipe.batch_size,
         "learning_rate": args.learning_rate or recipe.learning_rate,
@@ -112,7 +114,7 @@ def main() -> None:
         "baseline": "in memory: IDX -> NumPy -> model.fit",
         "measured": "fmnist train: shards -> tf.data -> fit",
     }
-    if args.model == "mlp":
+    if args.architecture == "mlp":
         labels["tutorial"] = "(the tutorial: 1 step per call, constant lr)"
     runs: dict[str, list[dict]] = {name: [] for name in labels}
     for _ in range(args.repeats):

@@ -13,6 +13,7 @@ sequence as `score`, so a reader sees the v1 run or the v2 one, whatever stops i
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -37,10 +38,18 @@ from components.schema import (
     with_lineage,
 )
 from components.score_run import remove_unnamed_parts
+from components.tables import scores_root
 
 log = logging.getLogger(__name__)
 
 _SCHEMAS = {PREDICTIONS_TABLE: PREDICTION_SCHEMA, ERRORS_TABLE: ERROR_SCHEMA}
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrateTablesParameters:
+    """`fmnist migrate-tables`: a scoring output of table contract v1 -> v2, in place."""
+
+    scores: str = scores_root(deprecated_aliases=())
 
 
 def migrate_tables(*, scores: str) -> dict:

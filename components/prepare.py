@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -27,26 +28,41 @@ from components.constants import (
 from components.errors import InputError
 from components.idx import IdxFile, load_split
 from components.lease import hold_lease
+from components.parameters import flag_of, parameter
 from components.shards import SHARD_NAME_RE, ShardTask, class_histogram, shard_name, write_shard
 
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class PrepareParameters:
+    """`fmnist prepare`: the raw data set -> image shards and their manifest."""
+
+    output: str = parameter(help="where the shards and manifest.json go", location=True)
+    source: str = parameter(
+        DEFAULT_SOURCE, help="folder, gs:// or https:// prefix with the IDX files", location=True, tuning=True
+    )
+    shards_per_split: int = parameter(8, help="shards per split", tuning=True)
+    overwrite: bool = parameter(False, help="replace a complete data set at --output")
+    allow_unknown_source: bool = parameter(False, help="accept IDX files whose content is not the published data set")
+    workers: int | None = parameter(None, help="encoding processes", default_help="all cores")
+
+
 def prepare(
     *,
     output: str,
-    source: str = DEFAULT_SOURCE,
-    shards_per_split: int = 8,
-    overwrite: bool = False,
-    allow_unknown_source: bool = False,
-    workers: int | None = None,
+    source: str = PrepareParameters.source,
+    shards_per_split: int = PrepareParameters.shards_per_split,
+    overwrite: bool = PrepareParameters.overwrite,
+    allow_unknown_source: bool = PrepareParameters.allow_unknown_source,
+    workers: int | None = PrepareParameters.workers,
 ) -> dict:
     """Turns the four IDX files below `source` into train/test shards below `output`.
 
     Returns the manifest, which is written last. Same input -> byte-identical shards.
     """
     if shards_per_split < 1:
-        raise InputError(f"--shards-per-split must be at least 1, got {shards_per_split}")
+        raise InputError(f"{flag_of('shards_per_split')} must be at least 1, got {shards_per_split}")
     refuse_complete_output(output, overwrite=overwrite)  # early: before the sources are read
     splits = {split: load_split(source, *names) for split, names in IDX_FILES.items()}
     source_files = _check_sources(splits, allow_unknown_source=allow_unknown_source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -12,6 +13,7 @@ import numpy as np
 from components import storage
 from components.errors import InputError
 from components.images import ImageError, to_model_image
+from components.parameters import parameter
 from components.prepare import (
     exclusive_output,
     new_manifest,
@@ -29,7 +31,23 @@ REJECTS_NAME = "rejects.jsonl"
 IMAGES_PER_SHARD = 10_000
 
 
-def prepare_images(*, images: str, output: str, overwrite: bool = False, workers: int | None = None) -> dict:
+@dataclasses.dataclass(frozen=True)
+class PrepareImagesParameters:
+    """`fmnist prepare-images`: product pictures -> unlabeled scoring shards."""
+
+    images: str = parameter(help="glob, folder or gs:// prefix of pictures", location=True)
+    output: str = parameter(help="where the shards, manifest.json and rejects.jsonl go", location=True)
+    overwrite: bool = parameter(False, help="replace a complete data set at --output")
+    workers: int | None = parameter(None, help="decoding processes", default_help="all cores")
+
+
+def prepare_images(
+    *,
+    images: str,
+    output: str,
+    overwrite: bool = PrepareImagesParameters.overwrite,
+    workers: int | None = PrepareImagesParameters.workers,
+) -> dict:
     """Converts every picture matching the `images` glob (or below a folder) into shards.
 
     Pictures that cannot be read go to `{output}/rejects.jsonl` with the reason; they do

@@ -44,6 +44,7 @@ from components.calibration import CALIBRATION_BINS, Reliability
 from components.constants import CLASS_NAMES, MANIFEST_NAME, NUM_CLASSES
 from components.errors import InputError
 from components.images import ImageError, encode_png, to_model_image
+from components.parameters import flag_of, parameter
 from components.report_metrics import (
     CONFIDENCE_BINS,
     LOW_CONFIDENCE,
@@ -55,13 +56,41 @@ from components.report_metrics import (
     top_confused_pairs,
 )
 from components.shards import parse_example, read_manifest
-from components.tables import open_tables
+from components.tables import open_tables, scores_root
 from components.tfrecord import read_records
 
 REPORT_NAME = "report.html"
 SUMMARY_NAME = "summary.json"
 THUMBNAIL_SCALE = 3
 NO_BASELINE = "none"  # --baseline-run none: no comparison
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportParameters:
+    """`fmnist report`: the scoring tables -> one self-contained HTML report."""
+
+    scores: str = scores_root()
+    out: str = parameter(help="folder for report.html and summary.json", location=True)
+    run_id: str | None = parameter(
+        None, help="the run to report on", default_help="the latest complete run", exclusive_group="which runs"
+    )
+    run_date: str | None = parameter(
+        None, help="report on every complete run of this day (YYYY-MM-DD)", exclusive_group="which runs"
+    )
+    baseline_run: str | None = parameter(
+        None,
+        help="the run to compare with on the images both scored; `none` for no comparison",
+        default_help="the previous complete run, i.e. the current run of the latest earlier run date",
+    )
+    manifest: str | None = parameter(
+        None,
+        help="data set manifest.json (or its folder) holding the training class histogram",
+        default_help="the manifest beside the scored shards",
+        location=True,
+    )
+    lowest: int = parameter(24, help="how many lowest-confidence images to show")
+    wrong: int = parameter(24, help="how many confidently wrong images to show, labeled runs")
+    days: int = parameter(14, help="run dates in the trend section, ending at the report's")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,16 +150,16 @@ def report(
     run_date: str | None = None,
     baseline_run: str | None = None,
     manifest: str | None = None,
-    lowest: int = 24,
-    wrong: int = 24,
-    days: int = 14,
+    lowest: int = ReportParameters.lowest,
+    wrong: int = ReportParameters.wrong,
+    days: int = ReportParameters.days,
 ) -> ReportResult:
     """Writes report.html and summary.json for the chosen run(s) below `out`."""
     if run_id and run_date:
-        raise InputError("--run-id and --run-date exclude each other: a report covers one run or one day")
+        raise InputError(f"{flag_of('run_id')} and {flag_of('run_date')} exclude each other: a report covers one run or one day")
     for name, value, least in (("lowest", lowest, 0), ("wrong", wrong, 0), ("days", days, 1)):
         if value < least:
-            raise InputError(f"--{name} must be {least} or more, got {value}")
+            raise InputError(f"{flag_of(name)} must be {least} or more, got {value}")
     storage.ensure_writable(out)
     connection = open_tables(scores=scores)
     try:

@@ -24,10 +24,12 @@ configuration locked, and `query` runs exactly one read-only SELECT.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
 import tempfile
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -37,6 +39,7 @@ from components import storage
 from components.constants import CLASS_NAMES
 from components.contracts import ContractError, RunSummary
 from components.errors import InputError
+from components.parameters import parameter
 from components.schema import (
     ERROR_SCHEMA,
     ERRORS_TABLE,
@@ -75,6 +78,28 @@ RUNS_SCHEMA = pa.schema(
     ]
 )
 OUTPUT_FORMATS = (".csv", ".parquet")
+
+
+def scores_root(*, deprecated_aliases: tuple[str, ...] = ("--predictions",)) -> Any:
+    """The `scores` parameter of every step that reads a scoring output (query, report, migrate-tables)."""
+    return parameter(
+        help="the scoring output root (the --output given to `fmnist score`)",
+        location=True,
+        deprecated_aliases=deprecated_aliases,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryParameters:
+    """`fmnist query`: one read-only SQL query over the scoring tables."""
+
+    sql: str = parameter(help="one SELECT (DuckDB dialect); examples in docs/analysts.md", positional=True)
+    scores: str = scores_root()
+    out: str | None = parameter(
+        None, help="write the result to FILE.csv or FILE.parquet (a path or gs:// URI) instead of printing it", location=True
+    )
+
+
 MIGRATE_HINT = "rewrite it as contract v2 with `fmnist migrate-tables --scores {root}`, or score it again"
 
 

@@ -10,6 +10,7 @@ model_version = UTC start time + a hash of the trained weights, parameters and d
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -26,6 +27,7 @@ from components import calibration, model_artifacts, registry, storage
 from components.constants import tool_version
 from components.errors import CheckFailed, InputError
 from components.models import MODEL_NAMES, RECIPES, build_model, with_temperature
+from components.parameters import flag_of, parameter
 from components.shards import manifest_digest, read_manifest
 from components.training_data import LabeledImages, holdout_mask, load_split
 
@@ -35,20 +37,61 @@ _EVAL_BATCH = 1024
 LR_SCHEDULES = ("cosine", "constant")
 
 
+def _recipe_defaults(field: str) -> str:
+    """How a recipe-dependent default reads in --help: `mlp 20, cnn 18`."""
+    return ", ".join(f"{name} {getattr(recipe, field)}" for name, recipe in RECIPES.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParameters:
+    """`fmnist train`: image shards -> a quality-gated model version.
+
+    metrics.json records these under "parameters" with the architecture under its earlier key
+    "model" (and epochs, batch size, learning rate resolved from the recipe): the key is part of
+    the model version's hash and of the readers' contract, so it stays.
+    """
+
+    data: str = parameter(help="folder or gs:// prefix with the shards and manifest.json", location=True)
+    model_root: str = parameter(help="folder or gs:// prefix of the model registry (version folders + LATEST)", location=True)
+    architecture: str = parameter(
+        "mlp",
+        help="mlp = the workshop network, cnn = small conv net",
+        choices=MODEL_NAMES,
+        tuning=True,
+        deprecated_aliases=("--model",),
+    )
+    epochs: int | None = parameter(
+        None, help="passes over the training data", default_help=_recipe_defaults("epochs"), tuning=True
+    )
+    batch_size: int | None = parameter(None, help="images per step", default_help=_recipe_defaults("batch_size"), tuning=True)
+    learning_rate: float | None = parameter(
+        None, help="Adam's peak learning rate", default_help=_recipe_defaults("learning_rate"), tuning=True
+    )
+    lr_schedule: str = parameter(
+        "cosine",
+        help="cosine: decay to 0 over the run; constant: the tutorial's",
+        choices=LR_SCHEDULES,
+        tuning=True,
+    )
+    seed: int = parameter(0, help="random seed; same data + seed + flags = same model", tuning=True)
+    min_accuracy: float = parameter(0.85, help="quality gate: minimum test accuracy to publish; below it exit 3", tuning=True)
+    validation_fraction: float = parameter(0.05, help="share of the training split held out to pick the best epoch", tuning=True)
+
+
 def train(
     *,
     data: str,
     model_root: str,
-    model: str = "mlp",
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    learning_rate: float | None = None,
-    seed: int = 0,
-    min_accuracy: float = 0.85,
-    validation_fraction: float = 0.05,
-    lr_schedule: str = "cosine",
+    architecture: str = TrainParameters.architecture,
+    epochs: int | None = TrainParameters.epochs,
+    batch_size: int | None = TrainParameters.batch_size,
+    learning_rate: float | None = TrainParameters.learning_rate,
+    seed: int = TrainParameters.seed,
+    min_accuracy: float = TrainParameters.min_accuracy,
+    validation_fraction: float = TrainParameters.validation_fraction,
+    lr_schedule: str = TrainParameters.lr_schedule,
 ) -> dict:
-    """Fits `model` on the data set at `data`, writes a model version below `model_root`, gates it.
+    """Fits a model of `architecture` on the data set at `data`, writes a model version below `model_root`, gates it.
 
     `epochs`, `batch_size` and `learning_rate` default to the model's recipe
     (components.models.RECIPES). The epoch with the best accuracy on a validation slice
@@ -58,11 +101,11 @@ def train(
     test accuracy reaches `min_accuracy`; otherwise keeps the artifacts for inspection and
     raises CheckFailed. Returns a summary.
     """
-    if model not in MODEL_NAMES:
-        raise InputError(f"--model {model!r}: choose one of {', '.join(MODEL_NAMES)}")
-    recipe = RECIPES[model]
+    if architecture not in MODEL_NAMES:
+        raise InputError(f"{flag_of('architecture')} {architecture!r}: choose one of {', '.join(MODEL_NAMES)}")
+    recipe = RECIPES[architecture]
     params = {
-        "model": model,
+        "model": architecture,  # metrics.json's key (TrainParameters)
         "epochs": recipe.epochs if epochs is None else epochs,
         "batch_size": recipe.batch_size if batch_size is None else batch_size,
         "learning_rate": recipe.learning_rate if learning_rate is None else learning_rate,
@@ -287,15 +330,15 @@ def write_artifacts(model, metrics: dict, local_dir: str, version_uri: str) -> N
 def _check_params(params: dict) -> None:
     for name in ("epochs", "batch_size"):
         if params[name] < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {params[name]}")
+            raise InputError(f"{flag_of(name)} must be at least 1, got {params[name]}")
     if not (math.isfinite(params["learning_rate"]) and params["learning_rate"] > 0):
-        raise InputError(f"--learning-rate must be a positive number, got {params['learning_rate']}")
+        raise InputError(f"{flag_of('learning_rate')} must be a positive number, got {params['learning_rate']}")
     if params["lr_schedule"] not in LR_SCHEDULES:
-        raise InputError(f"--lr-schedule {params['lr_schedule']!r}: choose one of {', '.join(LR_SCHEDULES)}")
+        raise InputError(f"{flag_of('lr_schedule')} {params['lr_schedule']!r}: choose one of {', '.join(LR_SCHEDULES)}")
     if not 0 <= params["min_accuracy"] <= 1:
-        raise InputError(f"--min-accuracy must be between 0 and 1, got {params['min_accuracy']}")
+        raise InputError(f"{flag_of('min_accuracy')} must be between 0 and 1, got {params['min_accuracy']}")
     if not 0 < params["validation_fraction"] < 1:
-        raise InputError(f"--validation-fraction must be between 0 and 1, got {params['validation_fraction']}")
+        raise InputError(f"{flag_of('validation_fraction')} must be between 0 and 1, got {params['validation_fraction']}")
 
 
 def _versions() -> dict:

@@ -6,14 +6,12 @@ fmnist migrate-tables --scores runs/local/scores
 import argparse
 import sys
 
-from components.migration import migrate_tables
+from components.migration import MigrateTablesParameters, migrate_tables
 from jobs.runner import main_of, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = new_parser("fmnist migrate-tables", __doc__.splitlines()[0])
-    parser.add_argument("--scores", required=True, help="the scoring output root (the --output given to `fmnist score`)")
-    return parser
+    return new_parser("fmnist migrate-tables", __doc__.splitlines()[0], MigrateTablesParameters)
 
 
 main = main_of(build_parser, migrate_tables)

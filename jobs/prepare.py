@@ -7,27 +7,12 @@ fmnist prepare --source gs://bucket/raw --output gs://bucket/shards --shards-per
 import argparse
 import sys
 
-from components.constants import DEFAULT_SOURCE
-from components.prepare import manifest_summary, prepare
-from jobs.runner import main_of, new_parser, uri
+from components.prepare import PrepareParameters, manifest_summary, prepare
+from jobs.runner import main_of, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = new_parser("fmnist prepare", __doc__.splitlines()[0])
-    parser.add_argument(
-        "--source", type=uri, help=f"folder, gs:// or https:// prefix with the IDX files (default {DEFAULT_SOURCE})"
-    )
-    parser.add_argument("--output", type=uri, required=True, help="where the shards and manifest.json go")
-    parser.add_argument("--shards-per-split", dest="shards_per_split", type=int, help="shards per split (default 8)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a complete data set at --output")
-    parser.add_argument(
-        "--allow-unknown-source",
-        dest="allow_unknown_source",
-        action="store_true",
-        help="accept IDX files whose content is not the published data set",
-    )
-    parser.add_argument("--workers", type=int, help="encoding processes (default: all cores)")
-    return parser
+    return new_parser("fmnist prepare", __doc__.splitlines()[0], PrepareParameters)
 
 
 def prepare_and_summarize(**kwargs) -> dict:

@@ -7,18 +7,13 @@ import argparse
 import sys
 
 from components.prepare import manifest_summary
-from components.prepare_images import REJECTS_NAME, prepare_images
+from components.prepare_images import REJECTS_NAME, PrepareImagesParameters, prepare_images
 from components.storage import join
-from jobs.runner import main_of, new_parser, uri
+from jobs.runner import main_of, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = new_parser("fmnist prepare-images", __doc__.splitlines()[0])
-    parser.add_argument("--images", type=uri, required=True, help="glob, folder or gs:// prefix of pictures")
-    parser.add_argument("--output", type=uri, required=True, help="where the shards, manifest.json and rejects.jsonl go")
-    parser.add_argument("--overwrite", action="store_true", help="replace a complete data set at --output")
-    parser.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
-    return parser
+    return new_parser("fmnist prepare-images", __doc__.splitlines()[0], PrepareImagesParameters)
 
 
 def prepare_images_and_summarize(**kwargs) -> dict:

@@ -10,25 +10,12 @@ refused with exit 2, and the query cannot read files beyond the tables. --out ex
 import argparse
 import sys
 
-from components.tables import format_table, query, write_result
-from jobs.runner import main_of, new_parser, uri
+from components.tables import QueryParameters, format_table, query, write_result
+from jobs.runner import main_of, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = new_parser("fmnist query", __doc__.splitlines()[0])
-    parser.add_argument("sql", help="one SELECT (DuckDB dialect); examples in docs/analysts.md")
-    parser.add_argument(
-        "--scores",
-        "--predictions",
-        dest="scores",
-        type=uri,
-        required=True,
-        help="the scoring output root (the --output given to `fmnist score`); --predictions is a deprecated alias",
-    )
-    parser.add_argument(
-        "--out", type=uri, help="write the result to FILE.csv or FILE.parquet (a path or gs:// URI) instead of printing it"
-    )
-    return parser
+    return new_parser("fmnist query", __doc__.splitlines()[0], QueryParameters)
 
 
 def query_and_show(*, sql: str, scores: str, out: str | None = None) -> dict | None:

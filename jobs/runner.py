@@ -23,6 +23,7 @@ from typing import Any
 
 from components import storage
 from components.errors import CheckFailed, InputError, RunConflict, Terminated
+from components.parameters import Parameter, parameters_of
 from components.storage import StorageConflictError
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_TERMINATED = 0, 1, 2, 3, 143
@@ -41,14 +42,66 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message} (see --help)\n")
 
 
-def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def new_parser(prog: str, description: str, parameters: type | None = None) -> argparse.ArgumentParser:
     """A parser whose unset flags stay unset, so the component's defaults apply.
 
-    Every step gets `--verbose`, which `run` consumes: the component never sees it.
+    Every step gets `--verbose`, which `run` consumes: the component never sees it. With a
+    step's `parameters` dataclass, one flag per field (components.parameters).
     """
     parser = OneLineErrorParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     parser.add_argument("--verbose", action="store_true", help="show every library's INFO logs (Beam, TensorFlow) and tracebacks")
+    if parameters is not None:
+        add_parameters(parser, parameters)
     return parser
+
+
+def add_parameters(parser: argparse.ArgumentParser, parameters: type) -> None:
+    """Adds the flag (or positional argument) of every field of a step's parameters dataclass."""
+    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for parameter in parameters_of(parameters):
+        target: Any = parser
+        if parameter.exclusive_group is not None:
+            if parameter.exclusive_group not in groups:
+                groups[parameter.exclusive_group] = parser.add_mutually_exclusive_group()
+            target = groups[parameter.exclusive_group]
+        names, options = _argument(parameter)
+        target.add_argument(*names, **options)
+
+
+def _argument(parameter: Parameter) -> tuple[list[str], dict[str, Any]]:
+    """argparse's names and options of one parameter."""
+    help_text = parameter.help_with_default()
+    if parameter.positional:
+        return [parameter.name], {"type": _flag_type(parameter), "help": help_text}
+    names = [parameter.flag, *parameter.deprecated_aliases]
+    options: dict[str, Any] = {"dest": parameter.name}
+    if parameter.deprecated_aliases:
+        options["action"] = DeprecatedAlias
+        aliases = ", ".join(parameter.deprecated_aliases)
+        help_text += f"; {aliases} is a deprecated alias"
+    if parameter.kind is bool:
+        options.update(action="store_true", help=help_text)
+        return names, options
+    options.update(type=_flag_type(parameter), help=help_text)
+    if parameter.choices:
+        options["choices"] = parameter.choices
+    if parameter.required:
+        options["required"] = True
+    return names, options
+
+
+def _flag_type(parameter: Parameter) -> Callable[[str], Any]:
+    return uri if parameter.location else parameter.kind
+
+
+class DeprecatedAlias(argparse._StoreAction):
+    """Stores the value like the flag itself; an old name still works and says, in one log line, which one replaced it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if option_string is not None and option_string != self.option_strings[0]:
+            logging.basicConfig(format=LOG_FORMAT)  # configure_logging runs later, after parsing
+            log.warning("%s is deprecated; use %s", option_string, self.option_strings[0])
+        super().__call__(parser, namespace, values, option_string)
 
 
 def uri(value: str) -> str:

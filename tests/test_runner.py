@@ -190,3 +190,42 @@ def test_train_and_score_are_quiet_unless_verbose(tiny_idx, tmp_path):
     for result in (train, quiet):
         assert all(LOG_LINE.match(line) and " components." in line for line in result.stderr.splitlines()), result.stderr
     assert "oneDNN" in loud.stderr and "INFO apache_beam.runners" in loud.stderr
+
+
+def test_train_model_flag_is_a_deprecated_alias_of_architecture(caplog):
+    from jobs.train import build_parser
+
+    with caplog.at_level("WARNING", logger="jobs.runner"):
+        args = build_parser().parse_args(["--data", "d", "--model-root", "m", "--model", "cnn"])
+    assert vars(args)["architecture"] == "cnn" and "model" not in vars(args)
+    assert [record.getMessage() for record in caplog.records] == ["--model is deprecated; use --architecture"]
+
+
+STEP_PARAMETERS = {
+    "prepare": "components.prepare:PrepareParameters",
+    "prepare-images": "components.prepare_images:PrepareImagesParameters",
+    "train": "components.training:TrainParameters",
+    "score": "components.score_parameters:ScoreParameters",
+    "report": "components.report:ReportParameters",
+    "query": "components.tables:QueryParameters",
+    "migrate-tables": "components.migration:MigrateTablesParameters",
+}
+
+
+@pytest.mark.parametrize("step", STEP_PARAMETERS)
+def test_every_flag_of_a_step_is_a_field_of_its_parameters_with_the_default_in_its_help(step):
+    import importlib
+
+    from components.parameters import parameters_of
+    from jobs.cli import STEPS
+
+    module, name = STEP_PARAMETERS[step].split(":")
+    parameters = {parameter.name: parameter for parameter in parameters_of(getattr(importlib.import_module(module), name))}
+    parser = importlib.import_module(STEPS[step]).build_parser()
+    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "verbose")}
+    assert sorted(actions) == sorted(parameters)
+    for dest, action in actions.items():
+        parameter = parameters[dest]
+        assert action.required == parameter.required
+        if not parameter.required and parameter.kind is not bool and parameter.default is not None:
+            assert f"(default {parameter.default})" in action.help

@@ -329,7 +329,7 @@ def test_non_finite_loss_exits_2_and_publishes_nothing(tiny_shards, tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--model", "resnet"], "invalid choice: 'resnet'"),
+        (["--architecture", "resnet"], "invalid choice: 'resnet'"),
         (["--lr-schedule", "step"], "invalid choice: 'step'"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--min-accuracy", "1.5"], "--min-accuracy must be between 0 and 1"),
@@ -361,7 +361,7 @@ def test_cnn_trains_reproducibly_and_serves(tiny_shards, tmp_path):
     import tensorflow as tf
 
     summary, again = (
-        train(data=tiny_shards, model_root=str(tmp_path / name), model="cnn", epochs=1, min_accuracy=0)
+        train(data=tiny_shards, model_root=str(tmp_path / name), architecture="cnn", epochs=1, min_accuracy=0)
         for name in ("models", "again")
     )
     assert summary["model_version"][-8:] == again["model_version"][-8:]
