@@ -134,9 +134,15 @@ def run_parameters(spec: str, parameters: dict[str, Any]) -> dict[str, Any]:
         if name in typed and typed[name] not in allowed:
             raise InputError(f"parameter {name}={typed[name]}: one of {', '.join(allowed)}")
     for name in PINNED_PARAMETERS:
-        if name in typed and "@sha256:" not in typed[name]:
-            raise InputError(f"parameter {name}={typed[name]}: not pinned by digest (REPOSITORY@sha256:...)")
+        if name in typed:
+            require_pinned(f"parameter {name}", typed[name])
     return typed
+
+
+def require_pinned(what: str, image: str) -> None:
+    """KFP caches on the image reference: a tag can move, a digest cannot."""
+    if "@sha256:" not in image:
+        raise InputError(f"{what}={image}: not pinned by digest (REPOSITORY@sha256:...); KFP caches on this reference")
 
 
 def _typed(spec: str, name: str, value: Any, kind: type) -> Any:

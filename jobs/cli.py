@@ -13,6 +13,7 @@ STEPS = {
     "report": "jobs.report",
     "train": "jobs.train",
     "score": "jobs.score",
+    "run-context": "jobs.run_context",
     "pipeline": "jobs.pipeline",
 }
 

@@ -5,25 +5,34 @@
 Every step task runs the image with the same `fmnist <step> ...` command line as the
 container smoke test (tests/test_container.py builds both from the `*_command` functions
 below), wrapped by `python -m jobs.kfp_outputs`, which runs that command and then turns its
-published outputs (manifest, metrics.json, run summary) into typed KFP artifacts.
+JSON result (and the manifest, metrics.json, run summary it names) into typed KFP artifacts.
 
 Caching is keyed on content, not tags: every task takes the image reference pinned by
 digest (`...@sha256:...`, refused otherwise) as an input, because KFP's cache key holds only
 the unresolved image placeholder; prepare's output carries the data set's manifest digest,
-which train takes as an input. Tuning flags are optional inputs: when a run leaves one unset,
-the flag is left off and the step's own default applies (as with the CLI).
+which train takes as an input. Tuning inputs are generated from the steps' parameter
+dataclasses (the fields marked `tuning`, components.parameters): each is an optional input of
+its task and pipeline, and when a run leaves one unset the flag is left off and the step's own
+default applies (as with the CLI).
 """
 
 import copy
+import functools
+import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Optional  # KFP reads component signatures and does not parse `X | None`
 
 from kfp import compiler, dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.errors import InputError
+from components.parameters import Parameter, flag_of, parameters_of, tuning_parameters
+from components.prepare import PrepareParameters
+from components.run_context import RunContextParameters
 from components.schedules import PUBLIC_IPS_FLAGS
+from components.score_parameters import ScoreParameters
+from components.training import TrainParameters
 
 # Stands in for the image until each task's `set_container_image(image)` names the pinned one.
 IMAGE_INPUT_DEFAULT = "fmnist-jobs"
@@ -31,26 +40,84 @@ IMAGE_INPUT_DEFAULT = "fmnist-jobs"
 # terraform's `pipeline_root` output for the project the schedules name (fmnist-prod).
 DEFAULT_PIPELINE_ROOT = "gs://fmnist-prod-pipelines/root"
 ADAPTER = ("python", "-m", "jobs.kfp_outputs", "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER)
-
-
-def flag(name: str) -> str:
-    """The CLI flag of a keyword (`batch_size` -> `--batch-size`)."""
-    return "--" + name.replace("_", "-")
+# Filled by the schedule (dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER), never a run parameter.
+SCHEDULED_TIME = "scheduled_time"
 
 
 def optional_flags(values: dict) -> list:
     """`--name value` pairs of the set keywords (plain values: the smoke test's command line)."""
-    return [item for name, value in values.items() if value is not None for item in (flag(name), str(value))]
+    return [item for name, value in values.items() if value is not None for item in (flag_of(name), str(value))]
 
 
 def if_present_flags(inputs: dict) -> list:
     """`--name value` pairs that KFP drops at run time when the optional input was not given."""
-    return [dsl.IfPresentPlaceholder(input_name=name, then=[flag(name), value]) for name, value in inputs.items()]
+    return [dsl.IfPresentPlaceholder(input_name=name, then=[flag_of(name), value]) for name, value in inputs.items()]
 
 
 def if_present_beam_options(inputs: dict) -> list:
     """`--name value` pairs of Beam options (Beam spells them with underscores), when given at run time."""
     return [dsl.IfPresentPlaceholder(input_name=name, then=[f"--{name}", value]) for name, value in inputs.items()]
+
+
+def given_flags(inputs: dict) -> list:
+    """`--name value` pairs of inputs every run gives."""
+    return [item for name, value in inputs.items() for item in (flag_of(name), value)]
+
+
+def tuning_inputs(parameters: type) -> list[inspect.Parameter]:
+    """The step's tuning parameters as optional KFP inputs: `name: Optional[type] = None`."""
+    return [_input(parameter, annotation=Optional[parameter.kind], default=None) for parameter in tuning_parameters(parameters)]
+
+
+def declared_inputs(parameters: type, *, defaults: bool, exclude: Iterable[str] = ()) -> list[inspect.Parameter]:
+    """Every parameter of the step as a KFP input of its type, with the step's default when
+    `defaults` (a pipeline's input) or required (a component's, which the pipeline always sets)."""
+    return [
+        _input(parameter, annotation=parameter.kind, default=parameter.default if defaults else inspect.Parameter.empty)
+        for parameter in parameters_of(parameters)
+        if parameter.name not in exclude
+    ]
+
+
+def _input(parameter: Parameter, *, annotation, default) -> inspect.Parameter:
+    if parameter.required:
+        default = inspect.Parameter.empty
+    return inspect.Parameter(parameter.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+
+
+def with_inputs(generated: Sequence[inspect.Parameter]) -> Callable:
+    """Adds generated inputs to a component or pipeline function's signature, which KFP reads with
+    `inspect.signature` (honouring `__signature__`) and calls positionally. The function declares
+    its own inputs and takes the generated ones as one dict, `inputs`."""
+
+    def decorate(function: Callable) -> Callable:
+        own = [parameter for name, parameter in inspect.signature(function).parameters.items() if name != "inputs"]
+        # Inputs without a default first: a Python signature's rule, whatever their origin.
+        ordered = sorted([*own, *generated], key=lambda parameter: parameter.default is not inspect.Parameter.empty)
+        signature = inspect.Signature(ordered)
+        own_names, generated_names = [parameter.name for parameter in own], [parameter.name for parameter in generated]
+
+        @functools.wraps(function)
+        def with_generated_inputs(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            values = bound.arguments
+            return function(**{name: values[name] for name in own_names}, inputs={name: values[name] for name in generated_names})
+
+        with_generated_inputs.__signature__ = signature
+        return with_generated_inputs
+
+    return decorate
+
+
+def inputs_of(parameters: type, values: dict) -> dict:
+    """The values of one step's tuning inputs, out of a pipeline's generated inputs."""
+    return {parameter.name: values[parameter.name] for parameter in tuning_parameters(parameters)}
+
+
+def declared_of(parameters: type, values: dict) -> dict:
+    """The values of one step's declared inputs that a pipeline's generated inputs hold."""
+    return {parameter.name: values[parameter.name] for parameter in parameters_of(parameters) if parameter.name in values}
 
 
 def prepare_command(*, output, flags: Sequence = ()) -> list:
@@ -107,24 +174,18 @@ def dataflow_flags(
 
 
 @dsl.container_component
-def prepare(
-    image: str,
-    dataset: Output[Dataset],
-    manifest_digest: dsl.OutputPath(str),
-    source: Optional[str] = None,
-    shards_per_split: Optional[int] = None,
-):
+@with_inputs(tuning_inputs(PrepareParameters))
+def prepare(image: str, dataset: Output[Dataset], manifest_digest: dsl.OutputPath(str), inputs: dict):
     """Raw IDX files -> validated image shards (the Dataset artifact) and their manifest digest."""
     return dsl.ContainerSpec(
         image=IMAGE_INPUT_DEFAULT,
         command=[*ADAPTER, "prepare", "--image", image, "--"],
-        args=prepare_command(
-            output=dataset.path, flags=if_present_flags({"source": source, "shards_per_split": shards_per_split})
-        ),
+        args=prepare_command(output=dataset.path, flags=if_present_flags(inputs)),
     )
 
 
 @dsl.container_component
+@with_inputs(tuning_inputs(TrainParameters))
 def train(
     image: str,
     dataset: Input[Dataset],
@@ -134,71 +195,35 @@ def train(
     metrics: Output[Metrics],
     confusion_matrix: Output[ClassificationMetrics],
     model_card: Output[Markdown],
-    architecture: Optional[str] = None,
-    epochs: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    learning_rate: Optional[float] = None,
-    seed: Optional[int] = None,
-    min_accuracy: Optional[float] = None,
+    inputs: dict,
 ):
     """Fits and evaluates a model; only one that passes the gate is published under model_root."""
     return dsl.ContainerSpec(
         image=IMAGE_INPUT_DEFAULT,
-        command=[*ADAPTER, "train", "--image", image, "--model-root", model_root, "--manifest-digest", manifest_digest, "--"],
-        args=train_command(
-            data=dataset.path,
-            model_root=model_root,
-            flags=[
-                dsl.IfPresentPlaceholder(input_name="architecture", then=["--model", architecture]),
-                *if_present_flags(
-                    {
-                        "epochs": epochs,
-                        "batch_size": batch_size,
-                        "learning_rate": learning_rate,
-                        "seed": seed,
-                        "min_accuracy": min_accuracy,
-                    }
-                ),
-            ],
-        ),
+        command=[*ADAPTER, "train", "--image", image, "--manifest-digest", manifest_digest, "--"],
+        args=train_command(data=dataset.path, model_root=model_root, flags=if_present_flags(inputs)),
     )
 
 
 @dsl.container_component
+@with_inputs(declared_inputs(RunContextParameters, defaults=False))
 def run_context(
     image: str,
-    scheduled_time: str,
-    run_date: str,
-    date_offset_days: int,
-    time_zone: str,
-    shards_template: str,
-    run_id_template: str,
     date: dsl.OutputPath(str),
     shards: dsl.OutputPath(str),
     run_id: dsl.OutputPath(str),
+    inputs: dict,
 ):
     """The run's logical date (explicit run_date, else the scheduled time's date) and the names made from it."""
     return dsl.ContainerSpec(
         image=IMAGE_INPUT_DEFAULT,
-        command=[*ADAPTER, "run-context", "--image", image],
-        args=[
-            "--scheduled-time",
-            scheduled_time,
-            "--run-date",
-            run_date,
-            "--date-offset-days",
-            date_offset_days,
-            "--time-zone",
-            time_zone,
-            "--shards-template",
-            shards_template,
-            "--run-id-template",
-            run_id_template,
-        ],
+        command=[*ADAPTER, "run-context", "--image", image, "--"],
+        args=["fmnist", "run-context", *given_flags(inputs)],
     )
 
 
 @dsl.container_component
+@with_inputs(tuning_inputs(ScoreParameters))
 def score(
     image: str,
     shards: str,
@@ -216,7 +241,7 @@ def score(
     predictions: Output[Dataset],
     summary: Output[Metrics],
     gcp_resources: dsl.OutputPath(str),
-    max_error_rate: Optional[float] = None,
+    inputs: dict,
     network: Optional[str] = None,
     subnetwork: Optional[str] = None,
     max_num_workers: Optional[int] = None,
@@ -228,7 +253,7 @@ def score(
     whose job `gcp_resources` names: the UI links it and cancelling the run cancels it)."""
     return dsl.ContainerSpec(
         image=IMAGE_INPUT_DEFAULT,
-        command=[*ADAPTER, "score", "--image", image, "--output", output, "--run-id", run_id, "--run-date", run_date, "--"],
+        command=[*ADAPTER, "score", "--image", image, "--"],
         args=score_command(
             shards=shards,
             model=model_root,
@@ -237,7 +262,7 @@ def score(
             run_date=run_date,
             gcp_resources=gcp_resources,
             flags=[
-                *if_present_flags({"max_error_rate": max_error_rate}),
+                *if_present_flags(inputs),
                 *dataflow_flags(
                     runner=runner,
                     project=project,
@@ -262,61 +287,54 @@ def score(
     )
 
 
-def on_image(task: dsl.PipelineTask, image, *, cpu: str, memory: str) -> dsl.PipelineTask:
+def configure_task(
+    task: dsl.PipelineTask, image, *, cpu: str, memory: str, cached: bool = True, display_name: str | None = None
+) -> dsl.PipelineTask:
     """Runs the task on the pipeline's pinned image (a run parameter, not a compile-time tag), with
     `cpu`/`memory` both requested and as the limit: a batch step gets what it was sized for, and
-    Vertex AI Pipelines picks the machine from the limits."""
+    Vertex AI Pipelines picks the machine from the limits. `cached=False` for a task whose result
+    depends on more than its inputs."""
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+    if not cached:
+        task.set_caching_options(False)
+    if display_name is not None:
+        task.set_display_name(display_name)
     return task.set_container_image(image)
 
 
 @dsl.pipeline(name="fmnist-training", description="prepare -> train, evaluate, gate, publish: on one image pinned by digest")
-def training_pipeline(
-    image: str,
-    model_root: str,
-    source: Optional[str] = None,
-    shards_per_split: Optional[int] = None,
-    architecture: Optional[str] = None,
-    epochs: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    learning_rate: Optional[float] = None,
-    seed: Optional[int] = None,
-    min_accuracy: Optional[float] = None,
-):
+@with_inputs([*tuning_inputs(PrepareParameters), *tuning_inputs(TrainParameters)])
+def training_pipeline(image: str, model_root: str, inputs: dict):
     """Shards from the raw data set, then a model version that scoring uses once it passes the gate."""
     # prepare encodes PNGs on every core; train holds the 60,000 training images in memory.
-    prepared = on_image(prepare(image=image, source=source, shards_per_split=shards_per_split), image, cpu="4", memory="8G")
-    trained = on_image(
+    prepared = configure_task(prepare(image=image, **inputs_of(PrepareParameters, inputs)), image, cpu="4", memory="8G")
+    configure_task(
         train(
             image=image,
             dataset=prepared.outputs["dataset"],
             manifest_digest=prepared.outputs["manifest_digest"],
             model_root=model_root,
-            architecture=architecture,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            seed=seed,
-            min_accuracy=min_accuracy,
+            **inputs_of(TrainParameters, inputs),
         ),
         image,
         cpu="4",
         memory="8G",
+        display_name="train-gate-publish",
     )
-    trained.set_display_name("train-gate-publish")
 
 
 @dsl.pipeline(name="fmnist-scoring", description="score one date's shards with the published model, on Dataflow")
+@with_inputs([*declared_inputs(RunContextParameters, defaults=True, exclude=(SCHEDULED_TIME,)), *tuning_inputs(ScoreParameters)])
 def scoring_pipeline(
     image: str,
     worker_image: str,
-    shards_template: str,
     model_root: str,
     output: str,
     project: str,
     region: str,
     temp_location: str,
     service_account: str,
+    inputs: dict,
     runner: str = "DataflowRunner",
     public_ips_flag: str = PUBLIC_IPS_FLAGS[0],
     network: Optional[str] = None,
@@ -325,30 +343,18 @@ def scoring_pipeline(
     machine_type: Optional[str] = None,
     labels: Optional[dict] = None,
     job_name: Optional[str] = None,
-    run_date: str = "",
-    date_offset_days: int = 0,
-    time_zone: str = "UTC",
-    run_id_template: str = "scheduled-{date}",
-    max_error_rate: Optional[float] = None,
 ):
     """The logical date comes from the schedule (or run_date, for a backfill) and names the partition."""
-    context = on_image(
-        run_context(
-            image=image,
-            scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
-            run_date=run_date,
-            date_offset_days=date_offset_days,
-            time_zone=time_zone,
-            shards_template=shards_template,
-            run_id_template=run_id_template,
-        ),
+    context_inputs = declared_of(RunContextParameters, inputs)
+    context = configure_task(
+        run_context(image=image, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER, **context_inputs),
         image,
         cpu="500m",
         memory="512M",
+        # Its input is a placeholder KFP resolves per run: a cache hit could reuse another day's date.
+        cached=False,
     )
-    # Its input is a placeholder KFP resolves per run: a cache hit could reuse another day's date.
-    context.set_caching_options(False)
-    scored = on_image(
+    configure_task(
         score(
             image=image,
             shards=context.outputs["shards"],
@@ -363,21 +369,21 @@ def scoring_pipeline(
             worker_image=worker_image,
             service_account=service_account,
             public_ips_flag=public_ips_flag,
-            max_error_rate=max_error_rate,
             network=network,
             subnetwork=subnetwork,
             max_num_workers=max_num_workers,
             machine_type=machine_type,
             labels=labels,
             job_name=job_name,
+            **inputs_of(ScoreParameters, inputs),
         ),
         # Launches and watches the Dataflow job; the DirectRunner (a small backfill) scores in the task.
         image,
         cpu="2",
         memory="4G",
+        # The tables live outside KFP and a rerun of a date must rewrite its partition: never cached.
+        cached=False,
     )
-    # The tables live outside KFP and a rerun of a date must rewrite its partition: never cached.
-    scored.set_caching_options(False)
 
 
 PIPELINES = {"training": training_pipeline, "scoring": scoring_pipeline}

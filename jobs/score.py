@@ -12,49 +12,39 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from components.schema import ERRORS_TABLE, PREDICTIONS_TABLE, partition_uri, run_summary_uri
+from components.score_parameters import ScoreParameters
 from components.score_run import score
-from jobs.runner import new_parser, run, uri
+from jobs.runner import new_parser, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = new_parser("fmnist score", __doc__.splitlines()[0])
+    parser = new_parser("fmnist score", __doc__.splitlines()[0], ScoreParameters)
     parser.allow_abbrev = False  # a Beam flag must never be taken for an abbreviation of ours
     parser.epilog = (
         "Any other flag is a standard Beam pipeline option: --runner, --direct_num_workers, "
         "--direct_running_mode, --project, --region, --temp_location, --sdk_container_image, ..."
     )
-    parser.add_argument("--input", type=uri, required=True, help="glob of TFRecord image shards (local or gs://)")
-    parser.add_argument("--model", type=uri, required=True, help="model version folder, or model root (its published LATEST)")
-    parser.add_argument("--output", type=uri, required=True, help="root of the predictions/, errors/ and runs/ tables")
-    parser.add_argument(
-        "--run-id", dest="run_id", help="id of this run; the same id replaces that run (default: UTC time + random)"
-    )
-    parser.add_argument("--run-date", dest="run_date", help="partition date YYYY-MM-DD (default: today, UTC)")
-    parser.add_argument(
-        "--max-error-rate",
-        dest="max_error_rate",
-        type=float,
-        help="failed share above which the run exits 3 after publishing (default 0.01)",
-    )
-    parser.add_argument("--batch-size", dest="batch_size", type=int, help="images per model call (default 512)")
-    parser.add_argument(
-        "--lease-ttl-s",
-        dest="lease_ttl_s",
-        type=float,
-        help="seconds after which the run id lease of an attempt that stopped renewing it "
-        "(killed, evicted) may be taken over (default 60)",
-    )
-    parser.add_argument(
-        "--gcp-resources",
-        dest="gcp_resources",
-        help="file to write the launched Dataflow job to, as google-cloud-pipeline-components do",
-    )
     return parser
+
+
+def score_and_locate(**kwargs) -> dict:
+    """Scores; the result on stdout is the run summary plus where the run's tables are."""
+    summary = score(**kwargs)
+    if summary.get("dry_run"):  # a translated job graph, nothing written
+        return summary
+    output, run_id, run_date = kwargs["output"], summary["run_id"], summary["run_date"]
+    tables = {
+        "summary": run_summary_uri(output, run_id),
+        "predictions": partition_uri(output, PREDICTIONS_TABLE, run_date, run_id),
+        "errors": partition_uri(output, ERRORS_TABLE, run_date, run_id),
+    }
+    return {**summary, "tables": tables}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, beam_args = build_parser().parse_known_args(argv)
-    return run(score, {**vars(args), "beam_args": beam_args})
+    return run(score_and_locate, {**vars(args), "beam_args": beam_args})
 
 
 if __name__ == "__main__":

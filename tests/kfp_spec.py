@@ -4,6 +4,9 @@ import json
 import os
 import re
 
+# Image references as a run passes them: pinned by digest.
+IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64
+WORKER = "europe-west4-docker.pkg.dev/p/fmnist/worker@sha256:" + "b" * 64
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECS = os.path.join(REPO, "infra", "kfp")
 _PLACEHOLDER = re.compile(r"\{\{\$\.(inputs|outputs)\.(parameters|artifacts)\['([a-z_]+)'\](\.path|\.output_file)?\}\}")

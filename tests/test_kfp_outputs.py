@@ -15,9 +15,12 @@ from components import registry
 from components.constants import CLASS_NAMES
 from components.shards import manifest_digest, read_manifest
 from jobs import kfp_outputs
-from tests.kfp_spec import REPO, executor_input, executor_output
+from tests.kfp_spec import IMAGE, REPO, executor_input, executor_output
 
-IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "c" * 64
+
+def printing(result: dict) -> list[str]:
+    """A step command line that only prints `result` as its JSON result (the last line on stdout)."""
+    return [sys.executable, "-c", "import sys; print('a log line'); print(sys.argv[1])", json.dumps(result)]
 
 
 def test_prepare_task_publishes_the_dataset_and_its_manifest_digest(tmp_path, tiny_idx):
@@ -102,14 +105,10 @@ def test_train_task_publishes_model_metrics_confusion_matrix_and_card(tmp_path, 
             "train",
             "--image",
             IMAGE,
-            "--model-root",
-            str(model_root),
             "--manifest-digest",
             "d1",
             "--",
-            sys.executable,
-            "-c",
-            "pass",
+            *printing({"model_version": "v1", "uri": str(model_root / "v1")}),
         ]
     )
     assert status == 0
@@ -132,14 +131,10 @@ def test_train_task_refuses_a_published_model_of_other_data(tmp_path, model_root
             "train",
             "--image",
             IMAGE,
-            "--model-root",
-            str(model_root),
             "--manifest-digest",
             "other",
             "--",
-            sys.executable,
-            "-c",
-            "pass",
+            *printing({"model_version": "v1", "uri": str(model_root / "v1")}),
         ]
     )
     assert status == 3
@@ -156,8 +151,6 @@ def test_a_failing_step_passes_its_exit_code_through_and_publishes_nothing(tmp_p
             "train",
             "--image",
             IMAGE,
-            "--model-root",
-            str(tmp_path),
             "--manifest-digest",
             "d1",
             "--",
@@ -179,8 +172,6 @@ def test_an_image_without_digest_is_refused_before_the_step_runs(tmp_path, capsy
             "train",
             "--image",
             "europe-west4-docker.pkg.dev/p/fmnist/jobs:latest",
-            "--model-root",
-            str(tmp_path),
             "--manifest-digest",
             "d1",
             "--",
@@ -193,38 +184,33 @@ def test_an_image_without_digest_is_refused_before_the_step_runs(tmp_path, capsy
     assert "not pinned by digest" in capsys.readouterr().err
 
 
-def test_score_task_publishes_the_run_summary_and_its_counts(tmp_path):
+def test_score_task_publishes_the_run_summary_its_result_names(tmp_path, capfd):
     tables = tmp_path / "tables"
     (tables / "runs").mkdir(parents=True)
     summary = {"run_id": "scheduled-2026-11-28", "counts": {"read": 10, "scored": 9, "failed": 1}, "model_version": "v1"}
     (tables / "runs" / "scheduled-2026-11-28.json").write_text(json.dumps(summary))
+    partition = tables / "predictions" / "run_date=2026-11-28" / "run_id=scheduled-2026-11-28"
+    located = {"summary": str(tables / "runs" / "scheduled-2026-11-28.json"), "predictions": str(partition), "errors": "e"}
     task = tmp_path / "task"
     spec = executor_input(str(task), {"predictions": "system.Dataset", "summary": "system.Metrics"})
     status = kfp_outputs.main(
-        [
-            "--executor-input",
-            spec,
-            "score",
-            "--image",
-            IMAGE,
-            "--output",
-            str(tables),
-            "--run-id",
-            "scheduled-2026-11-28",
-            "--run-date",
-            "2026-11-28",
-            "--",
-            sys.executable,
-            "-c",
-            "pass",
-        ]
+        ["--executor-input", spec, "score", "--image", IMAGE, "--", *printing({**summary, "tables": located})]
     )
     assert status == 0
     outputs = executor_output(task)
     assert outputs["summary"]["metadata"] == {"counts.read": 10, "counts.scored": 9, "counts.failed": 1}
-    predictions = outputs["predictions"]["metadata"]["predictions_uri"]
-    assert predictions == str(tables / "predictions" / "run_date=2026-11-28" / "run_id=scheduled-2026-11-28")
+    assert outputs["predictions"]["metadata"]["predictions_uri"] == str(partition)
     assert json.loads((task / "predictions").read_text()) == summary
+    assert capfd.readouterr().out.startswith("a log line\n")  # the step's output reaches the task log
+
+
+def test_a_step_without_a_json_result_fails_the_task(tmp_path, capsys):
+    task = tmp_path / "task"
+    spec = executor_input(str(task), {"predictions": "system.Dataset", "summary": "system.Metrics"})
+    status = kfp_outputs.main(["--executor-input", spec, "score", "--image", IMAGE, "--", sys.executable, "-c", "pass"])
+    assert status == 1
+    assert "not its JSON result" in capsys.readouterr().err
+    assert not (task / "executor_output.json").exists()
 
 
 def run_context(tmp_path, *, scheduled_time: str, run_date: str = "", offset: int = -1, zone: str = "UTC"):
@@ -236,6 +222,11 @@ def run_context(tmp_path, *, scheduled_time: str, run_date: str = "", offset: in
             "run-context",
             "--image",
             IMAGE,
+            "--",
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "run-context",
             "--scheduled-time",
             scheduled_time,
             "--run-date",
@@ -270,7 +261,7 @@ def test_run_context_dates_in_the_schedules_time_zone(tmp_path):
     assert status == 0 and names["date"] == "2026-11-29"
 
 
-def test_run_context_says_so_when_the_backend_left_the_placeholder(tmp_path, capsys):
+def test_run_context_says_so_when_the_backend_left_the_placeholder(tmp_path, capfd):
     status, _ = run_context(tmp_path, scheduled_time="{{$.pipeline_job_schedule_time_utc}}")
     assert status == 2
-    assert "pass run_date" in capsys.readouterr().err
+    assert "pass run_date" in capfd.readouterr().err

@@ -7,10 +7,8 @@ import sys
 import pytest
 
 from jobs import kfp_outputs, pipelines
-from tests.kfp_spec import REPO, SPECS, container, load_spec, render
+from tests.kfp_spec import IMAGE, REPO, SPECS, container, load_spec, render
 from tests.test_container import smoke_commands, task_values
-
-IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64
 
 
 def test_committed_specs_equal_a_fresh_compile(tmp_path):
@@ -161,3 +159,31 @@ def test_the_score_task_writes_gcp_resources_and_takes_dataflows_options():
         assert inputs[name]["isOptional"] is True, name
     assert inputs["public_ips_flag"]["defaultValue"] == "--no_use_public_ips"
     assert inputs["labels"]["parameterType"] == "STRUCT"
+
+
+@pytest.mark.parametrize(
+    "pipeline, task, parameters",
+    [
+        ("training", "prepare", "components.prepare:PrepareParameters"),
+        ("training", "train", "components.training:TrainParameters"),
+        ("scoring", "score", "components.score_parameters:ScoreParameters"),
+    ],
+)
+def test_a_tasks_optional_inputs_are_its_steps_tuning_parameters(pipeline, task, parameters):
+    import importlib
+
+    from components.parameters import flag_of, tuning_parameters
+
+    module, name = parameters.split(":")
+    tuning = tuning_parameters(getattr(importlib.import_module(module), name))
+    spec = load_spec(pipeline)
+    inputs = spec["components"][f"comp-{task}"]["inputDefinitions"]["parameters"]
+    optional = {name for name, definition in inputs.items() if definition.get("isOptional")}
+    beam_options = {"network", "subnetwork", "max_num_workers", "machine_type", "labels", "job_name"}
+    assert optional - beam_options == {parameter.name for parameter in tuning}
+    pipeline_inputs = spec["root"]["inputDefinitions"]["parameters"]
+    kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE"}
+    for parameter in tuning:
+        assert pipeline_inputs[parameter.name]["parameterType"] == kinds[parameter.kind]
+        # the flag the step's parser generates for the field, only when a run sets it
+        assert any(flag_of(parameter.name) in arg and "IfPresent" in arg for arg in container(pipeline, task)["args"])

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import urllib.parse
 
 import pytest
@@ -18,11 +17,10 @@ import yaml
 
 from components.errors import InputError
 from components.schedules import load_schedule, run_parameters
+from tests.kfp_spec import IMAGE, REPO, WORKER
+from tests.loopback_api import JsonHandler, serving
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEDULES = os.path.join(REPO, "infra", "schedules")
-IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64
-WORKER = "europe-west4-docker.pkg.dev/p/fmnist/worker@sha256:" + "b" * 64
 
 
 class FakeKfpApi(http.server.ThreadingHTTPServer):
@@ -41,11 +39,10 @@ class FakeKfpApi(http.server.ThreadingHTTPServer):
         return [body for m, p, body in self.requests if m == method and p == path]
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     def _answer(self, method: str) -> None:
         url = urllib.parse.urlparse(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else {}
+        body = self.read_json()
         self.server.requests.append((method, url.path, body))
         answers = {
             ("GET", "/apis/v2beta1/healthz"): {"multi_user": False},
@@ -59,12 +56,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             answer = {}
         else:
             answer = answers[(method, url.path)]
-        data = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(answer)
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         self._answer("GET")
@@ -75,18 +67,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_DELETE(self):  # noqa: N802
         self._answer("DELETE")
 
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
 
 @pytest.fixture
 def kfp_api():
-    server = FakeKfpApi(existing_recurring_runs=[{"recurring_run_id": "rr-old", "display_name": "fmnist-scoring-daily"}])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(FakeKfpApi([{"recurring_run_id": "rr-old", "display_name": "fmnist-scoring-daily"}])) as server:
+        yield server
 
 
 def submit(*args: str, home) -> subprocess.CompletedProcess:

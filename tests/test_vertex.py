@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import urllib.parse
 from unittest import mock
 
@@ -23,10 +22,9 @@ from google.auth.credentials import AnonymousCredentials
 from components.errors import InputError
 from components.schedules import kfp_cron, load_schedule, run_parameters
 from components.vertex_pipelines import submit_to_vertex, vertex_cron
+from tests.kfp_spec import IMAGE, REPO, WORKER
+from tests.loopback_api import JsonHandler, serving
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64
-WORKER = "europe-west4-docker.pkg.dev/p/fmnist/worker@sha256:" + "b" * 64
 RUNNER = "fmnist-pipeline-runner@fmnist-prod.iam.gserviceaccount.com"
 PARENT = "/v1/projects/fmnist-prod/locations/europe-west4"
 
@@ -44,10 +42,9 @@ class FakeVertexApi(http.server.ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else {}
+        body = self.read_json()
         self.server.requests.append((self.command, self.path, body))
         path = urllib.parse.urlsplit(self.path).path
         if self.command == "POST" and path.endswith("/pipelineJobs"):
@@ -66,17 +63,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_error(404)
             return
-        data = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(answer)
 
     do_GET = do_POST = do_DELETE = _answer
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
 
 
 @pytest.fixture
@@ -87,11 +76,8 @@ def vertex_api():
         "cron": "TZ=UTC 0 2 * * *",
         "state": "ACTIVE",
     }
-    server = FakeVertexApi(existing_schedules=[old])
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(FakeVertexApi(existing_schedules=[old])) as server:
+        yield server
 
 
 def scoring(schedule_path: str = "infra/schedules/scoring-daily.yaml"):
