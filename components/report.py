@@ -276,10 +276,10 @@ def select_runs(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, ru
         try:
             day = datetime.date.fromisoformat(run_date)
         except ValueError as error:
-            raise InputError(f"--run-date {run_date!r}: expected YYYY-MM-DD") from error
+            raise InputError(f"{flag_of('run_date')} {run_date!r}: expected YYYY-MM-DD") from error
         selected = [row[0] for row in _rows(connection, "SELECT run_id FROM runs WHERE run_date = ? ORDER BY run_id", [day])]
         if not selected:
-            raise InputError(f"--run-date {run_date}: no complete run on that day")
+            raise InputError(f"{flag_of('run_date')} {run_date}: no complete run on that day")
         return selected
     # The latest: newest run date, then the run whose rows were scored last.
     [(latest,)] = _rows(
@@ -399,7 +399,7 @@ def _train_split_histogram(manifest: dict) -> np.ndarray | None:
 def compare(connection, selected: list[str], baseline_run: str) -> dict:
     """This run against a baseline run on the images both scored: agreement, deltas, flips."""
     if not _rows(connection, "SELECT count(*) FROM runs WHERE run_id = ?", [baseline_run])[0][0]:
-        raise InputError(f"--baseline-run {baseline_run}: no complete run with that id (no runs/{baseline_run}.json)")
+        raise InputError(f"{flag_of('baseline_run')} {baseline_run}: no complete run with that id (no runs/{baseline_run}.json)")
     where, params = _in("c.run_id", selected)
     pairs = f"FROM predictions c JOIN predictions b ON c.image_id = b.image_id AND b.run_id = ? WHERE {where}"
     params = [baseline_run, *params]

@@ -18,6 +18,11 @@ from jobs import kfp_outputs
 from tests.kfp_spec import IMAGE, REPO, executor_input, executor_output
 
 
+def adapt(spec: str, kind: str, *own: str, step: list[str], image: str = IMAGE) -> int:
+    """`python -m jobs.kfp_outputs` (in this process) for a task of `kind` running `step`."""
+    return kfp_outputs.main(["--executor-input", spec, kind, "--image", image, *own, "--", *step])
+
+
 def printing(result: dict) -> list[str]:
     """A step command line that only prints `result` as its JSON result (the last line on stdout)."""
     return [sys.executable, "-c", "import sys; print('a log line'); print(sys.argv[1])", json.dumps(result)]
@@ -98,19 +103,8 @@ TRAIN_ARTIFACTS = {
 
 def test_train_task_publishes_model_metrics_confusion_matrix_and_card(tmp_path, model_root):
     task = tmp_path / "task"
-    status = kfp_outputs.main(
-        [
-            "--executor-input",
-            executor_input(str(task), TRAIN_ARTIFACTS),
-            "train",
-            "--image",
-            IMAGE,
-            "--manifest-digest",
-            "d1",
-            "--",
-            *printing({"model_version": "v1", "uri": str(model_root / "v1")}),
-        ]
-    )
+    published = printing({"model_version": "v1", "uri": str(model_root / "v1")})
+    status = adapt(executor_input(str(task), TRAIN_ARTIFACTS), "train", "--manifest-digest", "d1", step=published)
     assert status == 0
     outputs = executor_output(task)
     assert outputs["model"]["metadata"]["model_version"] == "v1"
@@ -124,19 +118,8 @@ def test_train_task_publishes_model_metrics_confusion_matrix_and_card(tmp_path, 
 
 def test_train_task_refuses_a_published_model_of_other_data(tmp_path, model_root, capsys):
     task = tmp_path / "task"
-    status = kfp_outputs.main(
-        [
-            "--executor-input",
-            executor_input(str(task), TRAIN_ARTIFACTS),
-            "train",
-            "--image",
-            IMAGE,
-            "--manifest-digest",
-            "other",
-            "--",
-            *printing({"model_version": "v1", "uri": str(model_root / "v1")}),
-        ]
-    )
+    published = printing({"model_version": "v1", "uri": str(model_root / "v1")})
+    status = adapt(executor_input(str(task), TRAIN_ARTIFACTS), "train", "--manifest-digest", "other", step=published)
     assert status == 3
     assert "was not trained on this run's data set" in capsys.readouterr().err
     assert not (task / "executor_output.json").exists()
@@ -144,41 +127,21 @@ def test_train_task_refuses_a_published_model_of_other_data(tmp_path, model_root
 
 def test_a_failing_step_passes_its_exit_code_through_and_publishes_nothing(tmp_path):
     task = tmp_path / "task"
-    status = kfp_outputs.main(
-        [
-            "--executor-input",
-            executor_input(str(task), TRAIN_ARTIFACTS),
-            "train",
-            "--image",
-            IMAGE,
-            "--manifest-digest",
-            "d1",
-            "--",
-            sys.executable,
-            "-c",
-            "raise SystemExit(3)",
-        ]
-    )
+    failing = [sys.executable, "-c", "raise SystemExit(3)"]
+    status = adapt(executor_input(str(task), TRAIN_ARTIFACTS), "train", "--manifest-digest", "d1", step=failing)
     assert status == 3
     assert not (task / "executor_output.json").exists()
 
 
 def test_an_image_without_digest_is_refused_before_the_step_runs(tmp_path, capsys):
     marker = tmp_path / "ran"
-    status = kfp_outputs.main(
-        [
-            "--executor-input",
-            executor_input(str(tmp_path), {}),
-            "train",
-            "--image",
-            "europe-west4-docker.pkg.dev/p/fmnist/jobs:latest",
-            "--manifest-digest",
-            "d1",
-            "--",
-            sys.executable,
-            "-c",
-            f"open({str(marker)!r}, 'w')",
-        ]
+    status = adapt(
+        executor_input(str(tmp_path), {}),
+        "train",
+        "--manifest-digest",
+        "d1",
+        step=[sys.executable, "-c", f"open({str(marker)!r}, 'w')"],
+        image="europe-west4-docker.pkg.dev/p/fmnist/jobs:latest",
     )
     assert status == 2 and not marker.exists()
     assert "not pinned by digest" in capsys.readouterr().err
@@ -193,9 +156,7 @@ def test_score_task_publishes_the_run_summary_its_result_names(tmp_path, capfd):
     located = {"summary": str(tables / "runs" / "scheduled-2026-11-28.json"), "predictions": str(partition), "errors": "e"}
     task = tmp_path / "task"
     spec = executor_input(str(task), {"predictions": "system.Dataset", "summary": "system.Metrics"})
-    status = kfp_outputs.main(
-        ["--executor-input", spec, "score", "--image", IMAGE, "--", *printing({**summary, "tables": located})]
-    )
+    status = adapt(spec, "score", step=printing({**summary, "tables": located}))
     assert status == 0
     outputs = executor_output(task)
     assert outputs["summary"]["metadata"] == {"counts.read": 10, "counts.scored": 9, "counts.failed": 1}
@@ -207,7 +168,7 @@ def test_score_task_publishes_the_run_summary_its_result_names(tmp_path, capfd):
 def test_a_step_without_a_json_result_fails_the_task(tmp_path, capsys):
     task = tmp_path / "task"
     spec = executor_input(str(task), {"predictions": "system.Dataset", "summary": "system.Metrics"})
-    status = kfp_outputs.main(["--executor-input", spec, "score", "--image", IMAGE, "--", sys.executable, "-c", "pass"])
+    status = adapt(spec, "score", step=[sys.executable, "-c", "pass"])
     assert status == 1
     assert "not its JSON result" in capsys.readouterr().err
     assert not (task / "executor_output.json").exists()
@@ -215,14 +176,10 @@ def test_a_step_without_a_json_result_fails_the_task(tmp_path, capsys):
 
 def run_context(tmp_path, *, scheduled_time: str, run_date: str = "", offset: int = -1, zone: str = "UTC"):
     spec = executor_input(str(tmp_path), {}, ("date", "shards", "run_id"))
-    status = kfp_outputs.main(
-        [
-            "--executor-input",
-            spec,
-            "run-context",
-            "--image",
-            IMAGE,
-            "--",
+    status = adapt(
+        spec,
+        "run-context",
+        step=[
             sys.executable,
             "-m",
             "jobs.cli",
@@ -239,7 +196,7 @@ def run_context(tmp_path, *, scheduled_time: str, run_date: str = "", offset: in
             "gs://b/incoming/{date}/*.tfrecord",
             "--run-id-template",
             "scheduled-{date}",
-        ]
+        ],
     )
     names = ("date", "shards", "run_id")
     return status, {name: (tmp_path / "parameters" / name).read_text() for name in names if status == 0}
