@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import email
 import http.client
-import http.server
 import json
 import re
-import threading
 import urllib.parse
 
-_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+from tests.relay_proxy import Answer, RelayProxy, Request
+
 _BUCKET = r"(?P<bucket>[^/?]+)"
 _OBJECT = r"(?P<object>[^?]+?)"
 # (method, path pattern, what it does); the first match wins, so longer shapes come first.
@@ -53,32 +52,28 @@ _ROUTES = [
 ]
 
 
-class PermissionProxy:
+class PermissionProxy(RelayProxy):
     """Relays GCS API requests that `allowed` (bucket -> permissions) admits; answers the rest 403."""
 
     def __init__(self, upstream: str, allowed: dict[str, set[str]]) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.allowed = allowed
         self.denied: list[str] = []  # "<METHOD> <path>: needs <permission> on <bucket>"
         self.optional_denied: list[str] = []  # the client's own bucket-metadata reads
         self.used: set[tuple[str, str]] = set()  # (bucket, permission)
-        self._lock = threading.Lock()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    @property
-    def address(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
-
-    def __enter__(self) -> PermissionProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def intercept(self, request: Request) -> Answer | None:
+        denial = self.check(request.method, request.target, request.body, request.content_type)
+        if not denial:
+            return None
+        error = {
+            "error": {
+                "code": 403,
+                "message": f"anonymous caller does not have access: {denial}",
+                "errors": [{"reason": "forbidden", "message": denial}],
+            }
+        }
+        return Answer(403, "Forbidden", [("Content-Type", "application/json")], json.dumps(error).encode())
 
     # --- what a request needs ---------------------------------------------------------------
 
@@ -134,50 +129,6 @@ class PermissionProxy:
                 (self.optional_denied if optional else self.denied).append(message)
                 return message
         return None
-
-    def _handler_class(self):
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:  # keep test output quiet
-                pass
-
-            def _send(self, status: int, reason: str, headers: list[tuple[str, str]], payload: bytes) -> None:
-                self.send_response(status, reason)
-                for key, value in headers:
-                    if key.lower() not in _HOP_HEADERS and key.lower() != "content-length":
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def _relay(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(length) if length else None
-                denial = proxy.check(self.command, self.path, body, self.headers.get("Content-Type", ""))
-                if denial:
-                    error = {
-                        "error": {
-                            "code": 403,
-                            "message": f"anonymous caller does not have access: {denial}",
-                            "errors": [{"reason": "forbidden", "message": denial}],
-                        }
-                    }
-                    self._send(403, "Forbidden", [("Content-Type", "application/json")], json.dumps(error).encode())
-                    return
-                upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                response = upstream.getresponse()
-                payload = response.read()
-                upstream.close()
-                self._send(response.status, response.reason, response.getheaders(), payload)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _relay
-
-        return Handler
 
 
 def _multipart(body: bytes, content_type: str) -> list[email.message.Message]:
