@@ -7,16 +7,13 @@ import datetime
 import html
 import io
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from components.calibration import CALIBRATION_BINS
 from components.constants import CLASS_NAMES, NUM_CLASSES, tool_version
+from components.report_data import ReportData
 from components.report_metrics import CONFIDENCE_BINS, LOW_CONFIDENCE, PSI_BANDS, format_number, psi_band, shares
-
-if TYPE_CHECKING:
-    from components.report import ReportData
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1100px;color:#1d232a;padding:0 1rem}

@@ -20,8 +20,9 @@ from components.calibration import reliability_bins
 from components.constants import CLASS_NAMES
 from components.errors import InputError
 from components.images import to_model_image
-from components.report import THUMBNAIL_SCALE, report, thumbnails
+from components.report import report
 from components.report_metrics import classification_metrics, psi_band, psi_per_class, top_confused_pairs
+from components.report_thumbnails import THUMBNAIL_SCALE, thumbnails
 from components.shards import parse_example
 from components.tables import open_tables
 from components.tfrecord import read_records
