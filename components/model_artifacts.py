@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from components.constants import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
-from components.training_data import decode_png_images
+from components.shard_contract import decode_png_images
 
 # Serving signatures of the exported SavedModel (the first is also `serving_default`).
 SIGNATURE_PNG = "serve_png"  # encoded PNG bytes, tf.string [None]

@@ -38,20 +38,12 @@ from components.contracts import ContractError, RunCounts, RunInputs, RunParts, 
 from components.dataflow_job import run_and_wait
 from components.errors import CheckFailed, InputError
 from components.lease import DEFAULT_TTL_S, Lease, hold_lease, lease_uri
+from components.model_scorer import check_model_fits, load_model
 from components.parquet_parts import part_rows, value_counts
 from components.registry import resolve
 from components.schema import ERRORS_TABLE, PREDICTIONS_TABLE, partition_uri, run_summary_uri
-from components.scoring import (
-    COUNTER_NAMESPACE,
-    DEFAULT_BATCH_SIZE,
-    ScoringTarget,
-    build_pipeline,
-    check_model_fits,
-    load_model,
-    part_name,
-    receipt_uri,
-    staged_part_uri,
-)
+from components.score_pipeline import COUNTER_NAMESPACE, build_pipeline
+from components.shard_scoring import DEFAULT_BATCH_SIZE, ScoringTarget, part_name, receipt_uri, staged_part_uri
 from components.shards import shard_expectations
 from components.unique_images import drop_repeated_images
 
@@ -109,8 +101,8 @@ def score(
         run_id=run_id, run_date=run_date, max_error_rate=max_error_rate, batch_size=batch_size, lease_ttl_s=lease_ttl_s
     )
     shard_uris = input_shards(input)
-    model_ref = resolve(model)
-    check_model_fits(load_model(model_ref.keras_uri), model_ref.keras_uri)
+    model_ref = resolve(model, check_file=False)  # load_model checks the hash on the bytes it loads
+    check_model_fits(load_model(model_ref.keras_uri, expected_sha256=model_ref.sha256), model_ref.keras_uri)
     options = pipeline_options(beam_args)
     attempt = new_run_id(started_at)
     staging = staging_uri(output, run_id, attempt)
@@ -123,6 +115,7 @@ def score(
         target=target,
         options=options,
         expectations=shard_expectations(shard_uris),
+        model_sha256=model_ref.sha256,
     )
     if options.view_as(TestOptions).dry_run:
         return translate_only(pipeline, options)

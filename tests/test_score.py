@@ -25,10 +25,12 @@ from components import registry, storage
 from components.contracts import RunSummary, ShardReceipt
 from components.errors import CheckFailed, InputError
 from components.images import encode_png
+from components.model_scorer import ModelScorer
 from components.prediction_rows import parse_record, parsed_example
 from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, run_summary_uri
+from components.score_pipeline import ScoreShardFn, ScoreShards
 from components.score_run import score, staging_uri
-from components.scoring import ModelScorer, ScoreShardFn, ScoreShards, ScoringTarget, receipt_uri
+from components.shard_scoring import ScoringTarget, receipt_uri
 from components.shards import serialize_example
 from components.tfrecord import Record, frame_record
 
@@ -255,7 +257,7 @@ def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
     """A clean batch is scored in one TensorFlow call; its rows equal the careful path's."""
     import datetime
 
-    from components.scoring import _score_batch, _score_batch_carefully
+    from components.shard_scoring import _score_batch, _score_batch_carefully
 
     rng = np.random.default_rng(RNG_SEED)
     records = [Record(i, data=good_record(f"img-{i}", rng, label=None if i % 5 == 0 else i % 10)) for i in range(40)]
@@ -321,7 +323,7 @@ def test_one_odd_record_sends_its_batch_the_careful_way(tiny_model, odd_record):
 def test_contract_breaking_record_is_an_error_row_the_rest_scored(tiny_model, kind, error_type):
     import datetime
 
-    from components.scoring import _score_batch, _score_batch_carefully
+    from components.shard_scoring import _score_batch, _score_batch_carefully
 
     rng = np.random.default_rng(RNG_SEED)
     odd = {
@@ -367,7 +369,7 @@ def huge_weights_model():
 def test_non_finite_probabilities_are_error_rows_on_both_paths(tiny_model):
     import datetime
 
-    from components.scoring import _score_batch, _score_batch_carefully
+    from components.shard_scoring import _score_batch, _score_batch_carefully
 
     black, white = encode_png(np.zeros((28, 28), np.uint8)), encode_png(np.full((28, 28), 255, np.uint8))
     records = [Record(0, data=serialize_example("black", black, 1)), Record(1, data=serialize_example("white", white, 2))]
