@@ -1,6 +1,6 @@
 """The scoring pipeline: image shards -> staged Parquet parts of the prediction and error tables.
 
-    ScoreShards: ListShards -> DistributeShards (Reshuffle) -> ScoreShard (one DoFn call per shard)
+    ScoreShards: ListShards -> DistributeShards (Reshuffle; only for more than one shard) -> ScoreShard (one DoFn call per shard)
 
 The unit of parallel work is a shard (components.shard_scoring does one). The model is
 loaded once per worker process (apache_beam.utils.shared), and once per process when the
@@ -85,20 +85,19 @@ class ScoreShards(beam.PTransform):
         self._expectations = dict(expectations or {})
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        return (
-            pbegin
-            # Create would reshuffle on its own; one (named) reshuffle is enough to spread the
-            # shards over the workers, the second cost a stage of start-up.
-            | "ListShards" >> beam.Create(list(enumerate(self._shard_uris)), reshuffle=False)
-            | "DistributeShards" >> beam.Reshuffle()
-            | "ScoreShard"
-            >> beam.ParDo(
-                ScoreShardFn(
-                    keras_uri=self._keras_uri,
-                    target=self._target,
-                    expectations=self._expectations,
-                    model_sha256=self._model_sha256,
-                )
+        # Create would reshuffle on its own; one (named) reshuffle is enough to spread the
+        # shards over the workers, the second cost a stage of start-up.
+        shards = pbegin | "ListShards" >> beam.Create(list(enumerate(self._shard_uris)), reshuffle=False)
+        if len(self._shard_uris) > 1:
+            shards = shards | "DistributeShards" >> beam.Reshuffle()
+        # One shard has nothing to spread: without the reshuffle the run is one stage and one
+        # bundle instead of two (measured: docs/benchmarks.md, the fixed cost of scoring).
+        return shards | "ScoreShard" >> beam.ParDo(
+            ScoreShardFn(
+                keras_uri=self._keras_uri,
+                target=self._target,
+                expectations=self._expectations,
+                model_sha256=self._model_sha256,
             )
         )
 
