@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from components import storage
 from components.constants import NUM_CLASSES
-from components.contracts import ShardReceipt
+from components.contracts import ShardReceipt, summed_counts
 from components.images import ImageError, to_model_image
 from components.model_scorer import ModelScorer
 from components.parquet_parts import PartWriter
@@ -258,8 +258,7 @@ def score_shard(
         for prediction_rows, error_rows in score_records(counted(reader), scorer=scorer, source_uri=source_uri, target=target):
             predictions.write(prediction_rows)
             errors.write(error_rows)
-            for error_type in error_rows.column("error_type").to_pylist():
-                failed_by_type[error_type] = failed_by_type.get(error_type, 0) + 1
+            failed_by_type = summed_counts(failed_by_type, collections.Counter(error_rows.column("error_type").to_pylist()))
     receipt = ShardReceipt(
         shard_index=shard_index,
         source_uri=source_uri,
