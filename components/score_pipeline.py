@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from components.contracts import ShardReceipt
+from components.errors import Terminated
 from components.model_scorer import ModelScorer, load_model
 from components.shard_scoring import ScoringTarget, score_shard
 from components.shards import ShardExpectation
@@ -51,9 +52,16 @@ class ScoreShardFn(beam.DoFn):
 
     def process(self, element: tuple[int, str]) -> Iterator[ShardReceipt]:
         shard_index, shard_uri = element
-        receipt = score_shard(
-            shard_index, shard_uri, scorer=self._scorer, target=self._target, expected=self._expectations.get(shard_uri)
-        )
+        try:
+            receipt = score_shard(
+                shard_index, shard_uri, scorer=self._scorer, target=self._target, expected=self._expectations.get(shard_uri)
+            )
+        except Terminated as stop:
+            # A worker in the main thread (the in-process local runner) is where SIGTERM lands.
+            # A stop is no failure of the step: marked as already annotated, Beam passes it on
+            # as it is instead of logging a traceback, and the entry point reports it in one line.
+            stop._tagged_with_step = True
+            raise
         Metrics.counter(COUNTER_NAMESPACE, "shards").inc()
         for name in ("read", "scored", "failed"):
             Metrics.counter(COUNTER_NAMESPACE, f"records_{name}").inc(getattr(receipt, name))

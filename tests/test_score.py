@@ -483,6 +483,20 @@ def test_local_runner_defaults_leave_named_options_alone(beam_args, expected):
     assert (options.view_as(StandardOptions).runner, direct.direct_num_workers, direct.direct_running_mode) == expected
 
 
+def test_one_shard_runs_on_one_in_process_worker_unless_told_otherwise():
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from components.score_run import pipeline_options
+
+    def workers(beam_args: list[str], shard_count: int) -> tuple[int, str]:
+        direct = pipeline_options(beam_args, shard_count=shard_count).view_as(DirectOptions)
+        return direct.direct_num_workers, direct.direct_running_mode
+
+    assert workers([], 1) == (1, "in_memory")
+    assert workers([], 2) == (0, "multi_threading")
+    assert workers(["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"], 1) == (2, "multi_threading")
+
+
 def test_same_run_id_twice_leaves_one_copy(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
     output = str(tmp_path / "scores")
