@@ -902,3 +902,18 @@ def test_cli_exit_codes_for_a_non_finite_model_and_a_shard_unlike_its_manifest(t
     summary = json.loads(storage.read_bytes(run_summary_uri(output, "mismatch")))
     assert summary["status"] == "source_mismatch"
     assert len(read_table(output, "predictions")) + len(read_table(output, "errors")) == 4 * DAMAGED_SHARD_RECORDS
+
+
+def test_the_model_file_is_read_once_and_checked_against_the_hash_metrics_json_evaluated(model_root, tmp_path):
+    from components.model_scorer import load_model
+
+    ref = registry.resolve(model_root, check_file=False)  # no read of model.keras here
+    other = save_model(fit_tiny_model(), str(tmp_path / "other"), "v", publish=False)
+    evaluated_elsewhere = registry.resolve(other, check_file=False).sha256  # a digest never loaded before
+    refusal = r"/model\.keras: SHA-256 \w{12}… is not the \w{12}… that metrics\.json evaluated"
+    with pytest.raises(InputError, match=refusal):
+        load_model(ref.keras_uri, expected_sha256=evaluated_elsewhere)
+
+    model = load_model(ref.keras_uri, expected_sha256=ref.sha256)
+    os.unlink(ref.keras_uri)  # a second load of the same digest in the process reads nothing
+    assert load_model(ref.keras_uri, expected_sha256=ref.sha256) is model
