@@ -14,6 +14,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from components.schema import ERRORS_TABLE, PREDICTIONS_TABLE, TABLE_SCHEMA_VERSION
@@ -119,6 +120,15 @@ class RunCounts(_JsonRecord):
     failed: int
     failed_by_type: dict[str, int]
     expected: int | None = None  # sum of the manifest's counts of the input shards, when they have one
+
+
+def summed_counts(*counts: Mapping[str, int]) -> dict[str, int]:
+    """Counts by error type added up (a type keeps the place where it first appears)."""
+    total: dict[str, int] = {}
+    for by_type in counts:
+        for error_type, count in by_type.items():
+            total[error_type] = total.get(error_type, 0) + count
+    return total
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,8 @@ import os
 import numpy as np
 
 from components.constants import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
-from components.training_data import decode_png_images
+from components.report_metrics import classification_metrics
+from components.shard_contract import decode_png_images
 
 # Serving signatures of the exported SavedModel (the first is also `serving_default`).
 SIGNATURE_PNG = "serve_png"  # encoded PNG bytes, tf.string [None]
@@ -26,10 +27,9 @@ def evaluate(logits: np.ndarray, labels: np.ndarray) -> dict:
     predicted = logits.argmax(axis=1)
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)  # rows: true label, columns: predicted
-    true_positives = np.diag(confusion).astype(np.float64)
-    precision = _ratio(true_positives, confusion.sum(axis=0))
-    recall = _ratio(true_positives, confusion.sum(axis=1))
-    f1 = _ratio(2 * precision * recall, precision + recall)
+    scores = classification_metrics(confusion)
+    # metrics.json is JSON (no NaN): a class never predicted (or never present) has precision (recall) 0.
+    precision, recall, f1 = (np.nan_to_num(scores[name], nan=0.0) for name in ("precision", "recall", "f1"))
     return {
         "test_accuracy": float((predicted == labels).mean()),
         "test_loss": float(-log_probabilities[np.arange(len(labels)), labels].mean()),
@@ -44,11 +44,6 @@ def evaluate(logits: np.ndarray, labels: np.ndarray) -> dict:
         },
         "confusion_matrix": confusion.tolist(),
     }
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    # A class never predicted (or never present) has precision (recall) 0, not NaN.
-    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
 def export_saved_model(model, path: str) -> None:

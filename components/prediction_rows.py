@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import struct
 from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from components.constants import CLASS_NAMES, FEATURE_IMAGE, FEATURE_IMAGE_ID, IMAGE_SIZE, NUM_CLASSES
+from components.constants import CLASS_NAMES, FEATURE_IMAGE, FEATURE_IMAGE_ID, NUM_CLASSES
 from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA
 from components.shards import BadLabel, ShardExample, parse_example, single_label
 from components.tfrecord import CORRUPT_RECORD, Record
@@ -28,12 +27,6 @@ MISSING_FEATURE = "missing_feature"  # no image_id or image, or an empty one
 BAD_LABEL = "bad_label"  # a label that is not one int64 in 0-9: the record breaks the shard contract
 NON_FINITE_SCORE = "non_finite_score"  # the model gave the image a NaN or infinite probability
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# IHDR chunk start of a 28x28, 8-bit grayscale PNG: length 13, type, width, height, depth, colour type 0.
-_MODEL_PNG_IHDR = struct.pack(">I4sIIBB", 13, b"IHDR", IMAGE_SIZE, IMAGE_SIZE, 8, 0)
-# The first bytes of every model PNG (signature and IHDR up to the colour type).
-MODEL_PNG_HEADER = _PNG_SIGNATURE + _MODEL_PNG_IHDR
-EXIF_CHUNK = b"eXIf"
 _CLASS_NAMES = np.array(CLASS_NAMES, dtype=object)
 _PROBABILITIES_TYPE = PREDICTION_SCHEMA.field("probabilities").type
 
@@ -103,15 +96,6 @@ def _checked(record_index: int, example: ShardExample) -> ParsedRecord | RecordE
             record_index, BAD_LABEL, f"label {example.label} is not a class 0-{NUM_CLASSES - 1}", image_id=example.image_id
         )
     return ParsedRecord(record_index, example)
-
-
-def is_model_png(encoded: bytes) -> bool:
-    """True for a 28x28 8-bit grayscale PNG: bytes that `images.to_model_image` takes as they
-    are, so a plain PNG decoder yields the same pixels (the fast, vectorized path).
-
-    An eXIf chunk could rotate the picture in to_model_image; such files take the slow path.
-    """
-    return encoded[: len(MODEL_PNG_HEADER)] == MODEL_PNG_HEADER and EXIF_CHUNK not in encoded
 
 
 def prediction_batch(

@@ -35,6 +35,7 @@ class ModelRef:
 
     version: str
     uri: str  # the version folder
+    sha256: str  # of the model.keras that metrics.json evaluated
 
     @property
     def keras_uri(self) -> str:
@@ -54,22 +55,29 @@ def latest_version(model_root: str) -> str | None:
     return storage.read_bytes(pointer).decode().strip() or None
 
 
-def resolve(model: str) -> ModelRef:
-    """A model version folder, or a model root (then its published LATEST), as a ModelRef."""
+def resolve(model: str, *, check_file: bool = True) -> ModelRef:
+    """A model version folder, or a model root (then its published LATEST), as a ModelRef.
+
+    `check_file=False` leaves the model file's hash to the caller that reads the file anyway
+    (scoring's load_model checks `ref.sha256` on the bytes it deserializes: one read).
+    """
     if storage.exists(storage.join(model, MODEL_FILE)):
-        ref = ModelRef(version=storage.basename(model), uri=model.rstrip("/"))
+        ref = ModelRef(version=storage.basename(model), uri=model.rstrip("/"), sha256="")
     else:
         version = latest_version(model)
         if version is None:
             raise InputError(
                 f"{model}: neither a model version folder ({MODEL_FILE}) nor a model root with a published {LATEST_NAME}"
             )
-        ref = ModelRef(version=version, uri=storage.child(model, version))  # LATEST never leaves the root
+        ref = ModelRef(version=version, uri=storage.child(model, version), sha256="")  # LATEST never leaves the root
         if not storage.exists(ref.keras_uri):
             raise InputError(f"{ref.keras_uri}: {LATEST_NAME} names a version whose model file is missing")
     metrics = _read_metrics(ref)
     _require_passed_gate(ref, metrics)
-    _require_evaluated_file(ref, metrics)
+    ref = dataclasses.replace(ref, sha256=_recorded_sha256(ref, metrics))
+    if check_file:
+        actual = model_sha256(storage.read_bytes(ref.keras_uri))
+        require_evaluated_model(ref.keras_uri, expected_sha256=ref.sha256, actual_sha256=actual)
     return ref
 
 
@@ -91,18 +99,22 @@ def _require_passed_gate(ref: ModelRef, metrics: dict) -> None:
         raise InputError(f"{ref.uri}: model failed its quality gate ({gate.get('reason', 'no gate result')}); not scored with")
 
 
-def _require_evaluated_file(ref: ModelRef, metrics: dict) -> None:
-    """The model file must be the one metrics.json evaluated (byte for byte)."""
+def _recorded_sha256(ref: ModelRef, metrics: dict) -> str:
+    """The SHA-256 of the model file that metrics.json evaluated."""
     expected = metrics.get("model_sha256")
-    actual = model_sha256(storage.read_bytes(ref.keras_uri))
     if expected is None:
         raise InputError(
             f"{storage.join(ref.uri, METRICS_FILE)}: records no model_sha256, so nothing ties it to {MODEL_FILE}; "
             f'retrain, or add "model_sha256": "<sha256sum of the {MODEL_FILE} it evaluated>" to it'
         )
-    if actual != expected:
+    return str(expected)
+
+
+def require_evaluated_model(keras_uri: str, *, expected_sha256: str, actual_sha256: str) -> None:
+    """The model file must be the one metrics.json evaluated (byte for byte)."""
+    if actual_sha256 != expected_sha256:
         raise InputError(
-            f"{ref.keras_uri}: SHA-256 {actual[:12]}… is not the {str(expected)[:12]}… that metrics.json evaluated "
+            f"{keras_uri}: SHA-256 {actual_sha256[:12]}… is not the {expected_sha256[:12]}… that metrics.json evaluated "
             "(a replaced or damaged model file); not scored with"
         )
 

@@ -28,6 +28,7 @@ from components.report_metrics import (
     top_confused_pairs,
 )
 from components.report_thumbnails import thumbnails
+from components.schema import parse_run_date
 from components.shards import read_manifest
 
 NO_BASELINE = "none"  # --baseline-run none: no comparison
@@ -75,7 +76,7 @@ def collect(
     )
     pictures = thumbnails(lowest_rows + wrong_rows)  # one pass over each shard for both galleries
     baseline, baseline_note = choose_baseline(connection, runs, baseline_run)
-    last_date = max(datetime.date.fromisoformat(run["run_date"]) for run in runs)
+    last_date = max(parse_run_date(run["run_date"]) for run in runs)
     return ReportData(
         runs=runs,
         rows=int(predicted.sum()),
@@ -107,7 +108,7 @@ def choose_baseline(connection, runs: list[dict], baseline_run: str | None) -> t
         return None, "No baseline (--baseline-run none)"
     if baseline_run:
         return baseline_run, "Baseline given (--baseline-run)"
-    first_date = min(datetime.date.fromisoformat(run["run_date"]) for run in runs)
+    first_date = min(parse_run_date(run["run_date"]) for run in runs)
     previous = report_history.previous_run(connection, first_date)
     if previous is None:
         return None, f"No complete run before {first_date}: no baseline"
@@ -122,7 +123,7 @@ def select_runs(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, ru
         return [run_id]
     if run_date:
         try:
-            day = datetime.date.fromisoformat(run_date)
+            day = parse_run_date(run_date)
         except ValueError as error:
             raise InputError(f"{flag_of('run_date')} {run_date!r}: expected YYYY-MM-DD") from error
         selected = [row[0] for row in _rows(connection, "SELECT run_id FROM runs WHERE run_date = ? ORDER BY run_id", [day])]

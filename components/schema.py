@@ -13,6 +13,8 @@ also file columns); a single part carries its lineage in its Parquet key-value m
 
 from __future__ import annotations
 
+import datetime
+
 import pyarrow as pa
 
 from components import storage
@@ -84,6 +86,15 @@ def with_lineage(schema: pa.Schema, *, run_id: str, run_date: str, model_version
     (the partition keys are not file columns, so a part copied elsewhere still says what it is)."""
     lineage = {"run_id": run_id, "run_date": run_date, "model_version": model_version}
     return schema.with_metadata({**schema.metadata, **{key.encode(): value.encode() for key, value in lineage.items()}})
+
+
+def parse_run_date(run_date: str) -> datetime.date:
+    """A run date (the partition key) as a date; ValueError unless it is exactly `YYYY-MM-DD`
+    (fromisoformat alone would also take `20261129`, which is no folder name of the layout)."""
+    day = datetime.date.fromisoformat(run_date)
+    if day.isoformat() != run_date:
+        raise ValueError(f"{run_date!r} is not in YYYY-MM-DD form")
+    return day
 
 
 def partition_uri(output: str, table: str, run_date: str, run_id: str) -> str:

@@ -34,24 +34,16 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from components import storage
 from components.constants import tool_version
-from components.contracts import ContractError, RunCounts, RunInputs, RunParts, RunSummary, ShardReceipt
+from components.contracts import ContractError, RunCounts, RunInputs, RunParts, RunSummary, ShardReceipt, summed_counts
 from components.dataflow_job import run_and_wait
 from components.errors import CheckFailed, InputError
 from components.lease import DEFAULT_TTL_S, Lease, hold_lease, lease_uri
+from components.model_scorer import check_model_fits, load_model
 from components.parquet_parts import part_rows, value_counts
 from components.registry import resolve
-from components.schema import ERRORS_TABLE, PREDICTIONS_TABLE, partition_uri, run_summary_uri
-from components.scoring import (
-    COUNTER_NAMESPACE,
-    DEFAULT_BATCH_SIZE,
-    ScoringTarget,
-    build_pipeline,
-    check_model_fits,
-    load_model,
-    part_name,
-    receipt_uri,
-    staged_part_uri,
-)
+from components.schema import ERRORS_TABLE, PREDICTIONS_TABLE, parse_run_date, partition_uri, run_summary_uri
+from components.score_pipeline import COUNTER_NAMESPACE, build_pipeline
+from components.shard_scoring import DEFAULT_BATCH_SIZE, ScoringTarget, part_name, receipt_uri, staged_part_uri
 from components.shards import shard_expectations
 from components.unique_images import drop_repeated_images
 
@@ -109,9 +101,9 @@ def score(
         run_id=run_id, run_date=run_date, max_error_rate=max_error_rate, batch_size=batch_size, lease_ttl_s=lease_ttl_s
     )
     shard_uris = input_shards(input)
-    model_ref = resolve(model)
-    check_model_fits(load_model(model_ref.keras_uri), model_ref.keras_uri)
-    options = pipeline_options(beam_args)
+    model_ref = resolve(model, check_file=False)  # load_model checks the hash on the bytes it loads
+    check_model_fits(load_model(model_ref.keras_uri, expected_sha256=model_ref.sha256), model_ref.keras_uri)
+    options = pipeline_options(beam_args, shard_count=len(shard_uris))
     attempt = new_run_id(started_at)
     staging = staging_uri(output, run_id, attempt)
     target = ScoringTarget(
@@ -123,6 +115,7 @@ def score(
         target=target,
         options=options,
         expectations=shard_expectations(shard_uris),
+        model_sha256=model_ref.sha256,
     )
     if options.view_as(TestOptions).dry_run:
         return translate_only(pipeline, options)
@@ -281,9 +274,9 @@ def _kill_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
+def pipeline_options(beam_args: Sequence[str], *, shard_count: int | None = None) -> PipelineOptions:
     """The Beam options given; without --runner, the local engine scoring shards on all cores
-    (unless the worker options are given too)."""
+    (unless the worker options are given too), or in-process for a single shard."""
     options = PipelineOptions(list(beam_args))
     if options.view_as(StandardOptions).runner:
         return options
@@ -293,10 +286,16 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     # It honours --direct_num_workers and --direct_running_mode like the DirectRunner.
     options.view_as(StandardOptions).runner = LOCAL_RUNNER
     if not any(arg.startswith(("--direct_num_workers", "--direct_running_mode")) for arg in beam_args):
-        # One worker thread per core, each scoring its own shards (TensorFlow does the work,
-        # outside the GIL); worker processes would each pay seconds of imports and a model load.
         direct = options.view_as(DirectOptions)
-        direct.direct_num_workers, direct.direct_running_mode = 0, "multi_threading"  # 0: all cores
+        if shard_count == 1:
+            # One shard is one worker's work: the in-process worker skips the local gRPC
+            # server and harness threads that the threaded mode starts and stops (measured:
+            # docs/benchmarks.md, the fixed cost of scoring).
+            direct.direct_num_workers, direct.direct_running_mode = 1, "in_memory"
+        else:
+            # One worker thread per core, each scoring its own shards (TensorFlow does the work,
+            # outside the GIL); worker processes would each pay seconds of imports and a model load.
+            direct.direct_num_workers, direct.direct_running_mode = 0, "multi_threading"  # 0: all cores
     return options
 
 
@@ -356,10 +355,7 @@ def checked_receipts(staging: str, shard_uris: Sequence[str]) -> list[ShardRecei
 
 def run_counts(receipts: Sequence[ShardReceipt]) -> RunCounts:
     """The run's counts: the sum of its shards' (read = scored + failed holds for each)."""
-    by_type: dict[str, int] = {}
-    for receipt in receipts:
-        for error_type, count in receipt.failed_by_type.items():
-            by_type[error_type] = by_type.get(error_type, 0) + count
+    by_type = summed_counts(*(receipt.failed_by_type for receipt in receipts))
     expected = [receipt.expected for receipt in receipts]
     return RunCounts(
         read=sum(receipt.read for receipt in receipts),
@@ -387,8 +383,7 @@ def _check_arguments(*, run_id: str, run_date: str, max_error_rate: float, batch
     if not _RUN_ID_RE.match(run_id):
         raise InputError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
     try:
-        if datetime.date.fromisoformat(run_date).isoformat() != run_date:
-            raise ValueError(run_date)
+        parse_run_date(run_date)
     except ValueError as error:
         raise InputError(f"--run-date {run_date!r}: not a date in YYYY-MM-DD form") from error
     if not 0.0 <= max_error_rate <= 1.0:

@@ -49,6 +49,7 @@ from components.schema import (
     RUNS_FOLDER,
     TABLE_SCHEMA_VERSION,
     V1_SCHEMA_VERSION,
+    parse_run_date,
     partition_uri,
 )
 
@@ -205,7 +206,7 @@ def _runs_table(summaries: list[RunSummary]) -> pa.Table:
         rows.append(
             {
                 "run_id": summary.run_id,
-                "run_date": datetime.date.fromisoformat(summary.run_date),
+                "run_date": parse_run_date(summary.run_date),
                 "status": summary.status,
                 "model_version": summary.model_version,
                 "read": counts.read,

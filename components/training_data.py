@@ -19,11 +19,11 @@ import numpy as np
 from components import storage
 from components.constants import FEATURE_IMAGE, FEATURE_IMAGE_ID, FEATURE_LABEL, IMAGE_SIZE, NUM_CLASSES
 from components.errors import InputError
+from components.shard_contract import decode_png_images, tf_feature_spec
 from components.shards import split_shard_uris
 
 _STAGING_THREADS = 8
 _DECODE_BATCH = 1024
-_DECODE_PARALLELISM = 16
 _READ_BUFFER = 1 << 20
 
 
@@ -80,26 +80,6 @@ def stage_split(data_uri: str, manifest: dict, split: str, staging_dir: str) -> 
         return list(pool.map(stage, uris, entries))
 
 
-def decode_png_images(encoded):  # tf.Tensor[string, (n,)] -> tf.Tensor[float32, (n, 28, 28)]
-    """PNGs of the shard contract as model inputs: 28x28 grayscale floats in [0, 1].
-
-    The one decoding used for training and by the exported serving signature, so the two
-    can never disagree. Any other size fails loudly.
-    """
-    import tensorflow as tf
-
-    def decode(png):
-        image = tf.ensure_shape(tf.io.decode_png(png, channels=1), (IMAGE_SIZE, IMAGE_SIZE, 1))
-        return tf.cast(tf.squeeze(image, axis=-1), tf.float32) / 255.0
-
-    return tf.map_fn(
-        decode,
-        encoded,
-        fn_output_signature=tf.TensorSpec((IMAGE_SIZE, IMAGE_SIZE), tf.float32),
-        parallel_iterations=_DECODE_PARALLELISM,
-    )
-
-
 def decode_shards(paths: list[str], *, data_uri: str, split: str) -> dict[str, np.ndarray]:
     """Reads local TFRecord shards in order: image_ids, images, labels and the shard of each record.
 
@@ -107,11 +87,7 @@ def decode_shards(paths: list[str], *, data_uri: str, split: str) -> dict[str, n
     """
     import tensorflow as tf
 
-    spec = {
-        FEATURE_IMAGE_ID: tf.io.FixedLenFeature([], tf.string),
-        FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
-        FEATURE_LABEL: tf.io.FixedLenFeature([], tf.int64),
-    }
+    spec = tf_feature_spec(label_required=True)
 
     def parse(records, shards):
         features = tf.io.parse_example(records, spec)

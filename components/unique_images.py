@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components import storage
-from components.contracts import ShardReceipt
+from components.contracts import ShardReceipt, summed_counts
 from components.prediction_rows import ParsedRecord, RecordError, error_batch, parse_record
 from components.schema import ERROR_SCHEMA
 from components.tfrecord import read_records
@@ -94,8 +94,7 @@ def _move_to_errors(receipt: ShardReceipt, rows: list[int], first_shard: dict[st
         _write_table(receipt.predictions, kept)
     else:
         storage.delete(receipt.predictions)  # an empty part is no part
-    by_type = dict(receipt.failed_by_type)
-    by_type[DUPLICATE_IMAGE_ID] = by_type.get(DUPLICATE_IMAGE_ID, 0) + len(rows)
+    by_type = summed_counts(receipt.failed_by_type, {DUPLICATE_IMAGE_ID: len(rows)})
     return dataclasses.replace(
         receipt,
         scored=kept.num_rows,

@@ -11,8 +11,9 @@ from PIL import Image
 
 from components.images import encode_png, to_model_image
 from components.parquet_parts import PartWriter, part_rows, value_counts
-from components.prediction_rows import ParsedRecord, RecordError, error_batch, is_model_png, parse_record, prediction_batch
+from components.prediction_rows import ParsedRecord, RecordError, error_batch, parse_record, prediction_batch
 from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA
+from components.shard_contract import is_model_png
 from components.shards import serialize_example
 from components.tfrecord import Record
 

@@ -311,8 +311,9 @@ def test_a_second_live_attempt_exits_2_in_one_line_having_written_nothing(inputs
     ],
 )
 def test_a_receipt_is_checked_against_its_shard_and_its_parts(inputs, tmp_path, tiny_model, tamper, message):
+    from components.model_scorer import ModelScorer
     from components.score_run import checked_receipts
-    from components.scoring import ModelScorer, ScoringTarget, part_name, receipt_uri, score_shard
+    from components.shard_scoring import ScoringTarget, part_name, receipt_uri, score_shard
 
     shards = storage.glob(inputs["glob"])
     staging = str(tmp_path / "staging")
@@ -330,8 +331,9 @@ def test_an_attempt_that_lost_its_lease_never_swaps_the_summary(inputs, tmp_path
 
     from components.contracts import RunInputs, RunParts
     from components.errors import RunConflict
+    from components.model_scorer import ModelScorer
     from components.score_run import checked_receipts, publish, run_counts
-    from components.scoring import ModelScorer, ScoringTarget, score_shard
+    from components.shard_scoring import ScoringTarget, score_shard
 
     output, shards = str(tmp_path / "scores"), storage.glob(inputs["glob"])
     score(input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30")

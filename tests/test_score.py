@@ -25,10 +25,12 @@ from components import registry, storage
 from components.contracts import RunSummary, ShardReceipt
 from components.errors import CheckFailed, InputError
 from components.images import encode_png
+from components.model_scorer import ModelScorer
 from components.prediction_rows import parse_record, parsed_example
 from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, run_summary_uri
+from components.score_pipeline import ScoreShardFn, ScoreShards
 from components.score_run import score, staging_uri
-from components.scoring import ModelScorer, ScoreShardFn, ScoreShards, ScoringTarget, receipt_uri
+from components.shard_scoring import ScoringTarget, receipt_uri
 from components.shards import serialize_example
 from components.tfrecord import Record, frame_record
 
@@ -255,7 +257,7 @@ def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
     """A clean batch is scored in one TensorFlow call; its rows equal the careful path's."""
     import datetime
 
-    from components.scoring import _score_batch, _score_batch_carefully
+    from components.shard_scoring import _score_batch, _score_batch_carefully
 
     rng = np.random.default_rng(RNG_SEED)
     records = [Record(i, data=good_record(f"img-{i}", rng, label=None if i % 5 == 0 else i % 10)) for i in range(40)]
@@ -321,7 +323,7 @@ def test_one_odd_record_sends_its_batch_the_careful_way(tiny_model, odd_record):
 def test_contract_breaking_record_is_an_error_row_the_rest_scored(tiny_model, kind, error_type):
     import datetime
 
-    from components.scoring import _score_batch, _score_batch_carefully
+    from components.shard_scoring import _score_batch, _score_batch_carefully
 
     rng = np.random.default_rng(RNG_SEED)
     odd = {
@@ -367,7 +369,7 @@ def huge_weights_model():
 def test_non_finite_probabilities_are_error_rows_on_both_paths(tiny_model):
     import datetime
 
-    from components.scoring import _score_batch, _score_batch_carefully
+    from components.shard_scoring import _score_batch, _score_batch_carefully
 
     black, white = encode_png(np.zeros((28, 28), np.uint8)), encode_png(np.full((28, 28), 255, np.uint8))
     records = [Record(0, data=serialize_example("black", black, 1)), Record(1, data=serialize_example("white", white, 2))]
@@ -479,6 +481,20 @@ def test_local_runner_defaults_leave_named_options_alone(beam_args, expected):
     options = pipeline_options(beam_args)
     direct = options.view_as(DirectOptions)
     assert (options.view_as(StandardOptions).runner, direct.direct_num_workers, direct.direct_running_mode) == expected
+
+
+def test_one_shard_runs_on_one_in_process_worker_unless_told_otherwise():
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from components.score_run import pipeline_options
+
+    def workers(beam_args: list[str], shard_count: int) -> tuple[int, str]:
+        direct = pipeline_options(beam_args, shard_count=shard_count).view_as(DirectOptions)
+        return direct.direct_num_workers, direct.direct_running_mode
+
+    assert workers([], 1) == (1, "in_memory")
+    assert workers([], 2) == (0, "multi_threading")
+    assert workers(["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"], 1) == (2, "multi_threading")
 
 
 def test_same_run_id_twice_leaves_one_copy(shard_folder, model_root, tmp_path):
@@ -886,3 +902,18 @@ def test_cli_exit_codes_for_a_non_finite_model_and_a_shard_unlike_its_manifest(t
     summary = json.loads(storage.read_bytes(run_summary_uri(output, "mismatch")))
     assert summary["status"] == "source_mismatch"
     assert len(read_table(output, "predictions")) + len(read_table(output, "errors")) == 4 * DAMAGED_SHARD_RECORDS
+
+
+def test_the_model_file_is_read_once_and_checked_against_the_hash_metrics_json_evaluated(model_root, tmp_path):
+    from components.model_scorer import load_model
+
+    ref = registry.resolve(model_root, check_file=False)  # no read of model.keras here
+    other = save_model(fit_tiny_model(), str(tmp_path / "other"), "v", publish=False)
+    evaluated_elsewhere = registry.resolve(other, check_file=False).sha256  # a digest never loaded before
+    refusal = r"/model\.keras: SHA-256 \w{12}… is not the \w{12}… that metrics\.json evaluated"
+    with pytest.raises(InputError, match=refusal):
+        load_model(ref.keras_uri, expected_sha256=evaluated_elsewhere)
+
+    model = load_model(ref.keras_uri, expected_sha256=ref.sha256)
+    os.unlink(ref.keras_uri)  # a second load of the same digest in the process reads nothing
+    assert load_model(ref.keras_uri, expected_sha256=ref.sha256) is model
