@@ -12,7 +12,7 @@ import dataclasses
 from components.lease import DEFAULT_TTL_S
 from components.parameters import parameter
 from components.score_run import DEFAULT_MAX_ERROR_RATE
-from components.scoring import DEFAULT_BATCH_SIZE
+from components.shard_scoring import DEFAULT_BATCH_SIZE
 
 
 @dataclasses.dataclass(frozen=True)

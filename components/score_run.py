@@ -39,6 +39,7 @@ from components.dataflow_job import run_and_wait
 from components.errors import CheckFailed, InputError
 from components.lease import DEFAULT_TTL_S, Lease, hold_lease, lease_uri
 from components.model_scorer import check_model_fits, load_model
+from components.parameters import flag_of
 from components.parquet_parts import part_rows, value_counts
 from components.registry import resolve
 from components.schema import ERRORS_TABLE, PREDICTIONS_TABLE, parse_run_date, partition_uri, run_summary_uri
@@ -183,7 +184,7 @@ def score(
     if summary.status != "ok":
         raise CheckFailed(
             f"run {run_id}: {counts.failed} of {counts.read} records failed ({error_rate:.2%} > "
-            f"--max-error-rate {max_error_rate:.2%}); see {partition_uri(output, ERRORS_TABLE, run_date, run_id)}"
+            f"{flag_of('max_error_rate')} {max_error_rate:.2%}); see {partition_uri(output, ERRORS_TABLE, run_date, run_id)}"
         )
     return summary.to_dict()
 
@@ -381,17 +382,17 @@ def _committed_counters(result) -> dict[str, int] | None:
 
 def _check_arguments(*, run_id: str, run_date: str, max_error_rate: float, batch_size: int, lease_ttl_s: float) -> None:
     if not _RUN_ID_RE.match(run_id):
-        raise InputError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
+        raise InputError(f"{flag_of('run_id')} {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
     try:
         parse_run_date(run_date)
     except ValueError as error:
-        raise InputError(f"--run-date {run_date!r}: not a date in YYYY-MM-DD form") from error
+        raise InputError(f"{flag_of('run_date')} {run_date!r}: not a date in YYYY-MM-DD form") from error
     if not 0.0 <= max_error_rate <= 1.0:
-        raise InputError(f"--max-error-rate {max_error_rate}: must be between 0 and 1")
+        raise InputError(f"{flag_of('max_error_rate')} {max_error_rate}: must be between 0 and 1")
     if batch_size < 1:
-        raise InputError(f"--batch-size {batch_size}: must be at least 1")
+        raise InputError(f"{flag_of('batch_size')} {batch_size}: must be at least 1")
     if not lease_ttl_s > 0:
-        raise InputError(f"--lease-ttl-s {lease_ttl_s}: must be a positive number of seconds")
+        raise InputError(f"{flag_of('lease_ttl_s')} {lease_ttl_s}: must be a positive number of seconds")
 
 
 def _utc_now() -> datetime.datetime:
