@@ -103,9 +103,9 @@ images:
 pipelines: $(VENV)/.installed
 	$(BIN)/fmnist pipeline compile
 
-# Rewrites the files generated from components/schema.py (a test fails when they are stale).
+# Rewrites the files generated from components/contracts/schema.py (a test fails when they are stale).
 schema-docs: $(VENV)/.installed
-	$(BIN)/python -m components.schema_docs
+	$(BIN)/python -m components.analysts.schema_docs
 
 clean:
 	rm -rf $(RUN_DIR)

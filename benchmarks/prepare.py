@@ -12,7 +12,7 @@ import tempfile
 import time
 
 from components.constants import DEFAULT_SOURCE, SPLIT_SIZES
-from components.prepare import prepare
+from components.prepare.dataset import prepare
 
 
 def timed_prepare(source: str, shards_per_split: int, workers: int) -> float:

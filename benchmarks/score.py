@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.score [--shards runs/local/shards] [--workdir /tmp/bench-score]
                                          [--repeat 10] [--beam-args "--direct_num_workers 2 ..."]
 
-(a) `fmnist score` (components.score_run.score) with its local default runner (the FnApiRunner,
+(a) `fmnist score` (components.score.run.score) with its local default runner (the FnApiRunner,
     the DirectRunner's engine);
 (b) a plain Beam pipeline as the Beam docs teach it: ReadFromTFRecord -> per-record parse
     and PNG decode -> RunInference(TFModelHandlerNumpy) on the `.keras` model -> WriteToParquet;
@@ -104,8 +104,8 @@ def median_run(runs: list[dict]) -> dict:
 def repeat_shards(shard_glob: str, folder: str, times: int) -> str:
     """A folder holding every shard `times` times, and its glob. Each copy is rewritten with its
     own image ids (`r001-…`): a run scores each image id once, and repeats would be error rows."""
-    from components.shards import parse_example, serialize_example
-    from components.tfrecord import frame_record, read_records
+    from components.contracts.shards import parse_example, serialize_example
+    from components.io.tfrecord import frame_record, read_records
 
     os.makedirs(folder)
     for shard in sorted(glob.glob(shard_glob)):
@@ -166,9 +166,10 @@ def train_model(model_root: str) -> None:
     """The tutorial network, 2 epochs on the in-memory arrays; published as the model to score with."""
     import keras
 
-    from components import registry, storage
     from components.constants import DEFAULT_SOURCE, IDX_FILES
-    from components.idx import load_split
+    from components.contracts import registry
+    from components.io import storage
+    from components.io.idx import load_split
 
     images, labels = (f.array for f in load_split(DEFAULT_SOURCE, *IDX_FILES["train"]))
     keras.utils.set_random_seed(0)
@@ -187,7 +188,7 @@ def train_model(model_root: str) -> None:
 
 
 def run_fmnist_score(shard_glob: str, model_root: str, output: str, beam_args: list[str]) -> int:
-    from components.score_run import score
+    from components.score.run import score
 
     summary = score(input=shard_glob, model=model_root, output=output, run_id="bench", beam_args=beam_args)
     return summary["counts"]["scored"]
@@ -258,7 +259,7 @@ def run_tf_data_loop(shard_glob: str, model_root: str, output: str, beam_args: l
     import tensorflow as tf
 
     from components.constants import CLASS_NAMES
-    from components.schema import PREDICTION_SCHEMA
+    from components.contracts.schema import PREDICTION_SCHEMA
 
     model = keras.saving.load_model(os.path.join(model_root, "bench", "model.keras"), compile=False)
     features = {

@@ -196,7 +196,7 @@ def in_memory_limit(shard_paths: list[str], model_path: str) -> dict:
     import tensorflow as tf
 
     from components.constants import CLASS_NAMES
-    from components.schema import PREDICTION_SCHEMA
+    from components.contracts.schema import PREDICTION_SCHEMA
 
     records = [[r.numpy() for r in tf.data.TFRecordDataset(path)] for path in shard_paths]
     model = keras.saving.load_model(model_path, compile=False)

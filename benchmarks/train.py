@@ -22,9 +22,9 @@ import tempfile
 import time
 
 from components.constants import DEFAULT_SOURCE, IDX_FILES
-from components.idx import load_split
-from components.models import MODEL_NAMES, RECIPES, build_model
-from components.training import train
+from components.io.idx import load_split
+from components.train.models import MODEL_NAMES, RECIPES, build_model
+from components.train.training import train
 
 
 def in_memory(
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--data", default="runs/local/shards", help="shards made by `fmnist prepare`")
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="the same data set's IDX files")
     parser.add_argument("--architecture", choices=MODEL_NAMES, default="mlp")
-    parser.add_argument("--epochs", type=int, help="default: the model's recipe (components/models.py)")
+    parser.add_argument("--epochs", type=int, help="default: the model's recipe (components/train/models.py)")
     parser.add_argument("--batch-size", type=int, help="default: the model's recipe")
     parser.add_argument("--learning-rate", type=float, help="default: the model's recipe")
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each; the fastest counts")

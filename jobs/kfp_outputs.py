@@ -22,12 +22,13 @@ from collections.abc import Sequence
 
 from kfp.dsl.executor import create_artifact_instance
 
-from components import registry, storage
+from components.cloud.schedules import require_pinned
 from components.constants import CLASS_NAMES
+from components.contracts import registry
+from components.contracts.schema import TABLE_SCHEMA_VERSION
+from components.contracts.shards import manifest_digest, read_manifest
 from components.errors import CheckFailed
-from components.schedules import require_pinned
-from components.schema import TABLE_SCHEMA_VERSION
-from components.shards import manifest_digest, read_manifest
+from components.io import storage
 from jobs.runner import run
 
 

@@ -6,7 +6,7 @@ fmnist migrate-tables --scores runs/local/scores
 import argparse
 import sys
 
-from components.migration import MigrateTablesParameters, migrate_tables
+from components.analysts.migration import MigrateTablesParameters, migrate_tables
 from jobs.runner import main_of, new_parser
 
 

@@ -66,10 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     action = args.pop("action")
     if action == "compile":
-        from jobs.pipelines import compile_pipelines
+        from components.cloud.pipelines import compile_pipelines
 
         return run(compile_pipelines, args)
-    from components.schedules import submit
+    from components.cloud.schedules import submit
 
     return run(submit, args)
 

@@ -7,7 +7,7 @@ fmnist prepare --source gs://bucket/raw --output gs://bucket/shards --shards-per
 import argparse
 import sys
 
-from components.prepare import PrepareParameters, manifest_summary, prepare
+from components.prepare.dataset import PrepareParameters, manifest_summary, prepare
 from jobs.runner import main_of, new_parser
 
 

@@ -6,9 +6,9 @@ fmnist prepare-images --images 'photos/*.jpg' --output runs/local/photo-shards
 import argparse
 import sys
 
-from components.prepare import manifest_summary
-from components.prepare_images import REJECTS_NAME, PrepareImagesParameters, prepare_images
-from components.storage import join
+from components.io.storage import join
+from components.prepare.dataset import manifest_summary
+from components.prepare.product_images import REJECTS_NAME, PrepareImagesParameters, prepare_images
 from jobs.runner import main_of, new_parser
 
 

@@ -8,7 +8,7 @@ fmnist report --scores runs/local/scores --run-id RUN --baseline-run OLDER_RUN -
 import argparse
 import sys
 
-from components.report import ReportParameters, report
+from components.analysts.report import ReportParameters, report
 from jobs.runner import main_of, new_parser
 
 

@@ -6,7 +6,7 @@ fmnist run-context --scheduled-time 2026-11-29T03:00:00Z --date-offset-days -1 -
 import argparse
 import sys
 
-from components.run_context import RunContextParameters, run_context
+from components.cloud.run_context import RunContextParameters, run_context
 from jobs.runner import main_of, new_parser
 
 

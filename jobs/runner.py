@@ -21,10 +21,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from components import storage
+from components.contracts.parameters import Parameter, parameters_of
 from components.errors import CheckFailed, InputError, RunConflict, Terminated
-from components.parameters import Parameter, parameters_of
-from components.storage import StorageConflictError
+from components.io import storage
+from components.io.storage import StorageConflictError
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_TERMINATED = 0, 1, 2, 3, 143
 # One format on stderr for every step, locally and in the cloud's log collectors.
@@ -46,7 +46,7 @@ def new_parser(prog: str, description: str, parameters: type | None = None) -> a
     """A parser whose unset flags stay unset, so the component's defaults apply.
 
     Every step gets `--verbose`, which `run` consumes: the component never sees it. With a
-    step's `parameters` dataclass, one flag per field (components.parameters).
+    step's `parameters` dataclass, one flag per field (components.contracts.parameters).
     """
     parser = OneLineErrorParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     parser.add_argument("--verbose", action="store_true", help="show every library's INFO logs (Beam, TensorFlow) and tracebacks")

@@ -12,9 +12,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from components.schema import ERRORS_TABLE, PREDICTIONS_TABLE, partition_uri, run_summary_uri
-from components.score_parameters import ScoreParameters
-from components.score_run import score
+from components.contracts.schema import ERRORS_TABLE, PREDICTIONS_TABLE, partition_uri, run_summary_uri
+from components.score.parameters import ScoreParameters
+from components.score.run import score
 from jobs.runner import new_parser, run
 
 

@@ -7,7 +7,7 @@ fmnist train --data gs://bucket/shards --model-root gs://bucket/models --archite
 import argparse
 import sys
 
-from components.training import TrainParameters, train
+from components.train.training import TrainParameters, train
 from jobs.runner import main_of, new_parser
 
 

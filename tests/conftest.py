@@ -52,7 +52,7 @@ def gcs_emulator() -> Iterator[str]:
 @pytest.fixture
 def gcs_bucket(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """`gs://<fresh bucket>` on the emulator; the storage layer is pointed at it (anonymous)."""
-    from components import storage
+    from components.io import storage
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{gcs_emulator}")
     storage._gcs_client.cache_clear()
@@ -95,7 +95,7 @@ def real_source() -> str:
 def faulty_gcs_bucket(gcs_bucket: str, gcs_emulator: str, monkeypatch: pytest.MonkeyPatch):
     """(`gs://bucket`, proxy): the bucket of `gcs_bucket`, reached through a proxy that fails
     every 4th request (503, connection reset, or response lost after the write took effect)."""
-    from components import storage
+    from components.io import storage
     from tests.fault_proxy import FaultProxy
 
     with FaultProxy(upstream=gcs_emulator, every=4) as proxy:

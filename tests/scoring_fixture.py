@@ -1,10 +1,10 @@
-"""A small scoring output made in the test, faithful to the table contract (components/schema.py).
+"""A small scoring output made in the test, faithful to the table contract (components/contracts/schema.py).
 
 The readers (SQL views, `fmnist report`, the analysts' SQL examples) are tested on tables
-written the way `fmnist score` writes them: real image shards and manifest (components.shards
-/ components.prepare), rows built with pyarrow against PREDICTION_SCHEMA / ERROR_SCHEMA,
+written the way `fmnist score` writes them: real image shards and manifest (components.contracts.shards
+/ components.prepare.dataset), rows built with pyarrow against PREDICTION_SCHEMA / ERROR_SCHEMA,
 `pq.write_table` into `partition_uri(...)/part-<attempt>-NNNNN.parquet` with the run's lineage
-in the key-value metadata, and the run summary (components.contracts.RunSummary, naming the
+in the key-value metadata, and the run summary (components.contracts.summary.RunSummary, naming the
 parts) written last at `run_summary_uri(...)`. Only the model is stood in for: probabilities come from a
 seeded random generator that favours the true label, so two "model versions" mostly agree.
 
@@ -25,11 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components import storage
 from components.constants import CLASS_NAMES, NUM_CLASSES
-from components.contracts import RunCounts, RunInputs, RunParts, RunSummary
-from components.prepare import new_manifest, publish_manifest
-from components.schema import (
+from components.contracts.schema import (
     ERROR_SCHEMA,
     ERRORS_TABLE,
     PREDICTION_SCHEMA,
@@ -38,8 +35,11 @@ from components.schema import (
     run_summary_uri,
     with_lineage,
 )
-from components.shards import ShardTask, class_histogram, parse_example, shard_name, write_shard
-from components.tfrecord import read_records
+from components.contracts.shards import ShardTask, class_histogram, parse_example, shard_name, write_shard
+from components.contracts.summary import RunCounts, RunInputs, RunParts, RunSummary
+from components.io import storage
+from components.io.tfrecord import read_records
+from components.prepare.dataset import new_manifest, publish_manifest
 
 # Train split skewed towards the first classes, so a run's class mix visibly drifts from it.
 TRAIN_LABELS = np.repeat(np.arange(NUM_CLASSES), [12, 10, 9, 8, 7, 6, 5, 4, 3, 2])
@@ -160,7 +160,7 @@ def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bo
                 parts[table].append(storage.absolute_uri(part_uri))
     failed = sum(failed_by_type.values())
     finished_at = datetime.datetime.now(datetime.UTC)
-    document = RunSummary(  # what `fmnist score` writes (components/score_run.py), minus Beam's counters
+    document = RunSummary(  # what `fmnist score` writes (components/score/run.py), minus Beam's counters
         run_id=run.run_id,
         run_date=run.run_date,
         status="ok",

@@ -19,7 +19,7 @@ import re
 import pytest
 import sqlglot
 
-from components.tables import query
+from components.analysts.tables import query
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(REPO, "docs", "analysts.md")
@@ -102,9 +102,9 @@ def test_disagreement_example_counts_the_two_versions(scores_root):
 def real_scores_root(tmp_path_factory) -> str:
     """Real scorer output: two model versions trained on real images score the same shards on
     two days, the second day twice (a rerun under a new id), one shard with a damaged record."""
-    from components.prepare import prepare
-    from components.score_run import score
-    from components.training import train
+    from components.prepare.dataset import prepare
+    from components.score.run import score
+    from components.train.training import train
     from tests.test_cloud_e2e import TEST_IMAGES, TRAIN_IMAGES, write_real_subset
 
     root = tmp_path_factory.mktemp("real")

@@ -20,8 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components import storage
-from components.schema import (
+from components.contracts.schema import (
     ERROR_COLUMNS,
     ERROR_SCHEMA,
     PARTITION_KEYS,
@@ -30,6 +29,7 @@ from components.schema import (
     PREDICTION_SCHEMA,
     bigquery_schema,
 )
+from components.io import storage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")

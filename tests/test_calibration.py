@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from components.calibration import (
+from components.metrics.calibration import (
     CALIBRATION_BINS,
     expected_calibration_error,
     fit_temperature,

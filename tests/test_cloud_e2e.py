@@ -12,13 +12,13 @@ import os
 import numpy as np
 import pytest
 
-from components import storage
+from components.analysts.tables import query
 from components.constants import DEFAULT_SOURCE, IDX_FILES
-from components.idx import load_idx
-from components.prepare import prepare
-from components.score_run import score
-from components.tables import query
-from components.training import train
+from components.io import storage
+from components.io.idx import load_idx
+from components.prepare.dataset import prepare
+from components.score.run import score
+from components.train.training import train
 from tests.conftest import write_idx
 
 TRAIN_IMAGES, TEST_IMAGES = 3000, 600

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from jobs import pipelines
+from components.cloud import pipelines
 from jobs.kfp_outputs import numbers
 from tests.kfp_spec import container as task_container
 from tests.kfp_spec import executor_input, executor_output, render

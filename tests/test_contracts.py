@@ -1,4 +1,4 @@
-"""The scoring contracts (components/contracts.py): one-line JSON both ways, strict on the way in,
+"""The scoring contracts (components/contracts/summary.py): one-line JSON both ways, strict on the way in,
 and the BigQuery schema of the `runs` table covers every field a summary has."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from components.contracts import (
+from components.contracts.summary import (
     ContractError,
     RunCounts,
     RunInputs,

@@ -20,8 +20,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components.dataflow_job import gcp_resources_document, run_and_wait
 from components.errors import Terminated
+from components.score.dataflow_job import gcp_resources_document, run_and_wait
 from tests.kfp_spec import REPO, container, executor_input, render
 
 IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64

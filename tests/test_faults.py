@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from components import storage
 from components.constants import IDX_FILES
-from components.prepare import prepare
-from components.shards import read_manifest
+from components.contracts.shards import read_manifest
+from components.io import storage
+from components.prepare.dataset import prepare
 from tests.conftest import write_idx
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from components import storage
+from components.io import storage
 
 TREE = [
     "a.tfrecord",

@@ -124,7 +124,7 @@ def run_task(pipeline: str, task: str, values: dict, proxy: PermissionProxy) -> 
 @pytest.fixture
 def cloud_project(gcs_emulator, monkeypatch):
     """A fresh project's four buckets on the emulator, named as terraform names them."""
-    from components import storage
+    from components.io import storage
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{gcs_emulator}")
     storage._gcs_client.cache_clear()
@@ -158,7 +158,7 @@ def test_the_permission_map_reads_iam_tf():
 
 
 def test_the_proxy_refuses_what_the_account_lacks(gcs_emulator, cloud_project, monkeypatch):
-    from components import storage
+    from components.io import storage
 
     project, _ = cloud_project
     tables, models = f"gs://{project}-tables", f"gs://{project}-models"
@@ -181,7 +181,7 @@ def test_the_proxy_refuses_what_the_account_lacks(gcs_emulator, cloud_project, m
 
 @pytest.mark.slow
 def test_the_pipelines_tasks_need_no_permission_beyond_iam_tf(cloud_project, gcs_emulator, tmp_path):
-    from components import storage
+    from components.io import storage
 
     project, blocks = cloud_project
     account = task_account(blocks)

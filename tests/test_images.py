@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.images import ImageError, encode_png, to_model_image
+from components.io.images import ImageError, encode_png, to_model_image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,7 +87,7 @@ def test_small_16_bit_png_is_still_a_model_input():
     ],
 )
 def test_large_decoded_size_is_refused_from_the_header(width, height, depth, colour_type):
-    from components.images import MAX_DECODED_BYTES, MAX_PIXELS
+    from components.io.images import MAX_DECODED_BYTES, MAX_PIXELS
 
     channels = {0: 1, 6: 4}[colour_type]
     decoded = width * height * channels * depth // 8
@@ -105,7 +105,7 @@ def test_16_bit_bomb_is_refused_without_inflating_it(tmp_path):
     assert bomb.stat().st_size < 200_000
     script = (
         "import resource, sys\n"
-        "from components.images import ImageError, to_model_image\n"
+        "from components.io.images import ImageError, to_model_image\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "try:\n"

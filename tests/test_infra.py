@@ -9,8 +9,8 @@ import subprocess
 import hcl2
 import pytest
 
-from components import schema
 from components.constants import CLASS_NAMES
+from components.contracts import schema
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TERRAFORM = os.path.join(REPO, "infra", "terraform")

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from components import registry
 from components.constants import CLASS_NAMES
-from components.shards import manifest_digest, read_manifest
+from components.contracts import registry
+from components.contracts.shards import manifest_digest, read_manifest
 from jobs import kfp_outputs
 from tests.kfp_spec import IMAGE, REPO, executor_input, executor_output
 

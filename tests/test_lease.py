@@ -1,4 +1,4 @@
-"""The run-id lease (components/lease.py): one live holder, stale takeover, on local files and on gs://.
+"""The run-id lease (components/io/lease.py): one live holder, stale takeover, on local files and on gs://.
 
 Takers race as real processes (multiprocessing, fork), on a real file system and on the
 GCS API server on loopback.
@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from components import storage
 from components.errors import RunConflict
-from components.lease import acquire, hold_lease, lease_uri, release, renew
+from components.io import storage
+from components.io.lease import acquire, hold_lease, lease_uri, release, renew
 
 TRIALS = 5
 TAKERS = 4

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from jobs import kfp_outputs, pipelines
+from components.cloud import pipelines
+from jobs import kfp_outputs
 from tests.kfp_spec import IMAGE, REPO, SPECS, container, load_spec, render
 from tests.test_container import smoke_commands, task_values
 
@@ -164,15 +165,15 @@ def test_the_score_task_writes_gcp_resources_and_takes_dataflows_options():
 @pytest.mark.parametrize(
     "pipeline, task, parameters",
     [
-        ("training", "prepare", "components.prepare:PrepareParameters"),
-        ("training", "train", "components.training:TrainParameters"),
-        ("scoring", "score", "components.score_parameters:ScoreParameters"),
+        ("training", "prepare", "components.prepare.dataset:PrepareParameters"),
+        ("training", "train", "components.train.training:TrainParameters"),
+        ("scoring", "score", "components.score.parameters:ScoreParameters"),
     ],
 )
 def test_a_tasks_optional_inputs_are_its_steps_tuning_parameters(pipeline, task, parameters):
     import importlib
 
-    from components.parameters import flag_of, tuning_parameters
+    from components.contracts.parameters import flag_of, tuning_parameters
 
     module, name = parameters.split(":")
     tuning = tuning_parameters(getattr(importlib.import_module(module), name))

@@ -9,13 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from components.images import encode_png, to_model_image
-from components.parquet_parts import PartWriter, part_rows, value_counts
-from components.prediction_rows import ParsedRecord, RecordError, error_batch, parse_record, prediction_batch
-from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA
-from components.shard_contract import is_model_png
-from components.shards import serialize_example
-from components.tfrecord import Record
+from components.contracts.schema import ERROR_SCHEMA, PREDICTION_SCHEMA
+from components.contracts.shard_contract import is_model_png
+from components.contracts.shards import serialize_example
+from components.io.images import encode_png, to_model_image
+from components.io.parquet_parts import PartWriter, part_rows, value_counts
+from components.io.tfrecord import Record
+from components.score.prediction_rows import ParsedRecord, RecordError, error_batch, parse_record, prediction_batch
 
 SCORED_AT = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
 

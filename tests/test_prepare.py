@@ -18,13 +18,13 @@ import time
 import numpy as np
 import pytest
 
-from components import storage
 from components.constants import IDX_FILES, MANIFEST_NAME, SPLIT_SIZES
+from components.contracts.shards import read_manifest, read_shard
 from components.errors import InputError
-from components.idx import load_idx
-from components.images import to_model_image
-from components.prepare import prepare
-from components.shards import read_manifest, read_shard
+from components.io import storage
+from components.io.idx import load_idx
+from components.io.images import to_model_image
+from components.prepare.dataset import prepare
 from tests.conftest import write_idx
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,8 +90,8 @@ def test_complete_output_needs_overwrite_and_stale_shards_go(tiny_idx, tmp_path)
 def test_a_run_that_publishes_second_does_not_replace_the_first_ones_manifest(tiny_idx, tmp_path, where, request):
     """Two runs writing the same output: the manifest is created only if absent (a generation
     precondition on GCS), so the second fails loudly instead of silently replacing it."""
-    from components.prepare import publish_manifest
-    from components.storage import StorageConflictError
+    from components.io.storage import StorageConflictError
+    from components.prepare.dataset import publish_manifest
 
     output = (request.getfixturevalue("gcs_bucket") + "/shards") if where == "gcs" else str(tmp_path / "shards")
     first = prepare(source=tiny_idx, output=output, shards_per_split=2, allow_unknown_source=True, workers=1)
@@ -392,8 +392,8 @@ def test_sigterm_stops_prepare_in_one_line_and_releases_the_output(long_idx, tmp
 
 def test_a_lock_held_elsewhere_is_respected_until_it_expires(tiny_idx, tmp_path, monkeypatch):
     """A holder on another machine cannot be asked whether it lives: its renewals tell."""
-    from components import prepare as prepare_module
     from components.errors import RunConflict
+    from components.prepare import dataset as prepare_module
 
     output = tmp_path / "shards"
     output.mkdir()

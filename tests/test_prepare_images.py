@@ -8,10 +8,10 @@ import sys
 
 from PIL import Image
 
-from components import storage
-from components.images import to_model_image
-from components.prepare_images import prepare_images
-from components.shards import read_manifest, read_shard
+from components.contracts.shards import read_manifest, read_shard
+from components.io import storage
+from components.io.images import to_model_image
+from components.prepare.product_images import prepare_images
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

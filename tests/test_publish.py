@@ -1,9 +1,9 @@
 """Run integrity of `fmnist score`'s publish step: one writer per run id, atomic reruns, one row per image.
 
 Real `python -m jobs.cli score` processes: killed with SIGKILL at named points of the publish
-sequence (the FMNIST_KILL_AT hook of components/score_run.py), racing on one run id, writing
+sequence (the FMNIST_KILL_AT hook of components/score/run.py), racing on one run id, writing
 into a small full tmpfs (mounted here, as root); locally and on the GCS API server on loopback.
-After every hostile event the readers (the views of components/tables.py) must show the
+After every hostile event the readers (the views of components/analysts/tables.py) must show the
 previous complete run or the new one, never a mix and never nothing, and the next attempt
 must finish the job without manual cleanup.
 """
@@ -20,16 +20,16 @@ import time
 import numpy as np
 import pytest
 
-from components import storage
-from components.contracts import RunSummary
+from components.analysts.tables import open_tables
+from components.contracts.schema import run_summary_uri
+from components.contracts.shards import serialize_example
+from components.contracts.summary import RunSummary
 from components.errors import InputError
-from components.images import encode_png
-from components.lease import acquire, lease_uri, release
-from components.schema import run_summary_uri
-from components.score_run import score, staging_uri
-from components.shards import serialize_example
-from components.tables import open_tables
-from components.tfrecord import frame_record
+from components.io import storage
+from components.io.images import encode_png
+from components.io.lease import acquire, lease_uri, release
+from components.io.tfrecord import frame_record
+from components.score.run import score, staging_uri
 from tests.test_score import fit_tiny_model, save_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -311,9 +311,9 @@ def test_a_second_live_attempt_exits_2_in_one_line_having_written_nothing(inputs
     ],
 )
 def test_a_receipt_is_checked_against_its_shard_and_its_parts(inputs, tmp_path, tiny_model, tamper, message):
-    from components.model_scorer import ModelScorer
-    from components.score_run import checked_receipts
-    from components.shard_scoring import ScoringTarget, part_name, receipt_uri, score_shard
+    from components.score.model_scorer import ModelScorer
+    from components.score.run import checked_receipts
+    from components.score.shard_scoring import ScoringTarget, part_name, receipt_uri, score_shard
 
     shards = storage.glob(inputs["glob"])
     staging = str(tmp_path / "staging")
@@ -329,11 +329,11 @@ def test_an_attempt_that_lost_its_lease_never_swaps_the_summary(inputs, tmp_path
     """A holder that stalled past its TTL (its heartbeat starved) and was taken over stops at the swap."""
     import datetime
 
-    from components.contracts import RunInputs, RunParts
+    from components.contracts.summary import RunInputs, RunParts
     from components.errors import RunConflict
-    from components.model_scorer import ModelScorer
-    from components.score_run import checked_receipts, publish, run_counts
-    from components.shard_scoring import ScoringTarget, score_shard
+    from components.score.model_scorer import ModelScorer
+    from components.score.run import checked_receipts, publish, run_counts
+    from components.score.shard_scoring import ScoringTarget, score_shard
 
     output, shards = str(tmp_path / "scores"), storage.glob(inputs["glob"])
     score(input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30")

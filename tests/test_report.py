@@ -15,17 +15,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import storage
-from components.calibration import reliability_bins
+from components.analysts.report import report
+from components.analysts.report_metrics import psi_band, psi_per_class, top_confused_pairs
+from components.analysts.report_thumbnails import THUMBNAIL_SCALE, thumbnails
+from components.analysts.tables import open_tables
 from components.constants import CLASS_NAMES
+from components.contracts.shards import parse_example
 from components.errors import InputError
-from components.images import to_model_image
-from components.report import report
-from components.report_metrics import classification_metrics, psi_band, psi_per_class, top_confused_pairs
-from components.report_thumbnails import THUMBNAIL_SCALE, thumbnails
-from components.shards import parse_example
-from components.tables import open_tables
-from components.tfrecord import read_records
+from components.io import storage
+from components.io.images import to_model_image
+from components.io.tfrecord import read_records
+from components.metrics.calibration import reliability_bins
+from components.metrics.classification import classification_metrics
 from tests.scoring_fixture import RUNS, TRAIN_LABELS, ScoredRun, write_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

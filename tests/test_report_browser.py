@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import storage
-from components.report import report
+from components.analysts.report import report
+from components.io import storage
 from tests.browser import chromium_path, load_page
 from tests.scoring_fixture import write_run
 from tests.test_report import week_runs

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from components.errors import CheckFailed, InputError, RunConflict
-from components.storage import StorageConflictError
+from components.io.storage import StorageConflictError
 from jobs.runner import run
 
 
@@ -121,7 +121,7 @@ def assert_one_line_exit_2(result: subprocess.CompletedProcess, *fragments: str)
 
 
 def test_damaged_model_metrics_and_manifest_files_are_named(tiny_idx, tmp_path):
-    from components.prepare import prepare
+    from components.prepare.dataset import prepare
 
     shards = str(tmp_path / "shards")
     prepare(source=tiny_idx, output=shards, shards_per_split=1, allow_unknown_source=True, workers=1)
@@ -202,13 +202,13 @@ def test_train_model_flag_is_a_deprecated_alias_of_architecture(caplog):
 
 
 STEP_PARAMETERS = {
-    "prepare": "components.prepare:PrepareParameters",
-    "prepare-images": "components.prepare_images:PrepareImagesParameters",
-    "train": "components.training:TrainParameters",
-    "score": "components.score_parameters:ScoreParameters",
-    "report": "components.report:ReportParameters",
-    "query": "components.tables:QueryParameters",
-    "migrate-tables": "components.migration:MigrateTablesParameters",
+    "prepare": "components.prepare.dataset:PrepareParameters",
+    "prepare-images": "components.prepare.product_images:PrepareImagesParameters",
+    "train": "components.train.training:TrainParameters",
+    "score": "components.score.parameters:ScoreParameters",
+    "report": "components.analysts.report:ReportParameters",
+    "query": "components.analysts.tables:QueryParameters",
+    "migrate-tables": "components.analysts.migration:MigrateTablesParameters",
 }
 
 
@@ -216,7 +216,7 @@ STEP_PARAMETERS = {
 def test_every_flag_of_a_step_is_a_field_of_its_parameters_with_the_default_in_its_help(step):
     import importlib
 
-    from components.parameters import parameters_of
+    from components.contracts.parameters import parameters_of
     from jobs.cli import STEPS
 
     module, name = STEP_PARAMETERS[step].split(":")

@@ -15,8 +15,8 @@ import urllib.parse
 import pytest
 import yaml
 
+from components.cloud.schedules import load_schedule, run_parameters
 from components.errors import InputError
-from components.schedules import load_schedule, run_parameters
 from tests.kfp_spec import IMAGE, REPO, WORKER
 from tests.loopback_api import JsonHandler, serving
 

@@ -1,4 +1,4 @@
-"""The files generated from components/schema.py are committed as generated (`make schema-docs`)."""
+"""The files generated from components/contracts/schema.py are committed as generated (`make schema-docs`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 import pyarrow as pa
 import pytest
 
-from components import schema_docs
-from components.schema import PREDICTION_COLUMNS
+from components.analysts import schema_docs
+from components.contracts.schema import PREDICTION_COLUMNS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

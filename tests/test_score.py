@@ -21,18 +21,19 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from components import registry, storage
-from components.contracts import RunSummary, ShardReceipt
+from components.contracts import registry
+from components.contracts.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, run_summary_uri
+from components.contracts.shards import serialize_example
+from components.contracts.summary import RunSummary, ShardReceipt
 from components.errors import CheckFailed, InputError
-from components.images import encode_png
-from components.model_scorer import ModelScorer
-from components.prediction_rows import parse_record, parsed_example
-from components.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, run_summary_uri
-from components.score_pipeline import ScoreShardFn, ScoreShards
-from components.score_run import score, staging_uri
-from components.shard_scoring import ScoringTarget, receipt_uri
-from components.shards import serialize_example
-from components.tfrecord import Record, frame_record
+from components.io import storage
+from components.io.images import encode_png
+from components.io.tfrecord import Record, frame_record
+from components.score.model_scorer import ModelScorer
+from components.score.pipeline import ScoreShardFn, ScoreShards
+from components.score.prediction_rows import parse_record, parsed_example
+from components.score.run import score, staging_uri
+from components.score.shard_scoring import ScoringTarget, receipt_uri
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNG_SEED = 0
@@ -257,7 +258,7 @@ def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
     """A clean batch is scored in one TensorFlow call; its rows equal the careful path's."""
     import datetime
 
-    from components.shard_scoring import _score_batch, _score_batch_carefully
+    from components.score.shard_scoring import _score_batch, _score_batch_carefully
 
     rng = np.random.default_rng(RNG_SEED)
     records = [Record(i, data=good_record(f"img-{i}", rng, label=None if i % 5 == 0 else i % 10)) for i in range(40)]
@@ -323,7 +324,7 @@ def test_one_odd_record_sends_its_batch_the_careful_way(tiny_model, odd_record):
 def test_contract_breaking_record_is_an_error_row_the_rest_scored(tiny_model, kind, error_type):
     import datetime
 
-    from components.shard_scoring import _score_batch, _score_batch_carefully
+    from components.score.shard_scoring import _score_batch, _score_batch_carefully
 
     rng = np.random.default_rng(RNG_SEED)
     odd = {
@@ -369,7 +370,7 @@ def huge_weights_model():
 def test_non_finite_probabilities_are_error_rows_on_both_paths(tiny_model):
     import datetime
 
-    from components.shard_scoring import _score_batch, _score_batch_carefully
+    from components.score.shard_scoring import _score_batch, _score_batch_carefully
 
     black, white = encode_png(np.zeros((28, 28), np.uint8)), encode_png(np.full((28, 28), 255, np.uint8))
     records = [Record(0, data=serialize_example("black", black, 1)), Record(1, data=serialize_example("white", white, 2))]
@@ -476,7 +477,7 @@ def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_roo
 def test_local_runner_defaults_leave_named_options_alone(beam_args, expected):
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-    from components.score_run import pipeline_options
+    from components.score.run import pipeline_options
 
     options = pipeline_options(beam_args)
     direct = options.view_as(DirectOptions)
@@ -486,7 +487,7 @@ def test_local_runner_defaults_leave_named_options_alone(beam_args, expected):
 def test_one_shard_runs_on_one_in_process_worker_unless_told_otherwise():
     from apache_beam.options.pipeline_options import DirectOptions
 
-    from components.score_run import pipeline_options
+    from components.score.run import pipeline_options
 
     def workers(beam_args: list[str], shard_count: int) -> tuple[int, str]:
         direct = pipeline_options(beam_args, shard_count=shard_count).view_as(DirectOptions)
@@ -702,9 +703,9 @@ def test_real_test_shards_accuracy_equals_model_evaluate(tmp_path, real_source):
     import keras
 
     from components.constants import IDX_FILES
-    from components.idx import load_split
-    from components.prepare import run_parallel, shard_tasks
-    from components.shards import write_shard
+    from components.contracts.shards import write_shard
+    from components.io.idx import load_split
+    from components.prepare.dataset import run_parallel, shard_tasks
 
     train_images, train_labels = (f.array for f in load_split(real_source, *IDX_FILES["train"]))
     test_images, test_labels = (f.array for f in load_split(real_source, *IDX_FILES["test"]))
@@ -738,8 +739,8 @@ DAMAGED_SHARD_RECORDS = 6
 def damaged_shards(folder: str, *, with_manifest: bool) -> dict[str, set[str]]:
     """Four shards written by the real shard writer (and manifest), then damaged the way
     uploads break; returns, per shard, the image ids whose records the damage left intact."""
-    from components.prepare import new_manifest
-    from components.shards import ShardTask, write_shard
+    from components.contracts.shards import ShardTask, write_shard
+    from components.prepare.dataset import new_manifest
 
     rng = np.random.default_rng(RNG_SEED)
     names = [f"test-{i:05d}-of-00004.tfrecord" for i in range(4)]
@@ -905,7 +906,7 @@ def test_cli_exit_codes_for_a_non_finite_model_and_a_shard_unlike_its_manifest(t
 
 
 def test_the_model_file_is_read_once_and_checked_against_the_hash_metrics_json_evaluated(model_root, tmp_path):
-    from components.model_scorer import load_model
+    from components.score.model_scorer import load_model
 
     ref = registry.resolve(model_root, check_file=False)  # no read of model.keras here
     other = save_model(fit_tiny_model(), str(tmp_path / "other"), "v", publish=False)

@@ -3,7 +3,7 @@
 import pytest
 import tensorflow as tf
 
-from components.shards import ShardExample, parse_example, serialize_example
+from components.contracts.shards import ShardExample, parse_example, serialize_example
 
 
 @pytest.mark.parametrize("label", [None, 0, 9, 127, 128, 300, 2**40, -1])

@@ -2,8 +2,8 @@
 
 import pytest
 
-from components import storage
 from components.errors import InputError
+from components.io import storage
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -127,7 +127,7 @@ def test_a_missing_bucket_is_named_as_such(gcs_bucket):
 
 @pytest.mark.parametrize("pointer", ["../elsewhere", "/", "/tmp/elsewhere", "v1/../../elsewhere", "gs://other/v1"])
 def test_latest_never_points_outside_the_model_root(tmp_path, pointer):
-    from components import registry
+    from components.contracts import registry
 
     elsewhere = tmp_path / "elsewhere"  # a complete, gate-passing version that LATEST tries to reach
     elsewhere.mkdir()
@@ -142,7 +142,7 @@ def test_latest_never_points_outside_the_model_root(tmp_path, pointer):
 
 @pytest.mark.parametrize("name", ["../train-00000-of-00001.tfrecord", "/etc/passwd", "sub/train-00000-of-00001.tfrecord"])
 def test_manifest_shard_names_never_leave_the_data_set(tmp_path, name):
-    from components.shards import split_shard_uris
+    from components.contracts.shards import split_shard_uris
 
     manifest = {"splits": {"train": {"num_records": 1, "shards": [{"name": name, "num_records": 1}]}}}
     with pytest.raises(InputError, match="not a plain name"):
@@ -151,7 +151,7 @@ def test_manifest_shard_names_never_leave_the_data_set(tmp_path, name):
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"quality_gate": "yes"}', '{"accuracy": 0.9}'])
 def test_an_invalid_metrics_file_is_an_input_error_naming_it(tmp_path, content):
-    from components import registry
+    from components.contracts import registry
 
     version = tmp_path / "models" / "v1"
     version.mkdir(parents=True)
@@ -163,7 +163,7 @@ def test_an_invalid_metrics_file_is_an_input_error_naming_it(tmp_path, content):
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '"text"'])
 def test_an_invalid_manifest_is_an_input_error_naming_it(tmp_path, content):
-    from components.shards import read_manifest
+    from components.contracts.shards import read_manifest
 
     (tmp_path / "manifest.json").write_text(content)
     with pytest.raises(InputError, match=f"{tmp_path / 'manifest.json'}: manifest is"):

@@ -1,4 +1,4 @@
-"""SQL views over the scoring tables (components/tables.py) and `fmnist query`, locally and on gs://."""
+"""SQL views over the scoring tables (components/analysts/tables.py) and `fmnist query`, locally and on gs://."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow import fs
 
-from components import storage
+from components.analysts.tables import open_tables, query
 from components.constants import CLASS_NAMES
-from components.contracts import RunSummary
+from components.contracts.schema import ERROR_SCHEMA, PARTITION_SCHEMA, PREDICTION_SCHEMA, V1_SCHEMA_VERSION, partition_uri
+from components.contracts.summary import RunSummary
 from components.errors import InputError
-from components.schema import ERROR_SCHEMA, PARTITION_SCHEMA, PREDICTION_SCHEMA, V1_SCHEMA_VERSION, partition_uri
-from components.tables import open_tables, query
+from components.io import storage
 from jobs import query as query_job
 from tests.scoring_fixture import RUNS, UNFINISHED, ScoredRun, write_run
 
@@ -192,7 +192,7 @@ def test_an_invalid_summary_is_skipped_with_a_warning_naming_it(scored_output, t
     broken = storage.join(copy, "runs", "broken.json")
     storage.write_bytes(broken, b'{"run_id": "broken", "run_date": ')
     storage.write_bytes(storage.join(copy, "runs", "no-parts.json"), b'{"run_id": "no-parts"}\n')
-    with caplog.at_level(logging.WARNING, logger="components.tables"):
+    with caplog.at_level(logging.WARNING, logger="components.analysts.tables"):
         connection = open_tables(scores=copy)
     assert counts_by_run(connection, "predictions") == {"nightly-2026-11-27": 38, "nightly-2026-11-28": 40}
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
@@ -264,7 +264,7 @@ def test_the_query_sandbox_refuses_everything_but_one_select(scored_output, tmp_
 @pytest.fixture(scope="module")
 def real_output(tmp_path_factory) -> str:
     """`fmnist score` output of a tiny model over shards with good and bad records (both tables)."""
-    from components.score_run import score
+    from components.score.run import score
     from tests.test_score import fit_tiny_model, planted_shards, save_model
 
     root = tmp_path_factory.mktemp("real-output")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import tfrecord
-from components.tfrecord import ShardReader, frame_record, read_records
+from components.io import tfrecord
+from components.io.tfrecord import ShardReader, frame_record, read_records
 
 PAYLOADS = [b"first", b"", b"x" * 1000, b"abc" * 50, b"last"]
 FRAMED = [frame_record(p) for p in PAYLOADS]

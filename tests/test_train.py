@@ -9,17 +9,18 @@ import shutil
 import numpy as np
 import pytest
 
-from components import registry, storage
 from components.constants import CLASS_NAMES, IDX_FILES, MANIFEST_NAME
+from components.contracts import registry
+from components.contracts.shards import class_histogram, read_manifest, read_shard, serialize_example, write_shard
 from components.errors import InputError
-from components.idx import load_split as load_idx_split
-from components.model_artifacts import SIGNATURE_IMAGES, SIGNATURE_PNG, evaluate
-from components.models import build_model
-from components.prepare import new_manifest, prepare, publish_manifest, shard_tasks
-from components.shards import class_histogram, read_manifest, read_shard, serialize_example, write_shard
-from components.tfrecord import frame_record
-from components.training import train
-from components.training_data import holdout_mask, load_split
+from components.io import storage
+from components.io.idx import load_split as load_idx_split
+from components.io.tfrecord import frame_record
+from components.prepare.dataset import new_manifest, prepare, publish_manifest, shard_tasks
+from components.train.model_artifacts import SIGNATURE_IMAGES, SIGNATURE_PNG, evaluate
+from components.train.models import build_model
+from components.train.training import train
+from components.train.training_data import holdout_mask, load_split
 from tests.test_prepare import run_cli
 
 VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
@@ -143,9 +144,9 @@ def test_scoring_reports_the_calibrated_confidence(trained, tiny_shards, tmp_pat
     """`fmnist score` applies the temperature: its confidence is softmax(raw logits / T), not softmax(raw)."""
     import keras
 
-    from components.calibration import softmax
-    from components.score_run import score
-    from components.tables import query
+    from components.analysts.tables import query
+    from components.metrics.calibration import softmax
+    from components.score.run import score
 
     model_root, summary = trained
     folder = os.path.join(model_root, summary["model_version"])

@@ -19,9 +19,9 @@ from unittest import mock
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
+from components.cloud.schedules import kfp_cron, load_schedule, run_parameters
+from components.cloud.vertex_pipelines import submit_to_vertex, vertex_cron
 from components.errors import InputError
-from components.schedules import kfp_cron, load_schedule, run_parameters
-from components.vertex_pipelines import submit_to_vertex, vertex_cron
 from tests.kfp_spec import IMAGE, REPO, WORKER
 from tests.loopback_api import JsonHandler, serving
 
@@ -259,7 +259,7 @@ def test_kfp_schedule_in_another_zone_is_refused_in_one_line_before_any_request(
 def test_runs_act_as_terraforms_pipeline_runner_by_default(tmp_path):
     import hcl2
 
-    from components.schedules import runner_account
+    from components.cloud.schedules import runner_account
 
     with open(os.path.join(REPO, "infra", "terraform", "iam.tf")) as file:
         accounts = {

@@ -12,7 +12,7 @@
 #                                    attempt's leftovers, is never counted
 #   predictions_current              the latest complete run of each run_date (reruns, backfills)
 #
-# Column schemas of the Parquet tables are generated from components/schema.py
+# Column schemas of the Parquet tables are generated from components/contracts/schema.py
 # (infra/bigquery/*.json, kept current by a test), so BigQuery reads exactly what `fmnist score`
 # writes. The class names of true_class are those of components/constants.py (a test compares).
 resource "google_bigquery_dataset" "fmnist" {

@@ -1,0 +1,291 @@
+"""The scoring output as SQL: DuckDB views over exactly the Parquet parts that complete runs' summaries name.
+
+    con = open_tables(scores="runs/local/scores")      # or gs://bucket/scores
+    con.sql("SELECT predicted_class, count(*) FROM predictions_current GROUP BY ALL")
+
+Views (table contract v2, components/contracts/schema.py):
+- `predictions`: rows of every complete run: the Parquet columns, `true_class` (the name of
+  `true_label`), and the partition keys `run_date` (DATE) and `run_id` from the paths;
+- `predictions_current`: the same, for the latest complete run of each `run_date` only (a
+  rerun under a new id or a backfill does not double-count a day);
+- `errors`: the error rows of every complete run, with the partition keys;
+- `runs`: one row per run summary.
+A run is complete when its summary `runs/<run_id>.json` (written last by `score`) exists,
+and only the parts it names are read: a stray or foreign file in a partition is never
+counted, files of a run being written or abandoned never show. A summary that cannot be
+read is skipped with a warning naming it. Outputs of contract v1 (run_id inside the files)
+are refused with how to migrate them.
+
+The connection is a sandbox: the Parquet is read by pyarrow.dataset over the storage
+layer's Arrow file system (no DuckDB extension is downloaded for `gs://`) and handed to
+DuckDB as Arrow datasets; then DuckDB's own file and network access is switched off and its
+configuration locked, and `query` runs exactly one read-only SELECT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import tempfile
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from components.constants import CLASS_NAMES
+from components.contracts.parameters import parameter
+from components.contracts.schema import (
+    ERROR_SCHEMA,
+    ERRORS_TABLE,
+    PARTITION_SCHEMA,
+    PREDICTION_SCHEMA,
+    PREDICTIONS_TABLE,
+    RUNS_FOLDER,
+    TABLE_SCHEMA_VERSION,
+    V1_SCHEMA_VERSION,
+    parse_run_date,
+    partition_uri,
+)
+from components.contracts.summary import ContractError, RunSummary
+from components.errors import InputError
+from components.io import storage
+
+log = logging.getLogger(__name__)
+
+RUNS_VIEW = "runs"
+CURRENT_PREDICTIONS_VIEW = "predictions_current"
+# Which complete run of a run date is its current one (a rerun or backfill replaces it): the
+# last to finish. A window over the `runs` view; the report's trend uses the same one.
+CURRENT_RUN_WINDOW = "PARTITION BY run_date ORDER BY finished_at DESC NULLS LAST, run_id DESC"
+VIEWS = (PREDICTIONS_TABLE, CURRENT_PREDICTIONS_VIEW, ERRORS_TABLE, RUNS_VIEW)
+RUNS_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string()),
+        pa.field("run_date", pa.date32()),
+        pa.field("status", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("read", pa.int64()),
+        pa.field("scored", pa.int64()),
+        pa.field("failed", pa.int64()),
+        pa.field("expected", pa.int64()),
+        pa.field("failed_by_type", pa.map_(pa.string(), pa.int64())),
+        pa.field("error_rate", pa.float64()),
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("summary", pa.string()),  # the whole summary JSON: query it with json_extract
+    ]
+)
+OUTPUT_FORMATS = (".csv", ".parquet")
+
+
+def scores_root(*, deprecated_aliases: tuple[str, ...] = ("--predictions",)) -> Any:
+    """The `scores` parameter of every step that reads a scoring output (query, report, migrate-tables)."""
+    return parameter(
+        help="the scoring output root (the --output given to `fmnist score`)",
+        location=True,
+        deprecated_aliases=deprecated_aliases,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryParameters:
+    """`fmnist query`: one read-only SQL query over the scoring tables."""
+
+    sql: str = parameter(help="one SELECT (DuckDB dialect); examples in docs/analysts.md", positional=True)
+    scores: str = scores_root()
+    out: str | None = parameter(
+        None, help="write the result to FILE.csv or FILE.parquet (a path or gs:// URI) instead of printing it", location=True
+    )
+
+
+MIGRATE_HINT = "rewrite it as contract v2 with `fmnist migrate-tables --scores {root}`, or score it again"
+
+
+def read_run_summaries(scores: str) -> list[RunSummary]:
+    """The summaries of the complete runs below a scoring output root, sorted by run id.
+
+    An unreadable or invalid summary is skipped with a warning naming it; a summary of table
+    contract v1 is an InputError saying how to migrate.
+    """
+    summaries = []
+    for uri in storage.glob(storage.join(scores, RUNS_FOLDER, "*.json")):
+        data = storage.read_bytes(uri)
+        try:
+            summary = RunSummary.from_json(data)
+        except ContractError as error:
+            if _is_v1(data):
+                raise InputError(
+                    f"{uri}: a run of table contract v1 ({V1_SCHEMA_VERSION}); " + MIGRATE_HINT.format(root=scores)
+                ) from error
+            log.warning("%s: skipped, not a valid run summary (%s)", uri, error)
+            continue
+        if summary.schema_version != TABLE_SCHEMA_VERSION or storage.basename(uri) != f"{summary.run_id}.json":
+            log.warning("%s: skipped, a summary of run %s, schema %s", uri, summary.run_id, summary.schema_version)
+            continue
+        summaries.append(summary)
+    return sorted(summaries, key=lambda summary: summary.run_id)
+
+
+def _is_v1(data: bytes) -> bool:
+    return V1_SCHEMA_VERSION.encode() in data
+
+
+def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
+    """A locked DuckDB connection with the views `predictions`, `predictions_current`, `errors`
+    and `runs` of the complete runs below `scores` (the --output root of `fmnist score`)."""
+    summaries = read_run_summaries(scores)
+    if not summaries:
+        raise InputError(
+            f"{scores}: no complete scoring run (no valid {RUNS_FOLDER}/*.json); expected the --output root of `fmnist score`"
+        )
+    connection = duckdb.connect()
+    try:
+        for table, schema in ((PREDICTIONS_TABLE, PREDICTION_SCHEMA), (ERRORS_TABLE, ERROR_SCHEMA)):
+            connection.register(f"_{table}_parts", _parts_dataset(scores, table, schema, summaries))
+        connection.register(f"_{RUNS_VIEW}", _runs_table(summaries))
+        class_names = ", ".join("'" + name.replace("'", "''") + "'" for name in CLASS_NAMES)
+        columns = []
+        for name in PREDICTION_SCHEMA.names:
+            columns.append(name)
+            if name == "true_label":
+                columns.append(f"[{class_names}][true_label + 1] AS true_class")  # NULL stays NULL
+        partition_keys = ", ".join(PARTITION_SCHEMA.names)
+        connection.execute(
+            f"CREATE VIEW {PREDICTIONS_TABLE} AS SELECT {', '.join(columns)}, {partition_keys} FROM _{PREDICTIONS_TABLE}_parts"
+        )
+        connection.execute(f"CREATE VIEW {ERRORS_TABLE} AS SELECT * FROM _{ERRORS_TABLE}_parts")
+        connection.execute(f"CREATE VIEW {RUNS_VIEW} AS SELECT * FROM _{RUNS_VIEW}")
+        connection.execute(
+            f"CREATE VIEW {CURRENT_PREDICTIONS_VIEW} AS SELECT * FROM {PREDICTIONS_TABLE} WHERE run_id IN ("
+            f"SELECT run_id FROM {RUNS_VIEW} QUALIFY row_number() OVER ({CURRENT_RUN_WINDOW}) = 1)"
+        )
+        # The sandbox: no file or network access of DuckDB's own, and nobody can switch it back.
+        connection.execute("SET enable_external_access = false")
+        connection.execute("SET lock_configuration = true")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _parts_dataset(scores: str, table: str, schema: pa.Schema, summaries: list[RunSummary]) -> ds.Dataset:
+    """The parts of one table that the summaries name, as one Hive-partitioned dataset.
+
+    Each part is looked up by its name in its run's own partition below `scores`, so a
+    summary never makes a file elsewhere count, and an output root copied to another
+    place stays readable.
+    """
+    table_uri = storage.join(scores, table)
+    filesystem, base = storage.arrow_filesystem(table_uri)
+    files = []
+    for summary in summaries:
+        folder = partition_uri(scores, table, summary.run_date, summary.run_id)
+        for part in summary.parts.of(table):
+            files.append(storage.arrow_filesystem(storage.join(folder, storage.basename(part)))[1])
+    full_schema = pa.schema(list(schema) + list(PARTITION_SCHEMA))
+    try:
+        return ds.dataset(
+            files,
+            schema=full_schema,
+            format="parquet",
+            filesystem=filesystem,
+            partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
+            partition_base_dir=base,
+        )
+    except (FileNotFoundError, OSError) as error:
+        raise InputError(f"{table_uri}: a part named by a run summary cannot be read ({error})") from error
+
+
+def _runs_table(summaries: list[RunSummary]) -> pa.Table:
+    rows = []
+    for summary in summaries:
+        counts = summary.counts
+        rows.append(
+            {
+                "run_id": summary.run_id,
+                "run_date": parse_run_date(summary.run_date),
+                "status": summary.status,
+                "model_version": summary.model_version,
+                "read": counts.read,
+                "scored": counts.scored,
+                "failed": counts.failed,
+                "expected": counts.expected,
+                "failed_by_type": list(counts.failed_by_type.items()),
+                "error_rate": summary.error_rate,
+                "started_at": _timestamp(summary.timings.get("started_at")),
+                "finished_at": _timestamp(summary.timings.get("finished_at")),
+                "summary": summary.to_json(),
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
+
+
+def _timestamp(value: object) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def read_only_statement(sql: str) -> str:
+    """The one SELECT in `sql`; InputError for anything else (a second statement, COPY, ATTACH, SET, ...)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as error:
+        raise InputError(f"SQL: {type(error).__name__}: {str(error).strip().splitlines()[0]}") from error
+    if len(statements) != 1:
+        raise InputError(f"SQL: exactly one statement is allowed, found {len(statements)}")
+    (statement,) = statements
+    if statement.type != duckdb.StatementType.SELECT:
+        raise InputError(
+            f"SQL: only a read-only SELECT is allowed, found {statement.type.name}; "
+            "use --out FILE.csv or FILE.parquet to export a result"
+        )
+    return statement.query
+
+
+def query(*, sql: str, scores: str) -> pa.Table:
+    """Runs one read-only SELECT against the views of a scoring output; the result as Arrow."""
+    statement = read_only_statement(sql)
+    connection = open_tables(scores=scores)
+    try:
+        return connection.sql(statement).to_arrow_table()
+    except duckdb.Error as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise InputError(f"SQL: {type(error).__name__}: {first_line}") from error
+    finally:
+        connection.close()
+
+
+def write_result(table: pa.Table, out: str) -> None:
+    """Writes a query result as CSV or Parquet, chosen by the extension of `out` (a URI)."""
+    extension = os.path.splitext(out)[1].lower()
+    if extension not in OUTPUT_FORMATS:
+        raise InputError(f"{out}: unknown output format; use one of {', '.join(OUTPUT_FORMATS)}")
+    connection = duckdb.connect()
+    try:
+        relation = connection.from_arrow(table)
+        with tempfile.TemporaryDirectory(prefix="fmnist-query-") as folder:
+            local = os.path.join(folder, f"result{extension}")
+            if extension == ".csv":
+                relation.write_csv(local, header=True)
+            else:
+                relation.write_parquet(local)
+            storage.upload_file(local, out)
+    finally:
+        connection.close()
+
+
+def format_table(table: pa.Table, *, max_rows: int = 100) -> str:
+    """A result as a boxed text table for the terminal (the first max_rows rows)."""
+    connection = duckdb.connect()
+    try:
+        text = str(connection.from_arrow(table.slice(0, max_rows))).rstrip("\n")
+    finally:
+        connection.close()
+    if table.num_rows > max_rows:
+        text += f"\n({table.num_rows} rows, first {max_rows} shown; --out FILE.csv for all)"
+    return text

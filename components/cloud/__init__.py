@@ -1,0 +1,1 @@
+"""Running the steps in Google Cloud: KFP pipeline definitions, schedules, Vertex AI submission, Dataflow jobs, run context."""

@@ -1,0 +1,403 @@
+"""Kubeflow Pipelines (v2) definitions: the training and the scoring pipeline, on the one image.
+
+    fmnist pipeline compile                  # -> infra/kfp/training.yaml, infra/kfp/scoring.yaml
+
+Every step task runs the image with the same `fmnist <step> ...` command line as the
+container smoke test (tests/test_container.py builds both from the `*_command` functions
+below), wrapped by `python -m jobs.kfp_outputs`, which runs that command and then turns its
+JSON result (and the manifest, metrics.json, run summary it names) into typed KFP artifacts.
+
+Caching is keyed on content, not tags: every task takes the image reference pinned by
+digest (`...@sha256:...`, refused otherwise) as an input, because KFP's cache key holds only
+the unresolved image placeholder; prepare's output carries the data set's manifest digest,
+which train takes as an input. Tuning inputs are generated from the steps' parameter
+dataclasses (the fields marked `tuning`, components.contracts.parameters): each is an optional input of
+its task and pipeline, and when a run leaves one unset the flag is left off and the step's own
+default applies (as with the CLI).
+"""
+
+import copy
+import functools
+import inspect
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Optional  # KFP reads component signatures and does not parse `X | None`
+
+from kfp import compiler, dsl
+from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.cloud.run_context import RunContextParameters
+from components.cloud.schedules import PUBLIC_IPS_FLAGS
+from components.contracts.parameters import Parameter, flag_of, parameters_of, tuning_parameters
+from components.errors import InputError
+from components.prepare.dataset import PrepareParameters
+from components.score.parameters import ScoreParameters
+from components.train.training import TrainParameters
+
+# Stands in for the image until each task's `set_container_image(image)` names the pinned one.
+IMAGE_INPUT_DEFAULT = "fmnist-jobs"
+# Where KFP and Vertex AI Pipelines keep the tasks' artifacts unless a run names another root:
+# terraform's `pipeline_root` output for the project the schedules name (fmnist-prod).
+DEFAULT_PIPELINE_ROOT = "gs://fmnist-prod-pipelines/root"
+ADAPTER = ("python", "-m", "jobs.kfp_outputs", "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER)
+# Filled by the schedule (dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER), never a run parameter.
+SCHEDULED_TIME = "scheduled_time"
+
+
+def optional_flags(values: dict) -> list:
+    """`--name value` pairs of the set keywords (plain values: the smoke test's command line)."""
+    return [item for name, value in values.items() if value is not None for item in (flag_of(name), str(value))]
+
+
+def if_present_flags(inputs: dict) -> list:
+    """`--name value` pairs that KFP drops at run time when the optional input was not given."""
+    return [dsl.IfPresentPlaceholder(input_name=name, then=[flag_of(name), value]) for name, value in inputs.items()]
+
+
+def if_present_beam_options(inputs: dict) -> list:
+    """`--name value` pairs of Beam options (Beam spells them with underscores), when given at run time."""
+    return [dsl.IfPresentPlaceholder(input_name=name, then=[f"--{name}", value]) for name, value in inputs.items()]
+
+
+def given_flags(inputs: dict) -> list:
+    """`--name value` pairs of inputs every run gives."""
+    return [item for name, value in inputs.items() for item in (flag_of(name), value)]
+
+
+def tuning_inputs(parameters: type) -> list[inspect.Parameter]:
+    """The step's tuning parameters as optional KFP inputs: `name: Optional[type] = None`."""
+    return [_input(parameter, annotation=Optional[parameter.kind], default=None) for parameter in tuning_parameters(parameters)]
+
+
+def declared_inputs(parameters: type, *, defaults: bool, exclude: Iterable[str] = ()) -> list[inspect.Parameter]:
+    """Every parameter of the step as a KFP input of its type, with the step's default when
+    `defaults` (a pipeline's input) or required (a component's, which the pipeline always sets)."""
+    return [
+        _input(parameter, annotation=parameter.kind, default=parameter.default if defaults else inspect.Parameter.empty)
+        for parameter in parameters_of(parameters)
+        if parameter.name not in exclude
+    ]
+
+
+def _input(parameter: Parameter, *, annotation, default) -> inspect.Parameter:
+    if parameter.required:
+        default = inspect.Parameter.empty
+    return inspect.Parameter(parameter.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+
+
+def with_inputs(generated: Sequence[inspect.Parameter]) -> Callable:
+    """Adds generated inputs to a component or pipeline function's signature, which KFP reads with
+    `inspect.signature` (honouring `__signature__`) and calls positionally. The function declares
+    its own inputs and takes the generated ones as one dict, `inputs`."""
+
+    def decorate(function: Callable) -> Callable:
+        own = [parameter for name, parameter in inspect.signature(function).parameters.items() if name != "inputs"]
+        # Inputs without a default first: a Python signature's rule, whatever their origin.
+        ordered = sorted([*own, *generated], key=lambda parameter: parameter.default is not inspect.Parameter.empty)
+        signature = inspect.Signature(ordered)
+        own_names, generated_names = [parameter.name for parameter in own], [parameter.name for parameter in generated]
+
+        @functools.wraps(function)
+        def with_generated_inputs(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            values = bound.arguments
+            return function(**{name: values[name] for name in own_names}, inputs={name: values[name] for name in generated_names})
+
+        with_generated_inputs.__signature__ = signature
+        return with_generated_inputs
+
+    return decorate
+
+
+def inputs_of(parameters: type, values: dict) -> dict:
+    """The values of one step's tuning inputs, out of a pipeline's generated inputs."""
+    return {parameter.name: values[parameter.name] for parameter in tuning_parameters(parameters)}
+
+
+def declared_of(parameters: type, values: dict) -> dict:
+    """The values of one step's declared inputs that a pipeline's generated inputs hold."""
+    return {parameter.name: values[parameter.name] for parameter in parameters_of(parameters) if parameter.name in values}
+
+
+def prepare_command(*, output, flags: Sequence = ()) -> list:
+    """`fmnist prepare`: the raw data set (default: the image's embedded copy) -> shards + manifest."""
+    return ["fmnist", "prepare", "--output", output, "--overwrite", *flags]
+
+
+def train_command(*, data, model_root, flags: Sequence = ()) -> list:
+    """`fmnist train`: shards -> a gated model version, published under `model_root` when it passes."""
+    return ["fmnist", "train", "--data", data, "--model-root", model_root, *flags]
+
+
+def score_command(*, shards, model, output, run_id, run_date, gcp_resources, flags: Sequence = ()) -> list:
+    """`fmnist score`: shards (a glob) -> prediction and error tables of one run, the launched job in
+    `gcp_resources`; `flags` may add Beam options."""
+    return [
+        "fmnist",
+        "score",
+        "--input",
+        shards,
+        "--model",
+        model,
+        "--output",
+        output,
+        "--run-id",
+        run_id,
+        "--run-date",
+        run_date,
+        "--gcp-resources",
+        gcp_resources,
+        *flags,
+    ]
+
+
+def dataflow_flags(
+    *, runner, project, region, temp_location, worker_image, service_account, public_ips_flag=PUBLIC_IPS_FLAGS[0]
+) -> list:
+    """Beam's standard options for a Dataflow run of `fmnist score` (the DirectRunner ignores them)."""
+    return [
+        "--runner",
+        runner,
+        "--project",
+        project,
+        "--region",
+        region,
+        "--temp_location",
+        temp_location,
+        "--sdk_container_image",
+        worker_image,
+        "--service_account_email",
+        service_account,
+        public_ips_flag,
+    ]
+
+
+@dsl.container_component
+@with_inputs(tuning_inputs(PrepareParameters))
+def prepare(image: str, dataset: Output[Dataset], manifest_digest: dsl.OutputPath(str), inputs: dict):
+    """Raw IDX files -> validated image shards (the Dataset artifact) and their manifest digest."""
+    return dsl.ContainerSpec(
+        image=IMAGE_INPUT_DEFAULT,
+        command=[*ADAPTER, "prepare", "--image", image, "--"],
+        args=prepare_command(output=dataset.path, flags=if_present_flags(inputs)),
+    )
+
+
+@dsl.container_component
+@with_inputs(tuning_inputs(TrainParameters))
+def train(
+    image: str,
+    dataset: Input[Dataset],
+    manifest_digest: str,
+    model_root: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+    confusion_matrix: Output[ClassificationMetrics],
+    model_card: Output[Markdown],
+    inputs: dict,
+):
+    """Fits and evaluates a model; only one that passes the gate is published under model_root."""
+    return dsl.ContainerSpec(
+        image=IMAGE_INPUT_DEFAULT,
+        command=[*ADAPTER, "train", "--image", image, "--manifest-digest", manifest_digest, "--"],
+        args=train_command(data=dataset.path, model_root=model_root, flags=if_present_flags(inputs)),
+    )
+
+
+@dsl.container_component
+@with_inputs(declared_inputs(RunContextParameters, defaults=False))
+def run_context(
+    image: str,
+    date: dsl.OutputPath(str),
+    shards: dsl.OutputPath(str),
+    run_id: dsl.OutputPath(str),
+    inputs: dict,
+):
+    """The run's logical date (explicit run_date, else the scheduled time's date) and the names made from it."""
+    return dsl.ContainerSpec(
+        image=IMAGE_INPUT_DEFAULT,
+        command=[*ADAPTER, "run-context", "--image", image, "--"],
+        args=["fmnist", "run-context", *given_flags(inputs)],
+    )
+
+
+@dsl.container_component
+@with_inputs(tuning_inputs(ScoreParameters))
+def score(
+    image: str,
+    shards: str,
+    model_root: str,
+    output: str,
+    run_id: str,
+    run_date: str,
+    runner: str,
+    project: str,
+    region: str,
+    temp_location: str,
+    worker_image: str,
+    service_account: str,
+    public_ips_flag: str,
+    predictions: Output[Dataset],
+    summary: Output[Metrics],
+    gcp_resources: dsl.OutputPath(str),
+    inputs: dict,
+    network: Optional[str] = None,
+    subnetwork: Optional[str] = None,
+    max_num_workers: Optional[int] = None,
+    machine_type: Optional[str] = None,
+    labels: Optional[dict] = None,
+    job_name: Optional[str] = None,
+):
+    """Scores one date's shards with the published model into the partitioned tables (on Dataflow,
+    whose job `gcp_resources` names: the UI links it and cancelling the run cancels it)."""
+    return dsl.ContainerSpec(
+        image=IMAGE_INPUT_DEFAULT,
+        command=[*ADAPTER, "score", "--image", image, "--"],
+        args=score_command(
+            shards=shards,
+            model=model_root,
+            output=output,
+            run_id=run_id,
+            run_date=run_date,
+            gcp_resources=gcp_resources,
+            flags=[
+                *if_present_flags(inputs),
+                *dataflow_flags(
+                    runner=runner,
+                    project=project,
+                    region=region,
+                    temp_location=temp_location,
+                    worker_image=worker_image,
+                    service_account=service_account,
+                    public_ips_flag=public_ips_flag,
+                ),
+                *if_present_beam_options(
+                    {
+                        "network": network,
+                        "subnetwork": subnetwork,
+                        "max_num_workers": max_num_workers,
+                        "machine_type": machine_type,
+                        "labels": labels,
+                        "job_name": job_name,
+                    }
+                ),
+            ],
+        ),
+    )
+
+
+def configure_task(
+    task: dsl.PipelineTask, image, *, cpu: str, memory: str, cached: bool = True, display_name: str | None = None
+) -> dsl.PipelineTask:
+    """Runs the task on the pipeline's pinned image (a run parameter, not a compile-time tag), with
+    `cpu`/`memory` both requested and as the limit: a batch step gets what it was sized for, and
+    Vertex AI Pipelines picks the machine from the limits. `cached=False` for a task whose result
+    depends on more than its inputs."""
+    task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+    if not cached:
+        task.set_caching_options(False)
+    if display_name is not None:
+        task.set_display_name(display_name)
+    return task.set_container_image(image)
+
+
+@dsl.pipeline(name="fmnist-training", description="prepare -> train, evaluate, gate, publish: on one image pinned by digest")
+@with_inputs([*tuning_inputs(PrepareParameters), *tuning_inputs(TrainParameters)])
+def training_pipeline(image: str, model_root: str, inputs: dict):
+    """Shards from the raw data set, then a model version that scoring uses once it passes the gate."""
+    # prepare encodes PNGs on every core; train holds the 60,000 training images in memory.
+    prepared = configure_task(prepare(image=image, **inputs_of(PrepareParameters, inputs)), image, cpu="4", memory="8G")
+    configure_task(
+        train(
+            image=image,
+            dataset=prepared.outputs["dataset"],
+            manifest_digest=prepared.outputs["manifest_digest"],
+            model_root=model_root,
+            **inputs_of(TrainParameters, inputs),
+        ),
+        image,
+        cpu="4",
+        memory="8G",
+        display_name="train-gate-publish",
+    )
+
+
+@dsl.pipeline(name="fmnist-scoring", description="score one date's shards with the published model, on Dataflow")
+@with_inputs([*declared_inputs(RunContextParameters, defaults=True, exclude=(SCHEDULED_TIME,)), *tuning_inputs(ScoreParameters)])
+def scoring_pipeline(
+    image: str,
+    worker_image: str,
+    model_root: str,
+    output: str,
+    project: str,
+    region: str,
+    temp_location: str,
+    service_account: str,
+    inputs: dict,
+    runner: str = "DataflowRunner",
+    public_ips_flag: str = PUBLIC_IPS_FLAGS[0],
+    network: Optional[str] = None,
+    subnetwork: Optional[str] = None,
+    max_num_workers: Optional[int] = None,
+    machine_type: Optional[str] = None,
+    labels: Optional[dict] = None,
+    job_name: Optional[str] = None,
+):
+    """The logical date comes from the schedule (or run_date, for a backfill) and names the partition."""
+    context_inputs = declared_of(RunContextParameters, inputs)
+    context = configure_task(
+        run_context(image=image, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER, **context_inputs),
+        image,
+        cpu="500m",
+        memory="512M",
+        # Its input is a placeholder KFP resolves per run: a cache hit could reuse another day's date.
+        cached=False,
+    )
+    configure_task(
+        score(
+            image=image,
+            shards=context.outputs["shards"],
+            model_root=model_root,
+            output=output,
+            run_id=context.outputs["run_id"],
+            run_date=context.outputs["date"],
+            runner=runner,
+            project=project,
+            region=region,
+            temp_location=temp_location,
+            worker_image=worker_image,
+            service_account=service_account,
+            public_ips_flag=public_ips_flag,
+            network=network,
+            subnetwork=subnetwork,
+            max_num_workers=max_num_workers,
+            machine_type=machine_type,
+            labels=labels,
+            job_name=job_name,
+            **inputs_of(ScoreParameters, inputs),
+        ),
+        # Launches and watches the Dataflow job; the DirectRunner (a small backfill) scores in the task.
+        image,
+        cpu="2",
+        memory="4G",
+        # The tables live outside KFP and a rerun of a date must rewrite its partition: never cached.
+        cached=False,
+    )
+
+
+PIPELINES = {"training": training_pipeline, "scoring": scoring_pipeline}
+
+
+def compile_pipelines(output: str, pipeline_root: str = DEFAULT_PIPELINE_ROOT) -> dict[str, str]:
+    """Writes every pipeline's spec as `<output>/<name>.yaml`, declaring `pipeline_root` as its
+    defaultPipelineRoot; returns name -> path."""
+    if not pipeline_root.startswith("gs://"):
+        raise InputError(f"--pipeline-root {pipeline_root}: a gs:// location (Vertex AI and KFP on GKE read it)")
+    os.makedirs(output, exist_ok=True)
+    paths = {name: os.path.join(output, f"{name}.yaml") for name in PIPELINES}
+    for name, pipeline in PIPELINES.items():
+        rooted = copy.deepcopy(pipeline)  # the module's pipelines stay as declared
+        rooted.pipeline_spec.default_pipeline_root = pipeline_root
+        compiler.Compiler().compile(rooted, package_path=paths[name])
+    return paths

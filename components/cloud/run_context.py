@@ -1,0 +1,75 @@
+"""A scheduled run's logical date and the names made from it (the scoring pipeline's first task).
+
+    fmnist run-context --scheduled-time 2026-11-29T03:00:00Z --date-offset-days -1 \\
+        --shards-template 'gs://b/incoming/{date}/*.tfrecord' --run-id-template 'scheduled-{date}'
+    -> {"date": "2026-11-28", "shards": "gs://b/incoming/2026-11-28/*.tfrecord", "run_id": "scheduled-2026-11-28"}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from components.contracts.parameters import flag_of, parameter
+from components.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContextParameters:
+    """`fmnist run-context`: the partition a scheduled (or backfill) run writes, and its names."""
+
+    scheduled_time: str = parameter(help="the schedule's time of this run (RFC 3339), as KFP resolves it")
+    shards_template: str = parameter(help="the shards glob, with {date}")
+    run_date: str = parameter("", help="explicit YYYY-MM-DD for a backfill; empty: from the scheduled time")
+    date_offset_days: int = parameter(0, help="days added to the scheduled time's date (-1: yesterday's data)")
+    time_zone: str = parameter("UTC", help="the zone in which the scheduled time's date is taken")
+    run_id_template: str = parameter("scheduled-{date}", help="the run id, with {date}")
+
+
+def run_context(
+    *,
+    scheduled_time: str,
+    shards_template: str,
+    run_date: str = RunContextParameters.run_date,
+    date_offset_days: int = RunContextParameters.date_offset_days,
+    time_zone: str = RunContextParameters.time_zone,
+    run_id_template: str = RunContextParameters.run_id_template,
+) -> dict[str, str]:
+    """The logical date (run_date, else the scheduled time's date in time_zone, plus the offset) and its names."""
+    date = logical_date(scheduled_time=scheduled_time, run_date=run_date, date_offset_days=date_offset_days, time_zone=time_zone)
+    return {
+        "date": date,
+        "shards": render_template("shards_template", shards_template, date),
+        "run_id": render_template("run_id_template", run_id_template, date),
+    }
+
+
+def render_template(name: str, template: str, date: str) -> str:
+    """`template` with `{date}` filled in; any other field is the template parameter's error."""
+    try:
+        return template.format(date=date)
+    except (KeyError, IndexError, ValueError) as error:
+        raise InputError(f"{flag_of(name)} {template!r}: may only use {{date}} ({error})") from error
+
+
+def logical_date(*, scheduled_time: str, run_date: str, date_offset_days: int, time_zone: str) -> str:
+    """YYYY-MM-DD of the partition a run writes: explicit for backfills, else from the schedule."""
+    if run_date:
+        try:
+            return datetime.date.fromisoformat(run_date).isoformat()
+        except ValueError as error:
+            raise InputError(f"{flag_of('run_date')} {run_date!r}: not a YYYY-MM-DD date") from error
+    try:
+        moment = datetime.datetime.fromisoformat(scheduled_time.replace("Z", "+00:00"))
+        zone = datetime.UTC if time_zone == "UTC" else ZoneInfo(time_zone)
+    except ValueError as error:
+        raise InputError(
+            f"{flag_of('scheduled_time')} {scheduled_time!r}: not an RFC 3339 time; the KFP backend did "
+            "not resolve the schedule time placeholder, so pass run_date"
+        ) from error
+    except ZoneInfoNotFoundError as error:
+        raise InputError(f"{flag_of('time_zone')} {time_zone!r}: unknown time zone") from error
+    if moment.tzinfo is None:
+        raise InputError(f"{flag_of('scheduled_time')} {scheduled_time!r}: has no UTC offset")
+    return (moment.astimezone(zone).date() + datetime.timedelta(days=date_offset_days)).isoformat()

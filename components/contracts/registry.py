@@ -1,0 +1,124 @@
+"""The model registry contract: versioned model folders and the published `LATEST` pointer.
+
+    <model_root>/<model_version>/model.keras, saved_model/, metrics.json, ...
+    <model_root>/LATEST          one line: the model_version that scoring uses
+
+Only a model that passed the quality gate is ever named by LATEST, and `resolve` refuses a
+version folder whose metrics.json does not record a passed gate, or records the SHA-256 of
+another model.keras than the one in the folder (a swapped or damaged file is never scored
+under another model's gate). A metrics.json without `model_sha256` (written before the
+hash was recorded) is refused too, with the one-line fix in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from components.errors import InputError
+from components.io import storage
+
+LATEST_NAME = "LATEST"
+MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"
+SAVED_MODEL_DIR = "saved_model"  # signatures serve_png (PNG bytes) and serve_images (floats)
+LABELS_FILE = "labels.json"  # class names, index = class id
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+RELIABILITY_FILE = "reliability.png"  # calibration: accuracy against confidence, before and after
+MODEL_CARD_FILE = "model_card.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    """A resolved, scoreable model version."""
+
+    version: str
+    uri: str  # the version folder
+    sha256: str  # of the model.keras that metrics.json evaluated
+
+    @property
+    def keras_uri(self) -> str:
+        return storage.join(self.uri, MODEL_FILE)
+
+
+def publish(model_root: str, version: str) -> None:
+    """Makes `version` the model that scoring uses: one atomic write of the pointer."""
+    storage.write_bytes(storage.join(model_root, LATEST_NAME), f"{version}\n".encode())
+
+
+def latest_version(model_root: str) -> str | None:
+    """The published version under a model root, or None when nothing is published."""
+    pointer = storage.join(model_root, LATEST_NAME)
+    if not storage.exists(pointer):
+        return None
+    return storage.read_bytes(pointer).decode().strip() or None
+
+
+def resolve(model: str, *, check_file: bool = True) -> ModelRef:
+    """A model version folder, or a model root (then its published LATEST), as a ModelRef.
+
+    `check_file=False` leaves the model file's hash to the caller that reads the file anyway
+    (scoring's load_model checks `ref.sha256` on the bytes it deserializes: one read).
+    """
+    if storage.exists(storage.join(model, MODEL_FILE)):
+        ref = ModelRef(version=storage.basename(model), uri=model.rstrip("/"), sha256="")
+    else:
+        version = latest_version(model)
+        if version is None:
+            raise InputError(
+                f"{model}: neither a model version folder ({MODEL_FILE}) nor a model root with a published {LATEST_NAME}"
+            )
+        ref = ModelRef(version=version, uri=storage.child(model, version), sha256="")  # LATEST never leaves the root
+        if not storage.exists(ref.keras_uri):
+            raise InputError(f"{ref.keras_uri}: {LATEST_NAME} names a version whose model file is missing")
+    metrics = _read_metrics(ref)
+    _require_passed_gate(ref, metrics)
+    ref = dataclasses.replace(ref, sha256=_recorded_sha256(ref, metrics))
+    if check_file:
+        actual = model_sha256(storage.read_bytes(ref.keras_uri))
+        require_evaluated_model(ref.keras_uri, expected_sha256=ref.sha256, actual_sha256=actual)
+    return ref
+
+
+def _read_metrics(ref: ModelRef) -> dict:
+    metrics_uri = storage.join(ref.uri, METRICS_FILE)
+    if not storage.exists(metrics_uri):
+        raise InputError(f"{metrics_uri}: missing; an unevaluated model is never scored with")
+    try:
+        metrics = json.loads(storage.read_bytes(metrics_uri))
+        metrics["quality_gate"]["passed"]  # the one field every metrics file has
+    except (ValueError, TypeError, KeyError) as error:  # not JSON, or not the metrics contract
+        raise InputError(f"{metrics_uri}: not a valid metrics file ({type(error).__name__}: {error})") from error
+    return metrics
+
+
+def _require_passed_gate(ref: ModelRef, metrics: dict) -> None:
+    gate = metrics["quality_gate"]
+    if gate["passed"] is not True:
+        raise InputError(f"{ref.uri}: model failed its quality gate ({gate.get('reason', 'no gate result')}); not scored with")
+
+
+def _recorded_sha256(ref: ModelRef, metrics: dict) -> str:
+    """The SHA-256 of the model file that metrics.json evaluated."""
+    expected = metrics.get("model_sha256")
+    if expected is None:
+        raise InputError(
+            f"{storage.join(ref.uri, METRICS_FILE)}: records no model_sha256, so nothing ties it to {MODEL_FILE}; "
+            f'retrain, or add "model_sha256": "<sha256sum of the {MODEL_FILE} it evaluated>" to it'
+        )
+    return str(expected)
+
+
+def require_evaluated_model(keras_uri: str, *, expected_sha256: str, actual_sha256: str) -> None:
+    """The model file must be the one metrics.json evaluated (byte for byte)."""
+    if actual_sha256 != expected_sha256:
+        raise InputError(
+            f"{keras_uri}: SHA-256 {actual_sha256[:12]}… is not the {expected_sha256[:12]}… that metrics.json evaluated "
+            "(a replaced or damaged model file); not scored with"
+        )
+
+
+def model_sha256(data: bytes) -> str:
+    """The hash metrics.json records for model.keras (hex SHA-256 of the file's bytes)."""
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,137 @@
+"""The output tables of batch scoring: one module, the single source of truth.
+
+Types are those BigQuery loads from Parquet without surprises: signed integers, float32,
+strings, standard LIST, timestamps in microseconds UTC. Layout (Hive partitioning):
+
+    <out>/predictions/run_date=YYYY-MM-DD/run_id=<id>/part-<attempt>-*.parquet
+    <out>/errors/run_date=YYYY-MM-DD/run_id=<id>/part-<attempt>-*.parquet
+    <out>/runs/<run_id>.json      (run summary, one JSON line, written last: names the parts)
+
+The partition keys live in the paths only (Hive, Spark and BigQuery refuse keys that are
+also file columns); a single part carries its lineage in its Parquet key-value metadata.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pyarrow as pa
+
+from components.io import storage
+
+TABLE_SCHEMA_VERSION = "fmnist-predictions/2"
+V1_SCHEMA_VERSION = "fmnist-predictions/1"
+PREDICTIONS_TABLE = "predictions"
+ERRORS_TABLE = "errors"
+RUNS_FOLDER = "runs"
+PARTITION_KEYS = ("run_date", "run_id")
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+# Types of the partition keys when a reader turns the folder names back into columns.
+PARTITION_SCHEMA = pa.schema([pa.field("run_date", pa.date32()), pa.field("run_id", pa.string())])
+
+# (name, type, nullable, description): the description feeds docs/prediction_table.md.
+PREDICTION_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
+    ("image_id", pa.string(), False, "Unique id of the image, from the shard's `image_id` feature."),
+    ("source_uri", pa.string(), False, "Absolute URI of the shard the record came from (`file:///...` or `gs://...`)."),
+    ("predicted_label", pa.int32(), False, "Predicted class index, 0-9."),
+    ("predicted_class", pa.string(), False, 'Predicted class name, "T-shirt/top" ... "Ankle boot".'),
+    (
+        "confidence",
+        pa.float32(),
+        False,
+        "Probability of the predicted class, calibrated: the softmax of the logits divided by the temperature "
+        "fitted at training (so 0.9 means right about 9 times in 10).",
+    ),
+    (
+        "probabilities",
+        pa.list_(pa.field("element", pa.float32(), nullable=False)),
+        False,
+        "Calibrated probabilities of all 10 classes, in label order.",
+    ),
+    ("true_label", pa.int32(), True, "Label from the shard, when the shard carries labels; else null."),
+    ("model_version", pa.string(), False, "Version of the model that scored the row (lineage)."),
+    ("scored_at", TIMESTAMP, False, "When the row was scored (UTC, microseconds)."),
+)
+
+ERROR_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
+    ("source_uri", pa.string(), False, "Absolute URI of the shard holding the bad record."),
+    ("record_index", pa.int64(), False, "0-based position of the record in its shard."),
+    ("image_id", pa.string(), True, "The record's `image_id`, when it could be read."),
+    (
+        "error_type",
+        pa.string(),
+        False,
+        "Why: corrupt_record, truncated_record, unreadable_record, invalid_example, missing_feature, "
+        "bad_label, decode_error, bad_shape, duplicate_image_id or non_finite_score.",
+    ),
+    ("error_message", pa.string(), False, "Human-readable reason."),
+    ("scored_at", TIMESTAMP, False, "When the record was processed (UTC, microseconds)."),
+)
+
+
+def _schema(columns) -> pa.Schema:
+    return pa.schema(
+        [pa.field(name, dtype, nullable=nullable) for name, dtype, nullable, _ in columns],
+        metadata={"schema_version": TABLE_SCHEMA_VERSION},
+    )
+
+
+PREDICTION_SCHEMA = _schema(PREDICTION_COLUMNS)
+ERROR_SCHEMA = _schema(ERROR_COLUMNS)
+
+
+def with_lineage(schema: pa.Schema, *, run_id: str, run_date: str, model_version: str) -> pa.Schema:
+    """The schema of one run's part: the table schema plus the part's lineage as key-value metadata
+    (the partition keys are not file columns, so a part copied elsewhere still says what it is)."""
+    lineage = {"run_id": run_id, "run_date": run_date, "model_version": model_version}
+    return schema.with_metadata({**schema.metadata, **{key.encode(): value.encode() for key, value in lineage.items()}})
+
+
+def parse_run_date(run_date: str) -> datetime.date:
+    """A run date (the partition key) as a date; ValueError unless it is exactly `YYYY-MM-DD`
+    (fromisoformat alone would also take `20261129`, which is no folder name of the layout)."""
+    day = datetime.date.fromisoformat(run_date)
+    if day.isoformat() != run_date:
+        raise ValueError(f"{run_date!r} is not in YYYY-MM-DD form")
+    return day
+
+
+def partition_uri(output: str, table: str, run_date: str, run_id: str) -> str:
+    """Folder of one run's files of a table (Hive partitioning)."""
+    return storage.join(output, table, f"run_date={run_date}", f"run_id={run_id}")
+
+
+def run_summary_uri(output: str, run_id: str) -> str:
+    """Where a run's summary JSON goes (written last: its presence means the run is complete)."""
+    return storage.join(output, RUNS_FOLDER, f"{run_id}.json")
+
+
+# Arrow type -> BigQuery type of the column that BigQuery makes of it when it reads the Parquet.
+_BIGQUERY_TYPES = {
+    pa.string(): "STRING",
+    pa.int32(): "INTEGER",
+    pa.int64(): "INTEGER",
+    pa.float32(): "FLOAT",
+    pa.float64(): "FLOAT",
+    pa.bool_(): "BOOLEAN",
+    pa.date32(): "DATE",
+    TIMESTAMP: "TIMESTAMP",
+}
+
+
+def bigquery_schema(columns) -> list[dict]:
+    """The BigQuery JSON schema (name, type, mode, description) of a table's columns.
+
+    A list<T> column is a REPEATED field of T: what BigQuery makes of a standard Parquet LIST
+    with list inference on (`parquetOptions.enableListInference`).
+    """
+    fields = []
+    for name, dtype, nullable, description in columns:
+        mode = "NULLABLE" if nullable else "REQUIRED"
+        if pa.types.is_list(dtype):
+            dtype, mode = dtype.value_type, "REPEATED"
+        if dtype not in _BIGQUERY_TYPES:
+            raise TypeError(f"column {name}: Arrow type {dtype} has no BigQuery-safe Parquet mapping")
+        fields.append({"name": name, "type": _BIGQUERY_TYPES[dtype], "mode": mode, "description": description})
+    return fields

@@ -1,0 +1,282 @@
+"""One writer at a time: a create-only lease object with an owner and an expiry, kept alive by a heartbeat.
+
+    with hold_lease(lease_uri(output, run_id), owner=attempt, ttl_s=60.0) as lease:
+        ...                     # stage, then publish
+        lease.confirm()         # before each publishing write: still ours, or RunConflict
+
+The lease is a small JSON object `{"owner", "host", "pid", "expires_at"}` (expiry in Unix seconds).
+- GCS: created with `if_generation_match=0`; renewed, taken over and released only with a
+  precondition on the generation that was read, so of two takers of a stale lease exactly
+  one wins, and a holder that lost its lease cannot overwrite the winner's.
+- Local files: created with O_EXCL; renewal, takeover and release happen under an flock on a
+  the lease's folder (read, check, replace as one step; no file of its own is left behind).
+  The kernel drops an flock when its process dies, so a kill -9 never leaves the guard held.
+A live lease of another owner is a RunConflict. An expired one (its holder was killed or
+evicted and stopped renewing), or one whose holder's process is gone from this host, is
+taken over without manual cleanup. The heartbeat renews
+the lease every ttl/3, so a holder that is alive never lets it expire. Expiry is wall-clock
+time written by one host and read by another: their clocks must agree to well within the
+TTL (NTP does); the default TTL of a minute leaves ample room.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+from components.errors import InputError, RunConflict
+from components.io import storage
+
+log = logging.getLogger(__name__)
+
+LEASES_FOLDER = "_leases"
+DEFAULT_TTL_S = 60.0  # a killed holder blocks its run id for at most this long
+
+
+def lease_uri(output: str, run_id: str) -> str:
+    """The lease object of a run id below a scoring output root."""
+    return storage.join(output, LEASES_FOLDER, f"{run_id}.json")
+
+
+@dataclasses.dataclass
+class Lease:
+    """A lease we hold. `token` is what the next conditional write checks (GCS generation,
+    or our own document locally)."""
+
+    uri: str
+    owner: str
+    ttl_s: float
+    token: object = None
+    lost: str | None = None  # why the heartbeat found it gone, if it did
+
+    def check(self) -> None:
+        """RunConflict if the heartbeat found the lease lost (no storage call)."""
+        if self.lost:
+            raise RunConflict(self.lost)
+
+    def confirm(self) -> None:
+        """Renews the lease, or raises RunConflict when another attempt holds it now."""
+        self.check()
+        renew(self)
+
+
+def _document(owner: str, ttl_s: float) -> bytes:
+    return json.dumps(
+        {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "expires_at": round(time.time() + ttl_s, 3)}
+    ).encode()
+
+
+def _parse(data: bytes, uri: str) -> dict:
+    try:
+        document = json.loads(data)
+        return {
+            "owner": str(document["owner"]),
+            "expires_at": float(document["expires_at"]),
+            "host": str(document.get("host", "")),
+            "pid": int(document.get("pid", 0)),
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        # A torn or foreign lease object: treat it as expired, so the run id is never blocked forever.
+        log.warning("%s: unreadable lease, treated as expired", uri)
+        return {"owner": "", "expires_at": 0.0, "host": "", "pid": 0}
+
+
+def _is_live(holder: dict) -> bool:
+    """True while the holder renews its lease and, on this host, its process still exists: a
+    holder killed here (kill -9) is known dead at once instead of after its lease expires."""
+    if holder["expires_at"] <= time.time():
+        return False
+    if holder["host"] != socket.gethostname() or holder["pid"] <= 0:
+        return True  # another machine cannot be asked: its renewals tell
+    try:
+        os.kill(holder["pid"], 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _conflict(uri: str, holder: dict) -> RunConflict:
+    left = max(0.0, holder["expires_at"] - time.time())
+    return RunConflict(
+        f"{uri}: held by live attempt {holder['owner']} ({holder['host'] or '?'} pid "
+        f"{holder['pid']}, lease expires in {left:.0f} s); run again when it has finished"
+    )
+
+
+def acquire(uri: str, *, owner: str, ttl_s: float = DEFAULT_TTL_S) -> Lease:
+    """Takes the lease: creates it, or takes over an expired one; RunConflict if another holds it."""
+    lease = Lease(uri=uri, owner=owner, ttl_s=ttl_s)
+    if uri.startswith(storage.GCS_SCHEME):
+        _acquire_gcs(lease)
+    else:
+        _acquire_local(lease)
+    return lease
+
+
+def renew(lease: Lease) -> None:
+    """Pushes the expiry ttl_s ahead; RunConflict if the lease is no longer ours."""
+    if lease.uri.startswith(storage.GCS_SCHEME):
+        _replace_gcs(lease, lease.token)
+    else:
+        with _guard(lease.uri):
+            current = _read_local(lease.uri)
+            if current is None or current["owner"] != lease.owner:
+                raise RunConflict(
+                    f"{lease.uri}: this attempt ({lease.owner}) lost the lease" + (f" to {current['owner']}" if current else "")
+                )
+            storage.write_bytes(lease.uri, _document(lease.owner, lease.ttl_s))
+
+
+def release(lease: Lease) -> None:
+    """Gives the lease up, if it is still ours (never deletes another attempt's lease)."""
+    if lease.uri.startswith(storage.GCS_SCHEME):
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        with contextlib.suppress(NotFound, PreconditionFailed):  # gone or taken over: not ours to delete
+            storage.gcs_blob(lease.uri).delete(if_generation_match=lease.token, retry=storage.gcs_retry())
+        return
+    with _guard(lease.uri):
+        current = _read_local(lease.uri)
+        if current is not None and current["owner"] == lease.owner:
+            storage.delete(lease.uri)
+
+
+@contextlib.contextmanager
+def hold_lease(uri: str, *, owner: str, ttl_s: float = DEFAULT_TTL_S) -> Iterator[Lease]:
+    """Holds the lease for the block, renewed by a heartbeat thread; released on the way out."""
+    lease = acquire(uri, owner=owner, ttl_s=ttl_s)
+    stop = threading.Event()
+    heartbeat = threading.Thread(target=_heartbeat, args=(lease, stop), name="fmnist-lease", daemon=True)
+    heartbeat.start()
+    try:
+        yield lease
+    finally:
+        stop.set()
+        heartbeat.join()
+        release(lease)
+
+
+def _heartbeat(lease: Lease, stop: threading.Event) -> None:
+    while not stop.wait(lease.ttl_s / 3):
+        try:
+            renew(lease)
+        except RunConflict as error:
+            lease.lost = str(error)
+            log.error("%s", error)
+            return
+        except Exception as error:  # a transient storage failure: the next beat tries again
+            log.warning("%s: lease renewal failed (%s: %s)", lease.uri, type(error).__name__, error)
+
+
+# --- Local files ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _guard(uri: str) -> Iterator[None]:
+    """An exclusive flock on the lease's folder while a local lease is read, checked and replaced
+    (Linux locks a directory like a file; a lock file of its own would stay behind in the folder)."""
+    folder = os.path.dirname(os.path.abspath(uri))
+    os.makedirs(folder, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing drops the flock
+
+
+def _read_local(uri: str) -> dict | None:
+    try:
+        with open(uri, "rb") as file:
+            return _parse(file.read(), uri)
+    except FileNotFoundError:
+        return None
+
+
+def _acquire_local(lease: Lease) -> None:
+    try:
+        # Create-only with the whole document at once (a hard link of a written temporary file):
+        # a rival never reads a lease that exists but is still empty, and never takes it for abandoned.
+        storage.write_bytes(lease.uri, _document(lease.owner, lease.ttl_s), if_absent=True)
+        return
+    except (storage.StorageConflictError, InputError):  # InputError: released before it could be compared
+        pass
+    with _guard(lease.uri):
+        current = _read_local(lease.uri)
+        if current is not None and _is_live(current) and current["owner"] != lease.owner:
+            raise _conflict(lease.uri, current) from None
+        if current is not None:
+            log.warning("%s: taking over the abandoned lease of %s", lease.uri, current["owner"] or "?")
+        storage.write_bytes(lease.uri, _document(lease.owner, lease.ttl_s))  # atomic replace
+
+
+# --- Google Cloud Storage -------------------------------------------------------------------
+
+
+def _acquire_gcs(lease: Lease) -> None:
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+
+    blob = storage.gcs_blob(lease.uri)
+    try:
+        _upload(blob, _document(lease.owner, lease.ttl_s), if_generation_match=0)
+        lease.token = blob.generation
+        return
+    except PreconditionFailed:
+        pass
+    try:
+        generation, data = _read_gcs(blob)
+    except NotFound:  # released between our create and our read: try once more
+        _upload(blob, _document(lease.owner, lease.ttl_s), if_generation_match=0)
+        lease.token = blob.generation
+        return
+    current = _parse(data, lease.uri)
+    if current["owner"] == lease.owner:  # a retried create that had succeeded
+        lease.token = generation
+        return
+    if _is_live(current):
+        raise _conflict(lease.uri, current)
+    log.warning("%s: taking over the abandoned lease of %s", lease.uri, current["owner"] or "?")
+    _replace_gcs(lease, generation)
+
+
+def _replace_gcs(lease: Lease, generation: object) -> None:
+    """Writes our lease over the generation we last saw; RunConflict if someone wrote in between."""
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+
+    blob = storage.gcs_blob(lease.uri)
+    try:
+        _upload(blob, _document(lease.owner, lease.ttl_s), if_generation_match=generation)
+    except PreconditionFailed:
+        try:
+            generation, data = _read_gcs(blob)
+        except NotFound:
+            raise RunConflict(f"{lease.uri}: this attempt ({lease.owner}) lost the lease") from None
+        current = _parse(data, lease.uri)
+        if current["owner"] != lease.owner:  # not a retried write of ours that had succeeded
+            raise RunConflict(f"{lease.uri}: this attempt ({lease.owner}) lost the lease to {current['owner']}") from None
+        lease.token = generation
+        return
+    lease.token = blob.generation
+
+
+def _read_gcs(blob) -> tuple[object, bytes]:
+    """The lease's generation and content; the content of exactly that generation."""
+    blob.reload(retry=storage.gcs_retry())
+    generation = blob.generation
+    return generation, blob.download_as_bytes(if_generation_match=generation, retry=storage.gcs_retry())
+
+
+def _upload(blob, data: bytes, *, if_generation_match: object) -> None:
+    blob.upload_from_string(
+        data, content_type="application/json", if_generation_match=if_generation_match, retry=storage.gcs_retry()
+    )

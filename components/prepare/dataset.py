@@ -1,0 +1,205 @@
+"""Dataset preparation: raw IDX files -> validated, deterministic PNG image shards + manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import logging
+import multiprocessing
+import os
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from components.constants import (
+    CLASS_NAMES,
+    DEFAULT_SOURCE,
+    IDX_FILES,
+    IMAGE_SIZE,
+    MANIFEST_NAME,
+    PUBLISHED_SHA256,
+    SHARD_SCHEMA_VERSION,
+    tool_version,
+)
+from components.contracts.parameters import flag_of, parameter
+from components.contracts.shards import SHARD_NAME_RE, ShardTask, class_histogram, shard_name, write_shard
+from components.errors import InputError
+from components.io import storage
+from components.io.idx import IdxFile, load_split
+from components.io.lease import hold_lease
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareParameters:
+    """`fmnist prepare`: the raw data set -> image shards and their manifest."""
+
+    output: str = parameter(help="where the shards and manifest.json go", location=True)
+    source: str = parameter(
+        DEFAULT_SOURCE, help="folder, gs:// or https:// prefix with the IDX files", location=True, tuning=True
+    )
+    shards_per_split: int = parameter(8, help="shards per split", tuning=True)
+    overwrite: bool = parameter(False, help="replace a complete data set at --output")
+    allow_unknown_source: bool = parameter(False, help="accept IDX files whose content is not the published data set")
+    workers: int | None = parameter(None, help="encoding processes", default_help="all cores")
+
+
+def prepare(
+    *,
+    output: str,
+    source: str = PrepareParameters.source,
+    shards_per_split: int = PrepareParameters.shards_per_split,
+    overwrite: bool = PrepareParameters.overwrite,
+    allow_unknown_source: bool = PrepareParameters.allow_unknown_source,
+    workers: int | None = PrepareParameters.workers,
+) -> dict:
+    """Turns the four IDX files below `source` into train/test shards below `output`.
+
+    Returns the manifest, which is written last. Same input -> byte-identical shards.
+    """
+    if shards_per_split < 1:
+        raise InputError(f"{flag_of('shards_per_split')} must be at least 1, got {shards_per_split}")
+    refuse_complete_output(output, overwrite=overwrite)  # early: before the sources are read
+    splits = {split: load_split(source, *names) for split, names in IDX_FILES.items()}
+    source_files = _check_sources(splits, allow_unknown_source=allow_unknown_source)
+    storage.ensure_writable(output)
+    with exclusive_output(output):
+        refuse_complete_output(output, overwrite=overwrite)  # again: a run may have finished meanwhile
+        return _write_data_set(output, source, splits, source_files, shards_per_split, workers)
+
+
+def _write_data_set(
+    output: str, source: str, splits: dict, source_files: dict, shards_per_split: int, workers: int | None
+) -> dict:
+    tasks = {
+        split: shard_tasks(
+            output, split, [f"{split}-{i:05d}" for i in range(len(labels.array))], images.array, labels.array, shards_per_split
+        )
+        for split, (images, labels) in splits.items()
+    }
+    storage.delete(storage.join(output, MANIFEST_NAME))  # unpublish before rewriting
+    entries = iter(run_parallel(write_shard, [task for group in tasks.values() for task in group], workers=workers))
+    manifest = new_manifest(
+        source={"uri": source, "files": source_files},
+        splits={
+            split: {
+                "num_records": len(labels.array),
+                "class_histogram": class_histogram(labels.array),
+                "shards": [next(entries) for _ in tasks[split]],
+            }
+            for split, (_, labels) in splits.items()
+        },
+    )
+    publish_manifest(output, manifest)
+    return manifest
+
+
+def shard_tasks(
+    output: str, split: str, image_ids: Sequence[str], images: np.ndarray, labels: np.ndarray | None, count: int
+) -> list[ShardTask]:
+    """Cuts a split into `count` contiguous shards (order kept: deterministic output)."""
+    return [
+        ShardTask(
+            uri=storage.join(output, shard_name(split, index, count)),
+            image_ids=[image_ids[i] for i in positions],
+            images=images[positions],
+            labels=None if labels is None else labels[positions],
+        )
+        for index, positions in enumerate(np.array_split(np.arange(len(image_ids)), count))
+    ]
+
+
+def manifest_summary(output: str, manifest: dict) -> dict:
+    """What a run reports on stdout: counts and where things are, not the whole manifest."""
+    return {
+        "manifest": storage.join(output, MANIFEST_NAME),
+        "splits": {
+            split: {"records": entry["num_records"], "shards": len(entry["shards"])}
+            for split, entry in manifest["splits"].items()
+        },
+    }
+
+
+def new_manifest(*, source: dict, splits: dict) -> dict:
+    """The manifest of a data set (the image-shard contract of components/contracts/shards.py)."""
+    return {
+        "schema_version": SHARD_SCHEMA_VERSION,
+        "tool": {"name": "fmnist-jobs", "version": tool_version()},
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "image": {"height": IMAGE_SIZE, "width": IMAGE_SIZE, "channels": 1, "format": "png"},
+        "class_names": list(CLASS_NAMES),
+        "source": source,
+        "splits": splits,
+    }
+
+
+def refuse_complete_output(output: str, *, overwrite: bool) -> None:
+    """A complete data set (one with a manifest) is replaced only when asked to."""
+    if storage.exists(storage.join(output, MANIFEST_NAME)) and not overwrite:
+        raise InputError(f"{output}: already holds a complete data set (manifest.json); pass --overwrite to replace it")
+
+
+def publish_manifest(output: str, manifest: dict) -> None:
+    """Removes shards of earlier runs that the new manifest does not list, then writes it.
+
+    The writer removed any earlier manifest before writing shards, so the manifest is created
+    only if still absent: a concurrent run that published first makes this one fail with
+    StorageConflictError instead of silently replacing its manifest.
+    """
+    listed = {shard["name"] for split in manifest["splits"].values() for shard in split["shards"]}
+    for uri in storage.list_prefix(output):
+        name = storage.basename(uri)
+        if SHARD_NAME_RE.match(name) and name not in listed and storage.join(output, name) == uri:
+            storage.delete(uri)
+    storage.write_bytes(storage.join(output, MANIFEST_NAME), json.dumps(manifest, indent=2).encode(), if_absent=True)
+    log.info("published %s with %d shards", storage.join(output, MANIFEST_NAME), len(listed))
+
+
+LOCK_NAME = ".prepare.lock"
+# A live writer renews its lease every LOCK_TTL_S / 3; a writer that died without releasing it
+# (kill -9, an evicted pod) is known dead at once on this host, elsewhere once it expires.
+LOCK_TTL_S = 120.0
+
+
+@contextlib.contextmanager
+def exclusive_output(output: str) -> Iterator[None]:
+    """One data-set writer per output at a time, or RunConflict (exit 2) before anything is touched.
+
+    Two runs writing the same shard names would otherwise mix or delete each other's shards
+    under a published manifest. The lock is the run lease of components.io.lease: a create-only
+    object naming its holder, released in `finally` (SIGTERM included), taken over once its
+    holder is provably gone.
+    """
+    with hold_lease(storage.join(output, LOCK_NAME), owner=secrets.token_hex(8), ttl_s=LOCK_TTL_S):
+        yield
+
+
+def _check_sources(splits: dict[str, tuple[IdxFile, IdxFile]], *, allow_unknown_source: bool) -> dict:
+    files = {}
+    for split, pair in splits.items():
+        for idx_file, name in zip(pair, IDX_FILES[split]):
+            published = PUBLISHED_SHA256[name] == idx_file.sha256
+            if not published and not allow_unknown_source:
+                raise InputError(
+                    f"{idx_file.uri}: SHA-256 {idx_file.sha256[:12]}… of the decompressed content is not "
+                    "the published Fashion-MNIST; pass --allow-unknown-source for a custom data set"
+                )
+            files[name] = {"uri": idx_file.uri, "sha256": idx_file.sha256, "published": published}
+    return files
+
+
+def run_parallel(function: Callable, tasks: Sequence, *, workers: int | None = None) -> list:
+    """Maps `function` over tasks in worker processes (all cores by default), keeping order.
+
+    'spawn' rather than 'fork': TensorFlow and the GCS client hold threads and locks that a
+    forked child would inherit in an undefined state.
+    """
+    workers = min(workers or os.cpu_count() or 1, len(tasks))
+    if workers <= 1:
+        return [function(task) for task in tasks]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return pool.map(function, tasks, chunksize=1)
