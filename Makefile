@@ -60,9 +60,9 @@ report: install
 test: install browser tools lint
 	$(BIN)/python -m pytest
 
-# The edit loop: lint, then every test that is neither slow nor needs a browser or the image.
+# The edit loop (under a minute): lint, then the unit tests; no slow, integration, browser or image tests.
 test-fast: install lint
-	$(BIN)/python -m pytest -q -m "not slow" --ignore=tests/test_report_browser.py --ignore=tests/test_container.py
+	$(BIN)/python -m pytest -q -m "not slow and not integration" --ignore=tests/test_report_browser.py --ignore=tests/test_container.py
 
 # ruff: the lint rules and the formatting configured in pyproject.toml (`make format` applies them).
 lint: install

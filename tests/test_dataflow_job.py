@@ -183,6 +183,7 @@ while True:
 """
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("trial", range(3))
 def test_the_kfp_adapter_passes_sigterm_on_to_the_step(tmp_path, trial):
     marker = tmp_path / "step"

@@ -17,6 +17,7 @@ from tests.conftest import write_idx
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.integration
 def test_storage_operations_survive_injected_faults(faulty_gcs_bucket, tmp_path):
     bucket, proxy = faulty_gcs_bucket
     for i in range(12):
@@ -32,6 +33,7 @@ def test_storage_operations_survive_injected_faults(faulty_gcs_bucket, tmp_path)
     assert set(proxy.injected) == {"503", "reset", "lost"}
 
 
+@pytest.mark.integration
 def test_prepare_to_a_flaky_bucket_writes_exactly_the_local_bytes(tiny_idx, faulty_gcs_bucket, tmp_path):
     bucket, proxy = faulty_gcs_bucket
     local = str(tmp_path / "local")

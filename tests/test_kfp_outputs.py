@@ -28,6 +28,7 @@ def printing(result: dict) -> list[str]:
     return [sys.executable, "-c", "import sys; print('a log line'); print(sys.argv[1])", json.dumps(result)]
 
 
+@pytest.mark.integration
 def test_prepare_task_publishes_the_dataset_and_its_manifest_digest(tmp_path, tiny_idx):
     task = tmp_path / "task"
     spec = executor_input(str(task), {"dataset": "system.Dataset"}, ("manifest_digest",))

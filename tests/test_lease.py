@@ -54,6 +54,7 @@ def test_an_expired_lease_is_taken_over_and_its_old_holder_is_told(output):
     release(successor)
 
 
+@pytest.mark.integration
 def test_the_heartbeat_keeps_a_short_lease_alive(output):
     uri = lease_uri(output, "r1")
     with hold_lease(uri, owner="holder", ttl_s=1.2) as lease:
@@ -75,6 +76,7 @@ def _take(args) -> str | None:
     return owner
 
 
+@pytest.mark.integration
 def test_of_several_takers_of_a_stale_lease_exactly_one_wins(output):
     context = multiprocessing.get_context("fork")
     with context.Pool(TAKERS) as pool:

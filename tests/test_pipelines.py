@@ -12,6 +12,7 @@ from tests.kfp_spec import IMAGE, REPO, SPECS, container, load_spec, render
 from tests.test_container import smoke_commands, task_values
 
 
+@pytest.mark.integration
 def test_committed_specs_equal_a_fresh_compile(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "pipeline", "compile", "--output", str(tmp_path)],
@@ -99,6 +100,7 @@ def test_specs_declare_the_pipeline_root_of_terraforms_output(name):
     assert terraform_output_value("pipeline_root", project_id="fmnist-prod") == pipelines.DEFAULT_PIPELINE_ROOT
 
 
+@pytest.mark.integration
 def test_compile_takes_another_pipeline_root_and_refuses_a_local_one(tmp_path):
     done = subprocess.run(
         [

@@ -336,6 +336,7 @@ def assert_published_data_set_is_whole(output: str) -> None:
         assert hashlib.sha256(storage.read_bytes(storage.join(output, name))).hexdigest() == sha256, name
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("where", ["local", "gcs"])
 def test_two_concurrent_runs_never_publish_a_mix(busy_idx, tmp_path, where, request):
     """Two real processes into one output with different shard counts, many times: each trial
@@ -360,6 +361,7 @@ def test_two_concurrent_runs_never_publish_a_mix(busy_idx, tmp_path, where, requ
     assert 2 in outcomes  # the conflict really happened, and was refused
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("where", ["local", "gcs"])
 def test_a_run_killed_holding_the_output_is_taken_over_by_the_next(busy_idx, tmp_path, where, request):
     output = (request.getfixturevalue("gcs_bucket") + "/shards") if where == "gcs" else str(tmp_path / "shards")
@@ -375,6 +377,7 @@ def test_a_run_killed_holding_the_output_is_taken_over_by_the_next(busy_idx, tmp
     assert_published_data_set_is_whole(output)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.2, 0.5])
 def test_sigterm_stops_prepare_in_one_line_and_releases_the_output(long_idx, tmp_path, delay_s):
     """SIGTERM at several points after the output was locked: taking the lock, encoding, writing."""

@@ -240,6 +240,7 @@ def test_a_full_disk_keeps_the_previous_run_and_the_next_attempt_finishes(inputs
 # --- One row per image ----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_repeated_image_id_is_scored_once_and_each_repeat_is_an_error_row(tmp_path, tiny_model):
     shards = tmp_path / "shards"
     shards.mkdir()
@@ -272,6 +273,7 @@ def test_a_repeated_image_id_is_scored_once_and_each_repeat_is_an_error_row(tmp_
     assert len(summary["parts"]["predictions"]) == 2 and len(summary["parts"]["errors"]) == 3
 
 
+@pytest.mark.integration
 def test_the_same_shard_twice_in_the_input_is_refused(tmp_path, tiny_model):
     shards = tmp_path / "shards"
     shards.mkdir()
@@ -286,6 +288,7 @@ def test_the_same_shard_twice_in_the_input_is_refused(tmp_path, tiny_model):
 # --- A live holder, and receipts that do not match their shard ------------------------------------
 
 
+@pytest.mark.integration
 def test_a_second_live_attempt_exits_2_in_one_line_having_written_nothing(inputs, tmp_path):
     output = str(tmp_path / "scores")
     holder = acquire(lease_uri(output, RUN_ID), owner="live-attempt", ttl_s=300)
@@ -325,6 +328,7 @@ def test_a_receipt_is_checked_against_its_shard_and_its_parts(inputs, tmp_path, 
         checked_receipts(staging, shards[:1])
 
 
+@pytest.mark.integration
 def test_an_attempt_that_lost_its_lease_never_swaps_the_summary(inputs, tmp_path, tiny_model):
     """A holder that stalled past its TTL (its heartbeat starved) and was taken over stops at the swap."""
     import datetime

@@ -85,6 +85,7 @@ def test_psi_and_classification_metrics_by_hand():
     assert math.isnan(metrics["recall"][1]) and metrics["precision"][1] == 0.0
 
 
+@pytest.mark.integration
 def test_report_covers_the_latest_run_and_matches_the_tables(latest_report):
     result, scores = latest_report
     summary = result.summary
@@ -101,6 +102,7 @@ def test_report_covers_the_latest_run_and_matches_the_tables(latest_report):
     assert json.loads(storage.read_bytes(result.summary_uri)) == summary
 
 
+@pytest.mark.integration
 def test_baseline_comparison_matches_a_join(latest_report):
     result, scores = latest_report
     baseline = result.summary["baseline"]
@@ -146,6 +148,7 @@ def test_thumbnail_shows_the_image_of_the_record(scored_output):
     assert gone.png is None and "file not found" in gone.note
 
 
+@pytest.mark.integration
 def test_run_date_selects_that_day_with_its_errors(scored_output, tmp_path):
     _, scores = scored_output
     result = report(scores=scores, out=str(tmp_path), run_date="2026-11-27", lowest=3)
@@ -168,6 +171,7 @@ def test_unknown_or_unfinished_runs_are_input_errors(scored_output, tmp_path):
     assert not os.path.exists(tmp_path / "report.html")
 
 
+@pytest.mark.integration
 def test_training_histogram_from_manifest_flag_or_absent(scored_output, tmp_path):
     """Shards without a manifest beside them (e.g. copied): no PSI unless --manifest names one."""
     data, _ = scored_output
@@ -219,6 +223,7 @@ def test_report_cli_prints_the_summary_table(scored_output, tmp_path):
     assert os.path.getsize(f"{out}/report.html") > 50_000
 
 
+@pytest.mark.integration
 def test_report_reads_and_writes_gcs(scored_output, gcs_bucket):
     _, scores = scored_output
     remote = f"{gcs_bucket}/scores"
@@ -243,6 +248,7 @@ def test_a_run_where_every_record_failed_still_gets_a_report(scored_output, tmp_
     assert summary["overall_psi"] is None and summary["accuracy"] is None and summary["lowest_confidence"] == []
 
 
+@pytest.mark.integration
 def test_trend_takes_the_current_run_of_each_date(week_of_runs, tmp_path):
     result = report(scores=week_of_runs, out=str(tmp_path), days=7, lowest=0, wrong=0)
     points = result.summary["trend"]["points"]
@@ -279,6 +285,7 @@ def test_trend_takes_the_current_run_of_each_date(week_of_runs, tmp_path):
     assert page.count('alt="') >= 5 and "Trend over the last 7 run dates" in page
 
 
+@pytest.mark.integration
 def test_trend_window_and_a_single_day(week_of_runs, tmp_path):
     three = report(scores=week_of_runs, out=str(tmp_path / "three"), days=3, lowest=0, wrong=0).summary
     assert [point["run_date"] for point in three["trend"]["points"]] == ["2026-11-24", "2026-11-25", "2026-11-26"]
@@ -291,6 +298,7 @@ def test_trend_window_and_a_single_day(week_of_runs, tmp_path):
         report(scores=week_of_runs, out=str(tmp_path / "none"), days=0)
 
 
+@pytest.mark.integration
 def test_baseline_is_the_previous_complete_run_unless_given(week_of_runs, tmp_path):
     automatic = report(scores=week_of_runs, out=str(tmp_path / "auto"), lowest=0, wrong=0).summary
     assert automatic["baseline"]["run_id"] == "daily-2026-11-25" and "automatically" in automatic["baseline_note"]
@@ -301,6 +309,7 @@ def test_baseline_is_the_previous_complete_run_unless_given(week_of_runs, tmp_pa
     assert report(scores=week_of_runs, out=str(tmp_path / "none"), baseline_run="none").summary["baseline"] is None
 
 
+@pytest.mark.integration
 def test_calibration_confusions_and_errors_by_shard_match_the_tables(week_of_runs, tmp_path):
     run_id = "daily-2026-11-25"  # the damaged shard's run
     summary = report(scores=week_of_runs, out=str(tmp_path), run_id=run_id, wrong=5).summary

@@ -120,6 +120,7 @@ def assert_one_line_exit_2(result: subprocess.CompletedProcess, *fragments: str)
     assert result.stderr.count("\n") == 1 and all(f in result.stderr for f in fragments), result.stderr
 
 
+@pytest.mark.integration
 def test_damaged_model_metrics_and_manifest_files_are_named(tiny_idx, tmp_path):
     from components.prepare.dataset import prepare
 
@@ -145,6 +146,7 @@ def test_damaged_model_metrics_and_manifest_files_are_named(tiny_idx, tmp_path):
     assert_one_line_exit_2(result, f"{shards}/manifest.json: manifest is a JSON list")
 
 
+@pytest.mark.integration
 def test_a_missing_bucket_is_named(tiny_idx, gcs_bucket, tmp_path):
     missing = gcs_bucket + "-missing"  # the emulator address reaches the child through the environment
     result = cli("prepare", "--source", tiny_idx, "--output", f"{missing}/shards", "--allow-unknown-source")

@@ -81,6 +81,7 @@ def submit(*args: str, home) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration
 def test_schedule_replaces_the_recurring_run_of_the_same_name(kfp_api, tmp_path):
     done = submit(
         "--host",
@@ -108,6 +109,7 @@ def test_schedule_replaces_the_recurring_run_of_the_same_name(kfp_api, tmp_path)
     assert created["pipeline_spec"]["pipelineInfo"]["name"] == "fmnist-scoring"
 
 
+@pytest.mark.integration
 def test_once_creates_a_single_run_for_a_backfill_date(kfp_api, tmp_path):
     done = submit(
         "--host",
@@ -129,6 +131,7 @@ def test_once_creates_a_single_run_for_a_backfill_date(kfp_api, tmp_path):
     assert kfp_api.calls("POST", "/apis/v2beta1/recurringruns") == []
 
 
+@pytest.mark.integration
 def test_a_spec_without_schedule_runs_once_with_typed_parameters(kfp_api, tmp_path):
     done = submit(
         "--host",
@@ -203,6 +206,7 @@ def test_a_schedule_naming_no_compiled_spec_is_refused(tmp_path):
         load_schedule(str(tmp_path / "weekly.yaml"))
 
 
+@pytest.mark.integration
 def test_pipeline_root_reaches_the_kfp_run_and_a_dry_run_sends_nothing(kfp_api, tmp_path):
     args = [
         "--host",

@@ -203,6 +203,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 # --- The DoFn and the transform -----------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_score_shard_fn_process_stages_parts_and_a_receipt(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
     shard_uri = storage.join(folder, "test-00000-of-00003.tfrecord")
@@ -397,6 +398,7 @@ def receipt_counts(receipt: ShardReceipt) -> tuple:
     return os.path.basename(receipt.source_uri), receipt.read, receipt.scored, receipt.failed
 
 
+@pytest.mark.integration
 def test_score_shards_transform_in_a_test_pipeline(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
     target = ScoringTarget(
@@ -418,6 +420,7 @@ def test_score_shards_transform_in_a_test_pipeline(shard_folder, model_root, tmp
 # --- The whole run ------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_root, tmp_path, caplog):
     folder, shards = shard_folder
     output = str(tmp_path / "scores")
@@ -498,6 +501,7 @@ def test_one_shard_runs_on_one_in_process_worker_unless_told_otherwise():
     assert workers(["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"], 1) == (2, "multi_threading")
 
 
+@pytest.mark.integration
 def test_same_run_id_twice_leaves_one_copy(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
     output = str(tmp_path / "scores")
@@ -514,6 +518,7 @@ def test_same_run_id_twice_leaves_one_copy(shard_folder, model_root, tmp_path):
     assert sorted(os.listdir(os.path.join(output, "runs"))) == ["again.json", "other.json"]
 
 
+@pytest.mark.integration
 def test_error_rate_above_the_limit_exits_3_after_publishing(shard_folder, model_root, tmp_path):
     folder, _ = shard_folder
     output = str(tmp_path / "scores")
@@ -619,6 +624,7 @@ def test_bad_arguments_are_refused(shard_folder, model_root, tmp_path, arguments
     assert not (tmp_path / "scores").exists()
 
 
+@pytest.mark.integration
 def test_cli_empty_glob_is_one_line_exit_2(model_root, tmp_path):
     completed = run_cli(
         "--input", str(tmp_path / "nothing-*.tfrecord"), "--model", model_root, "--output", str(tmp_path / "scores")
@@ -641,6 +647,7 @@ def gcs_inputs(gcs_bucket, shard_folder, tiny_model) -> dict:
     return shards
 
 
+@pytest.mark.integration
 def test_gcs_input_model_and_output(gcs_bucket, gcs_inputs):
     shards = gcs_inputs
     output = storage.join(gcs_bucket, "scores")
@@ -666,6 +673,7 @@ def test_gcs_input_model_and_output(gcs_bucket, gcs_inputs):
     assert not [uri for uri in published if "/_leases/" in uri]  # released
 
 
+@pytest.mark.integration
 def test_dataflow_translation_dry_run(gcs_bucket, gcs_inputs):
     output = storage.join(gcs_bucket, "scores")
     result = score(
@@ -796,6 +804,7 @@ def damaged_shards(folder: str, *, with_manifest: bool) -> dict[str, set[str]]:
     return intact
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("place", ["local", "gcs", "flaky-gcs"])
 @pytest.mark.parametrize("with_manifest", [True, False], ids=["manifest", "no-manifest"])
 def test_damaged_shards_lose_no_record(request, tmp_path, tiny_model, place, with_manifest):
@@ -871,6 +880,7 @@ def _rows_at(table_uri: str) -> list[dict]:
     ]
 
 
+@pytest.mark.integration
 def test_cli_exit_codes_for_a_non_finite_model_and_a_shard_unlike_its_manifest(tmp_path, tiny_model):
     """Real processes: a NaN model is exit 2 before anything is written; a shard whose bytes
     differ from its manifest is exit 3 naming it, with its rows published."""

@@ -97,6 +97,7 @@ def test_views_read_gcs_through_the_emulator(scored_output, gcs_bucket):
     assert table.to_pylist() == [{"run_id": "nightly-2026-11-27", "n": 38}, {"run_id": "nightly-2026-11-28", "n": 40}]
 
 
+@pytest.mark.integration
 def test_query_cli_prints_a_table(scored_output):
     _, scores = scored_output
     completed = subprocess.run(
@@ -318,6 +319,7 @@ def read_with_polars(folder: str):
 READERS = [read_with_duckdb, read_with_pyarrow_dataset, read_with_read_table, read_with_pandas, read_with_polars]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("table, schema", [("predictions", PREDICTION_SCHEMA), ("errors", ERROR_SCHEMA)])
 @pytest.mark.parametrize("reader", READERS, ids=lambda reader: reader.__name__)
 def test_every_reader_sees_the_same_rows_and_columns(real_output, reader, table, schema):

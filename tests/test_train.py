@@ -72,6 +72,7 @@ def copy_data_set(source: str, target: str, edit_manifest=None) -> str:
     return target
 
 
+@pytest.mark.integration
 def test_publishes_a_version_with_every_artifact(trained):
     model_root, summary = trained
     version = summary["model_version"]
@@ -95,6 +96,7 @@ def test_publishes_a_version_with_every_artifact(trained):
     assert f"{metrics['test_accuracy']:.4f}" in open(os.path.join(folder, "model_card.md")).read()
 
 
+@pytest.mark.integration
 def test_saved_model_signatures_agree_with_the_keras_model(trained, tiny_shards):
     import keras
     import tensorflow as tf
@@ -140,6 +142,7 @@ def test_the_published_model_applies_the_fitted_temperature(trained, tiny_shards
     assert f"{temperature:.4f}" in card and f"{calibration['test_ece_after']:.4f}" in card
 
 
+@pytest.mark.integration
 def test_scoring_reports_the_calibrated_confidence(trained, tiny_shards, tmp_path):
     """`fmnist score` applies the temperature: its confidence is softmax(raw logits / T), not softmax(raw)."""
     import keras
@@ -165,6 +168,7 @@ def test_scoring_reports_the_calibrated_confidence(trained, tiny_shards, tmp_pat
     assert np.abs(confidence - softmax(logits).max(axis=1)).max() > 1e-3  # and the temperature made a difference
 
 
+@pytest.mark.integration
 def test_metrics_record_the_hash_of_the_model_file_and_scoring_checks_it(trained, tiny_shards, tmp_path):
     model_root = str(tmp_path / "models")
     shutil.copytree(trained[0], model_root)
@@ -191,6 +195,7 @@ def test_metrics_record_the_hash_of_the_model_file_and_scoring_checks_it(trained
         registry.resolve(model_root)
 
 
+@pytest.mark.integration
 def test_same_seed_gives_the_same_model(tiny_shards, tmp_path):
     runs = [
         train(data=tiny_shards, model_root=str(tmp_path / name), epochs=1, seed=seed, min_accuracy=0)
@@ -202,6 +207,7 @@ def test_same_seed_gives_the_same_model(tiny_shards, tmp_path):
     assert other["model_version"][-8:] != one["model_version"][-8:]
 
 
+@pytest.mark.integration
 def test_failed_gate_exits_3_keeps_artifacts_and_latest(trained, tiny_shards, tmp_path):
     model_root = str(tmp_path / "models")
     shutil.copytree(trained[0], model_root)
@@ -220,6 +226,7 @@ def test_failed_gate_exits_3_keeps_artifacts_and_latest(trained, tiny_shards, tm
         registry.resolve(os.path.join(model_root, rejected[0]))
 
 
+@pytest.mark.integration
 def test_trains_from_and_publishes_to_gcs(tiny_shards, gcs_bucket):
     data, model_root = f"{gcs_bucket}/shards", f"{gcs_bucket}/models"
     for name in sorted(os.listdir(tiny_shards)):
@@ -307,6 +314,7 @@ def test_too_few_training_records_for_a_validation_slice(real_source, tmp_path):
         train(data=data, model_root=str(tmp_path / "models"))
 
 
+@pytest.mark.integration
 def test_non_finite_loss_exits_2_and_publishes_nothing(tiny_shards, tmp_path):
     model_root = str(tmp_path / "models")
     result = run_cli(
@@ -343,6 +351,7 @@ def test_bad_flags_exit_2(tiny_shards, tmp_path, flags, message):
     assert not os.path.exists(tmp_path / "models")
 
 
+@pytest.mark.integration
 def test_steps_per_execution_changes_speed_not_weights():
     import keras
 
@@ -357,6 +366,7 @@ def test_steps_per_execution_changes_speed_not_weights():
     assert all(np.array_equal(one, other) for one, other in zip(*weights))
 
 
+@pytest.mark.integration
 def test_cnn_trains_reproducibly_and_serves(tiny_shards, tmp_path):
     """Its augmentation (random flips and shifts) is seeded too: same seed, same weights."""
     import tensorflow as tf

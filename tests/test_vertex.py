@@ -106,6 +106,7 @@ def submit(vertex_api, **overrides) -> dict:
     return submit_to_vertex(**arguments)
 
 
+@pytest.mark.integration
 def test_a_schedule_becomes_a_pipeline_job_schedule_with_the_time_zone_in_its_cron(vertex_api):
     plan, _ = scoring()
     tokyo = type(plan)(**{**plan.__dict__, "time_zone": "Asia/Tokyo"})
@@ -131,6 +132,7 @@ def test_a_schedule_becomes_a_pipeline_job_schedule_with_the_time_zone_in_its_cr
     assert result["schedule"].endswith("/schedules/123") and result["replaced"][0].endswith("/schedules/77")
 
 
+@pytest.mark.integration
 def test_one_run_becomes_a_pipeline_job_with_root_service_account_and_labels(vertex_api):
     with mock.patch(
         "google.cloud.aiplatform.pipeline_jobs.gcs_utils.create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist"
@@ -145,6 +147,7 @@ def test_one_run_becomes_a_pipeline_job_with_root_service_account_and_labels(ver
     assert result["pipeline_job"].startswith("projects/fmnist-prod/locations/europe-west4/pipelineJobs/")
 
 
+@pytest.mark.integration
 def test_the_dry_run_prints_exactly_the_requests_and_sends_nothing(vertex_api, tmp_path):
     plan, _ = scoring()
     submit(vertex_api, schedule=plan)
@@ -256,6 +259,7 @@ def test_kfp_schedule_in_another_zone_is_refused_in_one_line_before_any_request(
     assert "America/New_York" in done.stderr and "cronScheduleTimezone" in done.stderr
 
 
+@pytest.mark.integration
 def test_runs_act_as_terraforms_pipeline_runner_by_default(tmp_path):
     import hcl2
 
