@@ -26,6 +26,18 @@ class JsonHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class RecordingServer(http.server.ThreadingHTTPServer):
+    """A loopback server that keeps every request (method, path, JSON body) its handler records."""
+
+    def __init__(self, handler: type[JsonHandler]):
+        super().__init__(("127.0.0.1", 0), handler)
+        self.requests: list[tuple[str, str, dict]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
 @contextlib.contextmanager
 def serving(server: http.server.HTTPServer) -> Iterator[http.server.HTTPServer]:
     """The server answering on a daemon thread for the duration of a test."""

@@ -4,12 +4,10 @@ No KFP cluster exists here: the real kfp.Client talks HTTP to `FakeKfpApi`, a st
 REST API (v2beta1) on loopback that answers the few calls submit makes and records them.
 """
 
-import http.server
 import json
 import os
 import shutil
 import subprocess
-import sys
 import urllib.parse
 
 import pytest
@@ -18,22 +16,24 @@ import yaml
 from components.cloud.schedules import load_schedule, run_parameters
 from components.errors import InputError
 from tests.kfp_spec import IMAGE, REPO, WORKER
-from tests.loopback_api import JsonHandler, serving
+from tests.loopback_api import JsonHandler, RecordingServer, serving
+from tests.submit_cli import SCORING_DAILY, SCORING_IMAGES, TRAINING_SPEC, params, pipeline_submit
 
 SCHEDULES = os.path.join(REPO, "infra", "schedules")
+# What the training spec requires, and nothing more.
+TRAINING_REQUIRED = params(image=IMAGE, model_root="gs://b/models")
 
 
-class FakeKfpApi(http.server.ThreadingHTTPServer):
+class FakeKfpApi(RecordingServer):
     """Answers the KFP v2beta1 calls of kfp.Client that submit uses; keeps every request."""
 
     def __init__(self, existing_recurring_runs: list[dict]):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[tuple[str, str, dict]] = []
+        super().__init__(_Handler)
         self.existing = existing_recurring_runs
 
     @property
     def host(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return self.url
 
     def calls(self, method: str, path: str) -> list[dict]:
         return [body for m, p, body in self.requests if m == method and p == path]
@@ -74,26 +74,14 @@ def kfp_api():
         yield server
 
 
-def submit(*args: str, home) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HOME": str(home)}  # no ~/.config/kfp/context.json of the machine's user
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "pipeline", "submit", *args], cwd=REPO, capture_output=True, text=True, env=env
-    )
+def submit(kfp_api: FakeKfpApi, *args: str, home) -> subprocess.CompletedProcess:
+    """`fmnist pipeline submit --host <the stub> ARGS`."""
+    return pipeline_submit("--host", kfp_api.host, *args, home=home)
 
 
 @pytest.mark.integration
 def test_schedule_replaces_the_recurring_run_of_the_same_name(kfp_api, tmp_path):
-    done = submit(
-        "--host",
-        kfp_api.host,
-        "--schedule",
-        "infra/schedules/scoring-daily.yaml",
-        "--param",
-        f"image={IMAGE}",
-        "--param",
-        f"worker_image={WORKER}",
-        home=tmp_path,
-    )
+    done = submit(kfp_api, "--schedule", SCORING_DAILY, *SCORING_IMAGES, home=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["recurring_run_id"] == "rr-new" and result["replaced"] == ["rr-old"]
@@ -111,20 +99,7 @@ def test_schedule_replaces_the_recurring_run_of_the_same_name(kfp_api, tmp_path)
 
 @pytest.mark.integration
 def test_once_creates_a_single_run_for_a_backfill_date(kfp_api, tmp_path):
-    done = submit(
-        "--host",
-        kfp_api.host,
-        "--schedule",
-        "infra/schedules/scoring-daily.yaml",
-        "--once",
-        "--param",
-        f"image={IMAGE}",
-        "--param",
-        f"worker_image={WORKER}",
-        "--param",
-        "run_date=2026-11-01",
-        home=tmp_path,
-    )
+    done = submit(kfp_api, "--schedule", SCORING_DAILY, "--once", *SCORING_IMAGES, *params(run_date="2026-11-01"), home=tmp_path)
     assert done.returncode == 0, done.stderr
     (run,) = kfp_api.calls("POST", "/apis/v2beta1/runs")
     assert run["runtime_config"]["parameters"]["run_date"] == "2026-11-01"
@@ -134,18 +109,10 @@ def test_once_creates_a_single_run_for_a_backfill_date(kfp_api, tmp_path):
 @pytest.mark.integration
 def test_a_spec_without_schedule_runs_once_with_typed_parameters(kfp_api, tmp_path):
     done = submit(
-        "--host",
-        kfp_api.host,
+        kfp_api,
         "--spec",
-        "infra/kfp/training.yaml",
-        "--param",
-        f"image={IMAGE}",
-        "--param",
-        "model_root=gs://b/models",
-        "--param",
-        "epochs=3",
-        "--param",
-        "min_accuracy=0.9",
+        TRAINING_SPEC,
+        *params(image=IMAGE, model_root="gs://b/models", epochs=3, min_accuracy=0.9),
         home=tmp_path,
     )
     assert done.returncode == 0, done.stderr
@@ -167,19 +134,7 @@ def test_a_spec_without_schedule_runs_once_with_typed_parameters(kfp_api, tmp_pa
     ],
 )
 def test_bad_parameters_are_refused_before_any_request(kfp_api, tmp_path, param, message):
-    args = [
-        "--host",
-        kfp_api.host,
-        "--spec",
-        "infra/kfp/training.yaml",
-        "--param",
-        f"image={IMAGE}",
-        "--param",
-        "model_root=gs://b/models",
-        "--param",
-        param,
-    ]
-    done = submit(*args, home=tmp_path)
+    done = submit(kfp_api, "--spec", TRAINING_SPEC, *TRAINING_REQUIRED, "--param", param, home=tmp_path)
     assert done.returncode == 2
     assert message in done.stderr and done.stderr.count("\n") == 1
     assert kfp_api.requests == []
@@ -208,25 +163,13 @@ def test_a_schedule_naming_no_compiled_spec_is_refused(tmp_path):
 
 @pytest.mark.integration
 def test_pipeline_root_reaches_the_kfp_run_and_a_dry_run_sends_nothing(kfp_api, tmp_path):
-    args = [
-        "--host",
-        kfp_api.host,
-        "--schedule",
-        "infra/schedules/scoring-daily.yaml",
-        "--once",
-        "--param",
-        f"image={IMAGE}",
-        "--param",
-        f"worker_image={WORKER}",
-        "--pipeline-root",
-        "gs://other/root",
-    ]
-    dry = submit(*args, "--dry-run", home=tmp_path)
+    args = ["--schedule", SCORING_DAILY, "--once", *SCORING_IMAGES, "--pipeline-root", "gs://other/root"]
+    dry = submit(kfp_api, *args, "--dry-run", home=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert kfp_api.requests == []
     planned = json.loads(dry.stdout)
     assert planned["call"] == "run_pipeline" and planned["arguments"]["pipeline_root"] == "gs://other/root"
-    done = submit(*args, home=tmp_path)
+    done = submit(kfp_api, *args, home=tmp_path)
     assert done.returncode == 0, done.stderr
     (run,) = kfp_api.calls("POST", "/apis/v2beta1/runs")
     assert run["runtime_config"]["pipeline_root"] == "gs://other/root"
@@ -245,14 +188,10 @@ def test_a_beam_flag_parameter_takes_only_beams_flags():
 
 def test_vertex_flags_are_refused_for_kfp_in_one_line(kfp_api, tmp_path):
     done = submit(
-        "--host",
-        kfp_api.host,
+        kfp_api,
         "--spec",
-        "infra/kfp/training.yaml",
-        "--param",
-        f"image={IMAGE}",
-        "--param",
-        "model_root=gs://b/models",
+        TRAINING_SPEC,
+        *TRAINING_REQUIRED,
         "--network",
         "projects/1/global/networks/n",
         home=tmp_path,

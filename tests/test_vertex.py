@@ -8,11 +8,8 @@ bucket, through Cloud Storage and Resource Manager) is patched out: it is no req
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import subprocess
-import sys
 import urllib.parse
 from unittest import mock
 
@@ -23,23 +20,23 @@ from components.cloud.schedules import kfp_cron, load_schedule, run_parameters
 from components.cloud.vertex_pipelines import submit_to_vertex, vertex_cron
 from components.errors import InputError
 from tests.kfp_spec import IMAGE, REPO, WORKER
-from tests.loopback_api import JsonHandler, serving
+from tests.loopback_api import JsonHandler, RecordingServer, serving
+from tests.submit_cli import SCORING_DAILY, SCORING_IMAGES, pipeline_submit
 
 RUNNER = "fmnist-pipeline-runner@fmnist-prod.iam.gserviceaccount.com"
 PARENT = "/v1/projects/fmnist-prod/locations/europe-west4"
 
 
-class FakeVertexApi(http.server.ThreadingHTTPServer):
+class FakeVertexApi(RecordingServer):
     """Answers PipelineService/ScheduleService REST calls: create echoes the body with a name."""
 
     def __init__(self, existing_schedules: list[dict]):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[tuple[str, str, dict]] = []
+        super().__init__(_Handler)
         self.existing = existing_schedules
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return self.url
 
 
 class _Handler(JsonHandler):
@@ -80,7 +77,7 @@ def vertex_api():
         yield server
 
 
-def scoring(schedule_path: str = "infra/schedules/scoring-daily.yaml"):
+def scoring(schedule_path: str = SCORING_DAILY):
     plan = load_schedule(os.path.join(REPO, schedule_path))
     parameters = run_parameters(
         plan.spec, {**plan.parameters, "time_zone": plan.time_zone, "image": IMAGE, "worker_image": WORKER}
@@ -152,29 +149,8 @@ def test_the_dry_run_prints_exactly_the_requests_and_sends_nothing(vertex_api, t
     plan, _ = scoring()
     submit(vertex_api, schedule=plan)
     sent = vertex_api.requests[-1][2]
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "pipeline",
-            "submit",
-            "--target",
-            "vertex",
-            "--dry-run",
-            "--schedule",
-            "infra/schedules/scoring-daily.yaml",
-            "--label",
-            "team=ml",
-            "--param",
-            f"image={IMAGE}",
-            "--param",
-            f"worker_image={WORKER}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HOME": str(tmp_path)},
+    done = pipeline_submit(
+        "--target", "vertex", "--dry-run", "--schedule", SCORING_DAILY, "--label", "team=ml", *SCORING_IMAGES, home=tmp_path
     )
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
@@ -234,27 +210,7 @@ def test_kfp_schedule_in_another_zone_is_refused_in_one_line_before_any_request(
             "spec: ../kfp/scoring.yaml", f"spec: {REPO}/infra/kfp/scoring.yaml"
         )
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "pipeline",
-            "submit",
-            "--host",
-            "http://127.0.0.1:9",
-            "--schedule",
-            str(schedule),
-            "--param",
-            f"image={IMAGE}",
-            "--param",
-            f"worker_image={WORKER}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HOME": str(tmp_path)},
-    )
+    done = pipeline_submit("--host", "http://127.0.0.1:9", "--schedule", str(schedule), *SCORING_IMAGES, home=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "America/New_York" in done.stderr and "cronScheduleTimezone" in done.stderr
 
@@ -275,28 +231,8 @@ def test_runs_act_as_terraforms_pipeline_runner_by_default(tmp_path):
         }
     account_id = accounts['"pipeline_runner"']["account_id"].strip('"')
     assert runner_account("fmnist-prod") == f"{account_id}@fmnist-prod.iam.gserviceaccount.com" == RUNNER
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "pipeline",
-            "submit",
-            "--target",
-            "vertex",
-            "--dry-run",
-            "--once",
-            "--schedule",
-            "infra/schedules/scoring-daily.yaml",
-            "--param",
-            f"image={IMAGE}",
-            "--param",
-            f"worker_image={WORKER}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HOME": str(tmp_path)},
+    done = pipeline_submit(
+        "--target", "vertex", "--dry-run", "--once", "--schedule", SCORING_DAILY, *SCORING_IMAGES, home=tmp_path
     )
     assert done.returncode == 0, done.stderr
     ((request),) = json.loads(done.stdout)["requests"]
