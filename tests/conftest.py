@@ -70,17 +70,21 @@ def write_idx(path: str, array: np.ndarray, *, compress: bool = True) -> None:
         file.write(gzip.compress(raw, mtime=0) if compress else raw)
 
 
+def write_random_idx(folder, counts: dict[str, int], seed: int) -> str:
+    """Makes `folder` with the four IDX files of a data set of random pixels, `counts[split]`
+    images per split (labels cycle through the ten classes); the same seed gives the same files."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for split, (images_name, labels_name) in IDX_FILES.items():
+        write_idx(str(folder / f"{images_name}.gz"), rng.integers(0, 256, (counts[split], 28, 28)))
+        write_idx(str(folder / f"{labels_name}.gz"), np.arange(counts[split]) % 10)
+    return str(folder)
+
+
 @pytest.fixture
 def tiny_idx(tmp_path) -> str:
     """A folder with the four IDX files of a 20-train/10-test data set (random pixels)."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "raw"
-    folder.mkdir()
-    for split, (images_name, labels_name) in IDX_FILES.items():
-        count = 20 if split == "train" else 10
-        write_idx(str(folder / f"{images_name}.gz"), rng.integers(0, 256, (count, 28, 28)))
-        write_idx(str(folder / f"{labels_name}.gz"), np.arange(count) % 10)
-    return str(folder)
+    return write_random_idx(tmp_path / "raw", {"train": 20, "test": 10}, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -3,18 +3,14 @@ is one line, exit 1, nothing left behind."""
 
 import os
 import subprocess
-import sys
 
-import numpy as np
 import pytest
 
-from components.constants import IDX_FILES
 from components.contracts.shards import read_manifest
 from components.io import storage
 from components.prepare.dataset import prepare
-from tests.conftest import write_idx
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.cli_runs import prepare_args, run_cli
+from tests.conftest import write_random_idx
 
 
 @pytest.mark.integration
@@ -64,34 +60,10 @@ def full_disk(tmp_path):
 
 
 def test_a_full_disk_is_exit_1_in_one_line_and_leaves_nothing_behind(tmp_path, full_disk):
-    rng = np.random.default_rng(2)
-    source = tmp_path / "raw"
-    source.mkdir()
-    for images_name, labels_name in IDX_FILES.values():
-        write_idx(str(source / f"{images_name}.gz"), rng.integers(0, 256, (400, 28, 28)))  # ~0.4 MB of PNGs
-        write_idx(str(source / f"{labels_name}.gz"), np.arange(400) % 10)
+    source = write_random_idx(tmp_path / "raw", {"train": 400, "test": 400}, seed=2)  # ~0.4 MB of PNGs
     output = full_disk / "shards"
     for verbose in ([], ["--verbose"]):
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "jobs.cli",
-                "prepare",
-                "--source",
-                str(source),
-                "--output",
-                str(output),
-                "--allow-unknown-source",
-                "--workers",
-                "1",
-                *verbose,
-            ],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = run_cli(*prepare_args(source, str(output), "--workers", "1", *verbose), timeout=300)
         assert result.returncode == 1, result.stderr
         assert "No space left on device" in result.stderr
         if verbose:

@@ -15,6 +15,7 @@ from components.constants import CLASS_NAMES
 from components.contracts import registry
 from components.contracts.shards import manifest_digest, read_manifest
 from jobs import kfp_outputs
+from tests.cli_runs import jobs_command, prepare_args
 from tests.kfp_spec import IMAGE, REPO, executor_input, executor_output
 
 
@@ -33,33 +34,9 @@ def test_prepare_task_publishes_the_dataset_and_its_manifest_digest(tmp_path, ti
     task = tmp_path / "task"
     spec = executor_input(str(task), {"dataset": "system.Dataset"}, ("manifest_digest",))
     dataset = str(task / "dataset")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.kfp_outputs",
-            "--executor-input",
-            spec,
-            "prepare",
-            "--image",
-            IMAGE,
-            "--",
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "prepare",
-            "--source",
-            tiny_idx,
-            "--output",
-            dataset,
-            "--allow-unknown-source",
-            "--shards-per-split",
-            "1",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    adapter = [sys.executable, "-m", "jobs.kfp_outputs", "--executor-input", spec, "prepare", "--image", IMAGE, "--"]
+    step = jobs_command(*prepare_args(tiny_idx, dataset, "--shards-per-split", "1"))
+    done = subprocess.run([*adapter, *step], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     digest = manifest_digest(read_manifest(dataset))
     assert (task / "parameters" / "manifest_digest").read_text() == digest
@@ -180,10 +157,7 @@ def run_context(tmp_path, *, scheduled_time: str, run_date: str = "", offset: in
     status = adapt(
         spec,
         "run-context",
-        step=[
-            sys.executable,
-            "-m",
-            "jobs.cli",
+        step=jobs_command(
             "run-context",
             "--scheduled-time",
             scheduled_time,
@@ -197,7 +171,7 @@ def run_context(tmp_path, *, scheduled_time: str, run_date: str = "", offset: in
             "gs://b/incoming/{date}/*.tfrecord",
             "--run-id-template",
             "scheduled-{date}",
-        ],
+        ),
     )
     names = ("date", "shards", "run_id")
     return status, {name: (tmp_path / "parameters" / name).read_text() for name in names if status == 0}

@@ -1,25 +1,19 @@
 """The compiled KFP specs: committed = fresh compile, and each task runs the smoke test's command line."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from components.cloud import pipelines
 from jobs import kfp_outputs
-from tests.kfp_spec import IMAGE, REPO, SPECS, container, load_spec, render
+from tests.cli_runs import run_cli
+from tests.kfp_spec import IMAGE, SPECS, container, load_spec, render
 from tests.test_container import smoke_commands, task_values
 
 
 @pytest.mark.integration
 def test_committed_specs_equal_a_fresh_compile(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "pipeline", "compile", "--output", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    done = run_cli("pipeline", "compile", "--output", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert sorted(os.listdir(tmp_path)) == sorted(os.listdir(SPECS)) == ["scoring.yaml", "training.yaml"]
     for name in os.listdir(tmp_path):
@@ -102,42 +96,12 @@ def test_specs_declare_the_pipeline_root_of_terraforms_output(name):
 
 @pytest.mark.integration
 def test_compile_takes_another_pipeline_root_and_refuses_a_local_one(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "pipeline",
-            "compile",
-            "--output",
-            str(tmp_path),
-            "--pipeline-root",
-            "gs://other-pipelines/root",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    done = run_cli("pipeline", "compile", "--output", str(tmp_path), "--pipeline-root", "gs://other-pipelines/root")
     assert done.returncode == 0, done.stderr
     import yaml
 
     assert yaml.safe_load((tmp_path / "scoring.yaml").read_text())["defaultPipelineRoot"] == "gs://other-pipelines/root"
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "pipeline",
-            "compile",
-            "--output",
-            str(tmp_path / "x"),
-            "--pipeline-root",
-            "/tmp/root",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    refused = run_cli("pipeline", "compile", "--output", str(tmp_path / "x"), "--pipeline-root", "/tmp/root")
     assert refused.returncode == 2 and "--pipeline-root /tmp/root" in refused.stderr
     assert not (tmp_path / "x").exists()
 

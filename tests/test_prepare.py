@@ -11,7 +11,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 
@@ -25,13 +24,14 @@ from components.io import storage
 from components.io.idx import load_idx
 from components.io.images import to_model_image
 from components.prepare.dataset import prepare
-from tests.conftest import write_idx
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import cli_runs
+from tests.cli_runs import jobs_command, prepare_args
+from tests.conftest import write_idx, write_random_idx
+from tests.kfp_spec import REPO
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    return cli_runs.run_cli(*args, timeout=600)
 
 
 def read_split(output: str, manifest: dict, split: str) -> list:
@@ -168,7 +168,7 @@ def break_dimensions(folder):
 def test_bad_source_fails_cleanly(tiny_idx, tmp_path, breakage):
     file_name, problem = breakage(tiny_idx)
     output = tmp_path / "out"
-    result = run_cli("prepare", "--source", tiny_idx, "--output", str(output), "--allow-unknown-source")
+    result = run_cli(*prepare_args(tiny_idx, str(output)))
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and file_name in lines[0] and problem in lines[0], result.stderr
@@ -178,7 +178,7 @@ def test_bad_source_fails_cleanly(tiny_idx, tmp_path, breakage):
 def test_unwritable_output_fails_cleanly(tiny_idx, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = run_cli("prepare", "--source", tiny_idx, "--output", str(blocker / "out"), "--allow-unknown-source")
+    result = run_cli(*prepare_args(tiny_idx, str(blocker / "out")))
     assert result.returncode == 2 and "not writable" in result.stderr and str(blocker) in result.stderr
 
 
@@ -273,13 +273,7 @@ def test_unreachable_web_source_is_exit_2(tmp_path):
 
 def random_idx(folder, train_count: int) -> str:
     """IDX files of random images (a third as many test images as training images)."""
-    rng = np.random.default_rng(1)
-    folder.mkdir()
-    for split, (images_name, labels_name) in IDX_FILES.items():
-        count = train_count if split == "train" else train_count // 3
-        write_idx(str(folder / f"{images_name}.gz"), rng.integers(0, 256, (count, 28, 28)))
-        write_idx(str(folder / f"{labels_name}.gz"), np.arange(count) % 10)
-    return str(folder)
+    return write_random_idx(folder, {"train": train_count, "test": train_count // 3}, seed=1)
 
 
 @pytest.fixture
@@ -296,23 +290,8 @@ def long_idx(tmp_path) -> str:
 
 def start_prepare(source: str, output: str, shards_per_split: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "prepare",
-            "--source",
-            source,
-            "--output",
-            output,
-            "--overwrite",
-            "--allow-unknown-source",
-            "--workers",
-            "1",
-            "--shards-per-split",
-            str(shards_per_split),
-        ],
-        cwd=REPO_ROOT,
+        jobs_command(*prepare_args(source, output, "--overwrite", "--workers", "1", "--shards-per-split", str(shards_per_split))),
+        cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -437,23 +416,7 @@ def test_a_gzip_bomb_is_refused_before_it_is_inflated(tiny_idx, tmp_path, header
     def at_most_300_mib_of_data():  # the inflated 600 MiB would be a MemoryError, exit 1
         resource.setrlimit(resource.RLIMIT_DATA, (300 << 20, 300 << 20))
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "prepare",
-            "--source",
-            tiny_idx,
-            "--output",
-            str(tmp_path / "out"),
-            "--allow-unknown-source",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        preexec_fn=at_most_300_mib_of_data,
-    )
+    result = cli_runs.run_cli(*prepare_args(tiny_idx, str(tmp_path / "out")), preexec_fn=at_most_300_mib_of_data)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert bomb in result.stderr and message in result.stderr, result.stderr
     assert not (tmp_path / "out" / MANIFEST_NAME).exists()

@@ -8,8 +8,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -27,9 +25,9 @@ from components.io.images import to_model_image
 from components.io.tfrecord import read_records
 from components.metrics.calibration import reliability_bins
 from components.metrics.classification import classification_metrics
+from tests.cli_runs import run_cli
 from tests.scoring_fixture import RUNS, TRAIN_LABELS, ScoredRun, write_run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LATEST, OLDER = RUNS[1].run_id, RUNS[0].run_id
 
 
@@ -192,26 +190,7 @@ def test_training_histogram_from_manifest_flag_or_absent(scored_output, tmp_path
 def test_report_cli_prints_the_summary_table(scored_output, tmp_path):
     _, scores = scored_output
     out = str(tmp_path / "report")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "report",
-            "--predictions",
-            scores,
-            "--out",
-            out,
-            "--run-id",
-            LATEST,
-            "--baseline-run",
-            OLDER,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    completed = run_cli("report", "--predictions", scores, "--out", out, "--run-id", LATEST, "--baseline-run", OLDER, timeout=300)
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
     assert lines[0].startswith(f"report of {LATEST}")

@@ -15,9 +15,9 @@ import yaml
 
 from components.cloud.schedules import load_schedule, run_parameters
 from components.errors import InputError
+from tests.cli_runs import SCORING_DAILY, SCORING_IMAGES, TRAINING_SPEC, params, pipeline_submit
 from tests.kfp_spec import IMAGE, REPO, WORKER
 from tests.loopback_api import JsonHandler, RecordingServer, serving
-from tests.submit_cli import SCORING_DAILY, SCORING_IMAGES, TRAINING_SPEC, params, pipeline_submit
 
 SCHEDULES = os.path.join(REPO, "infra", "schedules")
 # What the training spec requires, and nothing more.

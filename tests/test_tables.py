@@ -6,8 +6,6 @@ import datetime
 import json
 import logging
 import os
-import subprocess
-import sys
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -22,9 +20,8 @@ from components.contracts.summary import RunSummary
 from components.errors import InputError
 from components.io import storage
 from jobs import query as query_job
+from tests.cli_runs import run_cli
 from tests.scoring_fixture import RUNS, UNFINISHED, ScoredRun, write_run
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def counts_by_run(connection, view: str) -> dict[str, int]:
@@ -100,20 +97,8 @@ def test_views_read_gcs_through_the_emulator(scored_output, gcs_bucket):
 @pytest.mark.integration
 def test_query_cli_prints_a_table(scored_output):
     _, scores = scored_output
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "query",
-            "SELECT run_id, count(*) AS images FROM predictions GROUP BY 1 ORDER BY 1",
-            "--scores",
-            scores,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    completed = run_cli(
+        "query", "SELECT run_id, count(*) AS images FROM predictions GROUP BY 1 ORDER BY 1", "--scores", scores, timeout=120
     )
     assert completed.returncode == 0, completed.stderr
     lines = [line for line in completed.stdout.splitlines() if "nightly" in line]

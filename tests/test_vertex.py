@@ -19,9 +19,9 @@ from google.auth.credentials import AnonymousCredentials
 from components.cloud.schedules import kfp_cron, load_schedule, run_parameters
 from components.cloud.vertex_pipelines import submit_to_vertex, vertex_cron
 from components.errors import InputError
+from tests.cli_runs import SCORING_DAILY, SCORING_IMAGES, pipeline_submit
 from tests.kfp_spec import IMAGE, REPO, WORKER
 from tests.loopback_api import JsonHandler, RecordingServer, serving
-from tests.submit_cli import SCORING_DAILY, SCORING_IMAGES, pipeline_submit
 
 RUNNER = "fmnist-pipeline-runner@fmnist-prod.iam.gserviceaccount.com"
 PARENT = "/v1/projects/fmnist-prod/locations/europe-west4"

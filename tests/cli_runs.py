@@ -1,0 +1,41 @@
+"""The jobs' command line as tests run it: `python -m jobs.cli ...` in a fresh process, from the repository root."""
+
+import os
+import subprocess
+import sys
+
+from tests.kfp_spec import IMAGE, REPO, WORKER
+
+SCORING_DAILY = "infra/schedules/scoring-daily.yaml"
+TRAINING_SPEC = "infra/kfp/training.yaml"
+
+
+def jobs_command(*args: str) -> list[str]:
+    """The command line of `fmnist ARGS` with this interpreter."""
+    return [sys.executable, "-m", "jobs.cli", *args]
+
+
+def run_cli(*args: str, **options) -> subprocess.CompletedProcess:
+    """`fmnist ARGS` run to its end with its output captured as text; `options` go to subprocess.run
+    (timeout, env, preexec_fn)."""
+    return subprocess.run(jobs_command(*args), cwd=REPO, capture_output=True, text=True, **options)
+
+
+def prepare_args(source: str, output: str, *extra: str) -> list[str]:
+    """`prepare` of an IDX folder made in the test (no known source digest) into `output`."""
+    return ["prepare", "--source", source, "--output", output, "--allow-unknown-source", *extra]
+
+
+def params(**values: object) -> list[str]:
+    """`--param name=value` for each of `values`, in order."""
+    return [item for name, value in values.items() for item in ("--param", f"{name}={value}")]
+
+
+# The release's image digests, which no schedule file holds.
+SCORING_IMAGES = params(image=IMAGE, worker_image=WORKER)
+
+
+def pipeline_submit(*args: str, home) -> subprocess.CompletedProcess:
+    """`fmnist pipeline submit ARGS` with HOME at `home`, so that no ~/.config/kfp/context.json
+    of the machine's user takes part."""
+    return run_cli("pipeline", "submit", *args, env={**os.environ, "HOME": str(home)})
