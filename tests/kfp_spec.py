@@ -9,6 +9,13 @@ IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64
 WORKER = "europe-west4-docker.pkg.dev/p/fmnist/worker@sha256:" + "b" * 64
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECS = os.path.join(REPO, "infra", "kfp")
+# The artifacts of the train task: name -> KFP schema title.
+TRAIN_ARTIFACTS = {
+    "model": "system.Model",
+    "metrics": "system.Metrics",
+    "confusion_matrix": "system.ClassificationMetrics",
+    "model_card": "system.Markdown",
+}
 _PLACEHOLDER = re.compile(r"\{\{\$\.(inputs|outputs)\.(parameters|artifacts)\['([a-z_]+)'\](\.path|\.output_file)?\}\}")
 
 

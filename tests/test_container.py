@@ -22,8 +22,8 @@ import pytest
 
 from components.cloud import pipelines
 from jobs.kfp_outputs import numbers
+from tests.kfp_spec import TRAIN_ARTIFACTS, executor_input, executor_output, render
 from tests.kfp_spec import container as task_container
-from tests.kfp_spec import executor_input, executor_output, render
 
 IMAGE = os.environ.get("FMNIST_IMAGE", "localhost/fmnist-jobs:dev")
 BUILDAH = ["buildah", "--storage-driver", "vfs"]
@@ -84,15 +84,7 @@ def task_values(out: str, image: str, manifest_digest: str = "") -> dict[str, di
             "manifest_digest": manifest_digest,
             "epochs": "1",
             "min_accuracy": "0.5",
-            "$": executor_input(
-                f"{out}/train",
-                {
-                    "model": "system.Model",
-                    "metrics": "system.Metrics",
-                    "confusion_matrix": "system.ClassificationMetrics",
-                    "model_card": "system.Markdown",
-                },
-            ),
+            "$": executor_input(f"{out}/train", TRAIN_ARTIFACTS),
         },
         "run-context": {
             "image": image,

@@ -27,8 +27,9 @@ import hcl2
 import pytest
 
 from components.constants import DEFAULT_SOURCE
+from tests.cli_runs import run_cli
 from tests.iam_proxy import PermissionProxy
-from tests.kfp_spec import REPO, container, executor_input, render
+from tests.kfp_spec import REPO, TRAIN_ARTIFACTS, container, executor_input, render
 
 TERRAFORM = os.path.join(REPO, "infra", "terraform")
 IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64
@@ -214,15 +215,7 @@ def test_the_pipelines_tasks_need_no_permission_beyond_iam_tf(cloud_project, gcs
                 "model_root": f"{models}/models",
                 "epochs": "1",
                 "min_accuracy": "0.5",
-                "$": executor_input(
-                    f"{out}/train",
-                    {
-                        "model": "system.Model",
-                        "metrics": "system.Metrics",
-                        "confusion_matrix": "system.ClassificationMetrics",
-                        "model_card": "system.Markdown",
-                    },
-                ),
+                "$": executor_input(f"{out}/train", TRAIN_ARTIFACTS),
             },
         ),
         (
@@ -283,24 +276,8 @@ def test_the_pipelines_tasks_need_no_permission_beyond_iam_tf(cloud_project, gcs
     analysts = bucket_permissions(blocks, project)["analysts"]
     with PermissionProxy(gcs_emulator, analysts) as proxy:
         env = {**os.environ, "STORAGE_EMULATOR_HOST": f"http://{proxy.address}"}
-        query = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "jobs.cli",
-                "query",
-                "SELECT count(*) AS n FROM predictions",
-                "--predictions",
-                tables,
-                "--out",
-                f"{out}/n.parquet",
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        count = ["query", "SELECT count(*) AS n FROM predictions", "--predictions", tables, "--out", f"{out}/n.parquet"]
+        query = run_cli(*count, env=env, timeout=300)
     assert proxy.denied == [] and query.returncode == 0, f"{proxy.denied}\n{query.stderr[-2000:]}"
     import pyarrow.parquet as pq
 

@@ -16,7 +16,7 @@ from components.contracts import registry
 from components.contracts.shards import manifest_digest, read_manifest
 from jobs import kfp_outputs
 from tests.cli_runs import jobs_command, prepare_args
-from tests.kfp_spec import IMAGE, REPO, executor_input, executor_output
+from tests.kfp_spec import IMAGE, REPO, TRAIN_ARTIFACTS, executor_input, executor_output
 
 
 def adapt(spec: str, kind: str, *own: str, step: list[str], image: str = IMAGE) -> int:
@@ -69,14 +69,6 @@ def model_root(tmp_path):
     )
     (root / "LATEST").write_text("v1\n")
     return root
-
-
-TRAIN_ARTIFACTS = {
-    "model": "system.Model",
-    "metrics": "system.Metrics",
-    "confusion_matrix": "system.ClassificationMetrics",
-    "model_card": "system.Markdown",
-}
 
 
 def test_train_task_publishes_model_metrics_confusion_matrix_and_card(tmp_path, model_root):

@@ -7,7 +7,7 @@ import pytest
 from components.cloud import pipelines
 from jobs import kfp_outputs
 from tests.cli_runs import run_cli
-from tests.kfp_spec import IMAGE, SPECS, container, load_spec, render
+from tests.kfp_spec import IMAGE, SPECS, TRAIN_ARTIFACTS, container, load_spec, render
 from tests.test_container import smoke_commands, task_values
 
 
@@ -76,12 +76,7 @@ def test_the_scheduled_date_flows_into_run_date():
 
 def test_training_outputs_are_typed_artifacts():
     outputs = load_spec("training")["components"]["comp-train"]["outputDefinitions"]["artifacts"]
-    assert {name: spec["artifactType"]["schemaTitle"] for name, spec in outputs.items()} == {
-        "model": "system.Model",
-        "metrics": "system.Metrics",
-        "confusion_matrix": "system.ClassificationMetrics",
-        "model_card": "system.Markdown",
-    }
+    assert {name: spec["artifactType"]["schemaTitle"] for name, spec in outputs.items()} == TRAIN_ARTIFACTS
     prepare = load_spec("training")["components"]["comp-prepare"]["outputDefinitions"]["artifacts"]
     assert prepare["dataset"]["artifactType"]["schemaTitle"] == "system.Dataset"
 

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 
 import apache_beam as beam
 import duckdb
@@ -34,8 +33,8 @@ from components.score.pipeline import ScoreShardFn, ScoreShards
 from components.score.prediction_rows import parse_record, parsed_example
 from components.score.run import score, staging_uri
 from components.score.shard_scoring import ScoringTarget, receipt_uri
+from tests import cli_runs
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNG_SEED = 0
 
 
@@ -194,10 +193,13 @@ def read_table(output: str, table: str) -> list[dict]:
     return ds.dataset(folder, format="parquet", partitioning="hive").to_table().to_pylist()
 
 
+def score_folder(folder: str, **arguments) -> dict:
+    """score() of every shard in `folder`, with `arguments` (model, output, run_id, ...)."""
+    return score(input=storage.join(folder, "*.tfrecord"), **arguments)
+
+
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "score", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env
-    )
+    return cli_runs.run_cli("score", *args, timeout=600, env=env)
 
 
 # --- The DoFn and the transform -----------------------------------------------------------
@@ -425,8 +427,8 @@ def test_run_scores_good_records_and_lists_every_bad_one(shard_folder, model_roo
     folder, shards = shard_folder
     output = str(tmp_path / "scores")
     caplog.set_level(logging.INFO)
-    summary = score(
-        input=storage.join(folder, "*.tfrecord"),
+    summary = score_folder(
+        folder,
         model=model_root,
         output=output,
         run_id="r1",
@@ -505,10 +507,10 @@ def test_one_shard_runs_on_one_in_process_worker_unless_told_otherwise():
 def test_same_run_id_twice_leaves_one_copy(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
     output = str(tmp_path / "scores")
-    arguments = dict(input=storage.join(folder, "*.tfrecord"), model=model_root, output=output, max_error_rate=1.0)
-    score(**arguments, run_id="again", run_date="2026-11-28")
-    score(**arguments, run_id="other", run_date="2026-11-28")
-    summary = score(**arguments, run_id="again", run_date="2026-11-29")  # a rerun may also move the date
+    arguments = dict(model=model_root, output=output, max_error_rate=1.0)
+    score_folder(folder, **arguments, run_id="again", run_date="2026-11-28")
+    score_folder(folder, **arguments, run_id="other", run_date="2026-11-28")
+    summary = score_folder(folder, **arguments, run_id="again", run_date="2026-11-29")  # a rerun may also move the date
 
     predictions = read_table(output, "predictions")
     per_run = {run_id: sum(r["run_id"] == run_id for r in predictions) for run_id in ("again", "other")}
@@ -537,8 +539,8 @@ def test_error_rate_above_the_limit_exits_3_after_publishing(shard_folder, model
 def test_default_run_id_and_date_and_beam_counters_multi_process(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
     output = str(tmp_path / "scores")
-    summary = score(
-        input=storage.join(folder, "*.tfrecord"),
+    summary = score_folder(
+        folder,
         model=model_root,
         output=output,
         max_error_rate=1.0,
@@ -596,7 +598,7 @@ def test_model_that_cannot_be_used_is_refused_before_writing(shard_folder, tiny_
     folder, _ = shard_folder
     model = make_model(tiny_model, str(tmp_path / "models"))
     with pytest.raises(InputError, match=message):
-        score(input=storage.join(folder, "*.tfrecord"), model=model, output=str(tmp_path / "scores"))
+        score_folder(folder, model=model, output=str(tmp_path / "scores"))
     assert not (tmp_path / "scores").exists()
 
 
@@ -605,7 +607,7 @@ def test_unwritable_output_is_refused(shard_folder, model_root, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(InputError, match="not writable"):
-        score(input=storage.join(folder, "*.tfrecord"), model=model_root, output=str(blocker / "scores"))
+        score_folder(folder, model=model_root, output=str(blocker / "scores"))
 
 
 @pytest.mark.parametrize(
@@ -620,7 +622,7 @@ def test_unwritable_output_is_refused(shard_folder, model_root, tmp_path):
 def test_bad_arguments_are_refused(shard_folder, model_root, tmp_path, arguments, message):
     folder, _ = shard_folder
     with pytest.raises(InputError, match=message):
-        score(input=storage.join(folder, "*.tfrecord"), model=model_root, output=str(tmp_path / "scores"), **arguments)
+        score_folder(folder, model=model_root, output=str(tmp_path / "scores"), **arguments)
     assert not (tmp_path / "scores").exists()
 
 
@@ -827,7 +829,6 @@ def test_damaged_shards_lose_no_record(request, tmp_path, tiny_model, place, wit
     save_model(tiny_model, model_root, "v1")
     output = storage.join(root, "scores")
     arguments = dict(
-        input=storage.join(folder, "*.tfrecord"),
         model=model_root,
         output=output,
         run_id="damaged",
@@ -836,11 +837,11 @@ def test_damaged_shards_lose_no_record(request, tmp_path, tiny_model, place, wit
     )
     if with_manifest:  # the damaged shards' hashes differ from the manifest: exit 3, rows published
         with pytest.raises(CheckFailed, match="differ from their manifest.*test-00000-of-00004.tfrecord: sha256"):
-            score(**arguments)
+            score_folder(folder, **arguments)
         summary = json.loads(storage.read_bytes(run_summary_uri(output, "damaged")))
         assert summary["status"] == "source_mismatch"
     else:
-        summary = score(**arguments)
+        summary = score_folder(folder, **arguments)
         assert summary["status"] == "ok"
 
     predictions, errors = (_rows_at(storage.join(output, table)) for table in ("predictions", "errors"))
