@@ -42,6 +42,9 @@ DEFAULT_PIPELINE_ROOT = "gs://fmnist-prod-pipelines/root"
 ADAPTER = ("python", "-m", "jobs.kfp_outputs", "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER)
 # Filled by the schedule (dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER), never a run parameter.
 SCHEDULED_TIME = "scheduled_time"
+# Beam's own options a scoring run may set for its Dataflow job (name -> type): optional inputs of
+# the scoring pipeline and its score task, passed on to Beam only when a run gives them.
+BEAM_OPTIONS = {"network": str, "subnetwork": str, "max_num_workers": int, "machine_type": str, "labels": dict, "job_name": str}
 
 
 def optional_flags(values: dict) -> list:
@@ -62,6 +65,19 @@ def if_present_beam_options(inputs: dict) -> list:
 def given_flags(inputs: dict) -> list:
     """`--name value` pairs of inputs every run gives."""
     return [item for name, value in inputs.items() for item in (flag_of(name), value)]
+
+
+def beam_option_inputs() -> list[inspect.Parameter]:
+    """The Beam options as optional KFP inputs: `name: Optional[type] = None`."""
+    return [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Optional[kind])
+        for name, kind in BEAM_OPTIONS.items()
+    ]
+
+
+def beam_options_of(values: dict) -> dict:
+    """The values of the Beam option inputs, out of a component's or pipeline's generated inputs."""
+    return {name: values[name] for name in BEAM_OPTIONS}
 
 
 def tuning_inputs(parameters: type) -> list[inspect.Parameter]:
@@ -223,7 +239,7 @@ def run_context(
 
 
 @dsl.container_component
-@with_inputs(tuning_inputs(ScoreParameters))
+@with_inputs([*beam_option_inputs(), *tuning_inputs(ScoreParameters)])
 def score(
     image: str,
     shards: str,
@@ -242,12 +258,6 @@ def score(
     summary: Output[Metrics],
     gcp_resources: dsl.OutputPath(str),
     inputs: dict,
-    network: Optional[str] = None,
-    subnetwork: Optional[str] = None,
-    max_num_workers: Optional[int] = None,
-    machine_type: Optional[str] = None,
-    labels: Optional[dict] = None,
-    job_name: Optional[str] = None,
 ):
     """Scores one date's shards with the published model into the partitioned tables (on Dataflow,
     whose job `gcp_resources` names: the UI links it and cancelling the run cancels it)."""
@@ -262,7 +272,7 @@ def score(
             run_date=run_date,
             gcp_resources=gcp_resources,
             flags=[
-                *if_present_flags(inputs),
+                *if_present_flags(inputs_of(ScoreParameters, inputs)),
                 *dataflow_flags(
                     runner=runner,
                     project=project,
@@ -272,16 +282,7 @@ def score(
                     service_account=service_account,
                     public_ips_flag=public_ips_flag,
                 ),
-                *if_present_beam_options(
-                    {
-                        "network": network,
-                        "subnetwork": subnetwork,
-                        "max_num_workers": max_num_workers,
-                        "machine_type": machine_type,
-                        "labels": labels,
-                        "job_name": job_name,
-                    }
-                ),
+                *if_present_beam_options(beam_options_of(inputs)),
             ],
         ),
     )
@@ -324,7 +325,13 @@ def training_pipeline(image: str, model_root: str, inputs: dict):
 
 
 @dsl.pipeline(name="fmnist-scoring", description="score one date's shards with the published model, on Dataflow")
-@with_inputs([*declared_inputs(RunContextParameters, defaults=True, exclude=(SCHEDULED_TIME,)), *tuning_inputs(ScoreParameters)])
+@with_inputs(
+    [
+        *declared_inputs(RunContextParameters, defaults=True, exclude=(SCHEDULED_TIME,)),
+        *beam_option_inputs(),
+        *tuning_inputs(ScoreParameters),
+    ]
+)
 def scoring_pipeline(
     image: str,
     worker_image: str,
@@ -337,12 +344,6 @@ def scoring_pipeline(
     inputs: dict,
     runner: str = "DataflowRunner",
     public_ips_flag: str = PUBLIC_IPS_FLAGS[0],
-    network: Optional[str] = None,
-    subnetwork: Optional[str] = None,
-    max_num_workers: Optional[int] = None,
-    machine_type: Optional[str] = None,
-    labels: Optional[dict] = None,
-    job_name: Optional[str] = None,
 ):
     """The logical date comes from the schedule (or run_date, for a backfill) and names the partition."""
     context_inputs = declared_of(RunContextParameters, inputs)
@@ -369,12 +370,7 @@ def scoring_pipeline(
             worker_image=worker_image,
             service_account=service_account,
             public_ips_flag=public_ips_flag,
-            network=network,
-            subnetwork=subnetwork,
-            max_num_workers=max_num_workers,
-            machine_type=machine_type,
-            labels=labels,
-            job_name=job_name,
+            **beam_options_of(inputs),
             **inputs_of(ScoreParameters, inputs),
         ),
         # Launches and watches the Dataflow job; the DirectRunner (a small backfill) scores in the task.
