@@ -42,6 +42,18 @@ DEFAULT_PIPELINE_ROOT = "gs://fmnist-prod-pipelines/root"
 ADAPTER = ("python", "-m", "jobs.kfp_outputs", "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER)
 # Filled by the schedule (dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER), never a run parameter.
 SCHEDULED_TIME = "scheduled_time"
+# The Dataflow settings every scoring run gives, as Beam's standard options (dataflow_flags):
+# name -> the scoring pipeline's default (None: the run must give it). Inputs of the pipeline and,
+# all required, of its score task.
+DATAFLOW_SETTINGS = {
+    "runner": "DataflowRunner",
+    "project": None,
+    "region": None,
+    "temp_location": None,
+    "worker_image": None,
+    "service_account": None,
+    "public_ips_flag": PUBLIC_IPS_FLAGS[0],
+}
 # Beam's own options a scoring run may set for its Dataflow job (name -> type): optional inputs of
 # the scoring pipeline and its score task, passed on to Beam only when a run gives them.
 BEAM_OPTIONS = {"network": str, "subnetwork": str, "max_num_workers": int, "machine_type": str, "labels": dict, "job_name": str}
@@ -65,6 +77,25 @@ def if_present_beam_options(inputs: dict) -> list:
 def given_flags(inputs: dict) -> list:
     """`--name value` pairs of inputs every run gives."""
     return [item for name, value in inputs.items() for item in (flag_of(name), value)]
+
+
+def dataflow_inputs(*, defaults: bool) -> list[inspect.Parameter]:
+    """The Dataflow settings as KFP string inputs, with the pipeline's defaults when `defaults`
+    (a pipeline's input) or required (a component's, which the pipeline always sets)."""
+    return [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=default if defaults and default is not None else inspect.Parameter.empty,
+            annotation=str,
+        )
+        for name, default in DATAFLOW_SETTINGS.items()
+    ]
+
+
+def dataflow_settings_of(values: dict) -> dict:
+    """The values of the Dataflow settings, out of a component's or pipeline's generated inputs."""
+    return {name: values[name] for name in DATAFLOW_SETTINGS}
 
 
 def beam_option_inputs() -> list[inspect.Parameter]:
@@ -239,7 +270,7 @@ def run_context(
 
 
 @dsl.container_component
-@with_inputs([*beam_option_inputs(), *tuning_inputs(ScoreParameters)])
+@with_inputs([*dataflow_inputs(defaults=False), *beam_option_inputs(), *tuning_inputs(ScoreParameters)])
 def score(
     image: str,
     shards: str,
@@ -247,13 +278,6 @@ def score(
     output: str,
     run_id: str,
     run_date: str,
-    runner: str,
-    project: str,
-    region: str,
-    temp_location: str,
-    worker_image: str,
-    service_account: str,
-    public_ips_flag: str,
     predictions: Output[Dataset],
     summary: Output[Metrics],
     gcp_resources: dsl.OutputPath(str),
@@ -273,15 +297,7 @@ def score(
             gcp_resources=gcp_resources,
             flags=[
                 *if_present_flags(inputs_of(ScoreParameters, inputs)),
-                *dataflow_flags(
-                    runner=runner,
-                    project=project,
-                    region=region,
-                    temp_location=temp_location,
-                    worker_image=worker_image,
-                    service_account=service_account,
-                    public_ips_flag=public_ips_flag,
-                ),
+                *dataflow_flags(**dataflow_settings_of(inputs)),
                 *if_present_beam_options(beam_options_of(inputs)),
             ],
         ),
@@ -328,23 +344,12 @@ def training_pipeline(image: str, model_root: str, inputs: dict):
 @with_inputs(
     [
         *declared_inputs(RunContextParameters, defaults=True, exclude=(SCHEDULED_TIME,)),
+        *dataflow_inputs(defaults=True),
         *beam_option_inputs(),
         *tuning_inputs(ScoreParameters),
     ]
 )
-def scoring_pipeline(
-    image: str,
-    worker_image: str,
-    model_root: str,
-    output: str,
-    project: str,
-    region: str,
-    temp_location: str,
-    service_account: str,
-    inputs: dict,
-    runner: str = "DataflowRunner",
-    public_ips_flag: str = PUBLIC_IPS_FLAGS[0],
-):
+def scoring_pipeline(image: str, model_root: str, output: str, inputs: dict):
     """The logical date comes from the schedule (or run_date, for a backfill) and names the partition."""
     context_inputs = declared_of(RunContextParameters, inputs)
     context = configure_task(
@@ -363,13 +368,7 @@ def scoring_pipeline(
             output=output,
             run_id=context.outputs["run_id"],
             run_date=context.outputs["date"],
-            runner=runner,
-            project=project,
-            region=region,
-            temp_location=temp_location,
-            worker_image=worker_image,
-            service_account=service_account,
-            public_ips_flag=public_ips_flag,
+            **dataflow_settings_of(inputs),
             **beam_options_of(inputs),
             **inputs_of(ScoreParameters, inputs),
         ),
