@@ -16,6 +16,7 @@ what Keras' per-step overhead costs.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -23,13 +24,11 @@ import time
 
 from components.constants import DEFAULT_SOURCE, IDX_FILES
 from components.io.idx import load_split
-from components.train.models import MODEL_NAMES, RECIPES, build_model
+from components.train.models import MODEL_NAMES, RECIPES, Recipe, build_model
 from components.train.training import train
 
 
-def in_memory(
-    source: str, *, architecture: str, epochs: int, batch_size: int, learning_rate: float, tutorial: bool = False
-) -> dict:
+def in_memory(source: str, *, architecture: str, recipe: Recipe, tutorial: bool = False) -> dict:
     """`model.fit` on in-memory arrays: seconds per phase and test accuracy.
 
     `tutorial`: the notebook's recipe instead of the job's compile settings (one step per
@@ -40,11 +39,11 @@ def in_memory(
         (images.array / 255.0, labels.array)
         for images, labels in (load_split(source, *IDX_FILES[split]) for split in ("train", "test"))
     )
-    steps = epochs * -(-len(train_labels) // batch_size)
+    steps = recipe.epochs * -(-len(train_labels) // recipe.batch_size)
     options = {"decay_steps": None, "steps_per_execution": 1} if tutorial else {"decay_steps": steps}
-    network = build_model(architecture, learning_rate=learning_rate, **options)
+    network = build_model(architecture, learning_rate=recipe.learning_rate, **options)
     fit_start = time.perf_counter()
-    network.fit(train_images, train_labels, epochs=epochs, batch_size=batch_size, verbose=0)
+    network.fit(train_images, train_labels, epochs=recipe.epochs, batch_size=recipe.batch_size, verbose=0)
     fit_end = time.perf_counter()
     _, accuracy = network.evaluate(test_images, test_labels, batch_size=1024, verbose=0)
     end = time.perf_counter()
@@ -57,18 +56,12 @@ def in_memory(
     }
 
 
-def from_shards(data: str, *, architecture: str, epochs: int, batch_size: int, learning_rate: float) -> dict:
+def from_shards(data: str, *, architecture: str, recipe: Recipe) -> dict:
     """`fmnist train` with these flags (the rest default), into a temporary model root."""
     with tempfile.TemporaryDirectory(prefix="bench-train-") as model_root:
         start = time.perf_counter()
         summary = train(
-            data=data,
-            model_root=model_root,
-            architecture=architecture,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            min_accuracy=0.0,
+            data=data, model_root=model_root, architecture=architecture, min_accuracy=0.0, **dataclasses.asdict(recipe)
         )
         total = time.perf_counter() - start
         with open(os.path.join(summary["uri"], "metrics.json")) as file:
@@ -102,13 +95,13 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, help="default: the model's recipe")
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each; the fastest counts")
     args = parser.parse_args()
-    recipe = RECIPES[args.architecture]
-    flags = {
-        "architecture": args.architecture,
-        "epochs": args.epochs or recipe.epochs,
-        "batch_size": args.batch_size or recipe.batch_size,
-        "learning_rate": args.learning_rate or recipe.learning_rate,
-    }
+    default = RECIPES[args.architecture]
+    recipe = Recipe(
+        epochs=args.epochs or default.epochs,
+        batch_size=args.batch_size or default.batch_size,
+        learning_rate=args.learning_rate or default.learning_rate,
+    )
+    flags = {"architecture": args.architecture, **dataclasses.asdict(recipe)}
     warm_up()
     labels = {
         "baseline": "in memory: IDX -> NumPy -> model.fit",
@@ -118,10 +111,10 @@ def main() -> None:
         labels["tutorial"] = "(the tutorial: 1 step per call, constant lr)"
     runs: dict[str, list[dict]] = {name: [] for name in labels}
     for _ in range(args.repeats):
-        runs["baseline"].append(in_memory(args.source, **flags))
-        runs["measured"].append(from_shards(args.data, **flags))
+        runs["baseline"].append(in_memory(args.source, architecture=args.architecture, recipe=recipe))
+        runs["measured"].append(from_shards(args.data, architecture=args.architecture, recipe=recipe))
         if "tutorial" in runs:
-            runs["tutorial"].append(in_memory(args.source, **flags, tutorial=True))
+            runs["tutorial"].append(in_memory(args.source, architecture=args.architecture, recipe=recipe, tutorial=True))
     best = {name: min(results, key=lambda run: run["total"]) for name, results in runs.items()}
     print(" ".join(f"--{name.replace('_', '-')} {value}" for name, value in flags.items()))
     print(
