@@ -27,11 +27,13 @@ class JsonHandler(http.server.BaseHTTPRequestHandler):
 
 
 class RecordingServer(http.server.ThreadingHTTPServer):
-    """A loopback server that keeps every request (method, path, JSON body) its handler records."""
+    """A loopback server that keeps every request (method, path, JSON body) its handler records;
+    `existing` is what the API holds before the test, for its handler's list calls."""
 
-    def __init__(self, handler: type[JsonHandler]):
+    def __init__(self, handler: type[JsonHandler], existing: list[dict]):
         super().__init__(("127.0.0.1", 0), handler)
         self.requests: list[tuple[str, str, dict]] = []
+        self.existing = existing
 
     @property
     def url(self) -> str:

@@ -28,12 +28,7 @@ class FakeKfpApi(RecordingServer):
     """Answers the KFP v2beta1 calls of kfp.Client that submit uses; keeps every request."""
 
     def __init__(self, existing_recurring_runs: list[dict]):
-        super().__init__(_Handler)
-        self.existing = existing_recurring_runs
-
-    @property
-    def host(self) -> str:
-        return self.url
+        super().__init__(_Handler, existing_recurring_runs)
 
     def calls(self, method: str, path: str) -> list[dict]:
         return [body for m, p, body in self.requests if m == method and p == path]
@@ -76,7 +71,7 @@ def kfp_api():
 
 def submit(kfp_api: FakeKfpApi, *args: str, home) -> subprocess.CompletedProcess:
     """`fmnist pipeline submit --host <the stub> ARGS`."""
-    return pipeline_submit("--host", kfp_api.host, *args, home=home)
+    return pipeline_submit("--host", kfp_api.url, *args, home=home)
 
 
 @pytest.mark.integration

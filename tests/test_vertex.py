@@ -31,12 +31,7 @@ class FakeVertexApi(RecordingServer):
     """Answers PipelineService/ScheduleService REST calls: create echoes the body with a name."""
 
     def __init__(self, existing_schedules: list[dict]):
-        super().__init__(_Handler)
-        self.existing = existing_schedules
-
-    @property
-    def endpoint(self) -> str:
-        return self.url
+        super().__init__(_Handler, existing_schedules)
 
 
 class _Handler(JsonHandler):
@@ -95,7 +90,7 @@ def submit(vertex_api, **overrides) -> dict:
         "region": "europe-west4",
         "service_account": RUNNER,
         "labels": {"team": "ml"},
-        "api_endpoint": vertex_api.endpoint,
+        "api_endpoint": vertex_api.url,
         "api_transport": "rest",
         "credentials": AnonymousCredentials(),
         **overrides,
