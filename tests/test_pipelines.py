@@ -10,6 +10,9 @@ from tests.cli_runs import run_cli
 from tests.kfp_spec import IMAGE, SPECS, TRAIN_ARTIFACTS, container, load_spec, render
 from tests.test_container import smoke_commands, task_values
 
+# The Dataflow job's own Beam options: optional inputs of the scoring pipeline and its score task.
+BEAM_OPTIONS = {"network", "subnetwork", "max_num_workers", "machine_type", "labels", "job_name"}
+
 
 @pytest.mark.integration
 def test_committed_specs_equal_a_fresh_compile(tmp_path):
@@ -117,7 +120,7 @@ def test_the_score_task_writes_gcp_resources_and_takes_dataflows_options():
     flag = args.index("--gcp-resources")
     assert args[flag + 1] == "{{$.outputs.parameters['gcp_resources'].output_file}}"
     inputs = spec["root"]["inputDefinitions"]["parameters"]
-    for name in ("network", "subnetwork", "max_num_workers", "machine_type", "labels", "job_name"):
+    for name in BEAM_OPTIONS:
         assert inputs[name]["isOptional"] is True, name
     assert inputs["public_ips_flag"]["defaultValue"] == "--no_use_public_ips"
     assert inputs["labels"]["parameterType"] == "STRUCT"
@@ -141,8 +144,7 @@ def test_a_tasks_optional_inputs_are_its_steps_tuning_parameters(pipeline, task,
     spec = load_spec(pipeline)
     inputs = spec["components"][f"comp-{task}"]["inputDefinitions"]["parameters"]
     optional = {name for name, definition in inputs.items() if definition.get("isOptional")}
-    beam_options = {"network", "subnetwork", "max_num_workers", "machine_type", "labels", "job_name"}
-    assert optional - beam_options == {parameter.name for parameter in tuning}
+    assert optional - BEAM_OPTIONS == {parameter.name for parameter in tuning}
     pipeline_inputs = spec["root"]["inputDefinitions"]["parameters"]
     kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE"}
     for parameter in tuning:
