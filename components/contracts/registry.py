@@ -73,7 +73,7 @@ def resolve(model: str, *, check_file: bool = True) -> ModelRef:
         ref = ModelRef(version=version, uri=storage.child(model, version), sha256="")  # LATEST never leaves the root
         if not storage.exists(ref.keras_uri):
             raise InputError(f"{ref.keras_uri}: {LATEST_NAME} names a version whose model file is missing")
-    metrics = _read_metrics(ref)
+    metrics = read_metrics(ref.uri)
     _require_passed_gate(ref, metrics)
     ref = dataclasses.replace(ref, sha256=_recorded_sha256(ref, metrics))
     if check_file:
@@ -91,10 +91,6 @@ def read_metrics(version_uri: str) -> ModelMetrics:
         return ModelMetrics.from_json(storage.read_bytes(metrics_uri))
     except ContractError as error:  # not JSON, or not the metrics contract
         raise InputError(f"{metrics_uri}: not a valid metrics file ({type(error).__name__}: {error})") from error
-
-
-def _read_metrics(ref: ModelRef) -> ModelMetrics:
-    return read_metrics(ref.uri)
 
 
 def _require_passed_gate(ref: ModelRef, metrics: ModelMetrics) -> None:
