@@ -61,8 +61,8 @@ def collect_prepare(result: dict, *, outputs: TaskOutputs) -> dict:
     digest = manifest_digest(manifest)
     outputs.artifacts["dataset"].metadata.update(
         manifest_digest=digest,
-        schema_version=manifest["schema_version"],
-        **{f"{split}_records": entry["num_records"] for split, entry in manifest["splits"].items()},
+        schema_version=manifest.schema_version,
+        **{f"{split}_records": entry.num_records for split, entry in manifest.splits.items()},
     )
     outputs.set_parameter("manifest_digest", digest)
     return {"manifest_digest": digest}
@@ -72,8 +72,8 @@ def collect_train(result: dict, *, outputs: TaskOutputs, manifest_digest: str) -
     """`fmnist train`'s result names the model version it published -> Model files, Metrics,
     ClassificationMetrics, model card."""
     version_uri = result["uri"]
-    metrics = json.loads(storage.read_bytes(storage.join(version_uri, registry.METRICS_FILE)))
-    if metrics["data"]["manifest_digest"] != manifest_digest:
+    metrics = registry.read_metrics(version_uri)
+    if metrics.data is None or metrics.data.manifest_digest != manifest_digest:
         raise CheckFailed(f"{version_uri} was not trained on this run's data set {manifest_digest}")
     model = outputs.artifacts["model"]
     for uri in storage.list_prefix(version_uri):
@@ -82,17 +82,17 @@ def collect_train(result: dict, *, outputs: TaskOutputs, manifest_digest: str) -
         model_version=result["model_version"],
         registry_uri=version_uri,
         manifest_digest=manifest_digest,
-        test_accuracy=metrics["test_accuracy"],
+        test_accuracy=metrics.test_accuracy,
         framework="keras",
     )
     scores = outputs.artifacts["metrics"]
-    scores.log_metric("test_accuracy", metrics["test_accuracy"])
-    scores.log_metric("test_loss", metrics["test_loss"])
-    for name, per_class in metrics["per_class"].items():
+    scores.log_metric("test_accuracy", metrics.test_accuracy)
+    scores.log_metric("test_loss", metrics.test_loss)
+    for name, per_class in (metrics.per_class or {}).items():
         scores.log_metric(f"f1 {name}", per_class["f1"])
-    outputs.artifacts["confusion_matrix"].log_confusion_matrix(list(CLASS_NAMES), metrics["confusion_matrix"])
+    outputs.artifacts["confusion_matrix"].log_confusion_matrix(list(CLASS_NAMES), metrics.confusion_matrix)
     storage.download_file(storage.join(version_uri, registry.MODEL_CARD_FILE), outputs.artifacts["model_card"].path)
-    return {"model_version": result["model_version"], "test_accuracy": metrics["test_accuracy"]}
+    return {"model_version": result["model_version"], "test_accuracy": metrics.test_accuracy}
 
 
 def collect_score(result: dict, *, outputs: TaskOutputs) -> dict:

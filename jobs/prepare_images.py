@@ -21,7 +21,7 @@ def prepare_images_and_summarize(**kwargs) -> dict:
     manifest = prepare_images(**kwargs)
     return {
         **manifest_summary(kwargs["output"], manifest),
-        "rejected": manifest["source"]["rejected"],
+        "rejected": manifest.source["rejected"],
         "rejects": join(kwargs["output"], REJECTS_NAME),
     }
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.constants import CLASS_NAMES, NUM_CLASSES
+from components.contracts.manifest import Manifest, SplitEntry
 from components.contracts.schema import (
     ERROR_SCHEMA,
     ERRORS_TABLE,
@@ -39,7 +40,7 @@ from components.contracts.shards import ShardTask, class_histogram, parse_exampl
 from components.contracts.summary import RunCounts, RunInputs, RunParts, RunSummary
 from components.io import storage
 from components.io.tfrecord import read_records
-from components.prepare.dataset import new_manifest, publish_manifest
+from components.prepare.dataset import publish_manifest
 
 # Train split skewed towards the first classes, so a run's class mix visibly drifts from it.
 TRAIN_LABELS = np.repeat(np.arange(NUM_CLASSES), [12, 10, 9, 8, 7, 6, 5, 4, 3, 2])
@@ -75,7 +76,7 @@ def garment_images(labels: np.ndarray, seed: int) -> np.ndarray:
     return images
 
 
-def write_dataset(data_uri: str) -> dict:
+def write_dataset(data_uri: str) -> Manifest:
     """Two train and two test shards plus the manifest, written by the real shard writer."""
     splits = {}
     for seed, (split, labels) in enumerate((("train", TRAIN_LABELS), ("test", TEST_LABELS))):
@@ -92,8 +93,8 @@ def write_dataset(data_uri: str) -> dict:
             )
             for index, positions in enumerate(parts)
         ]
-        splits[split] = {"num_records": len(labels), "class_histogram": class_histogram(labels), "shards": entries}
-    manifest = new_manifest(source={"uri": "synthetic", "files": {}}, splits=splits)
+        splits[split] = SplitEntry(num_records=len(labels), class_histogram=class_histogram(labels), shards=entries)
+    manifest = Manifest.new(source={"uri": "synthetic", "files": {}}, splits=splits)
     publish_manifest(data_uri, manifest)
     return manifest
 
@@ -196,7 +197,7 @@ def write_scored_output(root: str) -> tuple[str, str]:
     """The data set and the scoring output of RUNS (+ one unfinished run); returns (data, scores)."""
     data_uri, scores_uri = storage.join(root, "data"), storage.join(root, "scores")
     manifest = write_dataset(data_uri)
-    test_shards = [storage.join(data_uri, shard["name"]) for shard in manifest["splits"]["test"]["shards"]]
+    test_shards = [storage.join(data_uri, shard.name) for shard in manifest.splits["test"].shards]
     for run in RUNS:
         write_run(scores_uri, test_shards, run)
     write_run(scores_uri, test_shards, UNFINISHED, summary=False)

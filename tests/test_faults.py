@@ -41,7 +41,7 @@ def test_prepare_to_a_flaky_bucket_writes_exactly_the_local_bytes(tiny_idx, faul
     assert [storage.basename(u) for u in storage.list_prefix(remote)] == sorted(names + ["manifest.json"])
     for name in names:
         assert storage.read_bytes(f"{remote}/{name}") == open(os.path.join(local, name), "rb").read()
-    assert read_manifest(remote)["splits"] == read_manifest(local)["splits"]
+    assert read_manifest(remote).splits == read_manifest(local).splits
     assert sum(proxy.injected.values()) >= 3
 
 

@@ -1,5 +1,6 @@
 """`fmnist prepare`: validated, deterministic shards with the manifest written last."""
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from components.constants import IDX_FILES, MANIFEST_NAME, SPLIT_SIZES
+from components.contracts.manifest import Manifest
 from components.contracts.shards import read_manifest, read_shard
 from components.errors import InputError
 from components.io import storage
@@ -34,10 +36,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return cli_runs.run_cli(*args, timeout=600)
 
 
-def read_split(output: str, manifest: dict, split: str) -> list:
-    return [
-        example for shard in manifest["splits"][split]["shards"] for example in read_shard(storage.join(output, shard["name"]))
-    ]
+def read_split(output: str, manifest: Manifest, split: str) -> list:
+    return [example for shard in manifest.splits[split].shards for example in read_shard(storage.join(output, shard.name))]
 
 
 def test_tiny_data_set_round_trips(tiny_idx, tmp_path):
@@ -55,9 +55,9 @@ def test_tiny_data_set_round_trips(tiny_idx, tmp_path):
         assert [e.image_id for e in examples] == [f"{split}-{i:05d}" for i in range(len(labels))]
         assert [e.label for e in examples] == labels.tolist()
         assert all(np.array_equal(to_model_image(e.encoded), image) for e, image in zip(examples, images))
-        assert manifest["splits"][split]["class_histogram"] == np.bincount(labels, minlength=10).tolist()
-        assert sum(s["num_records"] for s in manifest["splits"][split]["shards"]) == len(labels)
-    assert all(not f["published"] for f in manifest["source"]["files"].values())
+        assert manifest.splits[split].class_histogram == np.bincount(labels, minlength=10).tolist()
+        assert sum(s.num_records for s in manifest.splits[split].shards) == len(labels)
+    assert all(not f["published"] for f in manifest.source["files"].values())
 
 
 def test_output_is_byte_identical_across_runs_and_worker_counts(tiny_idx, tmp_path):
@@ -68,7 +68,7 @@ def test_output_is_byte_identical_across_runs_and_worker_counts(tiny_idx, tmp_pa
         if name.endswith(".tfrecord"):
             assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
             sha = hashlib.sha256((tmp_path / "one" / name).read_bytes()).hexdigest()
-            assert sha in {s["sha256"] for split in read_manifest(first)["splits"].values() for s in split["shards"]}
+            assert sha in {s.sha256 for split in read_manifest(first).splits.values() for s in split.shards}
 
 
 def test_unknown_source_is_refused_without_the_flag(tiny_idx, tmp_path):
@@ -96,7 +96,7 @@ def test_a_run_that_publishes_second_does_not_replace_the_first_ones_manifest(ti
     output = (request.getfixturevalue("gcs_bucket") + "/shards") if where == "gcs" else str(tmp_path / "shards")
     first = prepare(source=tiny_idx, output=output, shards_per_split=2, allow_unknown_source=True, workers=1)
     with pytest.raises(StorageConflictError, match=MANIFEST_NAME):
-        publish_manifest(output, {**first, "created_at": "a concurrent run"})
+        publish_manifest(output, dataclasses.replace(first, created_at="a concurrent run"))
     assert read_manifest(output) == first
 
 
@@ -114,7 +114,7 @@ def test_uncompressed_idx_files_are_accepted(tiny_idx, tmp_path):
     for name in os.listdir(tiny_idx):
         (plain / name.removesuffix(".gz")).write_bytes(gzip.decompress(open(os.path.join(tiny_idx, name), "rb").read()))
     manifest = prepare(source=str(plain), output=str(tmp_path / "out"), allow_unknown_source=True, workers=1)
-    assert manifest["splits"]["test"]["num_records"] == 10
+    assert manifest.splits["test"].num_records == 10
 
 
 def test_gcs_output(tiny_idx, gcs_bucket):
@@ -201,13 +201,13 @@ def test_real_data_set_round_trips(real_source, tmp_path):
     result = run_cli("prepare", "--output", output)
     assert result.returncode == 0, result.stderr
     manifest = read_manifest(output)
-    assert all(f["published"] for f in manifest["source"]["files"].values())
+    assert all(f["published"] for f in manifest.source["files"].values())
     total = 0
     for split, (images_name, labels_name) in IDX_FILES.items():
         images = load_idx(os.path.join(real_source, images_name + ".gz"), ndim=3).array
         labels = load_idx(os.path.join(real_source, labels_name + ".gz"), ndim=1).array
         examples = read_split(output, manifest, split)
-        assert len(examples) == manifest["splits"][split]["num_records"] == SPLIT_SIZES[split]
+        assert len(examples) == manifest.splits[split].num_records == SPLIT_SIZES[split]
         assert len({e.image_id for e in examples}) == len(examples)
         assert np.array_equal(np.stack([to_model_image(e.encoded) for e in examples]), images)
         assert np.array_equal(np.array([e.label for e in examples]), labels)
@@ -242,7 +242,7 @@ def web_source(tiny_idx):
 def test_web_source_gives_the_same_shards_as_the_local_files(tiny_idx, web_source, tmp_path):
     local = prepare(source=tiny_idx, output=str(tmp_path / "local"), allow_unknown_source=True, workers=1)
     web = prepare(source=web_source, output=str(tmp_path / "web"), allow_unknown_source=True, workers=1)
-    assert [s["sha256"] for s in web["splits"]["train"]["shards"]] == [s["sha256"] for s in local["splits"]["train"]["shards"]]
+    assert [s.sha256 for s in web.splits["train"].shards] == [s.sha256 for s in local.splits["train"].shards]
 
 
 @pytest.mark.parametrize(
@@ -308,7 +308,7 @@ def wait_for(predicate, timeout_s: float = 60.0) -> None:
 def assert_published_data_set_is_whole(output: str) -> None:
     """The manifest names exactly the shards present, each with the bytes it records; no lock left."""
     manifest = read_manifest(output)
-    listed = {shard["name"]: shard["sha256"] for split in manifest["splits"].values() for shard in split["shards"]}
+    listed = {shard.name: shard.sha256 for split in manifest.splits.values() for shard in split.shards}
     present = {storage.basename(uri) for uri in storage.list_prefix(output)}
     assert present == set(listed) | {MANIFEST_NAME}, present ^ (set(listed) | {MANIFEST_NAME})
     for name, sha256 in listed.items():

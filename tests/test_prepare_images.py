@@ -37,19 +37,19 @@ def test_pictures_become_shards_and_bad_files_are_rejected(tmp_path):
     output = str(tmp_path / "shards")
     manifest = prepare_images(images=str(tmp_path / "photos" / "*"), output=output, workers=1)
 
-    examples = [e for s in manifest["splits"]["unlabeled"]["shards"] for e in read_shard(storage.join(output, s["name"]))]
+    examples = [e for s in manifest.splits["unlabeled"].shards for e in read_shard(storage.join(output, s.name))]
     assert sorted(e.image_id for e in examples) == ["gray-square", "red-shirt", "transparent"]
     assert all(e.label is None and to_model_image(e.encoded).shape == (28, 28) for e in examples)
     rejects = [json.loads(line) for line in open(os.path.join(output, "rejects.jsonl"))]
     assert [r["uri"].rsplit("/", 1)[-1] for r in rejects] == ["broken.jpg"]
     assert rejects[0]["reason"].startswith("decode_error")
-    assert read_manifest(output)["source"]["rejected"] == 1
+    assert read_manifest(output).source["rejected"] == 1
 
 
 def test_a_folder_means_every_file_below_it(tmp_path):
     make_photos(tmp_path / "photos")
     manifest = prepare_images(images=str(tmp_path / "photos"), output=str(tmp_path / "out"), workers=2)
-    assert manifest["splits"]["unlabeled"]["num_records"] == 3
+    assert manifest.splits["unlabeled"].num_records == 3
 
 
 def test_pictures_from_a_bucket(tmp_path, gcs_bucket):
@@ -57,7 +57,7 @@ def test_pictures_from_a_bucket(tmp_path, gcs_bucket):
     for name in os.listdir(tmp_path / "photos"):
         storage.upload_file(str(tmp_path / "photos" / name), f"{gcs_bucket}/photos/{name}")
     manifest = prepare_images(images=f"{gcs_bucket}/photos/*.png", output=f"{gcs_bucket}/shards", workers=1)
-    assert manifest["splits"]["unlabeled"]["num_records"] == 2
+    assert manifest.splits["unlabeled"].num_records == 2
 
 
 def test_empty_glob_fails_cleanly(tmp_path):

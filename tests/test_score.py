@@ -749,8 +749,8 @@ DAMAGED_SHARD_RECORDS = 6
 def damaged_shards(folder: str, *, with_manifest: bool) -> dict[str, set[str]]:
     """Four shards written by the real shard writer (and manifest), then damaged the way
     uploads break; returns, per shard, the image ids whose records the damage left intact."""
+    from components.contracts.manifest import Manifest, SplitEntry
     from components.contracts.shards import ShardTask, write_shard
-    from components.prepare.dataset import new_manifest
 
     rng = np.random.default_rng(RNG_SEED)
     names = [f"test-{i:05d}-of-00004.tfrecord" for i in range(4)]
@@ -769,10 +769,9 @@ def damaged_shards(folder: str, *, with_manifest: bool) -> dict[str, set[str]]:
         )
         intact[name] = set(ids)
     if with_manifest:
-        splits = {"test": {"num_records": 4 * DAMAGED_SHARD_RECORDS, "class_histogram": [], "shards": entries}}
+        splits = {"test": SplitEntry(num_records=4 * DAMAGED_SHARD_RECORDS, class_histogram=[], shards=entries)}
         storage.write_bytes(
-            os.path.join(folder, "manifest.json"),
-            json.dumps(new_manifest(source={"uri": "test", "files": {}}, splits=splits)).encode(),
+            os.path.join(folder, "manifest.json"), Manifest.new(source={"uri": "test", "files": {}}, splits=splits).to_bytes()
         )
 
     def framed_bounds(path: str) -> list[int]:

@@ -142,9 +142,11 @@ def test_latest_never_points_outside_the_model_root(tmp_path, pointer):
 
 @pytest.mark.parametrize("name", ["../train-00000-of-00001.tfrecord", "/etc/passwd", "sub/train-00000-of-00001.tfrecord"])
 def test_manifest_shard_names_never_leave_the_data_set(tmp_path, name):
+    from components.contracts.manifest import Manifest, ShardEntry, SplitEntry
     from components.contracts.shards import split_shard_uris
 
-    manifest = {"splits": {"train": {"num_records": 1, "shards": [{"name": name, "num_records": 1}]}}}
+    shard = ShardEntry(name=name, num_records=1, sha256="0" * 64, bytes=1)
+    manifest = Manifest.new(source={}, splits={"train": SplitEntry(num_records=1, class_histogram=None, shards=[shard])})
     with pytest.raises(InputError, match="not a plain name"):
         split_shard_uris(str(tmp_path / "data"), manifest, "train")
 

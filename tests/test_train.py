@@ -1,5 +1,6 @@
 """`fmnist train`: shards -> a reproducible, evaluated, gated and (when good) published model version."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,12 +12,13 @@ import pytest
 
 from components.constants import CLASS_NAMES, IDX_FILES, MANIFEST_NAME
 from components.contracts import registry
+from components.contracts.manifest import Manifest, SplitEntry
 from components.contracts.shards import class_histogram, read_manifest, read_shard, serialize_example, write_shard
 from components.errors import InputError
 from components.io import storage
 from components.io.idx import load_split as load_idx_split
 from components.io.tfrecord import frame_record
-from components.prepare.dataset import new_manifest, prepare, publish_manifest, shard_tasks
+from components.prepare.dataset import prepare, publish_manifest, shard_tasks
 from components.train.model_artifacts import SIGNATURE_IMAGES, SIGNATURE_PNG, evaluate
 from components.train.models import build_model
 from components.train.training import train
@@ -36,15 +38,15 @@ ARTIFACTS = {
 TINY = {"train": 600, "test": 200}
 
 
-def write_data_set(output: str, source: str, sizes: dict[str, int], shards_per_split: int = 2) -> dict:
+def write_data_set(output: str, source: str, sizes: dict[str, int], shards_per_split: int = 2) -> Manifest:
     """Shards + manifest of the first `sizes[split]` real images of each split (learnable, small)."""
     splits = {}
     for split, names in IDX_FILES.items():
         images, labels = (idx.array[: sizes[split]] for idx in load_idx_split(source, *names))
         ids = [f"{split}-{i:05d}" for i in range(len(labels))]
         entries = [write_shard(task) for task in shard_tasks(output, split, ids, images, labels, shards_per_split)]
-        splits[split] = {"num_records": len(labels), "class_histogram": class_histogram(labels), "shards": entries}
-    manifest = new_manifest(source={"uri": source, "files": {}}, splits=splits)
+        splits[split] = SplitEntry(num_records=len(labels), class_histogram=class_histogram(labels), shards=entries)
+    manifest = Manifest.new(source={"uri": source, "files": {}}, splits=splits)
     publish_manifest(output, manifest)
     return manifest
 
@@ -65,8 +67,8 @@ def trained(tiny_shards, tmp_path_factory) -> tuple[str, dict]:
 
 def copy_data_set(source: str, target: str, edit_manifest=None) -> str:
     shutil.copytree(source, target)
-    if edit_manifest:
-        manifest = read_manifest(target)
+    if edit_manifest:  # edits the file's JSON document: damage the typed manifest would not let through
+        manifest = json.loads(storage.read_bytes(os.path.join(target, MANIFEST_NAME)))
         edit_manifest(manifest)
         storage.write_bytes(os.path.join(target, MANIFEST_NAME), json.dumps(manifest).encode())
     return target
@@ -283,14 +285,21 @@ def test_bad_data_is_an_input_error_and_nothing_is_written(tiny_shards, tmp_path
     assert storage.list_prefix(model_root) == []
 
 
+def _with_test_shard(manifest: Manifest, index: int, **changes) -> Manifest:
+    """The manifest with fields of one test shard's entry changed."""
+    test = manifest.splits["test"]
+    shards = [dataclasses.replace(shard, **changes) if i == index else shard for i, shard in enumerate(test.shards)]
+    return dataclasses.replace(manifest, splits={**manifest.splits, "test": dataclasses.replace(test, shards=shards)})
+
+
 def test_counts_are_checked_against_the_records_not_only_the_manifest(tiny_shards, tmp_path):
     # A shard rewritten with fewer records, its SHA-256 updated: the count still disagrees.
     data = copy_data_set(tiny_shards, str(tmp_path / "data"))
     manifest = read_manifest(data)
-    images, labels = (idx.array[:10] for idx in load_idx_split(manifest["source"]["uri"], *IDX_FILES["test"]))
+    images, labels = (idx.array[:10] for idx in load_idx_split(manifest.source["uri"], *IDX_FILES["test"]))
     entry = write_shard(shard_tasks(data, "test", [f"test-{i:05d}" for i in range(10)], images, labels, 2)[0])
-    manifest["splits"]["test"]["shards"][0]["sha256"] = entry["sha256"]
-    storage.write_bytes(os.path.join(data, MANIFEST_NAME), json.dumps(manifest).encode())
+    manifest = _with_test_shard(manifest, 0, sha256=entry.sha256)
+    storage.write_bytes(os.path.join(data, MANIFEST_NAME), manifest.to_bytes())
 
     with pytest.raises(InputError, match=r"test-00000-of-00002.tfrecord: holds 5 records, the manifest says 100"):
         load_split(data, manifest, "test", str(tmp_path / "staging"))
@@ -301,7 +310,7 @@ def test_undecodable_image_is_an_input_error(tiny_shards, tmp_path):
     manifest = read_manifest(data)
     shard = b"".join(frame_record(serialize_example(f"test-{i:05d}", b"not a png", 1)) for i in range(3))
     storage.write_bytes(os.path.join(data, "test-00001-of-00002.tfrecord"), shard)
-    manifest["splits"]["test"]["shards"][1].update(num_records=3, sha256=hashlib.sha256(shard).hexdigest())
+    manifest = _with_test_shard(manifest, 1, num_records=3, sha256=hashlib.sha256(shard).hexdigest())
 
     with pytest.raises(InputError, match=r"split 'test' holds a record that is not a labeled 28x28 PNG example"):
         load_split(data, manifest, "test", str(tmp_path / "staging"))

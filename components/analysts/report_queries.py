@@ -24,6 +24,7 @@ from components.analysts.report_metrics import (
 )
 from components.analysts.report_thumbnails import thumbnails
 from components.constants import MANIFEST_NAME, NUM_CLASSES
+from components.contracts.manifest import Manifest
 from components.contracts.parameters import flag_of
 from components.contracts.schema import parse_run_date
 from components.contracts.shards import read_manifest
@@ -241,9 +242,9 @@ def training_histogram(connection, selected: list[str], manifest: str | None) ->
     return None, "no training class histogram found beside the scored shards; pass --manifest"
 
 
-def _train_split_histogram(manifest: dict) -> np.ndarray | None:
-    histogram = (manifest.get("splits", {}).get("train") or {}).get("class_histogram")
-    return None if not histogram else np.asarray(histogram, dtype=np.int64)
+def _train_split_histogram(manifest: Manifest) -> np.ndarray | None:
+    train = manifest.split("train")
+    return None if train is None or not train.class_histogram else np.asarray(train.class_histogram, dtype=np.int64)
 
 
 def compare(connection, selected: list[str], baseline_run: str) -> dict:

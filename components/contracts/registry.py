@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 
+from components.contracts.model_metrics import ModelMetrics
+from components.contracts.summary import ContractError
 from components.errors import InputError
 from components.io import storage
 
@@ -72,7 +73,7 @@ def resolve(model: str, *, check_file: bool = True) -> ModelRef:
         ref = ModelRef(version=version, uri=storage.child(model, version), sha256="")  # LATEST never leaves the root
         if not storage.exists(ref.keras_uri):
             raise InputError(f"{ref.keras_uri}: {LATEST_NAME} names a version whose model file is missing")
-    metrics = _read_metrics(ref)
+    metrics = read_metrics(ref.uri)
     _require_passed_gate(ref, metrics)
     ref = dataclasses.replace(ref, sha256=_recorded_sha256(ref, metrics))
     if check_file:
@@ -81,27 +82,27 @@ def resolve(model: str, *, check_file: bool = True) -> ModelRef:
     return ref
 
 
-def _read_metrics(ref: ModelRef) -> dict:
-    metrics_uri = storage.join(ref.uri, METRICS_FILE)
+def read_metrics(version_uri: str) -> ModelMetrics:
+    """A version's metrics.json; a missing or damaged one is an InputError naming the file."""
+    metrics_uri = storage.join(version_uri, METRICS_FILE)
     if not storage.exists(metrics_uri):
         raise InputError(f"{metrics_uri}: missing; an unevaluated model is never scored with")
     try:
-        metrics = json.loads(storage.read_bytes(metrics_uri))
-        metrics["quality_gate"]["passed"]  # the one field every metrics file has
-    except (ValueError, TypeError, KeyError) as error:  # not JSON, or not the metrics contract
+        return ModelMetrics.from_json(storage.read_bytes(metrics_uri))
+    except ContractError as error:  # not JSON, or not the metrics contract
         raise InputError(f"{metrics_uri}: not a valid metrics file ({type(error).__name__}: {error})") from error
-    return metrics
 
 
-def _require_passed_gate(ref: ModelRef, metrics: dict) -> None:
-    gate = metrics["quality_gate"]
-    if gate["passed"] is not True:
-        raise InputError(f"{ref.uri}: model failed its quality gate ({gate.get('reason', 'no gate result')}); not scored with")
+def _require_passed_gate(ref: ModelRef, metrics: ModelMetrics) -> None:
+    gate = metrics.quality_gate
+    if gate.passed is not True:
+        reason = "no gate result" if gate.reason is None else gate.reason
+        raise InputError(f"{ref.uri}: model failed its quality gate ({reason}); not scored with")
 
 
-def _recorded_sha256(ref: ModelRef, metrics: dict) -> str:
+def _recorded_sha256(ref: ModelRef, metrics: ModelMetrics) -> str:
     """The SHA-256 of the model file that metrics.json evaluated."""
-    expected = metrics.get("model_sha256")
+    expected = metrics.model_sha256
     if expected is None:
         raise InputError(
             f"{storage.join(ref.uri, METRICS_FILE)}: records no model_sha256, so nothing ties it to {MODEL_FILE}; "

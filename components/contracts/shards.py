@@ -23,6 +23,8 @@ from components.constants import (
     NUM_CLASSES,
     SHARD_SCHEMA_VERSION,
 )
+from components.contracts.manifest import Manifest, ShardEntry
+from components.contracts.summary import ContractError
 from components.errors import InputError
 from components.io import storage
 from components.io.images import encode_png
@@ -87,7 +89,7 @@ class ShardTask:
     labels: np.ndarray | None  # (n,) or None for unlabeled data
 
 
-def write_shard(task: ShardTask) -> dict:
+def write_shard(task: ShardTask) -> ShardEntry:
     """Encodes and writes one shard; returns its manifest entry."""
     chunks = []
     for position, image_id in enumerate(task.image_ids):
@@ -95,12 +97,12 @@ def write_shard(task: ShardTask) -> dict:
         chunks.append(frame_record(serialize_example(image_id, encode_png(task.images[position]), label)))
     data = b"".join(chunks)
     storage.write_bytes(task.uri, data)
-    return {
-        "name": storage.basename(task.uri),
-        "num_records": len(task.image_ids),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
-    }
+    return ShardEntry(
+        name=storage.basename(task.uri),
+        num_records=len(task.image_ids),
+        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
+    )
 
 
 def class_histogram(labels: np.ndarray) -> list[int]:
@@ -108,20 +110,23 @@ def class_histogram(labels: np.ndarray) -> list[int]:
     return np.bincount(labels, minlength=NUM_CLASSES).astype(int).tolist()
 
 
-def read_manifest(data_uri: str) -> dict:
+def read_manifest(data_uri: str) -> Manifest:
     """Loads and checks a data set's manifest; a prefix without one is not a data set."""
     uri = storage.join(data_uri, MANIFEST_NAME)
     if not storage.exists(uri):
         raise InputError(f"{uri}: no manifest; {data_uri} is not a complete data set (run prepare)")
     try:
-        manifest = json.loads(storage.read_bytes(uri))
+        document = json.loads(storage.read_bytes(uri))
     except json.JSONDecodeError as error:
         raise InputError(f"{uri}: manifest is not valid JSON ({error})") from error
-    if not isinstance(manifest, dict):
-        raise InputError(f"{uri}: manifest is a JSON {type(manifest).__name__}, expected an object")
-    if manifest.get("schema_version") != SHARD_SCHEMA_VERSION:
-        raise InputError(f"{uri}: schema version {manifest.get('schema_version')!r}, expected {SHARD_SCHEMA_VERSION!r}")
-    return manifest
+    if not isinstance(document, dict):
+        raise InputError(f"{uri}: manifest is a JSON {type(document).__name__}, expected an object")
+    if document.get("schema_version") != SHARD_SCHEMA_VERSION:
+        raise InputError(f"{uri}: schema version {document.get('schema_version')!r}, expected {SHARD_SCHEMA_VERSION!r}")
+    try:
+        return Manifest.from_dict(document)
+    except ContractError as error:
+        raise InputError(f"{uri}: manifest does not follow {SHARD_SCHEMA_VERSION} ({error})") from error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,32 +144,24 @@ def shard_expectations(shard_uris: Sequence[str]) -> dict[str, ShardExpectation]
     for folder in sorted({storage.dirname(uri) for uri in shard_uris}):
         if not storage.exists(storage.join(folder, MANIFEST_NAME)):
             continue
-        manifest = read_manifest(folder)
-        for split in manifest.get("splits", {}).values():
-            for shard in split.get("shards", []):
-                try:
-                    expectations[storage.join(folder, shard["name"])] = ShardExpectation(
-                        int(shard["num_records"]), shard.get("sha256")
-                    )
-                except (KeyError, TypeError, ValueError) as error:
-                    raise InputError(
-                        f"{storage.join(folder, MANIFEST_NAME)}: shard entry {shard!r} has no valid name and num_records"
-                    ) from error
+        for split in read_manifest(folder).splits.values():
+            for shard in split.shards:
+                expectations[storage.join(folder, shard.name)] = ShardExpectation(shard.num_records, shard.sha256)
     return {uri: expectations[uri] for uri in shard_uris if uri in expectations}
 
 
-def manifest_digest(manifest: dict) -> str:
+def manifest_digest(manifest: Manifest) -> str:
     """A content hash of a manifest, for lineage (same data set -> same digest)."""
-    stable = {key: value for key, value in manifest.items() if key != "created_at"}
+    stable = {key: value for key, value in manifest.to_dict().items() if key != "created_at"}
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
 
 
-def split_shard_uris(data_uri: str, manifest: dict, split: str) -> list[str]:
+def split_shard_uris(data_uri: str, manifest: Manifest, split: str) -> list[str]:
     """URIs of a split's shards as the manifest lists them; an absent or empty split is an error."""
-    entry = manifest.get("splits", {}).get(split)
-    if not entry or not entry.get("shards") or entry.get("num_records", 0) == 0:
+    entry = manifest.split(split)
+    if entry is None or not entry.shards or entry.num_records == 0:
         raise InputError(f"{data_uri}: split {split!r} is missing or empty in the manifest")
-    return [storage.child(data_uri, shard["name"]) for shard in entry["shards"]]  # never outside the data set
+    return [storage.child(data_uri, shard.name) for shard in entry.shards]  # never outside the data set
 
 
 @dataclasses.dataclass(frozen=True)

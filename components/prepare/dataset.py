@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
-import json
 import logging
 import multiprocessing
 import os
@@ -14,16 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from components.constants import (
-    CLASS_NAMES,
-    DEFAULT_SOURCE,
-    IDX_FILES,
-    IMAGE_SIZE,
-    MANIFEST_NAME,
-    PUBLISHED_SHA256,
-    SHARD_SCHEMA_VERSION,
-    tool_version,
-)
+from components.constants import DEFAULT_SOURCE, IDX_FILES, MANIFEST_NAME, PUBLISHED_SHA256
+from components.contracts.manifest import Manifest, SplitEntry
 from components.contracts.parameters import flag_of, parameter
 from components.contracts.shards import SHARD_NAME_RE, ShardTask, class_histogram, shard_name, write_shard
 from components.errors import InputError
@@ -56,7 +46,7 @@ def prepare(
     overwrite: bool = PrepareParameters.overwrite,
     allow_unknown_source: bool = PrepareParameters.allow_unknown_source,
     workers: int | None = PrepareParameters.workers,
-) -> dict:
+) -> Manifest:
     """Turns the four IDX files below `source` into train/test shards below `output`.
 
     Returns the manifest, which is written last. Same input -> byte-identical shards.
@@ -74,7 +64,7 @@ def prepare(
 
 def _write_data_set(
     output: str, source: str, splits: dict, source_files: dict, shards_per_split: int, workers: int | None
-) -> dict:
+) -> Manifest:
     tasks = {
         split: shard_tasks(
             output, split, [f"{split}-{i:05d}" for i in range(len(labels.array))], images.array, labels.array, shards_per_split
@@ -83,14 +73,14 @@ def _write_data_set(
     }
     storage.delete(storage.join(output, MANIFEST_NAME))  # unpublish before rewriting
     entries = iter(run_parallel(write_shard, [task for group in tasks.values() for task in group], workers=workers))
-    manifest = new_manifest(
+    manifest = Manifest.new(
         source={"uri": source, "files": source_files},
         splits={
-            split: {
-                "num_records": len(labels.array),
-                "class_histogram": class_histogram(labels.array),
-                "shards": [next(entries) for _ in tasks[split]],
-            }
+            split: SplitEntry(
+                num_records=len(labels.array),
+                class_histogram=class_histogram(labels.array),
+                shards=[next(entries) for _ in tasks[split]],
+            )
             for split, (_, labels) in splits.items()
         },
     )
@@ -113,27 +103,13 @@ def shard_tasks(
     ]
 
 
-def manifest_summary(output: str, manifest: dict) -> dict:
+def manifest_summary(output: str, manifest: Manifest) -> dict:
     """What a run reports on stdout: counts and where things are, not the whole manifest."""
     return {
         "manifest": storage.join(output, MANIFEST_NAME),
         "splits": {
-            split: {"records": entry["num_records"], "shards": len(entry["shards"])}
-            for split, entry in manifest["splits"].items()
+            split: {"records": entry.num_records, "shards": len(entry.shards)} for split, entry in manifest.splits.items()
         },
-    }
-
-
-def new_manifest(*, source: dict, splits: dict) -> dict:
-    """The manifest of a data set (the image-shard contract of components/contracts/shards.py)."""
-    return {
-        "schema_version": SHARD_SCHEMA_VERSION,
-        "tool": {"name": "fmnist-jobs", "version": tool_version()},
-        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "image": {"height": IMAGE_SIZE, "width": IMAGE_SIZE, "channels": 1, "format": "png"},
-        "class_names": list(CLASS_NAMES),
-        "source": source,
-        "splits": splits,
     }
 
 
@@ -143,19 +119,19 @@ def refuse_complete_output(output: str, *, overwrite: bool) -> None:
         raise InputError(f"{output}: already holds a complete data set (manifest.json); pass --overwrite to replace it")
 
 
-def publish_manifest(output: str, manifest: dict) -> None:
+def publish_manifest(output: str, manifest: Manifest) -> None:
     """Removes shards of earlier runs that the new manifest does not list, then writes it.
 
     The writer removed any earlier manifest before writing shards, so the manifest is created
     only if still absent: a concurrent run that published first makes this one fail with
     StorageConflictError instead of silently replacing its manifest.
     """
-    listed = {shard["name"] for split in manifest["splits"].values() for shard in split["shards"]}
+    listed = manifest.shard_names()
     for uri in storage.list_prefix(output):
         name = storage.basename(uri)
         if SHARD_NAME_RE.match(name) and name not in listed and storage.join(output, name) == uri:
             storage.delete(uri)
-    storage.write_bytes(storage.join(output, MANIFEST_NAME), json.dumps(manifest, indent=2).encode(), if_absent=True)
+    storage.write_bytes(storage.join(output, MANIFEST_NAME), manifest.to_bytes(), if_absent=True)
     log.info("published %s with %d shards", storage.join(output, MANIFEST_NAME), len(listed))
 
 

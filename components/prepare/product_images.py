@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from components.contracts.manifest import Manifest, SplitEntry
 from components.contracts.parameters import parameter
 from components.contracts.shards import write_shard
 from components.errors import InputError
@@ -17,7 +18,6 @@ from components.io import storage
 from components.io.images import ImageError, to_model_image
 from components.prepare.dataset import (
     exclusive_output,
-    new_manifest,
     publish_manifest,
     refuse_complete_output,
     run_parallel,
@@ -47,7 +47,7 @@ def prepare_images(
     output: str,
     overwrite: bool = PrepareImagesParameters.overwrite,
     workers: int | None = PrepareImagesParameters.workers,
-) -> dict:
+) -> Manifest:
     """Converts every picture matching the `images` glob (or below a folder) into shards.
 
     Pictures that cannot be read go to `{output}/rejects.jsonl` with the reason; they do
@@ -61,7 +61,7 @@ def prepare_images(
         return _write_data_set(images, output, uris, workers)
 
 
-def _write_data_set(images: str, output: str, uris: list[str], workers: int | None) -> dict:
+def _write_data_set(images: str, output: str, uris: list[str], workers: int | None) -> Manifest:
     converted = run_parallel(convert_image, uris, workers=workers)
 
     image_ids, pixels, rejects = [], [], []
@@ -84,9 +84,9 @@ def _write_data_set(images: str, output: str, uris: list[str], workers: int | No
     storage.delete(storage.join(output, "manifest.json"))  # unpublish before rewriting
     entries = run_parallel(write_shard, tasks, workers=workers)
     storage.write_bytes(storage.join(output, REJECTS_NAME), "".join(json.dumps(r) + "\n" for r in rejects).encode())
-    manifest = new_manifest(
+    manifest = Manifest.new(
         source={"uri": images, "files_matched": len(uris), "rejected": len(rejects)},
-        splits={UNLABELED_SPLIT: {"num_records": len(image_ids), "class_histogram": None, "shards": entries}},
+        splits={UNLABELED_SPLIT: SplitEntry(num_records=len(image_ids), class_histogram=None, shards=entries)},
     )
     publish_manifest(output, manifest)
     for reject in rejects:

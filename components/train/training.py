@@ -25,6 +25,8 @@ import numpy as np
 
 from components.constants import tool_version
 from components.contracts import registry
+from components.contracts.manifest import Manifest
+from components.contracts.model_metrics import ModelMetrics
 from components.contracts.parameters import flag_of, parameter
 from components.contracts.shards import manifest_digest, read_manifest
 from components.errors import CheckFailed, InputError
@@ -170,7 +172,7 @@ def train(
 
 
 def load_data(
-    data: str, manifest: dict, staging_dir: str, validation_fraction: float
+    data: str, manifest: Manifest, staging_dir: str, validation_fraction: float
 ) -> tuple[LabeledImages, LabeledImages, LabeledImages]:
     """(training, validation, test) images: the validation slice is held out of the train split."""
     train_split = load_split(data, manifest, "train", staging_dir)
@@ -321,6 +323,7 @@ def write_artifacts(model, metrics: dict, local_dir: str, version_uri: str) -> N
         metrics["calibration"], os.path.join(local_dir, registry.RELIABILITY_FILE), title=metrics["model_version"]
     )
     model_artifacts.write_model_card(metrics, os.path.join(local_dir, registry.MODEL_CARD_FILE))
+    ModelMetrics.from_dict(metrics)  # what the readers parse: a document they could not read fails here, before upload
     with open(os.path.join(local_dir, registry.METRICS_FILE), "w") as file:
         json.dump(metrics, file, indent=2)
     # metrics.json last: the registry treats a version folder without it as unevaluated.

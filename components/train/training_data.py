@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from components.constants import FEATURE_IMAGE, FEATURE_IMAGE_ID, FEATURE_LABEL, IMAGE_SIZE, NUM_CLASSES
+from components.contracts.manifest import Manifest, ShardEntry
 from components.contracts.shard_contract import decode_png_images, tf_feature_spec
 from components.contracts.shards import split_shard_uris
 from components.errors import InputError
@@ -42,18 +43,18 @@ class LabeledImages:
         return LabeledImages(self.images[mask], self.labels[mask], self.image_ids[mask])
 
 
-def load_split(data_uri: str, manifest: dict, split: str, staging_dir: str) -> LabeledImages:
+def load_split(data_uri: str, manifest: Manifest, split: str, staging_dir: str) -> LabeledImages:
     """Stages, verifies and decodes one split of a data set; every disagreement is an InputError."""
     paths = stage_split(data_uri, manifest, split, staging_dir)
-    entries = manifest["splits"][split]["shards"]
+    entries = manifest.splits[split].shards
     decoded = decode_shards(paths, data_uri=data_uri, split=split)
     counts = np.bincount(decoded.pop("shard"), minlength=len(paths))
     for entry, count in zip(entries, counts):
-        if count != entry["num_records"]:
+        if count != entry.num_records:
             raise InputError(
-                f"{storage.join(data_uri, entry['name'])}: holds {count} records, the manifest says {entry['num_records']}"
+                f"{storage.join(data_uri, entry.name)}: holds {count} records, the manifest says {entry.num_records}"
             )
-    expected = manifest["splits"][split]["num_records"]
+    expected = manifest.splits[split].num_records
     if int(counts.sum()) != expected:
         raise InputError(f"{data_uri}: split {split!r} has {int(counts.sum())} records, the manifest says {expected}")
     labels = decoded["labels"]
@@ -63,17 +64,17 @@ def load_split(data_uri: str, manifest: dict, split: str, staging_dir: str) -> L
     return LabeledImages(**decoded)
 
 
-def stage_split(data_uri: str, manifest: dict, split: str, staging_dir: str) -> list[str]:
+def stage_split(data_uri: str, manifest: Manifest, split: str, staging_dir: str) -> list[str]:
     """Copies a split's shards into a local folder, each checked against the manifest's SHA-256."""
     uris = split_shard_uris(data_uri, manifest, split)
-    entries = manifest["splits"][split]["shards"]
+    entries = manifest.splits[split].shards
 
-    def stage(uri: str, entry: dict) -> str:
-        local_path = os.path.join(staging_dir, entry["name"])
+    def stage(uri: str, entry: ShardEntry) -> str:
+        local_path = os.path.join(staging_dir, entry.name)
         storage.download_file(uri, local_path)
         digest = _file_sha256(local_path)
-        if digest != entry.get("sha256"):
-            raise InputError(f"{uri}: SHA-256 {digest[:12]}… differs from the manifest's {str(entry.get('sha256'))[:12]}…")
+        if digest != entry.sha256:
+            raise InputError(f"{uri}: SHA-256 {digest[:12]}… differs from the manifest's {entry.sha256[:12]}…")
         return local_path
 
     with concurrent.futures.ThreadPoolExecutor(_STAGING_THREADS) as pool:
