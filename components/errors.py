@@ -1,4 +1,8 @@
-"""Error types that jobs map to exit codes (see jobs/runner.py)."""
+"""Error types that jobs map to exit codes (see jobs/runner.py), and how SIGTERM becomes one."""
+
+import contextlib
+import threading
+from collections.abc import Iterator
 
 
 class InputError(Exception):
@@ -23,3 +27,32 @@ class Terminated(BaseException):
 
 class RunConflict(Exception):
     """Another live attempt holds the run (its lease): one line, exit code 2, nothing published."""
+
+
+_termination = {"deferring": 0, "pending": None}  # signal handlers run in the main thread only
+
+
+def raise_terminated(signum: int, _frame=None) -> None:
+    """Every job's SIGTERM handler: Terminated now, or at the end of a `termination_deferred` block."""
+    if _termination["deferring"]:
+        _termination["pending"] = signum
+        return
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def termination_deferred() -> Iterator[None]:
+    """Holds a SIGTERM back until the block is done, for work that must not stop half-way: a
+    lease created but not yet in the hands of the code that releases it. The signal is raised
+    as Terminated when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _termination["deferring"] += 1
+    try:
+        yield
+    finally:
+        _termination["deferring"] -= 1
+    if not _termination["deferring"] and _termination["pending"] is not None:
+        signum, _termination["pending"] = _termination["pending"], None
+        raise Terminated(f"signal {signum}")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from components.contracts.parameters import Parameter, parameters_of
-from components.errors import CheckFailed, InputError, RunConflict, Terminated
+from components.errors import CheckFailed, InputError, RunConflict, Terminated, raise_terminated
 from components.io import storage
 from components.io.storage import StorageConflictError
 
@@ -219,15 +219,11 @@ def sigterm_raises_terminated() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
-def _raise_terminated(signum: int, _frame) -> None:
-    raise Terminated(f"signal {signum}")
 
 
 def _one_line(error: BaseException) -> str:

@@ -7,6 +7,8 @@ GCS API server on loopback.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import time
 
 import pytest
@@ -89,3 +91,26 @@ def test_of_several_takers_of_a_stale_lease_exactly_one_wins(output):
             assert len(winners) == 1, winners
             with pytest.raises(RunConflict, match=winners[0]):
                 acquire(uri, owner="late", ttl_s=30)
+
+
+def test_a_sigterm_while_the_lease_is_created_stops_the_run_and_releases_the_lease(tmp_path, monkeypatch):
+    """SIGTERM between creating the lease and holding it: raised once the lease can be released."""
+    from components.errors import Terminated, raise_terminated
+    from components.io import lease as lease_module
+
+    uri = str(tmp_path / "run.lease")
+    create = lease_module.acquire
+
+    def create_then_sigterm(*args, **kwargs):
+        created = create(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled at the next line of Python in this thread
+        return created
+
+    monkeypatch.setattr(lease_module, "acquire", create_then_sigterm)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        with pytest.raises(Terminated), lease_module.hold_lease(uri, owner="a1"):
+            pytest.fail("the block must not start after a SIGTERM")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not os.path.exists(uri)

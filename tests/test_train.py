@@ -377,7 +377,8 @@ def test_steps_per_execution_changes_speed_not_weights():
 
 @pytest.mark.integration
 def test_cnn_trains_reproducibly_and_serves(tiny_shards, tmp_path):
-    """Its augmentation (random flips and shifts) is seeded too: same seed, same weights."""
+    """Its augmentation (random flips and erasing) is seeded too, and its bfloat16 convolutions are
+    deterministic: same seed, same weights."""
     import tensorflow as tf
 
     summary, again = (

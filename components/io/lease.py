@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from components.errors import InputError, RunConflict
+from components.errors import InputError, RunConflict, termination_deferred
 from components.io import storage
 
 log = logging.getLogger(__name__)
@@ -154,16 +154,21 @@ def release(lease: Lease) -> None:
 @contextlib.contextmanager
 def hold_lease(uri: str, *, owner: str, ttl_s: float = DEFAULT_TTL_S) -> Iterator[Lease]:
     """Holds the lease for the block, renewed by a heartbeat thread; released on the way out."""
-    lease = acquire(uri, owner=owner, ttl_s=ttl_s)
-    stop = threading.Event()
-    heartbeat = threading.Thread(target=_heartbeat, args=(lease, stop), name="fmnist-lease", daemon=True)
-    heartbeat.start()
+    lease, heartbeat, stop = None, None, threading.Event()
     try:
+        # A SIGTERM while the lease is being created is raised once it is ours: the finally
+        # below then releases it, instead of leaving it to expire.
+        with termination_deferred():
+            lease = acquire(uri, owner=owner, ttl_s=ttl_s)
+        heartbeat = threading.Thread(target=_heartbeat, args=(lease, stop), name="fmnist-lease", daemon=True)
+        heartbeat.start()
         yield lease
     finally:
         stop.set()
-        heartbeat.join()
-        release(lease)
+        if heartbeat is not None:
+            heartbeat.join()
+        if lease is not None:
+            release(lease)
 
 
 def _heartbeat(lease: Lease, stop: threading.Event) -> None:
