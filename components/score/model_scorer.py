@@ -26,6 +26,7 @@ from components.errors import InputError
 from components.io import storage
 
 _loaded_model: dict[str, object] = {}  # content digest of a .keras file -> its model
+_scorer_of_model: dict[int, "ModelScorer"] = {}  # id of a loaded model -> its scorer
 _LOADED_MODEL_LOCK = threading.Lock()
 
 
@@ -73,9 +74,23 @@ def check_model_fits(model, keras_uri: str) -> None:
         raise InputError(f"{keras_uri}: model input shape {input_shape} does not fit {IMAGE_SIZE}x{IMAGE_SIZE} images")
     if output_shape[1:] != (NUM_CLASSES,):
         raise InputError(f"{keras_uri}: model output shape {output_shape} is not {NUM_CLASSES} class scores")
-    outputs = np.asarray(model(probe_images().reshape((-1, *image_dims)), training=False))
+    # Through the scorer's own compiled function: an in-process worker then finds the model
+    # already traced (a non-finite logit makes its softmax non-finite too).
+    outputs = scorer_of(model).probabilities(probe_images())
     if not np.isfinite(outputs).all():
         raise InputError(f"{keras_uri}: model output on a probe batch is not finite (NaN or infinity)")
+
+
+def scorer_of(model) -> "ModelScorer":
+    """The scorer of a loaded model, one per process: the launcher's check and an in-process
+    worker share its traced TensorFlow functions (tracing the model costs more than scoring
+    a small shard). Only the last model's scorer is kept."""
+    with _LOADED_MODEL_LOCK:
+        scorer = _scorer_of_model.get(id(model))
+        if scorer is None or scorer.model is not model:
+            _scorer_of_model.clear()
+            scorer = _scorer_of_model[id(model)] = ModelScorer(model)
+        return scorer
 
 
 def probe_images() -> np.ndarray:
@@ -133,7 +148,9 @@ class ModelScorer:
                 (tf.strings.length(image_ids) > 0) & tf_has_model_png_header(encoded) & (labels.row_lengths() <= 1)
             ) & tf.reduce_all((label_values >= 0) & (label_values < NUM_CLASSES))
             scores = tf.cond(
-                contract, lambda: probabilities(decode_png_images(encoded)), lambda: tf.zeros((0, NUM_CLASSES), tf.float32)
+                contract,
+                lambda: self._probabilities(decode_png_images(encoded)),  # the model as traced once
+                lambda: tf.zeros((0, NUM_CLASSES), tf.float32),
             )
             contract = contract & tf.reduce_all(tf.math.is_finite(scores))
             # -1 where a record has no label (unlabeled data)

@@ -17,7 +17,7 @@ from apache_beam.utils import shared
 from components.contracts.shards import ShardExpectation
 from components.contracts.summary import ShardReceipt
 from components.errors import Terminated
-from components.score.model_scorer import ModelScorer, load_model
+from components.score.model_scorer import ModelScorer, load_model, scorer_of
 from components.score.shard_scoring import ScoringTarget, score_shard
 
 COUNTER_NAMESPACE = "fmnist_score"
@@ -48,7 +48,7 @@ class ScoreShardFn(beam.DoFn):
     def _new_scorer(self) -> ModelScorer:
         # With the digest, a worker in the launcher's process reuses the model the launcher
         # checked; one elsewhere checks the bytes it reads against it.
-        return ModelScorer(load_model(self._keras_uri, expected_sha256=self._model_sha256))
+        return scorer_of(load_model(self._keras_uri, expected_sha256=self._model_sha256))
 
     def process(self, element: tuple[int, str]) -> Iterator[ShardReceipt]:
         shard_index, shard_uri = element
