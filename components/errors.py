@@ -1,4 +1,4 @@
-"""Error types that jobs map to exit codes (see jobs/runner.py), and how SIGTERM becomes one."""
+"""Error types that jobs map to exit codes (see jobs/entrypoint.py), and how SIGTERM becomes one."""
 
 import contextlib
 import threading

@@ -29,7 +29,7 @@ from components.contracts.schema import TABLE_SCHEMA_VERSION
 from components.contracts.shards import manifest_digest, read_manifest
 from components.errors import CheckFailed
 from components.io import storage
-from jobs.runner import run
+from jobs.entrypoint import run
 
 
 class TaskOutputs:

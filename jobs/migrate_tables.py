@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from components.analysts.migration import MigrateTablesParameters, migrate_tables
-from jobs.runner import main_of, new_parser
+from jobs.entrypoint import main_of, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

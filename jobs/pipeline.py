@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jobs.runner import new_parser, run
+from jobs.entrypoint import new_parser, run
 
 DEFAULT_SPECS = "infra/kfp"
 

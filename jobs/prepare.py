@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from components.prepare.dataset import PrepareParameters, manifest_summary, prepare
-from jobs.runner import main_of, new_parser
+from jobs.entrypoint import main_of, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

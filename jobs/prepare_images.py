@@ -9,7 +9,7 @@ import sys
 from components.io.storage import join
 from components.prepare.dataset import manifest_summary
 from components.prepare.product_images import REJECTS_NAME, PrepareImagesParameters, prepare_images
-from jobs.runner import main_of, new_parser
+from jobs.entrypoint import main_of, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from components.analysts.tables import QueryParameters, format_table, query, write_result
-from jobs.runner import main_of, new_parser
+from jobs.entrypoint import main_of, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

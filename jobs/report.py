@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from components.analysts.report import ReportParameters, report
-from jobs.runner import main_of, new_parser
+from jobs.entrypoint import main_of, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from components.cloud.run_context import RunContextParameters, run_context
-from jobs.runner import main_of, new_parser
+from jobs.entrypoint import main_of, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

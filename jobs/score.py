@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from components.contracts.schema import ERRORS_TABLE, PREDICTIONS_TABLE, partition_uri, run_summary_uri
 from components.score.parameters import ScoreParameters
 from components.score.run import score
-from jobs.runner import new_parser, run
+from jobs.entrypoint import new_parser, run
 
 
 def build_parser() -> argparse.ArgumentParser:

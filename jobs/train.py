@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from components.train.training import TrainParameters, train
-from jobs.runner import main_of, new_parser
+from jobs.entrypoint import main_of, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

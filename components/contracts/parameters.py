@@ -5,7 +5,7 @@ Each step's dataclass lives next to its component (`components.train.training.Tr
 the run it configures), so the component takes its keyword defaults from the same fields the
 command line and the Kubeflow tasks are generated from:
 
-- `jobs.runner.new_parser(..., parameters=TrainParameters)` adds one flag per field: the flag
+- `jobs.entrypoint.new_parser(..., parameters=TrainParameters)` adds one flag per field: the flag
   name from the field name (`min_accuracy` -> `--min-accuracy`), its type, choices, whether it
   is required (a field without a default), the `uri` check for location fields, and the help
   text with the default appended;

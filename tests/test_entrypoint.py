@@ -1,4 +1,4 @@
-"""The exit-code contract every job shares (jobs/runner.py): 0 ok, 2 bad input, 1 unexpected,
+"""The exit-code contract every job shares (jobs/entrypoint.py): 0 ok, 2 bad input, 1 unexpected,
 3 check failed, 143 SIGTERM; every failure one line on stderr, the traceback only with --verbose."""
 
 import hashlib
@@ -14,7 +14,7 @@ import pytest
 
 from components.errors import CheckFailed, InputError, RunConflict
 from components.io.storage import StorageConflictError
-from jobs.runner import run
+from jobs.entrypoint import run
 
 
 def fails_with(error: Exception):
@@ -197,7 +197,7 @@ def test_train_and_score_are_quiet_unless_verbose(tiny_idx, tmp_path):
 def test_train_model_flag_is_a_deprecated_alias_of_architecture(caplog):
     from jobs.train import build_parser
 
-    with caplog.at_level("WARNING", logger="jobs.runner"):
+    with caplog.at_level("WARNING", logger="jobs.entrypoint"):
         args = build_parser().parse_args(["--data", "d", "--model-root", "m", "--model", "cnn"])
     assert vars(args)["architecture"] == "cnn" and "model" not in vars(args)
     assert [record.getMessage() for record in caplog.records] == ["--model is deprecated; use --architecture"]
