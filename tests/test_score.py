@@ -584,11 +584,24 @@ def _infinite_on_bright_images(tiny_model, root):
     return root
 
 
+def _minus_infinite_logit_on_bright_images(tiny_model, root):
+    """One class's logit falls to -inf on bright images while its softmax stays finite."""
+    import keras
+
+    kernel = np.zeros((28 * 28, 10), np.float32)
+    kernel[:, 0] = -1e38
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.layers[-1].set_weights([kernel, np.zeros(10, np.float32)])
+    save_model(model, root, "v1")
+    return root
+
+
 @pytest.mark.parametrize(
     "make_model, message",
     [
         (_nan_weights, "output on a probe batch is not finite"),
         (_infinite_on_bright_images, "output on a probe batch is not finite"),
+        (_minus_infinite_logit_on_bright_images, "output on a probe batch is not finite"),
         (_unpublished, "nor a model root with a published LATEST"),
         (_failed_gate, "failed its quality gate"),
         (_wrong_input_shape, "does not fit 28x28 images"),

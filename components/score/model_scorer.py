@@ -74,9 +74,9 @@ def check_model_fits(model, keras_uri: str) -> None:
         raise InputError(f"{keras_uri}: model input shape {input_shape} does not fit {IMAGE_SIZE}x{IMAGE_SIZE} images")
     if output_shape[1:] != (NUM_CLASSES,):
         raise InputError(f"{keras_uri}: model output shape {output_shape} is not {NUM_CLASSES} class scores")
-    # Through the scorer's own compiled function: an in-process worker then finds the model
-    # already traced (a non-finite logit makes its softmax non-finite too).
-    outputs = scorer_of(model).probabilities(probe_images())
+    # The model's own outputs (a -inf logit would vanish in a softmax), through the scorer's
+    # compiled function: an in-process worker then finds the model already traced.
+    outputs = scorer_of(model).outputs(probe_images())
     if not np.isfinite(outputs).all():
         raise InputError(f"{keras_uri}: model output on a probe batch is not finite (NaN or infinity)")
 
@@ -117,8 +117,16 @@ class ModelScorer:
         input_dims = tuple(model.input_shape[1:])
         softmax = not _returns_probabilities(model)
 
+        images_spec = tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32)
+        # The model traced once: every function below calls this one.
+        self._outputs = tf.function(
+            lambda images: model(tf.reshape(images, (-1, *input_dims)), training=False),
+            input_signature=[images_spec],
+            autograph=False,
+        )
+
         def probabilities(images):
-            outputs = model(tf.reshape(images, (-1, *input_dims)), training=False)
+            outputs = self._outputs(images)
             return tf.nn.softmax(outputs) if softmax else outputs
 
         # A record without an id or image fails the vectorized parse, and the batch is
@@ -134,9 +142,7 @@ class ModelScorer:
         self._parse = tf.function(parse, input_signature=[strings], autograph=False)
         # Training's own decoding (PNG -> [0, 1] floats), so scoring and training never disagree.
         self._decode = tf.function(decode_png_images, input_signature=[strings], autograph=False)
-        self._probabilities = tf.function(
-            probabilities, input_signature=[tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32)], autograph=False
-        )
+        self._probabilities = tf.function(probabilities, input_signature=[images_spec], autograph=False)
         self._invalid_argument = tf.errors.InvalidArgumentError
 
         def score_contract_batch(serialized):
@@ -149,7 +155,7 @@ class ModelScorer:
             ) & tf.reduce_all((label_values >= 0) & (label_values < NUM_CLASSES))
             scores = tf.cond(
                 contract,
-                lambda: self._probabilities(decode_png_images(encoded)),  # the model as traced once
+                lambda: probabilities(decode_png_images(encoded)),
                 lambda: tf.zeros((0, NUM_CLASSES), tf.float32),
             )
             contract = contract & tf.reduce_all(tf.math.is_finite(scores))
@@ -158,6 +164,10 @@ class ModelScorer:
             return contract, image_ids, first_labels, scores
 
         self._score_contract_batch = tf.function(score_contract_batch, input_signature=[strings], autograph=False)
+
+    def outputs(self, images: np.ndarray) -> np.ndarray:
+        """(n, 10) float32 model outputs (logits, or probabilities for a softmax model) of (n, 28, 28) inputs."""
+        return self._outputs(images).numpy()
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(n, 10) float32 class probabilities of (n, 28, 28) model inputs in [0, 1]: one model call."""
