@@ -394,6 +394,44 @@ def test_cnn_trains_reproducibly_and_serves(tiny_shards, tmp_path):
     assert metrics["parameters"]["model"] == "cnn" and metrics["parameter_count"] > 100_000
 
 
+@pytest.mark.integration
+def test_the_published_cnn_averages_an_image_and_its_mirror(tiny_shards, tmp_path):
+    """model.keras (built-in layers and ops only: it loads in safe mode) outputs the mean of the
+    calibrated logits of each image and of its left-right mirror."""
+    import keras
+    import tensorflow as tf
+
+    from components.metrics.calibration import softmax
+
+    summary = train(data=tiny_shards, model_root=str(tmp_path / "models"), architecture="cnn", epochs=1, min_accuracy=0)
+    model = keras.saving.load_model(os.path.join(summary["uri"], "model.keras"), safe_mode=True)
+    calibrated = next(layer for layer in model.layers if isinstance(layer, keras.Sequential))
+    temperature = json.loads(open(os.path.join(summary["uri"], "metrics.json")).read())["calibration"]["temperature"]
+    assert calibrated.layers[-1].scale == pytest.approx(1 / temperature)
+    images = np.random.default_rng(0).random((6, 28, 28), dtype=np.float32)
+    alone, mirrored = (calibrated(batch, training=False).numpy() for batch in (images, images[:, :, ::-1]))
+    expected = (alone + mirrored) / 2
+    np.testing.assert_allclose(model(images, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(alone, expected, atol=1e-3)  # the mirror made a difference
+    served = tf.saved_model.load(os.path.join(summary["uri"], "saved_model"))  # the SavedModel averages too
+    probabilities = served.signatures[SIGNATURE_IMAGES](images=tf.constant(images))["probabilities"].numpy()
+    # bfloat16 layers round differently in the exported graph than in eager Keras: compare the
+    # error against the mirror's own effect, which is far larger.
+    error, mirror_effect = (np.abs(probabilities - softmax(expected)).max(), np.abs(softmax(alone) - softmax(expected)).max())
+    assert error < 2e-3 and error < mirror_effect / 5, (error, mirror_effect)
+
+
+def test_label_smoothing_spreads_a_share_of_each_label_over_all_classes():
+    from components.train.models import _smoothed_cross_entropy
+
+    logits = np.random.default_rng(1).normal(size=(5, 10)).astype(np.float32)
+    labels = np.array([0, 3, 9, 3, 1])
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    targets = np.full((5, 10), 0.1 / 10) + 0.9 * np.eye(10)[labels]
+    expected = -(targets * log_probs).sum(axis=1)
+    np.testing.assert_allclose(np.asarray(_smoothed_cross_entropy(0.1)(labels, logits)), expected, rtol=1e-5)
+
+
 def test_holdout_depends_only_on_the_image_ids():
     ids = np.array([f"train-{i:05d}".encode() for i in range(20_000)])
     mask = holdout_mask(ids, 0.05)

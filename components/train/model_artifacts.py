@@ -169,7 +169,7 @@ Confusion matrix: `confusion_matrix.png`; every figure: `metrics.json`.
 
 ## Calibration
 The logits are divided by a temperature of **{calibration["temperature"]:.4f}**, fitted on the validation hold-out
-(the last layer of the model, so every way of serving it applies it): `confidence` is an honest
+(a layer of the model, so every way of serving it applies it): `confidence` is an honest
 probability. Expected calibration error on the test split ({calibration["bins"]} equal-width bins):
 **{calibration["test_ece_after"]:.4f}**, against {calibration["test_ece_before"]:.4f} for the softmax of the raw logits;
 accuracy is unchanged. Reliability diagram: `reliability.png`.

@@ -2,7 +2,8 @@
 
 `mlp` is the workshop network unchanged; `cnn` is a small convolutional network that is
 clearly more accurate and still trains in minutes on two CPU cores. Both output logits;
-training appends a fitted temperature (`with_temperature`) so that their softmax is calibrated.
+training publishes them as `published_model` builds them: with a fitted temperature, so that
+their softmax is calibrated, and for the CNN averaged over each image and its mirror.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ class Recipe:
     epochs: int
     batch_size: int
     learning_rate: float
+    # Share of each label's probability spread over all classes in the loss (0: plain
+    # cross-entropy). Keeps the network from chasing certainty on garments that look alike.
+    label_smoothing: float = 0.0
 
 
 RECIPES = {
@@ -29,13 +33,19 @@ RECIPES = {
     "mlp": Recipe(epochs=20, batch_size=32, learning_rate=0.001),
     # Batches of 128 keep both cores busy in the convolutions; with the erasing augmentation the
     # network still gains up to epoch 26 (docs/benchmarks.md has the time and accuracy).
-    "cnn": Recipe(epochs=26, batch_size=128, learning_rate=0.002),
+    "cnn": Recipe(epochs=26, batch_size=128, learning_rate=0.002, label_smoothing=0.1),
 }
+# Networks trained on mirrored images too (RandomFlip) that predict from the mean of the logits
+# of an image and of its left-right mirror: a garment's class does not depend on its side.
+MIRROR_AVERAGED = frozenset({"cnn"})
 # Training steps per call into TensorFlow. A step of these small models costs less than
 # Keras' per-call Python overhead, so 64 steps per call train about twice as fast; the
 # updates, and so the weights, are identical to one step per call (tests/test_train.py).
 STEPS_PER_EXECUTION = 64
-CONV_DTYPE = "mixed_bfloat16"
+# Every CNN layer but the logits computes in bfloat16 (its weights stay float32): on CPUs with
+# AMX or AVX-512 BF16, oneDNN runs it several times faster; elsewhere bfloat16 is emulated,
+# slower but the same network. The logits stay float32 for the loss and the temperature.
+COMPUTE_DTYPE = "mixed_bfloat16"
 ERASING_FACTOR = 1.0  # each batch erases a patch in a random share (0 to 100%) of its images
 
 
@@ -54,13 +64,46 @@ def build_model(
     model = _mlp(keras) if name == "mlp" else _cnn(keras)
     if decay_steps:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=decay_steps)
+    smoothing = RECIPES[name].label_smoothing
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=_smoothed_cross_entropy(smoothing) if smoothing else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
     return model
+
+
+def _smoothed_cross_entropy(smoothing: float):
+    """Cross-entropy from logits against class indices, each label smoothed by `smoothing`."""
+    from keras import ops
+
+    def loss(labels, logits):
+        one_hot = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), NUM_CLASSES)
+        targets = one_hot * (1 - smoothing) + smoothing / NUM_CLASSES
+        return -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
+
+    return loss
+
+
+def published_model(name: str, fitted, temperature: float = 1.0):  # -> keras.Model
+    """The fitted network as training publishes it: logits divided by `temperature`, and for a
+    network in MIRROR_AVERAGED, the mean of the logits of each image and of its mirror.
+
+    Built from built-in layers and ops only, so model.keras loads anywhere Keras does.
+    """
+    calibrated = with_temperature(fitted, temperature)
+    return with_mirror_average(calibrated) if name in MIRROR_AVERAGED else calibrated
+
+
+def with_mirror_average(model):  # -> keras.Model
+    """The same network (its weights) scoring each image and its left-right mirror, logits averaged."""
+    import keras
+
+    images = keras.Input(model.input_shape[1:])
+    mirrored = keras.ops.flip(images, axis=2)  # (batch, row, column): the columns reversed
+    averaged = keras.layers.Average(name="mirror_average")([model(images), model(mirrored)])
+    return keras.Model(images, averaged, name=model.name)
 
 
 def with_temperature(model, temperature: float):  # -> keras.Model
@@ -92,17 +135,15 @@ def _mlp(keras):
 
 def _cnn(keras):
     layers = keras.layers
+    bfloat16 = {"dtype": COMPUTE_DTYPE}
 
     def conv(filters: int, *, normalized: bool) -> list:
-        # The convolutions compute in bfloat16 (weights and the layers around them stay float32):
-        # on CPUs with AMX or AVX-512 BF16, oneDNN runs them several times faster, and
-        # elsewhere they are emulated, slower but the same network.
         if not normalized:
-            return [layers.Conv2D(filters, 3, padding="same", activation="relu", dtype=CONV_DTYPE)]
+            return [layers.Conv2D(filters, 3, padding="same", activation="relu", **bfloat16)]
         return [
-            layers.Conv2D(filters, 3, padding="same", use_bias=False, dtype=CONV_DTYPE),
-            layers.BatchNormalization(),
-            layers.ReLU(),
+            layers.Conv2D(filters, 3, padding="same", use_bias=False, **bfloat16),
+            layers.BatchNormalization(**bfloat16),
+            layers.ReLU(**bfloat16),
         ]
 
     return keras.Sequential(
@@ -117,15 +158,15 @@ def _cnn(keras):
             # Batch normalization only at 7x7: at 28x28 and 14x14 it cost a third of each step on
             # the CPU and the network trains as well without it there (docs/benchmarks.md).
             *conv(32, normalized=False),
-            layers.MaxPooling2D(),  # 28x28 -> 14x14
+            layers.MaxPooling2D(**bfloat16),  # 28x28 -> 14x14
             *conv(64, normalized=False),
-            layers.MaxPooling2D(),  # -> 7x7
+            layers.MaxPooling2D(**bfloat16),  # -> 7x7
             *conv(128, normalized=True),
             *conv(128, normalized=True),
-            layers.MaxPooling2D(),  # -> 3x3
-            layers.Flatten(),
-            layers.Dropout(0.3),  # the dense head over-fits without it
-            layers.Dense(128, activation="relu"),
+            layers.MaxPooling2D(**bfloat16),  # -> 3x3
+            layers.Flatten(**bfloat16),
+            layers.Dropout(0.3, **bfloat16),  # the dense head over-fits without it
+            layers.Dense(128, activation="relu", **bfloat16),
             layers.Dense(NUM_CLASSES),
         ],
         name="cnn",

@@ -33,7 +33,7 @@ from components.errors import CheckFailed, InputError
 from components.io import storage
 from components.metrics import calibration
 from components.train import model_artifacts
-from components.train.models import MODEL_NAMES, RECIPES, build_model, with_temperature
+from components.train.models import MODEL_NAMES, RECIPES, build_model, published_model
 from components.train.training_data import LabeledImages, holdout_mask, load_split
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def train(
         fit_split, validation_split, test_split = load_data(data, manifest, os.path.join(work, "shards"), validation_fraction)
         load_seconds = time.perf_counter() - clock
         fitted, history, best_epoch, fit_seconds = fit(fit_split, validation_split, params)
-        keras_model, calibration_metrics = calibrate(fitted, validation_split, test_split)
+        keras_model, calibration_metrics = calibrate(architecture, fitted, validation_split, test_split)
         scores = model_artifacts.evaluate(_logits(keras_model, test_split), test_split.labels)
         digest = manifest_digest(manifest)
         version = model_version(started, keras_model, params, digest)
@@ -235,12 +235,13 @@ def fit(fit_split: LabeledImages, validation_split: LabeledImages, params: dict)
     return model, per_epoch, best.best_epoch + 1, seconds
 
 
-def calibrate(model, validation_split: LabeledImages, test_split: LabeledImages):
-    """The model with a temperature fitted on the validation hold-out as its last layer, and the figures.
+def calibrate(architecture: str, fitted, validation_split: LabeledImages, test_split: LabeledImages):
+    """The model as published with a temperature fitted on the validation hold-out, and the figures.
 
     Returns (calibrated model, calibration metrics): the temperature and the expected
     calibration error (ECE) and reliability bins on validation and test, before and after.
     """
+    model = published_model(architecture, fitted)
     validation_logits, test_logits = _logits(model, validation_split), _logits(model, test_split)
     temperature = calibration.fit_temperature(validation_logits, validation_split.labels)
     figures: dict = {"temperature": temperature, "fitted_on": "validation hold-out", "bins": calibration.CALIBRATION_BINS}
@@ -255,7 +256,7 @@ def calibrate(model, validation_split: LabeledImages, test_split: LabeledImages)
             test_logits, test_split.labels, applied
         ).to_json()
     log.info("temperature %.4f: test ECE %.4f -> %.4f", temperature, figures["test_ece_before"], figures["test_ece_after"])
-    return with_temperature(model, temperature), figures
+    return published_model(architecture, fitted, temperature), figures
 
 
 def _logits(model, split: LabeledImages) -> np.ndarray:
