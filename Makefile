@@ -9,9 +9,9 @@ DATA_DIR := /usr/share/datasets/fashion-mnist
 # Where `make run` writes everything (shards, models, prediction tables, report).
 RUN_DIR ?= runs/local
 
-.PHONY: install data browser run report test test-fast lint format schema-docs clean tools container-test pipelines images
+.PHONY: install bytecode data browser run report test test-fast lint format schema-docs clean tools container-test pipelines images
 
-install: $(VENV)/.installed data
+install: $(VENV)/.installed bytecode data
 
 # Re-installs when the dependencies change; requirements.lock pins every transitive
 # package to the versions tested together (regenerate with `make lock`).
@@ -21,6 +21,13 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
 	@touch $@
+
+# The project's own modules compiled to bytecode, as pip does for an installed package (the
+# container image): the editable install imports them from source, and where
+# PYTHONDONTWRITEBYTECODE is set every `fmnist` process would compile them again (≈ 35 ms of
+# each run's start). Only changed files are compiled; a stale file is simply compiled again.
+bytecode: $(VENV)/.installed
+	@$(BIN)/python -m compileall -q components jobs >/dev/null
 
 data:
 	@test -d $(DATA_DIR) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
