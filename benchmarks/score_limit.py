@@ -160,6 +160,13 @@ def report(rounds: list[dict], args) -> None:
         f"fixed cost = {one:.2f} - {n_one:,} / marginal = {fixed:.2f} s; bare imports {imports:.2f} s; "
         f"over the imports {fixed - imports:+.2f} s (target <= +{TARGET_FIXED_OVER_IMPORTS_S} s)"
     )
+    # The same within each round: its one-shard run against its own imports, taken moments
+    # apart, so a drift of the machine's speed between rounds cancels out.
+    paired = [r["one"]["seconds"] - n_one / marginal - r["imports"]["seconds"] for r in rounds]
+    print(
+        f"the same per round (one shard - its images / marginal - that round's imports): "
+        f"{median(paired):+.2f} s median ({', '.join(f'{p:+.2f}' for p in paired)})"
+    )
     # CPU time is what a busy machine distorts least: the same figures per CPU second.
     cpu_one, cpu_large = (median([r[name]["cpu_seconds"] for r in rounds]) for name in ("one", "large"))
     marginal_cpu_us = (cpu_large - cpu_one) / (n_large - n_one) * 1e6

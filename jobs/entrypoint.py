@@ -9,7 +9,9 @@ traceback and the libraries' own logs (Beam, TensorFlow), which are quiet by def
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import gc
 import importlib.abc
 import importlib.util
 import json
@@ -33,6 +35,12 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 OWN_LOGGERS = ("components", "jobs")
 
 log = logging.getLogger(__name__)
+
+# At exit Python collects garbage once more, walking every object alive: with TensorFlow, Keras
+# and Beam loaded that walk alone took about 0.9 s of each job process on 2 cores. Frozen objects
+# are skipped; by then the job has published and closed what it wrote, and temporary folders are
+# removed by their own exit hooks, so the walk has nothing left to do that matters.
+atexit.register(gc.freeze)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
