@@ -30,12 +30,12 @@ CHILDREN = {
 def exit_seconds(code: str) -> float:
     """Seconds from the child's last line (after its imports) to its end."""
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    printed_at = float(process.stdout.readline())
+    printed = process.stdout.readline()
     process.wait()
     ended_at = time.time()
-    if process.returncode != 0:
+    if process.returncode != 0:  # before reading the time: a failed child printed none
         sys.exit(f"python -c {code!r} failed with exit code {process.returncode}")
-    return ended_at - printed_at
+    return ended_at - float(printed)
 
 
 def main() -> None:
