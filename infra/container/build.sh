@@ -137,6 +137,11 @@ Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";'
     echo "base image $BASE_IMAGE ready in $(($(date +%s) - started)) s"
 }
 
+# The ID of image $1, or nothing when there is no such image.
+image_id() {
+    "${BUILDAH[@]}" images --quiet --no-trunc "$1" 2>/dev/null || true
+}
+
 # Builds Dockerfile target $1 (empty: the default target) as image $2.
 build_image() {
     local target=$1 image=$2 started
@@ -150,9 +155,20 @@ build_image() {
         ca=(--volume "$PIP_CERT:/run/build-ca/ca.pem:ro" --build-arg PIP_CERT=/run/build-ca/ca.pem)
     fi
     [ -z "$target" ] || targets=(--target "$target")
+    local previous=""
+    if ((!DRY_RUN)); then
+        previous=$(image_id "$image")
+    fi
     run "${BUILDAH[@]}" bud --isolation chroot --layers "${ca[@]}" "${targets[@]}" -f Dockerfile -t "$image" .
     ((DRY_RUN)) && return 0
     echo "built $image in $(($(date +%s) - started)) s"
+    # The tag now names the new image. The one it named before is left untagged, with the
+    # layers of its build (full copies of the file system with vfs storage: gigabytes each),
+    # and every rebuild would add more until the disk is full. Removing it removes those too;
+    # the cached steps the new image shares stay.
+    if [ -n "$previous" ] && [ "$previous" != "$(image_id "$image")" ]; then
+        "${BUILDAH[@]}" rmi "$previous" >/dev/null || echo "warning: the former $image ($previous) is still in use: not removed" >&2
+    fi
     "${BUILDAH[@]}" images --format 'image {{.Name}}:{{.Tag}} size {{.Size}}' "$image"
 }
 
