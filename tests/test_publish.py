@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ from tests.test_score import fit_tiny_model, save_model
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_ID = "nightly"
 LEASE_TTL_S = 1.0  # short, so that the attempt after a kill -9 can take over at once
-KILL_POINTS = ("leased", "part-published", "parts-published", "summary-written", "cleaned")
+KILL_POINTS = ("leased", "part-move", "part-published", "parts-published", "summary", "summary-written", "removal", "cleaned")
 CONCURRENT_TRIALS = 3
 
 
@@ -63,14 +64,16 @@ def inputs(tmp_path, tiny_model) -> dict:
         write_shard(str(shards / f"test-{index:05d}-of-00003.tfrecord"), shard_ids, seed=index)
         ids += shard_ids
     models = str(tmp_path / "models")
-    old, new = save_model(tiny_model, models, "old"), save_model(tiny_model, models, "new")
-    return {"glob": str(shards / "*.tfrecord"), "ids": sorted(ids), "old": old, "new": new}
+    old, new, last = (save_model(tiny_model, models, version) for version in ("old", "new", "last"))
+    return {"glob": str(shards / "*.tfrecord"), "ids": sorted(ids), "old": old, "new": new, "last": last}
 
 
-def score_cli(*args: str, kill_at: str | None = None, env: dict | None = None) -> subprocess.Popen:
+def score_cli(*args: str, kill_at: str | None = None, freeze_at: str | None = None, env: dict | None = None) -> subprocess.Popen:
     environment = dict(env or os.environ)
     if kill_at:
         environment["FMNIST_KILL_AT"] = kill_at
+    if freeze_at:
+        environment["FMNIST_FREEZE_AT"] = freeze_at
     return subprocess.Popen(
         [sys.executable, "-m", "jobs.cli", "score", *args],
         cwd=REPO_ROOT,
@@ -95,6 +98,8 @@ def cli_args(inputs: dict, output: str, model: str, lease_ttl_s: float = LEASE_T
         "2026-11-30",
         "--lease-ttl-s",
         str(lease_ttl_s),
+        "--replaced-parts-grace-s",  # replaced parts go at once, so that assert_clean can check the partitions
+        "0",
     ]
 
 
@@ -126,7 +131,9 @@ def wait_for_lease_expiry() -> None:
 
 
 def kill_and_recover(inputs: dict, output: str, point: str, env: dict | None = None) -> None:
-    score(input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30")
+    score(
+        input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30", replaced_parts_grace_s=0
+    )
     assert visible_run(output) == (inputs["ids"], {"old"})
 
     process = score_cli(*cli_args(inputs, output, inputs["new"]), kill_at=point, env=env)
@@ -134,11 +141,17 @@ def kill_and_recover(inputs: dict, output: str, point: str, env: dict | None = N
     assert process.returncode == -9, stderr[-2000:]
     ids, versions = visible_run(output)  # the old run, or the new one: whole either way
     assert ids == inputs["ids"]
-    assert versions == ({"new"} if point in ("summary-written", "cleaned") else {"old"})
+    assert versions == ({"new"} if point in ("summary-written", "removal", "cleaned") else {"old"})
 
     wait_for_lease_expiry()
     summary = score(
-        input=inputs["glob"], model=inputs["new"], output=output, run_id=RUN_ID, run_date="2026-11-30", lease_ttl_s=LEASE_TTL_S
+        input=inputs["glob"],
+        model=inputs["new"],
+        output=output,
+        run_id=RUN_ID,
+        run_date="2026-11-30",
+        lease_ttl_s=LEASE_TTL_S,
+        replaced_parts_grace_s=0,
     )
     assert visible_run(output) == (inputs["ids"], {"new"})
     assert summary["counts"]["read"] == summary["counts"]["scored"] == len(inputs["ids"])
@@ -155,6 +168,65 @@ def test_kill_9_in_the_publish_sequence_keeps_a_whole_run_and_the_next_attempt_f
 @pytest.mark.parametrize("point", ["part-published", "summary-written"])
 def test_kill_9_in_the_publish_sequence_on_gcs(inputs, gcs_bucket, point):
     kill_and_recover(inputs, storage.join(gcs_bucket, "scores"), point, env=dict(os.environ))
+
+
+# --- Attempts frozen past their lease (a VM pause, a long GC, SIGSTOP), then resumed ----------------
+
+FREEZE_POINTS = ("part-move", "summary", "removal")
+FROZEN_TTL_S = 2.0  # long enough for a live attempt's heartbeat on a loaded machine, short for the test
+
+
+def wait_until_stopped(process: subprocess.Popen, timeout_s: float = 300) -> None:
+    """Waits until the process has stopped itself (state T in /proc), or fails if it ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        with open(f"/proc/{process.pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.05)
+    raise AssertionError("the attempt never reached its freeze point")
+
+
+def freeze_and_take_over(inputs: dict, output: str, point: str, attempts: int, env: dict | None = None) -> None:
+    """Every attempt but the last freezes at `point`; each next one starts once the lease of the
+    one before has expired; the last one runs through. Then the frozen ones resume, newest first."""
+    score(
+        input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30", replaced_parts_grace_s=0
+    )
+    frozen = []
+    for _ in range(attempts - 1):
+        process = score_cli(*cli_args(inputs, output, inputs["new"], lease_ttl_s=FROZEN_TTL_S), freeze_at=point, env=env)
+        wait_until_stopped(process)
+        frozen.append(process)
+        time.sleep(FROZEN_TTL_S + 0.5)
+    last = score_cli(*cli_args(inputs, output, inputs["last"], lease_ttl_s=FROZEN_TTL_S), env=env)
+    _, stderr = last.communicate(timeout=300)
+    assert last.returncode == 0, stderr[-2000:]
+    for process in reversed(frozen):
+        process.send_signal(signal.SIGCONT)
+        _, stderr = process.communicate(timeout=300)
+        lines = stderr.strip().splitlines()
+        if point == "removal":  # it had published before it froze; what it removes now is garbage only
+            assert process.returncode == 0, stderr[-2000:]
+        else:  # it lost the run: one line naming who has it, and nothing of it stays published
+            assert process.returncode == 2, stderr[-2000:]
+            assert lines[-1].startswith("error: ") and ("lost the lease" in lines[-1] or "published by" in lines[-1])
+    assert visible_run(output) == (inputs["ids"], {"last"})
+    assert_clean(output)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attempts", [2, 3])
+@pytest.mark.parametrize("point", FREEZE_POINTS)
+def test_an_attempt_frozen_past_its_lease_changes_nothing_when_it_resumes(inputs, tmp_path, point, attempts):
+    freeze_and_take_over(inputs, str(tmp_path / "scores"), point, attempts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", FREEZE_POINTS)
+def test_an_attempt_frozen_past_its_lease_changes_nothing_on_gcs(inputs, gcs_bucket, point):
+    freeze_and_take_over(inputs, storage.join(gcs_bucket, "scores"), point, attempts=2, env=dict(os.environ))
 
 
 # --- Two live attempts at once ---------------------------------------------------------------
@@ -222,7 +294,9 @@ def fill(folder: str, leave_bytes: int) -> str:
 @pytest.mark.parametrize("leave_bytes", [0, 12 * 1024])
 def test_a_full_disk_keeps_the_previous_run_and_the_next_attempt_finishes(inputs, small_disk, leave_bytes):
     output = os.path.join(small_disk, "scores")
-    score(input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30")
+    score(
+        input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30", replaced_parts_grace_s=0
+    )
     filler = fill(small_disk, leave_bytes)
 
     process = score_cli(*cli_args(inputs, output, inputs["new"]))
@@ -232,7 +306,15 @@ def test_a_full_disk_keeps_the_previous_run_and_the_next_attempt_finishes(inputs
 
     os.unlink(filler)
     wait_for_lease_expiry()
-    score(input=inputs["glob"], model=inputs["new"], output=output, run_id=RUN_ID, run_date="2026-11-30", lease_ttl_s=LEASE_TTL_S)
+    score(
+        input=inputs["glob"],
+        model=inputs["new"],
+        output=output,
+        run_id=RUN_ID,
+        run_date="2026-11-30",
+        lease_ttl_s=LEASE_TTL_S,
+        replaced_parts_grace_s=0,
+    )
     assert visible_run(output) == (inputs["ids"], {"new"})
     assert_clean(output)
 
@@ -340,7 +422,9 @@ def test_an_attempt_that_lost_its_lease_never_swaps_the_summary(inputs, tmp_path
     from components.score.shard_scoring import ScoringTarget, score_shard
 
     output, shards = str(tmp_path / "scores"), storage.glob(inputs["glob"])
-    score(input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30")
+    score(
+        input=inputs["glob"], model=inputs["old"], output=output, run_id=RUN_ID, run_date="2026-11-30", replaced_parts_grace_s=0
+    )
     stalled = acquire(lease_uri(output, RUN_ID), owner="stalled", ttl_s=0.2)
     staging = staging_uri(output, RUN_ID, "stalled")
     target = ScoringTarget(staging=staging, run_id=RUN_ID, run_date="2026-11-30", model_version="new")
@@ -370,6 +454,8 @@ def test_an_attempt_that_lost_its_lease_never_swaps_the_summary(inputs, tmp_path
             summary,
             receipts,
             lease=stalled,
+            baseline=storage.read_snapshot(run_summary_uri(output, RUN_ID), max_bytes=1 << 20),
+            replaced_parts_grace_s=0,
             started=time.monotonic(),
             started_at=datetime.datetime.now(datetime.UTC),
             pipeline_seconds=0.0,

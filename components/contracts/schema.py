@@ -3,8 +3,8 @@
 Types are those BigQuery loads from Parquet without surprises: signed integers, float32,
 strings, standard LIST, timestamps in microseconds UTC. Layout (Hive partitioning):
 
-    <out>/predictions/run_date=YYYY-MM-DD/run_id=<id>/part-<attempt>-*.parquet
-    <out>/errors/run_date=YYYY-MM-DD/run_id=<id>/part-<attempt>-*.parquet
+    <out>/predictions/run_date=YYYY-MM-DD/run_id=<id>/part-p<publication>-<attempt>-NNNNN.parquet
+    <out>/errors/run_date=YYYY-MM-DD/run_id=<id>/part-p<publication>-<attempt>-NNNNN.parquet
     <out>/runs/<run_id>.json      (run summary, one JSON line, written last: names the parts)
 
 The partition keys live in the paths only (Hive, Spark and BigQuery refuse keys that are
@@ -14,6 +14,7 @@ also file columns); a single part carries its lineage in its Parquet key-value m
 from __future__ import annotations
 
 import datetime
+import re
 
 import pyarrow as pa
 
@@ -25,6 +26,12 @@ PREDICTIONS_TABLE = "predictions"
 ERRORS_TABLE = "errors"
 RUNS_FOLDER = "runs"
 PARTITION_KEYS = ("run_date", "run_id")
+# Run ids are folder names and file names on every file system and object store.
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# part-p<publication>-<attempt>-<shard index>.parquet: the publication (the how-many-th summary of
+# the run id it belongs to) tells which files no summary can name any more (components/score/run.py).
+_PART_NAME = re.compile(r"part-p(\d{1,9})-[A-Za-z0-9._-]+\.parquet")
+_ANY_PART_NAME = re.compile(r"part-[A-Za-z0-9._-]+\.parquet")
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 # Types of the partition keys when a reader turns the folder names back into columns.
@@ -95,6 +102,27 @@ def parse_run_date(run_date: str) -> datetime.date:
     if day.isoformat() != run_date:
         raise ValueError(f"{run_date!r} is not in YYYY-MM-DD form")
     return day
+
+
+def is_run_id(run_id: str) -> bool:
+    """True for a run id of the layout: letters, digits, '.', '_' and '-', at most 128, no leading punctuation."""
+    return bool(RUN_ID_PATTERN.fullmatch(run_id))
+
+
+def part_file_name(*, publication: int, attempt: str, index: int) -> str:
+    """The name under which an attempt publishes the part of one shard."""
+    return f"part-p{publication}-{attempt}-{index:05d}.parquet"
+
+
+def is_part_name(name: str) -> bool:
+    """True for a name a writer of this project gives a published part (any version of the layout)."""
+    return bool(_ANY_PART_NAME.fullmatch(name))
+
+
+def part_publication(name: str) -> int:
+    """The publication a part file belongs to; 0 for files of older writers and foreign files."""
+    match = _PART_NAME.fullmatch(name)
+    return int(match.group(1)) if match else 0
 
 
 def partition_uri(output: str, table: str, run_date: str, run_id: str) -> str:

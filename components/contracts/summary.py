@@ -17,9 +17,20 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from components.contracts.schema import ERRORS_TABLE, PREDICTIONS_TABLE, TABLE_SCHEMA_VERSION
+from components.contracts.schema import (
+    ERRORS_TABLE,
+    PREDICTIONS_TABLE,
+    TABLE_SCHEMA_VERSION,
+    is_part_name,
+    is_run_id,
+    parse_run_date,
+    partition_uri,
+)
+from components.io import storage
 
 T = TypeVar("T", bound="_JsonRecord")
+# The largest summary a reader opens: a run of 10,000 shards names about 3 MB of part URIs.
+MAX_SUMMARY_BYTES = 32 * 1024 * 1024
 
 
 class ContractError(ValueError):
@@ -168,6 +179,30 @@ class RunSummary(_JsonRecord):
     runner: str | None = None
     tool: dict[str, str] = dataclasses.field(default_factory=dict)
     beam_counters: dict[str, int] | None = None
+    publication: int = 0  # the how-many-th summary of this run id (0: written before it was counted)
+
+    def check(self) -> None:
+        """ContractError unless the summary is one a writer of this project produces: a run id and a
+        date of the layout, each part once and in the run's own partition, counts that add up."""
+        if not is_run_id(self.run_id):
+            raise ContractError(f"run id {self.run_id!r} is not a run id of the layout")
+        try:
+            parse_run_date(self.run_date)
+        except ValueError as error:
+            raise ContractError(f"run date {self.run_date!r} is not a date in YYYY-MM-DD form") from error
+        counts = self.counts
+        if min(counts.read, counts.scored, counts.failed, *counts.failed_by_type.values(), self.publication) < 0:
+            raise ContractError("a negative count")
+        if counts.read != counts.scored + counts.failed or counts.failed != sum(counts.failed_by_type.values()):
+            raise ContractError(f"counts do not add up (read {counts.read}, scored {counts.scored}, failed {counts.failed})")
+        for table in (PREDICTIONS_TABLE, ERRORS_TABLE):
+            names = [storage.basename(part) for part in self.parts.of(table)]
+            if len(set(names)) != len(names):
+                raise ContractError(f"names a {table} part twice")
+            own_folder = partition_uri("", table, self.run_date, self.run_id)
+            for part, name in zip(self.parts.of(table), names, strict=True):
+                if not is_part_name(name) or not storage.dirname(part).endswith(own_folder):
+                    raise ContractError(f"{part}: not a {table} part of run {self.run_id} on {self.run_date}")
 
 
 def _field(name: str, bigquery_type: str, description: str, mode: str = "NULLABLE", fields: list | None = None) -> dict:

@@ -4,26 +4,28 @@
         ...                     # stage, then publish
         lease.confirm()         # before each publishing write: still ours, or RunConflict
 
-The lease is a small JSON object `{"owner", "host", "pid", "expires_at"}` (expiry in Unix seconds).
+The lease is a small JSON object `{"owner", "host", "pid", "ttl_s"}`. Its age is judged by one
+clock: the storage's. On GCS, by the object's `updated` time (set by the server at each
+renewal) against the server's own time (the creation time of a probe object), so a host whose
+clock runs ahead or behind can neither take a live lease nor keep a dead one; locally, by the
+file's modification time against this host's clock (one host, one clock).
 - GCS: created with `if_generation_match=0`; renewed, taken over and released only with a
   precondition on the generation that was read, so of two takers of a stale lease exactly
   one wins, and a holder that lost its lease cannot overwrite the winner's.
-- Local files: created with O_EXCL; renewal, takeover and release happen under an flock on a
-  the lease's folder (read, check, replace as one step; no file of its own is left behind).
-  The kernel drops an flock when its process dies, so a kill -9 never leaves the guard held.
+- Local files: created with O_EXCL; renewal, takeover and release happen under an flock on
+  the lease's folder (read, check, replace as one step).
 A live lease of another owner is a RunConflict. An expired one (its holder was killed or
 evicted and stopped renewing), or one whose holder's process is gone from this host, is
-taken over without manual cleanup. The heartbeat renews
-the lease every ttl/3, so a holder that is alive never lets it expire. Expiry is wall-clock
-time written by one host and read by another: their clocks must agree to well within the
-TTL (NTP does); the default TTL of a minute leaves ample room.
+taken over without manual cleanup. The heartbeat renews the lease every ttl/3, so a holder
+that is alive never lets it expire. A lease says who should write; the publishing writes
+themselves are fenced by compare-and-swap (components/score/run.py), so a holder frozen past
+its lease changes nothing when it resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LEASES_FOLDER = "_leases"
 DEFAULT_TTL_S = 60.0  # a killed holder blocks its run id for at most this long
+MAX_TTL_S = 3600.0  # a longer lease would let one dead holder block its run id for hours
 
 
 def lease_uri(output: str, run_id: str) -> str:
@@ -68,36 +71,52 @@ class Lease:
         renew(self)
 
 
+def check_ttl(ttl_s: float, flag: str) -> None:
+    """InputError unless the TTL is a number of seconds a dead holder may block a run id for."""
+    if not 0 < ttl_s <= MAX_TTL_S:  # also refuses nan and inf
+        raise InputError(f"{flag} {ttl_s}: must be more than 0 and at most {MAX_TTL_S:.0f} seconds")
+
+
 def _document(owner: str, ttl_s: float) -> bytes:
-    return json.dumps(
-        {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "expires_at": round(time.time() + ttl_s, 3)}
-    ).encode()
+    return json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "ttl_s": ttl_s}).encode()
 
 
-def _parse(data: bytes, uri: str) -> dict:
+@dataclasses.dataclass(frozen=True)
+class _Holder:
+    owner: str
+    host: str
+    pid: int
+    ttl_s: float
+    age_s: float  # since its last renewal, by the storage's clock
+
+
+def _parse(data: bytes, uri: str, age_s: float) -> _Holder:
     try:
         document = json.loads(data)
-        return {
-            "owner": str(document["owner"]),
-            "expires_at": float(document["expires_at"]),
-            "host": str(document.get("host", "")),
-            "pid": int(document.get("pid", 0)),
-        }
-    except (ValueError, KeyError, TypeError, AttributeError):
+        ttl_s = float(document.get("ttl_s", DEFAULT_TTL_S))
+        holder = _Holder(
+            owner=str(document["owner"]),
+            host=str(document.get("host", "")),
+            pid=int(document.get("pid", 0)),
+            ttl_s=min(ttl_s, MAX_TTL_S) if ttl_s == ttl_s else 0.0,  # nan: expired; longer: capped
+            age_s=age_s,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         # A torn or foreign lease object: treat it as expired, so the run id is never blocked forever.
         log.warning("%s: unreadable lease, treated as expired", uri)
-        return {"owner": "", "expires_at": 0.0, "host": "", "pid": 0}
+        return _Holder(owner="", host="", pid=0, ttl_s=0.0, age_s=age_s)
+    return holder
 
 
-def _is_live(holder: dict) -> bool:
+def _is_live(holder: _Holder) -> bool:
     """True while the holder renews its lease and, on this host, its process still exists: a
     holder killed here (kill -9) is known dead at once instead of after its lease expires."""
-    if holder["expires_at"] <= time.time():
+    if holder.age_s >= holder.ttl_s:
         return False
-    if holder["host"] != socket.gethostname() or holder["pid"] <= 0:
+    if holder.host != socket.gethostname() or holder.pid <= 0:
         return True  # another machine cannot be asked: its renewals tell
     try:
-        os.kill(holder["pid"], 0)  # signal 0 only asks whether the process exists
+        os.kill(holder.pid, 0)  # signal 0 only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, under another user
@@ -105,12 +124,17 @@ def _is_live(holder: dict) -> bool:
     return True
 
 
-def _conflict(uri: str, holder: dict) -> RunConflict:
-    left = max(0.0, holder["expires_at"] - time.time())
+def _conflict(uri: str, holder: _Holder) -> RunConflict:
+    left = max(0.0, holder.ttl_s - holder.age_s)
     return RunConflict(
-        f"{uri}: held by live attempt {holder['owner']} ({holder['host'] or '?'} pid "
-        f"{holder['pid']}, lease expires in {left:.0f} s); run again when it has finished"
+        f"{uri}: held by live attempt {holder.owner} ({holder.host or '?'} pid "
+        f"{holder.pid}, lease expires in {left:.0f} s); run again when it has finished"
     )
+
+
+def _lost(lease: Lease, holder: _Holder | None) -> RunConflict:
+    taker = f" to attempt {holder.owner} ({holder.host or '?'} pid {holder.pid})" if holder and holder.owner else ""
+    return RunConflict(f"{lease.uri}: this attempt ({lease.owner}) lost the lease{taker}; it publishes nothing")
 
 
 def acquire(uri: str, *, owner: str, ttl_s: float = DEFAULT_TTL_S) -> Lease:
@@ -128,12 +152,10 @@ def renew(lease: Lease) -> None:
     if lease.uri.startswith(storage.GCS_SCHEME):
         _replace_gcs(lease, lease.token)
     else:
-        with _guard(lease.uri):
+        with storage.folder_lock(lease.uri):
             current = _read_local(lease.uri)
-            if current is None or current["owner"] != lease.owner:
-                raise RunConflict(
-                    f"{lease.uri}: this attempt ({lease.owner}) lost the lease" + (f" to {current['owner']}" if current else "")
-                )
+            if current is None or current.owner != lease.owner:
+                raise _lost(lease, current)
             storage.write_bytes(lease.uri, _document(lease.owner, lease.ttl_s))
 
 
@@ -145,9 +167,9 @@ def release(lease: Lease) -> None:
         with contextlib.suppress(NotFound, PreconditionFailed):  # gone or taken over: not ours to delete
             storage.gcs_blob(lease.uri).delete(if_generation_match=lease.token, retry=storage.gcs_retry())
         return
-    with _guard(lease.uri):
+    with storage.folder_lock(lease.uri):
         current = _read_local(lease.uri)
-        if current is not None and current["owner"] == lease.owner:
+        if current is not None and current.owner == lease.owner:
             storage.delete(lease.uri)
 
 
@@ -186,24 +208,11 @@ def _heartbeat(lease: Lease, stop: threading.Event) -> None:
 # --- Local files ----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _guard(uri: str) -> Iterator[None]:
-    """An exclusive flock on the lease's folder while a local lease is read, checked and replaced
-    (Linux locks a directory like a file; a lock file of its own would stay behind in the folder)."""
-    folder = os.path.dirname(os.path.abspath(uri))
-    os.makedirs(folder, exist_ok=True)
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)  # closing drops the flock
-
-
-def _read_local(uri: str) -> dict | None:
+def _read_local(uri: str) -> _Holder | None:
     try:
         with open(uri, "rb") as file:
-            return _parse(file.read(), uri)
+            age_s = time.time() - os.fstat(file.fileno()).st_mtime
+            return _parse(file.read(4096), uri, age_s)
     except FileNotFoundError:
         return None
 
@@ -216,12 +225,12 @@ def _acquire_local(lease: Lease) -> None:
         return
     except (storage.StorageConflictError, InputError):  # InputError: released before it could be compared
         pass
-    with _guard(lease.uri):
+    with storage.folder_lock(lease.uri):
         current = _read_local(lease.uri)
-        if current is not None and _is_live(current) and current["owner"] != lease.owner:
+        if current is not None and _is_live(current) and current.owner != lease.owner:
             raise _conflict(lease.uri, current) from None
         if current is not None:
-            log.warning("%s: taking over the abandoned lease of %s", lease.uri, current["owner"] or "?")
+            log.warning("%s: taking over the abandoned lease of %s", lease.uri, current.owner or "?")
         storage.write_bytes(lease.uri, _document(lease.owner, lease.ttl_s))  # atomic replace
 
 
@@ -239,18 +248,17 @@ def _acquire_gcs(lease: Lease) -> None:
     except PreconditionFailed:
         pass
     try:
-        generation, data = _read_gcs(blob)
+        generation, current = _read_gcs(blob, lease.uri, with_age=True)
     except NotFound:  # released between our create and our read: try once more
         _upload(blob, _document(lease.owner, lease.ttl_s), if_generation_match=0)
         lease.token = blob.generation
         return
-    current = _parse(data, lease.uri)
-    if current["owner"] == lease.owner:  # a retried create that had succeeded
+    if current.owner == lease.owner:  # a retried create that had succeeded
         lease.token = generation
         return
     if _is_live(current):
         raise _conflict(lease.uri, current)
-    log.warning("%s: taking over the abandoned lease of %s", lease.uri, current["owner"] or "?")
+    log.warning("%s: taking over the abandoned lease of %s", lease.uri, current.owner or "?")
     _replace_gcs(lease, generation)
 
 
@@ -263,22 +271,24 @@ def _replace_gcs(lease: Lease, generation: object) -> None:
         _upload(blob, _document(lease.owner, lease.ttl_s), if_generation_match=generation)
     except PreconditionFailed:
         try:
-            generation, data = _read_gcs(blob)
+            generation, current = _read_gcs(blob, lease.uri, with_age=False)
         except NotFound:
-            raise RunConflict(f"{lease.uri}: this attempt ({lease.owner}) lost the lease") from None
-        current = _parse(data, lease.uri)
-        if current["owner"] != lease.owner:  # not a retried write of ours that had succeeded
-            raise RunConflict(f"{lease.uri}: this attempt ({lease.owner}) lost the lease to {current['owner']}") from None
+            raise _lost(lease, None) from None
+        if current.owner != lease.owner:  # not a retried write of ours that had succeeded
+            raise _lost(lease, current) from None
         lease.token = generation
         return
     lease.token = blob.generation
 
 
-def _read_gcs(blob) -> tuple[object, bytes]:
-    """The lease's generation and content; the content of exactly that generation."""
+def _read_gcs(blob, uri: str, *, with_age: bool) -> tuple[object, _Holder]:
+    """The lease's generation and holder (the content of exactly that generation); with_age, its
+    age by the server's clock: the server's time now minus the server's time of the last write."""
     blob.reload(retry=storage.gcs_retry())
-    generation = blob.generation
-    return generation, blob.download_as_bytes(if_generation_match=generation, retry=storage.gcs_retry())
+    generation, updated = blob.generation, blob.updated.timestamp()
+    data = blob.download_as_bytes(if_generation_match=generation, retry=storage.gcs_retry())
+    age_s = storage.gcs_server_time(uri) - updated if with_age else 0.0
+    return generation, _parse(data[:4096], uri, age_s)
 
 
 def _upload(blob, data: bytes, *, if_generation_match: object) -> None:

@@ -13,10 +13,13 @@ that nothing stalls looking for credentials that cannot exist there.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fcntl
 import functools
 import io
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import urllib.error
@@ -231,22 +234,44 @@ def exists(uri: str) -> bool:
     return os.path.isfile(uri)
 
 
-def read_bytes(uri: str) -> bytes:
-    """The whole content of a file or object; a missing one is an InputError naming it."""
+def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
+    """The whole content of a file or object; a missing one is an InputError naming it.
+
+    With max_bytes (small files read from data: summaries, pointers), at most that many bytes
+    are read, and a larger file is an InputError that names it without echoing its content."""
     try:
         if _is_gcs(uri):
-            return _blob(uri).download_as_bytes(retry=_retry())
-        if _is_http(uri):
+            data = _read_gcs(uri, max_bytes)
+        elif _is_http(uri):
             with urllib.request.urlopen(uri, timeout=_HTTP_TIMEOUT_S) as response:
-                return response.read()
-        with open(uri, "rb") as file:
-            return file.read()
+                data = response.read() if max_bytes is None else response.read(max_bytes + 1)
+        else:
+            with open(uri, "rb") as file:
+                data = file.read() if max_bytes is None else file.read(max_bytes + 1)
     except (FileNotFoundError, _gcs_not_found()) as error:
         raise _missing(uri) from error
     except urllib.error.URLError as error:  # HTTPError is one
         raise _http_input_error(uri, error) from error
     except IsADirectoryError as error:
         raise InputError(f"{uri}: is a directory, expected a file") from error
+    if max_bytes is not None and len(data) > max_bytes:
+        raise _too_large(uri, max_bytes)
+    return data
+
+
+def _read_gcs(uri: str, max_bytes: int | None) -> bytes:
+    blob = _blob(uri)
+    if max_bytes is None:
+        return blob.download_as_bytes(retry=_retry())
+    # The size first (a ranged read of an empty object is refused), then exactly that generation.
+    blob.reload(retry=_retry())
+    if blob.size > max_bytes:
+        raise _too_large(uri, max_bytes)  # never downloaded
+    return blob.download_as_bytes(if_generation_match=blob.generation, retry=_retry())
+
+
+def _too_large(uri: str, max_bytes: int) -> InputError:
+    return InputError(f"{uri}: larger than the {max_bytes} bytes such a file can have")
 
 
 @contextlib.contextmanager
@@ -387,6 +412,116 @@ def _write_gcs(uri: str, data: bytes, *, if_absent: bool) -> None:
         # A retried create whose first attempt succeeded also lands here: same bytes = ours.
         if blob.download_as_bytes(retry=_retry()) != data:
             raise StorageConflictError(f"{uri}: already exists") from error
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """A small file as one reader saw it: the basis of a compare-and-swap (replace_if_unchanged)."""
+
+    uri: str
+    data: bytes | None  # None: there was no file
+    generation: int = 0  # GCS: the object generation read (0: none); unused locally
+
+
+def read_snapshot(uri: str, *, max_bytes: int) -> Snapshot:
+    """The file's content (at most max_bytes) and, on GCS, the generation of exactly that content."""
+    if _is_gcs(uri):
+        blob = _blob(uri)
+        try:
+            blob.reload(retry=_retry())
+        except _gcs_not_found():
+            _require_bucket(uri)
+            return Snapshot(uri, None, 0)
+        if blob.size > max_bytes:
+            raise _too_large(uri, max_bytes)
+        try:
+            data = blob.download_as_bytes(if_generation_match=blob.generation, retry=_retry())
+        except _precondition_failed():  # replaced between the two calls: read the newer one
+            return read_snapshot(uri, max_bytes=max_bytes)
+        return Snapshot(uri, data, blob.generation)
+    try:
+        return Snapshot(uri, read_bytes(uri, max_bytes=max_bytes))
+    except InputError:
+        if os.path.lexists(uri):
+            raise
+        return Snapshot(uri, None)
+
+
+def replace_if_unchanged(seen: Snapshot, data: bytes) -> None:
+    """Writes `data` over the file only if it still holds what `seen` read (compare-and-swap);
+    StorageConflictError otherwise. GCS: a generation precondition; locally: compare and replace
+    under an flock of the folder, so two writers on this host serialize."""
+    uri = seen.uri
+    if _is_gcs(uri):
+        blob = _blob(uri)
+        try:
+            blob.upload_from_file(io.BytesIO(data), size=len(data), if_generation_match=seen.generation, retry=_retry())
+        except _precondition_failed() as error:
+            # A retried write whose first attempt succeeded also lands here: same bytes = ours.
+            if read_snapshot(uri, max_bytes=max(len(data), 1)).data != data:
+                raise StorageConflictError(f"{uri}: replaced by another writer since it was read") from error
+        return
+    with folder_lock(uri):
+        if not _holds(uri, seen.data):
+            raise StorageConflictError(f"{uri}: replaced by another writer since it was read")
+        write_bytes(uri, data)
+
+
+def _holds(path: str, expected: bytes | None) -> bool:
+    """True when the local file holds exactly `expected` (None: when there is no file)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(expected or b"") + 1) == expected
+    except FileNotFoundError:
+        return expected is None
+
+
+@contextlib.contextmanager
+def folder_lock(uri: str) -> Iterator[None]:
+    """An exclusive flock on the local folder holding `uri`, for a read-check-replace as one step
+    (Linux locks a directory like a file; a lock file of its own would stay behind). The kernel
+    drops it when the process dies, so a kill -9 never leaves it held."""
+    folder = os.path.dirname(os.path.abspath(uri))
+    os.makedirs(folder, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing drops the flock
+
+
+def modified_at(uri: str) -> float:
+    """When the file or object was last written, in Unix seconds (GCS: the server's clock)."""
+    if _is_gcs(uri):
+        blob = _blob(uri)
+        try:
+            blob.reload(retry=_retry())
+        except _gcs_not_found() as error:
+            raise _missing(uri) from error
+        return blob.updated.timestamp()
+    try:
+        return os.stat(uri).st_mtime
+    except FileNotFoundError as error:
+        raise _missing(uri) from error
+
+
+def gcs_server_time(uri: str) -> float:
+    """The storage server's time now, in Unix seconds, read from the creation time of a probe
+    object beside `uri` (then deleted): the one clock every host writing a bucket shares."""
+    probe = _blob(join(dirname(uri), f".clock-{os.getpid()}-{secrets.token_hex(6)}"))
+    probe.upload_from_string(b"", if_generation_match=0, retry=_retry())
+    try:
+        return probe.time_created.timestamp()
+    finally:
+        with contextlib.suppress(_gcs_not_found()):
+            probe.delete(if_generation_match=probe.generation, retry=_retry())
+
+
+def _precondition_failed():
+    from google.api_core.exceptions import PreconditionFailed
+
+    return PreconditionFailed
 
 
 def upload_file(local_path: str, uri: str) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 
 from components.contracts.parameters import parameter
 from components.io.lease import DEFAULT_TTL_S
-from components.score.run import DEFAULT_MAX_ERROR_RATE
+from components.score.run import DEFAULT_MAX_ERROR_RATE, DEFAULT_REPLACED_PARTS_GRACE_S
 from components.score.shard_scoring import DEFAULT_BATCH_SIZE
 
 
@@ -31,6 +31,10 @@ class ScoreParameters:
     lease_ttl_s: float = parameter(
         DEFAULT_TTL_S,
         help="seconds after which the run id lease of an attempt that stopped renewing it (killed, evicted) may be taken over",
+    )
+    replaced_parts_grace_s: float = parameter(
+        DEFAULT_REPLACED_PARTS_GRACE_S,
+        help="seconds the parts a rerun replaces stay readable for readers that read the previous summary",
     )
     gcp_resources: str | None = parameter(
         None, help="file to write the launched Dataflow job to, as google-cloud-pipeline-components do"

@@ -2,17 +2,26 @@
 
     <output>/_leases/<run_id>.json                               one live attempt per run id
     <output>/_staging/<run_id>/<attempt>/...                      parts + receipts while the attempt works
-    <output>/predictions/run_date=<date>/run_id=<id>/part-<attempt>-NNNNN.parquet
-    <output>/errors/run_date=<date>/run_id=<id>/part-<attempt>-NNNNN.parquet
+    <output>/predictions/run_date=<date>/run_id=<id>/part-p<n>-<attempt>-NNNNN.parquet
+    <output>/errors/run_date=<date>/run_id=<id>/part-p<n>-<attempt>-NNNNN.parquet
     <output>/runs/<run_id>.json                                   the run summary: one JSON line, names the parts
 
 A run is what its summary says: readers read only the parts a summary names. Publishing is
 ordered so that a reader sees the previous run or the new one, never a mix and never
-nothing, whatever stops the attempt (kill -9, ENOSPC, a lost lease):
-  1. the parts move from staging into the partitions under names of their own (the attempt id);
-  2. the summary is replaced in one write (the swap), after confirming the lease is still ours;
-  3. every file in the run id's partitions that the new summary does not name is removed
-     (the previous run's parts, leftovers of dead attempts).
+nothing, whatever stops the attempt (kill -9, ENOSPC, a lost lease, a freeze of any length):
+  0. at the start, the attempt reads the summary in place (its baseline) and takes the next
+     publication number n; its parts carry n in their names;
+  1. the parts move from staging into the partitions under those names;
+  2. the summary is replaced in one compare-and-swap against the baseline (a generation
+     precondition on GCS, compare and replace under an flock locally): an attempt that lost
+     the run to another, even one frozen for minutes before this write, changes nothing, withdraws
+     its own parts and exits with a RunConflict naming the attempt that published;
+  3. files of the run id's partitions that no summary can name any more are removed: those of
+     publication n that the summary does not name (attempts that lost), and those of earlier
+     publications once the summary that replaced them is older than the grace period (readers
+     that read the previous summary can still read its parts). Files of later publications
+     belong to attempts still in flight and are never touched, so a remover frozen at any
+     point cannot destroy what a later attempt publishes.
 An attempt that dies before 2 leaves the previous run intact; the next attempt of the run
 id takes over the expired lease and cleans up. Counts come from the staged files (runner-
 agnostic); receipts are checked against the shards they claim and the parts they name.
@@ -24,7 +33,6 @@ import dataclasses
 import datetime
 import logging
 import os
-import re
 import secrets
 import signal
 import time
@@ -35,12 +43,30 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from components.constants import tool_version
 from components.contracts.parameters import flag_of
 from components.contracts.registry import resolve
-from components.contracts.schema import ERRORS_TABLE, PREDICTIONS_TABLE, parse_run_date, partition_uri, run_summary_uri
+from components.contracts.schema import (
+    ERRORS_TABLE,
+    PREDICTIONS_TABLE,
+    is_run_id,
+    parse_run_date,
+    part_file_name,
+    part_publication,
+    partition_uri,
+    run_summary_uri,
+)
 from components.contracts.shards import shard_expectations
-from components.contracts.summary import ContractError, RunCounts, RunInputs, RunParts, RunSummary, ShardReceipt, summed_counts
-from components.errors import CheckFailed, InputError
+from components.contracts.summary import (
+    MAX_SUMMARY_BYTES,
+    ContractError,
+    RunCounts,
+    RunInputs,
+    RunParts,
+    RunSummary,
+    ShardReceipt,
+    summed_counts,
+)
+from components.errors import CheckFailed, InputError, RunConflict
 from components.io import storage
-from components.io.lease import DEFAULT_TTL_S, Lease, hold_lease, lease_uri
+from components.io.lease import DEFAULT_TTL_S, Lease, check_ttl, hold_lease, lease_uri
 from components.io.parquet_parts import part_rows, value_counts
 from components.score.dataflow_job import run_and_wait
 from components.score.model_scorer import check_model_fits, load_model
@@ -52,12 +78,18 @@ log = logging.getLogger(__name__)
 
 STAGING_FOLDER = "_staging"
 DEFAULT_MAX_ERROR_RATE = 0.01
+# How long the parts a rerun replaced stay readable: a reader that read the previous summary
+# (a report, a query, a BigQuery job) has this long to read the parts it names.
+DEFAULT_REPLACED_PARTS_GRACE_S = 3600.0
 LOCAL_RUNNER = "FnApiRunner"
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 TABLES = (PREDICTIONS_TABLE, ERRORS_TABLE)
-# Names a point of the publish sequence at which the process kills itself (tests only: they
-# prove that a kill -9 between any two steps leaves a readable, complete run).
+# Name a point of the publish sequence at which the process kills itself (SIGKILL) or freezes
+# itself once (SIGSTOP, until a SIGCONT): tests only. They prove that a kill -9 between any two
+# steps leaves a readable, complete run, and that an attempt frozen before any write and resumed
+# after another attempt took over changes nothing.
 KILL_POINT_VARIABLE = "FMNIST_KILL_AT"
+FREEZE_POINT_VARIABLE = "FMNIST_FREEZE_AT"
+_frozen_at: set[str] = set()
 
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
@@ -82,6 +114,7 @@ def score(
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
     batch_size: int = DEFAULT_BATCH_SIZE,
     lease_ttl_s: float = DEFAULT_TTL_S,
+    replaced_parts_grace_s: float = DEFAULT_REPLACED_PARTS_GRACE_S,
     beam_args: Sequence[str] = (),
     gcp_resources: str | None = None,
 ) -> dict:
@@ -92,14 +125,20 @@ def score(
     `gcp_resources`: file for the launched Dataflow job's `gcp_resources` (KFP output).
     Returns the run summary. Configuration errors raise InputError before anything is
     written; another live attempt at the run id raises RunConflict before anything is
-    written; a failed share above `max_error_rate` raises CheckFailed after publishing.
+    written, and so does losing the run to another attempt (nothing of this attempt stays
+    published); a failed share above `max_error_rate` raises CheckFailed after publishing.
     """
     started = time.monotonic()
     started_at = _utc_now()
     run_id = run_id or new_run_id(started_at)
     run_date = run_date or started_at.date().isoformat()
     _check_arguments(
-        run_id=run_id, run_date=run_date, max_error_rate=max_error_rate, batch_size=batch_size, lease_ttl_s=lease_ttl_s
+        run_id=run_id,
+        run_date=run_date,
+        max_error_rate=max_error_rate,
+        batch_size=batch_size,
+        lease_ttl_s=lease_ttl_s,
+        replaced_parts_grace_s=replaced_parts_grace_s,
     )
     shard_uris = input_shards(input)
     model_ref = resolve(model, check_file=False)  # load_model checks the hash on the bytes it loads
@@ -123,7 +162,12 @@ def score(
 
     storage.ensure_writable(output)
     with hold_lease(lease_uri(output, run_id), owner=attempt, ttl_s=lease_ttl_s) as lease:
-        _kill_point("leased")
+        publish_point("leased")
+        baseline = storage.read_snapshot(run_summary_uri(output, run_id), max_bytes=MAX_SUMMARY_BYTES)
+        in_place = _parsed_summary(baseline)
+        if in_place:  # without one, only the swap decides what stays (a v1 run's parts, say)
+            remove_unreachable_parts(output, run_id, in_place, grace_s=replaced_parts_grace_s, point="stale-removal")
+        publication = next_publication(output, run_id, in_place)
         for other in _dead_attempts(output, run_id, attempt):  # we hold the lease: nobody else writes there
             storage.delete_prefix(other)
         try:
@@ -158,17 +202,26 @@ def score(
                 runner=options.view_as(StandardOptions).runner,
                 tool={"name": "fmnist-jobs", "version": tool_version()},
                 timings={},
+                publication=publication,
             )
             summary = publish(
                 output,
                 summary,
                 receipts,
                 lease=lease,
+                baseline=baseline,
+                replaced_parts_grace_s=replaced_parts_grace_s,
                 started=started,
                 started_at=started_at,
                 pipeline_seconds=pipeline_seconds,
                 publish_started=publish_started,
             )
+        except Exception as error:
+            # Whatever failed (a staged file removed by the attempt that took over, a receipt
+            # missing), an attempt that lost its lease says so instead.
+            if isinstance(error, RunConflict) or (lost := _lost_lease(lease)) is None:
+                raise
+            raise lost from error
         finally:
             storage.delete_prefix(staging)
     log.info(
@@ -210,24 +263,29 @@ def publish(
     receipts: Sequence[ShardReceipt],
     *,
     lease: Lease,
+    baseline: storage.Snapshot,
+    replaced_parts_grace_s: float,
     started: float,
     started_at: datetime.datetime,
     pipeline_seconds: float,
     publish_started: float,
 ) -> RunSummary:
-    """Publishes the checked parts, swaps the summary in one write, then removes what it no longer names."""
+    """Publishes the checked parts, swaps the summary if it is still the baseline, then removes
+    what no summary can name any more. RunConflict, with this attempt's parts withdrawn, when
+    another attempt published the run since this one started."""
     parts: dict[str, list[str]] = {table: [] for table in TABLES}
     for receipt in receipts:
         for table in TABLES:
             staged = receipt.part(table)
             if staged:
                 lease.check()  # a lease the heartbeat lost stops us before we touch the partitions again
-                name = f"part-{summary.attempt}-{receipt.shard_index:05d}.parquet"
+                name = part_file_name(publication=summary.publication, attempt=summary.attempt, index=receipt.shard_index)
                 published = storage.join(partition_uri(output, table, summary.run_date, summary.run_id), name)
+                publish_point("part-move")
                 storage.move(staged, published)
                 parts[table].append(storage.absolute_uri(published))
-                _kill_point("part-published")
-    _kill_point("parts-published")
+                publish_point("part-published")
+    publish_point("parts-published")
     finished_at = _utc_now()
     summary = dataclasses.replace(
         summary,
@@ -241,26 +299,102 @@ def publish(
         },
     )
     lease.confirm()  # renewed and still ours right before the swap
-    storage.write_bytes(run_summary_uri(output, summary.run_id), (summary.to_json() + "\n").encode())  # the swap
-    _kill_point("summary-written")
-    remove_unnamed_parts(output, summary)
-    _kill_point("cleaned")
+    publish_point("summary")
+    try:
+        storage.replace_if_unchanged(baseline, (summary.to_json() + "\n").encode())  # the swap, fenced
+    except storage.StorageConflictError:
+        for part in parts[PREDICTIONS_TABLE] + parts[ERRORS_TABLE]:  # named by no summary: ours to withdraw
+            storage.delete(storage.from_absolute_uri(part))
+        raise _lost_run(output, summary) from None
+    publish_point("summary-written")
+    remove_unreachable_parts(output, summary.run_id, summary, grace_s=replaced_parts_grace_s, replaced_at=time.time())
+    publish_point("cleaned")
     return summary
 
 
-def remove_unnamed_parts(output: str, summary: RunSummary) -> None:
-    """Removes every file of the run id's partitions (any run date) that the summary does not name.
+def next_publication(output: str, run_id: str, in_place: RunSummary | None) -> int:
+    """The publication number of a new attempt: above the summary in place and above every part
+    file of the run id (so no file of another attempt can pass for one of this attempt's round)."""
+    found = [part_publication(storage.basename(uri)) for uri in _run_files(output, run_id)]
+    return max([in_place.publication if in_place else 0, *found]) + 1
 
-    A part is known by its name in the run's own partition, as the readers find it (so an
-    output root copied elsewhere keeps its parts)."""
-    for table in TABLES:
-        keep = {
-            storage.join(partition_uri(output, table, summary.run_date, summary.run_id), storage.basename(part))
-            for part in summary.parts.of(table)
-        }
-        for uri in storage.glob(storage.join(output, table, "run_date=*", f"run_id={summary.run_id}", "*")):
-            if uri not in keep:
-                storage.delete(uri)
+
+def remove_unreachable_parts(
+    output: str,
+    run_id: str,
+    in_place: RunSummary | None,
+    *,
+    grace_s: float,
+    replaced_at: float | None = None,
+    point: str = "removal",
+) -> None:
+    """Removes the files of the run id's partitions (any run date) that no summary can name again.
+
+    Every later summary is swapped in over `in_place` and names only parts of a later
+    publication, so a file of `in_place`'s publication or earlier that it does not name is
+    garbage for good: removing it is safe even for a remover frozen since it read `in_place`.
+    Files of the same publication (attempts that lost the swap) go at once; earlier ones (the
+    runs `in_place` replaced) once `in_place` has been in place for `grace_s` (`replaced_at`:
+    when it was swapped in; by default the summary's modification time). Files of later
+    publications belong to attempts in flight and stay. A part is known by its name in the
+    run's own partition, as the readers find it (so an output root copied elsewhere keeps its parts).
+    """
+    publication = in_place.publication if in_place else 0
+    named = set()
+    if in_place:
+        for table in TABLES:
+            folder = partition_uri(output, table, in_place.run_date, in_place.run_id)
+            named |= {storage.join(folder, storage.basename(part)) for part in in_place.parts.of(table)}
+    unnamed = {uri: part_publication(storage.basename(uri)) for uri in _run_files(output, run_id) if uri not in named}
+    if any(file_publication < publication for file_publication in unnamed.values()):
+        replaced_at = replaced_at or storage.modified_at(run_summary_uri(output, run_id))
+        in_grace = time.time() - replaced_at < grace_s
+    else:
+        in_grace = False
+    for uri, file_publication in unnamed.items():
+        if file_publication == publication or (file_publication < publication and not in_grace):
+            publish_point(point)
+            storage.delete(uri)
+
+
+def _run_files(output: str, run_id: str) -> list[str]:
+    """Every file in the run id's partitions of both tables, on any run date."""
+    return [uri for table in TABLES for uri in storage.glob(storage.join(output, table, "run_date=*", f"run_id={run_id}", "*"))]
+
+
+def _parsed_summary(snapshot: storage.Snapshot) -> RunSummary | None:
+    """The summary a snapshot holds; None when there is none or it is not a valid summary (an
+    attempt replaces it)."""
+    if snapshot.data is None:
+        return None
+    try:
+        summary = RunSummary.from_json(snapshot.data)
+        summary.check()
+    except ContractError as error:
+        log.warning("%s: the summary in place is not valid (%s); this attempt replaces it", snapshot.uri, error)
+        return None
+    return summary
+
+
+def _lost_run(output: str, summary: RunSummary) -> RunConflict:
+    """The RunConflict of an attempt whose swap found another attempt's summary in place."""
+    winner = _parsed_summary(storage.read_snapshot(run_summary_uri(output, summary.run_id), max_bytes=MAX_SUMMARY_BYTES))
+    by = f"attempt {winner.attempt}" if winner else "another attempt"
+    return RunConflict(
+        f"run {summary.run_id}: published by {by} while this attempt ({summary.attempt}) ran; "
+        "this attempt's parts are withdrawn, the published run stands"
+    )
+
+
+def _lost_lease(lease: Lease) -> RunConflict | None:
+    """The RunConflict saying who took the lease, when this attempt lost it; None while it is ours."""
+    try:
+        lease.confirm()
+    except RunConflict as lost:
+        return lost
+    except Exception:  # storage unreachable: the original error says more
+        return None
+    return None
 
 
 def _dead_attempts(output: str, run_id: str, attempt: str) -> list[str]:
@@ -270,9 +404,14 @@ def _dead_attempts(output: str, run_id: str, attempt: str) -> list[str]:
     return sorted(folder for folder in folders if storage.basename(folder) != attempt)
 
 
-def _kill_point(name: str) -> None:
+def publish_point(name: str) -> None:
+    """A named point of a publish sequence (here and in components/analysts/migration.py): the
+    process kills or freezes itself there when a test asks for it through the environment."""
     if os.environ.get(KILL_POINT_VARIABLE) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(FREEZE_POINT_VARIABLE) == name and name not in _frozen_at:
+        _frozen_at.add(name)
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def pipeline_options(beam_args: Sequence[str], *, shard_count: int | None = None) -> PipelineOptions:
@@ -380,8 +519,10 @@ def _committed_counters(result) -> dict[str, int] | None:
     }
 
 
-def _check_arguments(*, run_id: str, run_date: str, max_error_rate: float, batch_size: int, lease_ttl_s: float) -> None:
-    if not _RUN_ID_RE.match(run_id):
+def _check_arguments(
+    *, run_id: str, run_date: str, max_error_rate: float, batch_size: int, lease_ttl_s: float, replaced_parts_grace_s: float
+) -> None:
+    if not is_run_id(run_id):
         raise InputError(f"{flag_of('run_id')} {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
     try:
         parse_run_date(run_date)
@@ -391,8 +532,9 @@ def _check_arguments(*, run_id: str, run_date: str, max_error_rate: float, batch
         raise InputError(f"{flag_of('max_error_rate')} {max_error_rate}: must be between 0 and 1")
     if batch_size < 1:
         raise InputError(f"{flag_of('batch_size')} {batch_size}: must be at least 1")
-    if not lease_ttl_s > 0:
-        raise InputError(f"{flag_of('lease_ttl_s')} {lease_ttl_s}: must be a positive number of seconds")
+    check_ttl(lease_ttl_s, flag_of("lease_ttl_s"))
+    if not 0 <= replaced_parts_grace_s <= 7 * 86400:
+        raise InputError(f"{flag_of('replaced_parts_grace_s')} {replaced_parts_grace_s}: must be between 0 s and 7 days")
 
 
 def _utc_now() -> datetime.datetime:
