@@ -6,6 +6,9 @@ import datetime
 import json
 import logging
 import os
+import signal
+import subprocess
+import time
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -20,8 +23,9 @@ from components.contracts.summary import RunSummary
 from components.errors import InputError
 from components.io import storage
 from jobs import query as query_job
-from tests.cli_runs import run_cli
+from tests.cli_runs import jobs_command, run_cli
 from tests.scoring_fixture import RUNS, UNFINISHED, ScoredRun, write_run
+from tests.test_publish import wait_until_stopped
 
 
 def counts_by_run(connection, view: str) -> dict[str, int]:
@@ -186,29 +190,87 @@ def test_an_invalid_summary_is_skipped_with_a_warning_naming_it(scored_output, t
     assert any("no-parts.json" in message and "missing" in message for message in warnings), warnings
 
 
-def test_a_summary_of_contract_v1_is_refused_with_how_to_migrate(scored_output, tmp_path, capsys):
+def test_a_summary_of_contract_v1_is_skipped_with_how_to_migrate(scored_output, tmp_path, capsys, caplog):
     _, scores = scored_output
     copy = copy_of(scores, tmp_path / "scores")
     storage.write_bytes(
         storage.join(copy, "runs", "old.json"),
         json.dumps({"schema_version": V1_SCHEMA_VERSION, "run_id": "old"}, indent=2).encode(),
     )
-    assert query_job.main(["SELECT count(*) FROM predictions", "--scores", copy]) == 2
-    [line] = capsys.readouterr().err.strip().splitlines()
-    assert "old.json" in line and "fmnist migrate-tables" in line
+    assert query_job.main(["SELECT count(*) FROM predictions", "--scores", copy]) == 0  # the v2 runs stay readable
+    [warning] = [record.getMessage() for record in caplog.records if "old.json" in record.getMessage()]
+    assert "fmnist migrate-tables" in warning
+    for uri in storage.glob(storage.join(copy, "runs", "nightly-*.json")):
+        storage.delete(uri)
+    assert query_job.main(["SELECT count(*) FROM predictions", "--scores", copy]) == 2  # nothing else: refused
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("error: ") and "old.json" in line and "fmnist migrate-tables" in line
 
 
-def test_the_files_carry_no_partition_key_and_their_lineage_in_metadata(scored_output):
+def rewrite_summary(scores: str, name: str, changes: dict) -> None:
+    uri = storage.join(scores, "runs", f"{name}.json")
+    document = {**json.loads(storage.read_bytes(uri)), **changes}
+    storage.write_bytes(uri, json.dumps(document).encode())
+
+
+def summary_of(scores: str, run_id: str) -> dict:
+    return json.loads(storage.read_bytes(storage.join(scores, "runs", f"{run_id}.json")))
+
+
+HOSTILE_SUMMARIES = {
+    "a run date that is not a date": lambda s: {"run_date": "2026-11-27/../../../outside"},
+    "a part named twice": lambda s: {"parts": {**s["parts"], "predictions": s["parts"]["predictions"] * 2}},
+    "a part of another run": lambda s: {
+        "parts": {
+            **s["parts"],
+            "predictions": [p.replace("run_id=nightly-2026-11-27", "run_id=x") for p in s["parts"]["predictions"]],
+        }
+    },
+    "counts that do not match the parts": lambda s: {
+        "counts": {**s["counts"], "read": 1, "scored": 1, "failed": 0, "failed_by_type": {}}
+    },
+    "counts that do not add up": lambda s: {"counts": {**s["counts"], "read": s["counts"]["read"] + 5}},
+    "a run id that is not a run id": lambda s: {"run_id": "nightly-2026-11-27\n"},
+}
+
+
+@pytest.mark.parametrize("change", HOSTILE_SUMMARIES, ids=list(HOSTILE_SUMMARIES))
+def test_a_summary_no_writer_produces_is_skipped_and_the_other_runs_answer(scored_output, tmp_path, caplog, change):
     _, scores = scored_output
-    summary = RunSummary.from_json(storage.read_bytes(storage.join(scores, "runs", f"{RUNS[0].run_id}.json")))
-    for uri in summary.parts.predictions + summary.parts.errors:
-        schema = pq.read_schema(storage.from_absolute_uri(uri))
-        assert "run_id" not in schema.names and "run_date" not in schema.names
-        assert (schema.metadata[b"run_id"], schema.metadata[b"run_date"]) == (RUNS[0].run_id.encode(), RUNS[0].run_date.encode())
-        assert uri.startswith("file:///")
+    copy = copy_of(scores, tmp_path / "scores")
+    run_id = RUNS[0].run_id
+    rewrite_summary(copy, run_id, HOSTILE_SUMMARIES[change](summary_of(copy, run_id)))
+    with caplog.at_level(logging.WARNING, logger="components.analysts.tables"):
+        connection = open_tables(scores=copy)
+    assert counts_by_run(connection, "predictions") == {RUNS[1].run_id: 40}  # nothing twice, nothing of the bad run
+    assert [run for (run,) in connection.sql("SELECT run_id FROM runs").fetchall()] == [RUNS[1].run_id]
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "skipped" in warnings[0] and (run_id in warnings[0] or f"{run_id}.json" in warnings[0])
 
 
-# --- The query sandbox -------------------------------------------------------------------------
+def test_a_run_with_a_missing_part_is_skipped_and_the_other_runs_answer(scored_output, tmp_path, capsys, caplog):
+    _, scores = scored_output
+    copy = copy_of(scores, tmp_path / "scores")
+    missing = storage.glob(storage.join(partition_uri(copy, "predictions", RUNS[0].run_date, RUNS[0].run_id), "*.parquet"))[0]
+    storage.delete(missing)
+    assert query_job.main(["SELECT run_id, count(*) FROM predictions GROUP BY 1", "--scores", copy]) == 0
+    out = capsys.readouterr().out
+    assert RUNS[1].run_id in out and RUNS[0].run_id not in out
+    [warning] = [record.getMessage() for record in caplog.records if "skipped" in record.getMessage()]
+    assert RUNS[0].run_id in warning and storage.basename(missing) in warning
+
+
+def test_a_summary_larger_than_any_writer_makes_is_skipped_unread(scored_output, tmp_path, caplog, monkeypatch):
+    from components.analysts import tables
+
+    _, scores = scored_output
+    copy = copy_of(scores, tmp_path / "scores")
+    monkeypatch.setattr(tables, "MAX_SUMMARY_BYTES", 1000)  # a real summary of this fixture is larger
+    storage.write_bytes(storage.join(copy, "runs", "huge.json"), b" " * 1001)
+    with caplog.at_level(logging.WARNING, logger="components.analysts.tables"):
+        with pytest.raises(InputError, match="no complete scoring run"):
+            open_tables(scores=copy)
+    assert any("huge.json" in record.getMessage() and "larger than" in record.getMessage() for record in caplog.records)
 
 
 @pytest.mark.parametrize(
@@ -359,7 +421,10 @@ def test_migrate_tables_rewrites_a_v1_output_that_then_reads_like_v2(scored_outp
     from jobs import migrate_tables
 
     assert migrate_tables.main(["--scores", copy]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"migrated_runs": [run.run_id for run in RUNS]}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
+        "migrated_runs": [run.run_id for run in RUNS],
+        "unmapped_runs": {},
+    }
     migrated = query(sql="SELECT run_id, image_id, predicted_label, source_uri FROM predictions ORDER BY ALL", scores=copy)
     assert migrated.to_pylist() == expected.to_pylist()
     for run in RUNS:
@@ -369,3 +434,51 @@ def test_migrate_tables_rewrites_a_v1_output_that_then_reads_like_v2(scored_outp
         assert all("run_id" not in pq.read_schema(uri).names for uri in files)
     assert migrate_tables.main(["--scores", copy]) == 0  # nothing left to migrate
     assert '"migrated_runs": []' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["part-move", "summary", "summary-written", "removal"])
+@pytest.mark.parametrize("signal_name", ["KILL", "TERM"])
+def test_migrate_tables_stopped_at_any_write_and_run_again_leaves_every_run_its_rows(
+    scored_output, tmp_path, monkeypatch, point, signal_name
+):
+    _, scores = scored_output
+    expected = query(sql="SELECT run_id, image_id, predicted_label, source_uri FROM predictions ORDER BY ALL", scores=scores)
+    copy = copy_of(scores, tmp_path / "scores")
+    for run in RUNS:
+        as_v1(copy, run, tmp_path)
+    env = {**os.environ, "FMNIST_FREEZE_AT": point}  # stopped there, then killed by the signal
+    process = subprocess.Popen(jobs_command("migrate-tables", "--scores", copy), cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    wait_until_stopped(process)
+    process.send_signal(getattr(signal, f"SIG{signal_name}"))
+    process.send_signal(signal.SIGCONT)
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    time.sleep(1.2)  # a killed holder's lease: gone at once on this host (its process is gone)
+    completed = subprocess.run(
+        jobs_command("migrate-tables", "--scores", copy), cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr
+    migrated = query(sql="SELECT run_id, image_id, predicted_label, source_uri FROM predictions ORDER BY ALL", scores=copy)
+    assert migrated.to_pylist() == expected.to_pylist()  # every run exactly its rows: none lost, none twice
+
+
+def test_migrate_tables_leaves_a_run_it_cannot_map_as_it_was(scored_output, tmp_path, monkeypatch, caplog):
+    _, scores = scored_output
+    copy = copy_of(scores, tmp_path / "scores")
+    monkeypatch.chdir(tmp_path)
+    for run in RUNS:
+        as_v1(copy, run, tmp_path)
+    moved = RUNS[0]
+    summary_uri = storage.join(copy, "runs", f"{moved.run_id}.json")
+    document = json.loads(storage.read_bytes(summary_uri))
+    storage.write_bytes(summary_uri, json.dumps({**document, "run_date": "2026-11-20"}, indent=2).encode())
+    before = storage.read_bytes(summary_uri)
+    from jobs import migrate_tables
+
+    with caplog.at_level(logging.WARNING, logger="components.analysts.migration"):
+        assert migrate_tables.main(["--scores", copy]) == 0
+    assert storage.read_bytes(summary_uri) == before  # left as it was
+    [warning] = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert f"{moved.run_id}.json" in warning and "hold 0 rows" in warning and "counts 38" in warning
+    assert counts_by_run(open_tables(scores=copy), "predictions") == {RUNS[1].run_id: 40}

@@ -12,9 +12,10 @@ Views (table contract v2, components/contracts/schema.py):
 - `runs`: one row per run summary.
 A run is complete when its summary `runs/<run_id>.json` (written last by `score`) exists,
 and only the parts it names are read: a stray or foreign file in a partition is never
-counted, files of a run being written or abandoned never show. A summary that cannot be
-read is skipped with a warning naming it. Outputs of contract v1 (run_id inside the files)
-are refused with how to migrate them.
+counted, files of a run being written or abandoned never show. A summary a writer of this
+project would not produce, or whose parts cannot be read or hold other counts, is skipped
+with a warning naming it (read_run_summaries): one broken run never takes the others down.
+Runs of contract v1 (run_id inside the files) are skipped with how to migrate them.
 
 The connection is a sandbox: the Parquet is read by pyarrow.dataset over the storage
 layer's Arrow file system (no DuckDB extension is downloaded for `gs://`) and handed to
@@ -49,9 +50,10 @@ from components.contracts.schema import (
     parse_run_date,
     partition_uri,
 )
-from components.contracts.summary import ContractError, RunSummary
+from components.contracts.summary import MAX_SUMMARY_BYTES, ContractError, RunSummary
 from components.errors import InputError
 from components.io import storage
+from components.io.parquet_parts import part_rows
 
 log = logging.getLogger(__name__)
 
@@ -107,30 +109,96 @@ MIGRATE_HINT = "rewrite it as contract v2 with `fmnist migrate-tables --scores {
 def read_run_summaries(scores: str) -> list[RunSummary]:
     """The summaries of the complete runs below a scoring output root, sorted by run id.
 
-    An unreadable or invalid summary is skipped with a warning naming it; a summary of table
-    contract v1 is an InputError saying how to migrate.
+    A summary is skipped with one warning naming it and why when it is not one a writer of this
+    project produces (unreadable, too large, invalid, a date that is not a date, a part named
+    twice or outside its run's partition, counts that do not add up) or when a part it names
+    cannot be read or holds other row counts than the summary says (from the Parquet footers):
+    one broken run never takes the other runs' tables down. A summary of table contract v1 is
+    skipped with how to migrate; an InputError when nothing else is left.
     """
-    summaries = []
+    summaries, v1_uris = [], []
     for uri in storage.glob(storage.join(scores, RUNS_FOLDER, "*.json")):
-        data = storage.read_bytes(uri)
         try:
-            summary = RunSummary.from_json(data)
-        except ContractError as error:
-            if _is_v1(data):
-                raise InputError(
-                    f"{uri}: a run of table contract v1 ({V1_SCHEMA_VERSION}); " + MIGRATE_HINT.format(root=scores)
-                ) from error
-            log.warning("%s: skipped, not a valid run summary (%s)", uri, error)
-            continue
-        if summary.schema_version != TABLE_SCHEMA_VERSION or storage.basename(uri) != f"{summary.run_id}.json":
-            log.warning("%s: skipped, a summary of run %s, schema %s", uri, summary.run_id, summary.schema_version)
+            summary = _valid_summary(uri, scores)
+        except _Skipped as why:
+            if why.v1:
+                v1_uris.append(uri)
+            log.warning("%s: skipped, %s", uri, why)
             continue
         summaries.append(summary)
+    summaries = [summary for summary in summaries if _parts_match(scores, summary)]
+    if not summaries and v1_uris:
+        raise InputError(f"{v1_uris[0]}: a run of table contract v1 ({V1_SCHEMA_VERSION}); " + MIGRATE_HINT.format(root=scores))
     return sorted(summaries, key=lambda summary: summary.run_id)
+
+
+class _Skipped(Exception):
+    """Why a summary is not read (the warning's text)."""
+
+    def __init__(self, why: str, *, v1: bool = False) -> None:
+        super().__init__(why)
+        self.v1 = v1
+
+
+def _valid_summary(uri: str, scores: str) -> RunSummary:
+    """The summary at `uri`, checked against everything a reader can check without the parts."""
+    try:
+        data = storage.read_bytes(uri, max_bytes=MAX_SUMMARY_BYTES)
+    except InputError as error:  # too large, or removed since it was listed
+        raise _Skipped(str(error).removeprefix(f"{uri}: ")) from error
+    try:
+        summary = RunSummary.from_json(data)
+    except ContractError as error:
+        if _is_v1(data):
+            raise _Skipped(
+                f"a run of table contract v1 ({V1_SCHEMA_VERSION}); {MIGRATE_HINT.format(root=scores)}", v1=True
+            ) from error
+        raise _Skipped(f"not a valid run summary ({error})") from error
+    if summary.schema_version != TABLE_SCHEMA_VERSION or storage.basename(uri) != f"{summary.run_id}.json":
+        raise _Skipped(f"a summary of run {summary.run_id!r}, schema {summary.schema_version!r}")
+    try:
+        summary.check()
+    except ContractError as error:
+        raise _Skipped(f"not a valid run summary ({error})") from error
+    return summary
 
 
 def _is_v1(data: bytes) -> bool:
     return V1_SCHEMA_VERSION.encode() in data
+
+
+def _parts_match(scores: str, summary: RunSummary) -> bool:
+    """True when every part the summary names can be read and the parts hold exactly the rows
+    its counts say (Parquet footers only); otherwise one warning naming the run and the part."""
+    expected = {PREDICTIONS_TABLE: summary.counts.scored, ERRORS_TABLE: summary.counts.failed}
+    for table in (PREDICTIONS_TABLE, ERRORS_TABLE):
+        rows = 0
+        for part in named_parts(scores, table, summary):
+            try:
+                rows += part_rows(part)
+            except (InputError, OSError, pa.ArrowException) as error:
+                log.warning(
+                    "run %s: skipped, its %s part %s cannot be read (%s)", summary.run_id, table, part, _first_line(error)
+                )
+                return False
+        if rows != expected[table]:
+            log.warning(
+                "run %s: skipped, its %s parts hold %d rows, its summary counts %d", summary.run_id, table, rows, expected[table]
+            )
+            return False
+    return True
+
+
+def named_parts(scores: str, table: str, summary: RunSummary) -> list[str]:
+    """The URIs of a table's parts that a summary names, each looked up by its name in the run's
+    own partition below `scores` (so a summary never makes a file elsewhere count, and an output
+    root copied to another place stays readable)."""
+    folder = partition_uri(scores, table, summary.run_date, summary.run_id)
+    return [storage.join(folder, storage.basename(part)) for part in summary.parts.of(table)]
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
@@ -172,19 +240,10 @@ def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
 
 
 def _parts_dataset(scores: str, table: str, schema: pa.Schema, summaries: list[RunSummary]) -> ds.Dataset:
-    """The parts of one table that the summaries name, as one Hive-partitioned dataset.
-
-    Each part is looked up by its name in its run's own partition below `scores`, so a
-    summary never makes a file elsewhere count, and an output root copied to another
-    place stays readable.
-    """
+    """The parts of one table that the summaries name (named_parts), as one Hive-partitioned dataset."""
     table_uri = storage.join(scores, table)
     filesystem, base = storage.arrow_filesystem(table_uri)
-    files = []
-    for summary in summaries:
-        folder = partition_uri(scores, table, summary.run_date, summary.run_id)
-        for part in summary.parts.of(table):
-            files.append(storage.arrow_filesystem(storage.join(folder, storage.basename(part)))[1])
+    files = [storage.arrow_filesystem(part)[1] for summary in summaries for part in named_parts(scores, table, summary)]
     full_schema = pa.schema(list(schema) + list(PARTITION_SCHEMA))
     try:
         return ds.dataset(
