@@ -81,11 +81,13 @@ format: install
 	$(BIN)/ruff format .
 
 # checkov (policy checks of infra/ and the Dockerfile, run by tests/test_infra.py) has its own
-# virtualenv: its dependencies conflict with the project's. shellcheck (Debian) checks build.sh.
+# virtualenv: its dependencies conflict with the project's. shellcheck (Debian) checks build.sh;
+# faketime (Debian) runs a lease taker whose clock is off (tests/test_lease.py).
 TOOLS_VENV ?= .venv-tools
 CHECKOV_VERSION ?= 3.3.30
 tools: $(TOOLS_VENV)/.installed
 	@command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck; }
+	@command -v faketime >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime; }
 $(TOOLS_VENV)/.installed:
 	$(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -114,3 +117,39 @@ def test_a_sigterm_while_the_lease_is_created_stops_the_run_and_releases_the_lea
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert not os.path.exists(uri)
+
+
+# --- One clock: the storage server's ------------------------------------------------------------
+
+TAKE_LEASE = """
+import sys
+from components.errors import RunConflict
+from components.io.lease import acquire
+try:
+    acquire(sys.argv[1], owner="skewed-host", ttl_s=20)
+except RunConflict as error:
+    print(error)
+    sys.exit(2)
+"""
+
+
+@pytest.mark.parametrize("skew", ["+5m", "-5m"])
+def test_a_host_whose_clock_is_off_neither_takes_a_live_gcs_lease_nor_keeps_a_dead_one(gcs_bucket, skew):
+    """The taker runs under libfaketime: its clock is five minutes off, the storage server's is not."""
+    if shutil.which("faketime") is None:
+        pytest.fail("faketime is missing: `make tools` installs it")
+    uri = lease_uri(storage.join(gcs_bucket, "scores"), "r-skew")
+    holder = acquire(uri, owner="live-holder", ttl_s=20)
+    take = ["faketime", "-f", skew, sys.executable, "-c", TAKE_LEASE, uri]
+    refused = subprocess.run(take, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "held by live attempt live-holder" in refused.stdout
+    renew(holder)  # still the holder's
+
+    dead = acquire(lease_uri(storage.join(gcs_bucket, "scores"), "r-dead"), owner="dead-holder", ttl_s=1)
+    time.sleep(1.5)  # it stopped renewing: expired by the server's clock, whatever the taker's says
+    taken = subprocess.run([*take[:-1], dead.uri], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert taken.returncode == 0, taken.stdout + taken.stderr[-2000:]
+    with pytest.raises(RunConflict, match="lost the lease to attempt skewed-host"):
+        renew(dead)
+    release(holder)

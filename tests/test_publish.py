@@ -463,3 +463,46 @@ def test_an_attempt_that_lost_its_lease_never_swaps_the_summary(inputs, tmp_path
         )
     assert visible_run(output) == (inputs["ids"], {"old"})  # its parts were moved in, but no summary names them
     release(successor)
+
+
+# --- Bounds that keep a run id from being blocked forever ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--lease-ttl-s", "inf"),
+        ("--lease-ttl-s", "1e300"),
+        ("--lease-ttl-s", "nan"),
+        ("--lease-ttl-s", "0"),
+        ("--replaced-parts-grace-s", "-1"),
+        ("--replaced-parts-grace-s", "inf"),
+    ],
+)
+def test_a_lease_or_grace_without_bounds_is_refused_in_one_line(inputs, tmp_path, capsys, flag, value):
+    from jobs import score as score_job
+
+    output = str(tmp_path / "scores")
+    args = ["--input", inputs["glob"], "--model", inputs["new"], "--output", output, "--run-id", RUN_ID, flag, value]
+    assert score_job.main(args) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and flag in line and "must be" in line
+    assert not os.path.exists(output)
+
+
+@pytest.mark.slow
+def test_parts_a_rerun_replaced_stay_readable_for_the_grace_period(inputs, tmp_path):
+    """A reader that read the previous summary can still read its parts after a rerun's swap;
+    the next attempt after the grace period removes them."""
+    output = str(tmp_path / "scores")
+    run = dict(input=inputs["glob"], output=output, run_id=RUN_ID, run_date="2026-11-30", replaced_parts_grace_s=3.0)
+    score(model=inputs["old"], **run)
+    slow_reader = open_tables(scores=output)  # has read the old summary
+    score(model=inputs["new"], **run)
+    rows = slow_reader.sql("SELECT image_id, model_version FROM predictions").fetchall()
+    assert sorted(image_id for image_id, _ in rows) == inputs["ids"] and {v for _, v in rows} == {"old"}
+    assert visible_run(output) == (inputs["ids"], {"new"})
+    time.sleep(3.5)
+    score(model=inputs["last"], **{**run, "replaced_parts_grace_s": 0.0})
+    assert visible_run(output) == (inputs["ids"], {"last"})
+    assert_clean(output)

@@ -10,6 +10,8 @@ import os
 import re
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -138,12 +140,51 @@ def test_thumbnail_shows_the_image_of_the_record(scored_output):
     uri = storage.join(data, "test-00001-of-00002.tfrecord")
     with storage.open_read(uri) as stream:
         example = parse_example(list(read_records(stream))[2].data)
-    [thumb] = thumbnails([(example.image_id, "r", uri, "Bag", 0.3, example.label)])
+    [thumb] = thumbnails([(example.image_id, "r", uri, "Bag", 0.3, example.label)], readable={uri})
     shown = np.asarray(Image.open(io.BytesIO(thumb.png)))
     assert shown.shape == (28 * THUMBNAIL_SCALE, 28 * THUMBNAIL_SCALE)
     np.testing.assert_array_equal(shown[::THUMBNAIL_SCALE, ::THUMBNAIL_SCALE], to_model_image(example.encoded))
-    [gone] = thumbnails([("x", "r", storage.join(data, "missing.tfrecord"), "Bag", 0.3, None)])
+    missing = storage.join(data, "missing.tfrecord")
+    [gone] = thumbnails([("x", "r", missing, "Bag", 0.3, None)], readable={missing})
     assert gone.png is None and "file not found" in gone.note
+
+
+def test_the_report_reads_no_source_but_the_shards_its_runs_scored(scored_output, tmp_path):
+    """A row's source_uri is data: one naming a web host or another file is never fetched."""
+    import http.server
+    import threading
+
+    requests = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the handler's API)
+            requests.append(self.path)
+            self.send_error(404)
+
+        def do_HEAD(self):  # noqa: N802
+            requests.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        data, scores = scored_output
+        copy = str(tmp_path / "scores")
+        for uri in storage.list_prefix(scores):
+            storage.copy(uri, os.path.join(copy, os.path.relpath(uri, scores)))
+        for part in storage.glob(storage.join(copy, "predictions", "*", "*", "*.parquet")):
+            table = pq.read_table(part)
+            hostile = [f"http://127.0.0.1:{server.server_port}/shards/test.tfrecord"] * table.num_rows
+            column = table.schema.get_field_index("source_uri")
+            pq.write_table(table.set_column(column, table.schema.field(column), pa.array(hostile, pa.string())), part)
+        result = report(scores=copy, out=str(tmp_path / "report"))
+    finally:
+        server.shutdown()
+    assert requests == []
+    assert result.summary["lowest_confidence"] and not any(row["decoded"] for row in result.summary["lowest_confidence"])
 
 
 @pytest.mark.integration

@@ -28,6 +28,7 @@ from components.contracts.manifest import Manifest
 from components.contracts.parameters import flag_of
 from components.contracts.schema import parse_run_date
 from components.contracts.shards import read_manifest
+from components.contracts.summary import RunSummary
 from components.errors import InputError
 from components.io import storage
 from components.metrics.calibration import CALIBRATION_BINS, Reliability
@@ -59,7 +60,8 @@ def collect(
         params,
     )
     confusion = _confusion(connection, where, params) if labeled else None
-    training_counts, training_source = training_histogram(connection, selected, manifest)
+    sources = scored_shards(connection, selected)
+    training_counts, training_source = training_histogram(sources, manifest)
     if not predicted.sum():  # every record failed: there is no class mix to compare
         training_counts, training_source = None, "no image was scored"
     errors_by_type = _rows(
@@ -76,7 +78,7 @@ def collect(
         if labeled
         else []
     )
-    pictures = thumbnails(lowest_rows + wrong_rows)  # one pass over each shard for both galleries
+    pictures = thumbnails(lowest_rows + wrong_rows, readable=sources)  # one pass over each shard for both galleries
     baseline, baseline_note = choose_baseline(connection, runs, baseline_run)
     last_date = max(parse_run_date(run["run_date"]) for run in runs)
     return ReportData(
@@ -223,7 +225,17 @@ def _runs(connection, selected: list[str]) -> list[dict]:
     return [dict(zip(columns, (str(value) if isinstance(value, datetime.date) else value for value in row))) for row in rows]
 
 
-def training_histogram(connection, selected: list[str], manifest: str | None) -> tuple[np.ndarray | None, str]:
+def scored_shards(connection, selected: list[str]) -> set[str]:
+    """The shards the selected runs' summaries say they scored: the only sources the report reads
+    (a row's source_uri is data, and could name any host), never over plain http://."""
+    where, params = _in("run_id", selected)
+    shards = set()
+    for (summary,) in _rows(connection, f"SELECT summary FROM runs WHERE {where}", params):
+        shards.update(RunSummary.from_json(summary).inputs.shards)
+    return {shard for shard in shards if not shard.startswith("http://")}
+
+
+def training_histogram(sources: set[str], manifest: str | None) -> tuple[np.ndarray | None, str]:
     """The training split's class counts and where they came from (see the docstring of components/analysts/report.py)."""
     if manifest:
         folder = storage.dirname(manifest) if manifest.endswith(".json") else manifest
@@ -231,9 +243,7 @@ def training_histogram(connection, selected: list[str], manifest: str | None) ->
         if histogram is None:
             raise InputError(f"{storage.join(folder, MANIFEST_NAME)}: has no train split class_histogram")
         return histogram, storage.join(folder, MANIFEST_NAME)
-    where, params = _in("run_id", selected)
-    sources = _rows(connection, f"SELECT DISTINCT source_uri FROM predictions WHERE {where}", params)
-    folders = sorted({storage.dirname(storage.from_absolute_uri(source)) for (source,) in sources})
+    folders = sorted({storage.dirname(storage.from_absolute_uri(source)) for source in sources})
     for folder in folders:
         if storage.exists(storage.join(folder, MANIFEST_NAME)):
             histogram = _train_split_histogram(read_manifest(folder))

@@ -14,14 +14,21 @@ from components.io.tfrecord import read_records
 THUMBNAIL_SCALE = 3
 
 
-def thumbnails(rows: list[tuple]) -> list[Thumbnail]:
-    """Decodes the listed images from their source shards (each shard read once, up to its last hit)."""
+def thumbnails(rows: list[tuple], *, readable: set[str]) -> list[Thumbnail]:
+    """Decodes the listed images from their source shards (each shard read once, up to its last hit).
+
+    Only shards in `readable` (those the runs' summaries say they scored) are opened: a row's
+    source_uri is data, and a row naming any other location is shown without a picture."""
     wanted: dict[str, dict[str, tuple]] = {}
     for row in rows:
         wanted.setdefault(row[2], {})[row[0]] = row
     found: dict[tuple[str, str], tuple[bytes | None, str]] = {}
     for uri, rows_of_shard in wanted.items():
         missing = dict(rows_of_shard)
+        if uri not in readable:
+            for image_id in missing:
+                found[(uri, image_id)] = (None, f"{uri} is not a shard the run scored: not read")
+            continue
         try:
             with storage.open_read(storage.from_absolute_uri(uri)) as stream:
                 for record in read_records(stream):
