@@ -141,7 +141,7 @@ def generated_files() -> dict[str, str]:
 
 
 def main() -> None:
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]  # the repository: components/analysts/ is two folders down
     for relative, content in generated_files().items():
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)

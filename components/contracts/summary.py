@@ -288,4 +288,9 @@ def run_summary_bigquery_schema() -> list[dict]:
             ],
         ),
         _field("beam_counters", "JSON", "The pipeline's Beam counters, where the runner reports them."),
+        _field(
+            "publication",
+            "INTEGER",
+            "The how-many-th summary of this run id (in its part file names, part-p<publication>-…); 0 before it was counted.",
+        ),
     ]
