@@ -1,12 +1,17 @@
 """Compile the KFP pipelines into YAML specs, and submit runs or schedules to KFP or Vertex AI Pipelines.
 
     fmnist pipeline compile                                   # -> infra/kfp/{training,scoring}.yaml
-    fmnist pipeline submit --host https://kfp.example.com --schedule infra/schedules/scoring-daily.yaml \\
+    fmnist pipeline submit --deployment deployment.json --host https://kfp.example.com \\
+        --schedule infra/schedules/scoring-daily.yaml \\
         --param image=REPO/jobs@sha256:... --param worker_image=REPO/worker@sha256:...
-    fmnist pipeline submit --host URL --schedule infra/schedules/scoring-daily.yaml --once --param run_date=2026-11-01
-    fmnist pipeline submit --host URL --spec infra/kfp/training.yaml --param image=... --param model_root=gs://b/models
-    fmnist pipeline submit --target vertex --schedule infra/schedules/scoring-daily.yaml --dry-run \\
+    fmnist pipeline submit --deployment D --host URL --schedule infra/schedules/scoring-daily.yaml --once \\
+        --param run_date=2026-11-01 --param image=... --param worker_image=...
+    fmnist pipeline submit --deployment D --host URL --spec infra/kfp/training.yaml --param image=...
+    fmnist pipeline submit --deployment D --target vertex --schedule infra/schedules/scoring-daily.yaml --dry-run \\
         --param image=REPO/jobs@sha256:... --param worker_image=REPO/worker@sha256:...
+    fmnist pipeline resume --deployment D --target vertex --schedule infra/schedules/scoring-daily.yaml --catch-up
+
+deployment.json is `terraform output -json` of infra/terraform (infra/deployments/example.json).
 """
 
 import argparse
@@ -16,6 +21,7 @@ from collections.abc import Sequence
 from jobs.entrypoint import new_parser, run
 
 DEFAULT_SPECS = "infra/kfp"
+DEPLOYMENT_HELP = "the project's names: `terraform output -json` of infra/terraform"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,13 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="action", required=True)
     compile_ = actions.add_parser("compile", argument_default=argparse.SUPPRESS, help="write the YAML specs")
     compile_.add_argument("--output", default=DEFAULT_SPECS, help=f"folder for the specs (default {DEFAULT_SPECS})")
+    compile_.add_argument("--deployment", help=DEPLOYMENT_HELP + "; the specs declare its pipeline root")
     compile_.add_argument(
         "--pipeline-root",
         dest="pipeline_root",
-        help="gs:// root of the runs' artifacts, declared in the specs "
-        "(default: terraform's pipeline_root output for fmnist-prod)",
+        help="gs:// root of the runs' artifacts, declared in the specs (default: the deployment's, else none)",
     )
     submit = actions.add_parser("submit", argument_default=argparse.SUPPRESS, help="create a run or a recurring run")
+    submit.add_argument("--deployment", help=DEPLOYMENT_HELP + " (required)")
     submit.add_argument("--target", choices=("kfp", "vertex"), help="Kubeflow Pipelines API (default) or Vertex AI Pipelines")
     submit.add_argument("--host", help="KFP API endpoint, e.g. https://kfp.example.com (--target kfp)")
     submit.add_argument("--schedule", help="schedule file (infra/schedules/*.yaml): cron, time zone, spec, parameters")
@@ -39,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--pipeline-root",
         dest="pipeline_root",
-        help="gs:// root of the run's artifacts (default: the spec's, terraform's pipeline_root)",
+        help="gs:// root of the run's artifacts, in the deployment's buckets (default: its pipeline_root)",
     )
     submit.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the requests; send nothing")
     kfp = submit.add_argument_group("--target kfp")
@@ -50,15 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="the KFP install's cronScheduleTimezone (default UTC): the schedule's cron is converted to it",
     )
     vertex = submit.add_argument_group("--target vertex")
-    vertex.add_argument("--project", help="Google Cloud project (default: the run's `project` parameter)")
-    vertex.add_argument("--region", help="Vertex AI region (default: the run's `region` parameter)")
+    vertex.add_argument("--project", help="Google Cloud project: must be the deployment's (a check)")
+    vertex.add_argument("--region", help="Vertex AI region: must be the deployment's (a check)")
     vertex.add_argument(
         "--service-account",
         dest="service_account",
-        help="account the run acts as (default: terraform's pipeline runner of --project)",
+        help="account the run acts as, of the deployment's project (default: its pipeline runner)",
     )
     vertex.add_argument("--network", help="VPC network to peer the run with (projects/NUMBER/global/networks/NAME)")
     vertex.add_argument("--label", action="append", help="NAME=VALUE label of the run (repeatable)")
+    resume = actions.add_parser("resume", argument_default=argparse.SUPPRESS, help="resume a paused recurring run")
+    resume.add_argument("--deployment", help=DEPLOYMENT_HELP + " (required)")
+    resume.add_argument("--schedule", required=True, help="schedule file whose recurring run (by name) to resume")
+    resume.add_argument("--target", choices=("kfp", "vertex"), help="Kubeflow Pipelines API (default) or Vertex AI Pipelines")
+    resume.add_argument("--host", help="KFP API endpoint (--target kfp)")
+    resume.add_argument("--experiment", help="KFP experiment (default: the schedule's)")
+    resume.add_argument(
+        "--catch-up",
+        dest="catch_up",
+        action="store_true",
+        help="Vertex: start the runs missed while paused (KFP: as the schedule file's catchup says)",
+    )
+    resume.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the request; send nothing")
     return parser
 
 
@@ -69,9 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from components.cloud.pipelines import compile_pipelines
 
         return run(compile_pipelines, args)
-    from components.cloud.schedules import submit
+    from components.cloud.schedules import resume, submit
 
-    return run(submit, args)
+    return run(submit if action == "submit" else resume, args)
 
 
 if __name__ == "__main__":

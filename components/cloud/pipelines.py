@@ -1,16 +1,22 @@
 """Kubeflow Pipelines (v2) definitions: the training and the scoring pipeline, on the one image.
 
-    fmnist pipeline compile                  # -> infra/kfp/training.yaml, infra/kfp/scoring.yaml
+    fmnist pipeline compile                  # -> infra/kfp/training.yaml, infra/kfp/scoring.yaml (no project named)
+    fmnist pipeline compile --deployment deployment.json --output build/kfp   # with its pipeline root
 
 Every step task runs the image with the same `fmnist <step> ...` command line as the
 container smoke test (tests/test_container.py builds both from the `*_command` functions
 below), wrapped by `python -m jobs.kfp_outputs`, which runs that command and then turns its
 JSON result (and the manifest, metrics.json, run summary it names) into typed KFP artifacts.
 
-Caching is keyed on content, not tags: every task takes the image reference pinned by
-digest (`...@sha256:...`, refused otherwise) as an input, because KFP's cache key holds only
-the unresolved image placeholder; prepare's output carries the data set's manifest digest,
-which train takes as an input. Tuning inputs are generated from the steps' parameter
+Every task takes the image reference pinned by digest (`...@sha256:...`, refused otherwise) as
+an input: the tasks and the Dataflow workers run exactly the code that was released. Caching is
+off for every task: a cached task hands on artifacts in the pipeline root, which the pipelines
+bucket's lifecycle rule deletes after its retention period (infra/terraform/storage.tf), and
+neither KFP's nor Vertex AI's cache key can tell that they are gone; a hit would point the next
+task at nothing. What lasts (models, tables) is published outside the root by the steps
+themselves; prepare and train are minutes of CPU, so a rerun costs less than a broken run.
+prepare's output carries the data set's manifest digest, which train takes as an input
+(lineage in the model card). Tuning inputs are generated from the steps' parameter
 dataclasses (the fields marked `tuning`, components.contracts.parameters): each is an optional input of
 its task and pipeline, and when a run leaves one unset the flag is left off and the step's own
 default applies (as with the CLI).
@@ -26,8 +32,8 @@ from typing import Optional  # KFP reads component signatures and does not parse
 from kfp import compiler, dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
+from components.cloud.deployment import PUBLIC_IPS_FLAGS, load_deployment
 from components.cloud.run_context import RunContextParameters
-from components.cloud.schedules import PUBLIC_IPS_FLAGS
 from components.contracts.parameters import Parameter, flag_of, parameters_of, tuning_parameters
 from components.errors import InputError
 from components.prepare.dataset import PrepareParameters
@@ -36,9 +42,6 @@ from components.train.training import TrainParameters
 
 # Stands in for the image until each task's `set_container_image(image)` names the pinned one.
 IMAGE_INPUT_DEFAULT = "fmnist-jobs"
-# Where KFP and Vertex AI Pipelines keep the tasks' artifacts unless a run names another root:
-# terraform's `pipeline_root` output for the project the schedules name (fmnist-prod).
-DEFAULT_PIPELINE_ROOT = "gs://fmnist-prod-pipelines/root"
 ADAPTER = ("python", "-m", "jobs.kfp_outputs", "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER)
 # Filled by the schedule (dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER), never a run parameter.
 SCHEDULED_TIME = "scheduled_time"
@@ -305,12 +308,12 @@ def score(
 
 
 def configure_task(
-    task: dsl.PipelineTask, image, *, cpu: str, memory: str, cached: bool = True, display_name: str | None = None
+    task: dsl.PipelineTask, image, *, cpu: str, memory: str, cached: bool = False, display_name: str | None = None
 ) -> dsl.PipelineTask:
     """Runs the task on the pipeline's pinned image (a run parameter, not a compile-time tag), with
     `cpu`/`memory` both requested and as the limit: a batch step gets what it was sized for, and
-    Vertex AI Pipelines picks the machine from the limits. `cached=False` for a task whose result
-    depends on more than its inputs."""
+    Vertex AI Pipelines picks the machine from the limits. Not cached unless `cached`: only a task
+    whose outputs outlive the pipeline root's lifecycle rule may be (see the module docstring)."""
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
     if not cached:
         task.set_caching_options(False)
@@ -324,6 +327,7 @@ def configure_task(
 def training_pipeline(image: str, model_root: str, inputs: dict):
     """Shards from the raw data set, then a model version that scoring uses once it passes the gate."""
     # prepare encodes PNGs on every core; train holds the 60,000 training images in memory.
+    # Neither is cached: prepare's shards live in the pipeline root, which its lifecycle rule empties.
     prepared = configure_task(prepare(image=image, **inputs_of(PrepareParameters, inputs)), image, cpu="4", memory="8G")
     configure_task(
         train(
@@ -384,15 +388,22 @@ def scoring_pipeline(image: str, model_root: str, output: str, inputs: dict):
 PIPELINES = {"training": training_pipeline, "scoring": scoring_pipeline}
 
 
-def compile_pipelines(output: str, pipeline_root: str = DEFAULT_PIPELINE_ROOT) -> dict[str, str]:
-    """Writes every pipeline's spec as `<output>/<name>.yaml`, declaring `pipeline_root` as its
-    defaultPipelineRoot; returns name -> path."""
-    if not pipeline_root.startswith("gs://"):
+def compile_pipelines(output: str, deployment: str | None = None, pipeline_root: str | None = None) -> dict[str, str]:
+    """Writes every pipeline's spec as `<output>/<name>.yaml`; returns name -> path. With a deployment
+    (or an explicit gs:// root) the specs declare its pipeline root as their defaultPipelineRoot;
+    without, they name no project (the committed specs) and submit gives the root of each run."""
+    if deployment is not None:
+        names = load_deployment(deployment)
+        if pipeline_root is not None:
+            names.check_names("--pipeline-root", pipeline_root)
+        pipeline_root = pipeline_root or names.pipeline_root
+    if pipeline_root is not None and not pipeline_root.startswith("gs://"):
         raise InputError(f"--pipeline-root {pipeline_root}: a gs:// location (Vertex AI and KFP on GKE read it)")
     os.makedirs(output, exist_ok=True)
     paths = {name: os.path.join(output, f"{name}.yaml") for name in PIPELINES}
     for name, pipeline in PIPELINES.items():
         rooted = copy.deepcopy(pipeline)  # the module's pipelines stay as declared
-        rooted.pipeline_spec.default_pipeline_root = pipeline_root
+        if pipeline_root is not None:
+            rooted.pipeline_spec.default_pipeline_root = pipeline_root
         compiler.Compiler().compile(rooted, package_path=paths[name])
     return paths

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
+import string
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from components.contracts.parameters import flag_of, parameter
@@ -45,12 +47,30 @@ def run_context(
     }
 
 
+# A run id names folders, objects and a lease: letters, digits, '.', '_' and '-' only.
+RUN_ID = re.compile(r"[A-Za-z0-9._-]+")
+SAMPLE_DATE = "2026-01-31"  # checks a template before any run renders it
+
+
 def render_template(name: str, template: str, date: str) -> str:
-    """`template` with `{date}` filled in; any other field is the template parameter's error."""
+    """`template` with `{date}` filled in. Any other field, or `{date}` with a conversion, format,
+    attribute or index (`{date.x}`, `{date[0]}`: str.format would evaluate them), is the template's error."""
     try:
-        return template.format(date=date)
-    except (KeyError, IndexError, ValueError) as error:
+        fields = [parsed[1:] for parsed in string.Formatter().parse(template) if parsed[1] is not None]
+        if any(field != ("date", "", None) for field in fields):
+            raise ValueError(f"fields {sorted({'{' + field + '}' for field, _, _ in fields})}")
+        rendered = template.format(date=date)
+    except ValueError as error:
         raise InputError(f"{flag_of(name)} {template!r}: may only use {{date}} ({error})") from error
+    if name == "run_id_template" and not RUN_ID.fullmatch(rendered):
+        raise InputError(f"{flag_of(name)} {template!r}: gives run id {rendered!r}; only letters, digits, '.', '_', '-'")
+    return rendered
+
+
+def check_templates(**templates: str) -> None:
+    """Refuses a shards or run id template before a run is submitted with it."""
+    for name, template in templates.items():
+        render_template(name, template, SAMPLE_DATE)
 
 
 def logical_date(*, scheduled_time: str, run_date: str, date_offset_days: int, time_zone: str) -> str:

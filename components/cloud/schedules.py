@@ -27,26 +27,27 @@ from typing import Any
 
 import yaml
 
+from components.cloud.deployment import PUBLIC_IPS_FLAGS, Deployment, load_deployment
+from components.cloud.run_context import check_templates
 from components.errors import InputError
 
-SCHEDULE_FIELDS = {
-    "name",
-    "description",
-    "spec",
-    "cron",
-    "time_zone",
-    "catchup",
-    "max_concurrency",
-    "start_time",
-    "experiment",
-    "parameters",
-}
-PINNED_PARAMETERS = ("image", "worker_image")  # KFP caches on these references: digests only
-# Beam's two flags for the Dataflow workers' addresses (private, the default, needs Private Google
-# Access on the subnetwork). The pipeline takes the flag itself: KFP cannot pick a flag by a boolean.
-PUBLIC_IPS_FLAGS = ("--no_use_public_ips", "--use_public_ips")
+# Tasks and Dataflow workers must run the same code a run was submitted with: digests only.
+PINNED_PARAMETERS = ("image", "worker_image")
 CHOICES = {"public_ips_flag": PUBLIC_IPS_FLAGS}
-RUNNER_ACCOUNT_ID = "fmnist-pipeline-runner"  # infra/terraform/iam.tf
+# The fields of a schedule file and the type each must have (YAML gives any type).
+_FIELD_TYPES = {
+    "name": str,
+    "description": str,
+    "spec": str,
+    "cron": str,
+    "time_zone": str,
+    "catchup": bool,
+    "max_concurrency": int,
+    "start_time": str,
+    "experiment": str,
+    "parameters": dict,
+}
+_TYPE_NAMES = {str: "string", bool: "boolean (true/false)", int: "whole number", dict: "mapping of NAME: VALUE"}
 _TYPES = {"STRUCT": dict, "STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
 
 
@@ -75,20 +76,26 @@ def load_schedule(path: str) -> Schedule:
         raise InputError(f"{path}: cannot read the schedule ({error})") from error
     if not isinstance(document, dict):
         raise InputError(f"{path}: a schedule is a mapping of fields")
-    unknown, missing = set(document) - SCHEDULE_FIELDS, {"name", "spec", "cron", "parameters"} - set(document)
+    unknown, missing = set(document) - set(_FIELD_TYPES), {"name", "spec", "cron", "parameters"} - set(document)
     if unknown or missing:
         raise InputError(f"{path}: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}")
-    if len(str(document["cron"]).split()) != 6:
+    if document["parameters"] is None:
+        document["parameters"] = {}
+    for field, value in document.items():
+        kind = _FIELD_TYPES[field]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InputError(f"{path}: {field} {value!r} is not a {_TYPE_NAMES[kind]}")
+    if len(document["cron"].split()) != 6:
         raise InputError(f"{path}: cron {document['cron']!r} needs 6 fields (KFP's cron starts with seconds)")
     schedule = Schedule(
         name=document["name"],
         spec=os.path.normpath(os.path.join(os.path.dirname(path), document["spec"])),
-        cron=str(document["cron"]),
+        cron=document["cron"],
         time_zone=document.get("time_zone", "UTC"),
-        catchup=bool(document.get("catchup", False)),
-        max_concurrency=int(document.get("max_concurrency", 1)),
+        catchup=document.get("catchup", False),
+        max_concurrency=document.get("max_concurrency", 1),
         experiment=document.get("experiment", "Default"),
-        parameters=dict(document["parameters"] or {}),
+        parameters=dict(document["parameters"]),
         description=document.get("description", ""),
         start_time=document.get("start_time"),
     )
@@ -174,6 +181,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, str]:
 
 def submit(
     *,
+    deployment: str | None = None,
     target: str = "kfp",
     host: str | None = None,
     schedule: str | None = None,
@@ -191,59 +199,51 @@ def submit(
     dry_run: bool = False,
 ) -> dict:
     """Creates a recurring run from a schedule file, or one run (`once`, or a bare `spec`), on KFP
-    or Vertex AI Pipelines; `dry_run` returns the requests instead of sending them."""
+    or Vertex AI Pipelines, in the project of `deployment` (terraform's outputs); `dry_run` returns
+    the requests instead of sending them."""
     if (schedule is None) == (spec is None):
         raise InputError("give either --schedule FILE (recurring run, or one run with --once) or --spec FILE (one run)")
+    names = _deployment(deployment)
     overrides = parse_assignments(param or [])
     plan = load_schedule(schedule) if schedule else None
     spec_path = plan.spec if plan else spec
     if not os.path.isfile(spec_path):
         raise InputError(f"{spec_path}: compiled spec not found (run `fmnist pipeline compile`)")
-    values = {**(plan.parameters if plan else {}), **overrides}
-    if plan and "time_zone" in spec_inputs(spec_path):
+    declared = spec_inputs(spec_path)
+    given = {**(plan.parameters if plan else {}), **overrides}
+    for name, value in given.items():  # a schedule or --param never points a run at another project
+        names.check_names(f"parameter {name}", value)
+        if name in ("project", "region"):
+            names.check_same(f"parameter {name}", value, names.pipeline_parameters()[name])
+    located = {name: value for name, value in names.pipeline_parameters().items() if name in declared}
+    values = {**located, **given}
+    if plan and "time_zone" in declared:
         values.setdefault("time_zone", plan.time_zone)
     parameters = run_parameters(spec_path, values)
-    if pipeline_root is not None and not pipeline_root.startswith("gs://"):
-        raise InputError(f"--pipeline-root {pipeline_root}: a gs:// location")
+    check_templates(**{name: parameters[name] for name in ("shards_template", "run_id_template") if name in parameters})
+    pipeline_root = _pipeline_root(names, pipeline_root)
     name = plan.name if plan else os.path.splitext(os.path.basename(spec_path))[0]
     recurring = plan if plan and not once else None
     if target == "vertex":
         from components.cloud.vertex_pipelines import submit_to_vertex
 
-        project, region = project or parameters.get("project"), region or parameters.get("region")
-        if not (project and region):
-            raise InputError("--target vertex needs --project and --region (default: the run's parameters)")
-        service_account = service_account or runner_account(project)
+        names.check_same("--project", project, names.project)
+        names.check_same("--region", region, names.region)
+        names.check_names("--service-account", service_account)
         return submit_to_vertex(
             name=name,
             spec=spec_path,
             parameters=parameters,
-            project=project,
-            region=region,
-            service_account=service_account,
+            project=names.project,
+            region=names.region,
+            service_account=service_account or names.pipeline_runner,
             pipeline_root=pipeline_root,
             network=network,
             labels=parse_assignments(label or []),
             schedule=recurring,
             dry_run=dry_run,
         )
-    if target != "kfp":
-        raise InputError(f"--target {target}: kfp or vertex")
-    vertex_only = [
-        flag
-        for flag, value in (
-            ("--project", project),
-            ("--region", region),
-            ("--network", network),
-            ("--service-account", service_account),
-            ("--label", label),
-        )
-        if value
-    ]
-    if vertex_only:
-        raise InputError(f"{', '.join(vertex_only)}: only for --target vertex (KFP runs as its pods' account)")
-    if not host:
-        raise InputError("--target kfp needs --host (the KFP API endpoint)")
+    _check_kfp_target(target, host, project=project, region=region, network=network, service_account=service_account, label=label)
     return _submit_to_kfp(
         host=host,
         plan=plan,
@@ -256,6 +256,73 @@ def submit(
         cluster_time_zone=cluster_time_zone,
         dry_run=dry_run,
     )
+
+
+def resume(
+    *,
+    deployment: str | None = None,
+    schedule: str,
+    target: str = "kfp",
+    host: str | None = None,
+    catch_up: bool = False,
+    experiment: str | None = None,
+    dry_run: bool = False,
+) -> dict:
+    """Resumes a paused schedule. Vertex AI catches up the runs missed while paused only when asked
+    (`catch_up`); KFP does as the recurring run's own catchup says, which the schedule file set."""
+    names = _deployment(deployment)
+    plan = load_schedule(schedule)
+    if target == "vertex":
+        from components.cloud.vertex_pipelines import resume_on_vertex
+
+        return resume_on_vertex(name=plan.name, project=names.project, region=names.region, catch_up=catch_up, dry_run=dry_run)
+    _check_kfp_target(target, host)
+    if catch_up and not plan.catchup:
+        raise InputError(f"--catch-up: {schedule} says catchup: false, which KFP applies on resume; change it and submit again")
+    experiment = experiment or plan.experiment
+    if dry_run:
+        return {"dry_run": True, "host": host, "experiment": experiment, "call": "enable_recurring_run", "job_name": plan.name}
+
+    import kfp
+
+    with contextlib.redirect_stdout(sys.stderr):  # kfp prints links on stdout
+        client = kfp.Client(host=host)
+        experiment_id = client.get_experiment(experiment_name=experiment).experiment_id
+        same_name = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": plan.name}]})
+        existing = client.list_recurring_runs(experiment_id=experiment_id, filter=same_name).recurring_runs or []
+        if not existing:
+            raise InputError(f"schedule {plan.name}: no recurring run of that name in experiment {experiment}")
+        for recurring in existing:
+            client.enable_recurring_run(recurring.recurring_run_id)
+    return {"resumed": [recurring.recurring_run_id for recurring in existing], "catch_up": plan.catchup}
+
+
+def _deployment(path: str | None) -> Deployment:
+    if path is None:
+        raise InputError(
+            "--deployment FILE needed: the project's names, as `terraform output -json` of infra/terraform writes them"
+        )
+    return load_deployment(path)
+
+
+def _pipeline_root(names: Deployment, pipeline_root: str | None) -> str:
+    """The run's artifact root: the deployment's, or another gs:// location in its buckets."""
+    if pipeline_root is None:
+        return names.pipeline_root
+    if not pipeline_root.startswith("gs://"):
+        raise InputError(f"--pipeline-root {pipeline_root}: a gs:// location")
+    names.check_names("--pipeline-root", pipeline_root)
+    return pipeline_root
+
+
+def _check_kfp_target(target: str, host: str | None, **vertex_flags) -> None:
+    if target != "kfp":
+        raise InputError(f"--target {target}: kfp or vertex")
+    given = [f"--{flag.replace('_', '-')}" for flag, value in vertex_flags.items() if value]
+    if given:
+        raise InputError(f"{', '.join(given)}: only for --target vertex (KFP runs as its pods' account)")
+    if not host:
+        raise InputError("--target kfp needs --host (the KFP API endpoint)")
 
 
 def _submit_to_kfp(
@@ -304,11 +371,6 @@ def _submit_to_kfp(
     return {"run_id": run.run_id, "experiment_id": experiment_id, "spec": spec, "parameters": parameters}
 
 
-def runner_account(project: str) -> str:
-    """The account pipeline runs act as: infra/terraform's pipeline runner in that project."""
-    return f"{RUNNER_ACCOUNT_ID}@{project}.iam.gserviceaccount.com"
-
-
 def kfp_cron(cron: str, time_zone: str, cluster_time_zone: str) -> str:
     """The schedule's cron as KFP's scheduler must read it: KFP evaluates cron in one zone for the
     whole cluster (its install's cronScheduleTimezone). A fixed offset between the two zones is
@@ -348,12 +410,13 @@ def _fixed_offset_minutes(zone: str) -> int | None:
 
 
 def _replace_recurring_run(client, plan: Schedule, experiment_id: str, request: dict) -> dict:
-    """The schedule file is the truth: an existing recurring run of the same name is replaced."""
+    """The schedule file is the truth: an existing recurring run of the same name is replaced. The new
+    one is created first, so a refused create leaves the old one scheduled (KFP allows two of a name)."""
     same_name = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": plan.name}]})
     existing = client.list_recurring_runs(experiment_id=experiment_id, filter=same_name).recurring_runs or []
+    created = client.create_recurring_run(experiment_id=experiment_id, **request)
     for old in existing:
         client.delete_recurring_run(old.recurring_run_id)
-    created = client.create_recurring_run(experiment_id=experiment_id, **request)
     return {
         "recurring_run_id": created.recurring_run_id,
         "replaced": [old.recurring_run_id for old in existing],

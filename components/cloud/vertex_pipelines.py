@@ -51,6 +51,9 @@ class _Recorder:
     def create_schedule(self, *, parent: str, schedule, timeout=None):
         return self._keep("POST", f"{parent}/schedules", schedule, f"{parent}/schedules/dry-run")
 
+    def resume_schedule(self, *, name: str, catch_up: bool):
+        self.requests.append({"method": "POST", "url": f"{self.endpoint}/v1/{name}:resume", "body": {"catchUp": catch_up}})
+
 
 def submit_to_vertex(
     *,
@@ -69,7 +72,7 @@ def submit_to_vertex(
     api_transport: str | None = None,
     credentials=None,
 ) -> dict:
-    """Creates a PipelineJob (one run) or a PipelineJobSchedule replacing the one of the same name."""
+    """Creates a PipelineJob (one run) or a PipelineJobSchedule replacing those of the same name."""
     from google.cloud import aiplatform
 
     if dry_run:
@@ -103,12 +106,9 @@ def submit_to_vertex(
         return {"pipeline_job": job.resource_name, "parameters": parameters, "spec": spec}
 
     cron = vertex_cron(schedule.cron, schedule.time_zone)
-    replaced = []
-    if not dry_run:  # the schedule file is the truth: the schedule of the same name is replaced
-        same_name = aiplatform.PipelineJobSchedule.list(filter=f'display_name="{schedule.name}"')
-        for old in same_name:
-            replaced.append(old.resource_name)
-            old.delete()
+    # The schedule file is the truth: the schedules of its name are replaced, after the new one
+    # exists, so that a refused create leaves the pipeline scheduled as before.
+    same_name = [] if dry_run else aiplatform.PipelineJobSchedule.list(filter=f'display_name="{schedule.name}"')
     recurring = aiplatform.PipelineJobSchedule(pipeline_job=job, display_name=schedule.name)
     if dry_run:
         recurring.api_client = recorder
@@ -117,13 +117,55 @@ def submit_to_vertex(
             cron=cron,
             start_time=schedule.start_time,
             max_concurrent_run_count=schedule.max_concurrency,
+            # Vertex's catchUp is output only: missed runs are caught up when a paused schedule is
+            # resumed (`fmnist pipeline resume --catch-up`). What the file's catchup asks of a new
+            # schedule is that a run due while another still runs waits instead of being skipped.
+            allow_queueing=schedule.catchup,
             service_account=service_account,
             network=network,
         )
-    # Vertex sets catch-up only when a paused schedule is resumed; a new one starts from now.
     if dry_run:
         return {"dry_run": True, "replaces_schedules_named": schedule.name, "requests": recorder.requests}
+    replaced = []
+    for old in same_name:
+        replaced.append(old.resource_name)
+        old.delete()
     return {"schedule": recurring.resource_name, "replaced": replaced, "cron": cron, "spec": spec, "parameters": parameters}
+
+
+def resume_on_vertex(
+    *,
+    name: str,
+    project: str,
+    region: str,
+    catch_up: bool,
+    dry_run: bool = False,
+    api_endpoint: str | None = None,
+    api_transport: str | None = None,
+    credentials=None,
+) -> dict:
+    """Resumes the paused schedules named `name`; `catch_up`: Vertex starts the runs missed while paused."""
+    from google.cloud import aiplatform
+
+    if dry_run:
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = AnonymousCredentials()  # nothing is sent
+    aiplatform.init(
+        project=project, location=region, credentials=credentials, api_endpoint=api_endpoint, api_transport=api_transport
+    )
+    if dry_run:
+        recorder = _Recorder(api_endpoint or f"https://{region}-aiplatform.googleapis.com")
+        parent = f"projects/{project}/locations/{region}"
+        recorder.resume_schedule(name=f"{parent}/schedules/<each schedule named {name}>", catch_up=catch_up)
+        return {"dry_run": True, "requests": recorder.requests}
+    schedules = aiplatform.PipelineJobSchedule.list(filter=f'display_name="{name}"')
+    if not schedules:
+        raise InputError(f"schedule {name}: none of that name in {project}/{region} (submit it first)")
+    for schedule in schedules:
+        # PipelineJobSchedule.resume(catch_up=...) does not pass catch_up on: the API client does.
+        schedule.api_client.resume_schedule(name=schedule.resource_name, catch_up=catch_up)
+    return {"resumed": [schedule.resource_name for schedule in schedules], "catch_up": catch_up}
 
 
 @contextlib.contextmanager
