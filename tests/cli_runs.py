@@ -7,6 +7,8 @@ import sys
 from tests.kfp_spec import IMAGE, REPO, WORKER
 
 SCORING_DAILY = "infra/schedules/scoring-daily.yaml"
+# `terraform output -json` of a made-up project, acme-ml: the names every submission takes.
+EXAMPLE_DEPLOYMENT = "infra/deployments/example.json"
 TRAINING_SPEC = "infra/kfp/training.yaml"
 
 
@@ -35,7 +37,8 @@ def params(**values: object) -> list[str]:
 SCORING_IMAGES = params(image=IMAGE, worker_image=WORKER)
 
 
-def pipeline_submit(*args: str, home) -> subprocess.CompletedProcess:
-    """`fmnist pipeline submit ARGS` with HOME at `home`, so that no ~/.config/kfp/context.json
-    of the machine's user takes part."""
-    return run_cli("pipeline", "submit", *args, env={**os.environ, "HOME": str(home)})
+def pipeline_submit(*args: str, home, deployment: str | None = EXAMPLE_DEPLOYMENT, action: str = "submit"):
+    """`fmnist pipeline submit --deployment DEPLOYMENT ARGS` with HOME at `home`, so that no
+    ~/.config/kfp/context.json of the machine's user takes part."""
+    named = ["--deployment", deployment] if deployment else []
+    return run_cli("pipeline", action, *named, *args, env={**os.environ, "HOME": str(home)})

@@ -4,9 +4,9 @@ import json
 import os
 import re
 
-# Image references as a run passes them: pinned by digest.
-IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64
-WORKER = "europe-west4-docker.pkg.dev/p/fmnist/worker@sha256:" + "b" * 64
+# Image references as a run passes them: pinned by digest, in the example deployment's repository.
+IMAGE = "europe-west4-docker.pkg.dev/acme-ml/fmnist/jobs@sha256:" + "a" * 64
+WORKER = "europe-west4-docker.pkg.dev/acme-ml/fmnist/worker@sha256:" + "b" * 64
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECS = os.path.join(REPO, "infra", "kfp")
 # The artifacts of the train task: name -> KFP schema title.

@@ -6,7 +6,7 @@ import pytest
 
 from components.cloud import pipelines
 from jobs import kfp_outputs
-from tests.cli_runs import run_cli
+from tests.cli_runs import EXAMPLE_DEPLOYMENT, run_cli
 from tests.kfp_spec import IMAGE, SPECS, TRAIN_ARTIFACTS, container, load_spec, render
 from tests.test_container import smoke_commands, task_values
 
@@ -50,16 +50,18 @@ def test_every_task_runs_the_pinned_image_through_the_adapter(name):
         container = executor["container"]
         assert container["image"] == "{{$.inputs.parameters['pipelinechannel--image']}}"
         assert container["command"][:5] == ["python", "-m", "jobs.kfp_outputs", "--executor-input", "{{$}}"]
-        # The digest is an input of every task, so it is part of KFP's cache key.
+        # The digest is an input of every task: the task runs exactly the released code.
         assert "--image" in container["command"]
     for task in spec["root"]["dag"]["tasks"].values():
         assert task["inputs"]["parameters"]["image"] == {"componentInputParameter": "image"}
 
 
-def test_caching_is_keyed_on_content_and_off_where_outputs_live_outside_kfp():
+def test_no_task_is_cached_because_the_pipeline_roots_artifacts_expire():
+    # A cached prepare would hand train a path under the pipeline root that the pipelines bucket's
+    # age rule deletes; KFP's cache key cannot know. Every task runs: `{}` is KFP's "off".
     training = load_spec("training")["root"]["dag"]["tasks"]
-    assert training["prepare"]["cachingOptions"] == {"enableCache": True}
-    assert training["train"]["cachingOptions"] == {"enableCache": True}
+    assert training["prepare"]["cachingOptions"] == {}
+    assert training["train"]["cachingOptions"] == {}
     assert training["train"]["inputs"]["parameters"]["manifest_digest"] == {
         "taskOutputParameter": {"outputParameterKey": "manifest_digest", "producerTask": "prepare"}
     }
@@ -85,11 +87,17 @@ def test_training_outputs_are_typed_artifacts():
 
 
 @pytest.mark.parametrize("name", ["training", "scoring"])
-def test_specs_declare_the_pipeline_root_of_terraforms_output(name):
+def test_committed_specs_name_no_project_and_a_deployment_gives_its_root(name, tmp_path):
+    # The committed specs are every project's: the run's root comes from the deployment at submit.
+    assert "defaultPipelineRoot" not in load_spec(name)
+    done = run_cli("pipeline", "compile", "--output", str(tmp_path), "--deployment", EXAMPLE_DEPLOYMENT)
+    assert done.returncode == 0, done.stderr
+    import yaml
+
     from tests.test_infra import terraform_output_value
 
-    assert load_spec(name)["defaultPipelineRoot"] == pipelines.DEFAULT_PIPELINE_ROOT
-    assert terraform_output_value("pipeline_root", project_id="fmnist-prod") == pipelines.DEFAULT_PIPELINE_ROOT
+    root = yaml.safe_load((tmp_path / f"{name}.yaml").read_text())["defaultPipelineRoot"]
+    assert root == "gs://acme-ml-pipelines/root" == terraform_output_value("pipeline_root", project_id="acme-ml")
 
 
 @pytest.mark.integration
@@ -102,6 +110,17 @@ def test_compile_takes_another_pipeline_root_and_refuses_a_local_one(tmp_path):
     refused = run_cli("pipeline", "compile", "--output", str(tmp_path / "x"), "--pipeline-root", "/tmp/root")
     assert refused.returncode == 2 and "--pipeline-root /tmp/root" in refused.stderr
     assert not (tmp_path / "x").exists()
+    foreign = run_cli(
+        "pipeline",
+        "compile",
+        "--output",
+        str(tmp_path / "y"),
+        "--deployment",
+        EXAMPLE_DEPLOYMENT,
+        "--pipeline-root",
+        "gs://other-pipelines/root",
+    )
+    assert foreign.returncode == 2 and foreign.stderr.count("\n") == 1 and "not one of deployment acme-ml" in foreign.stderr
 
 
 def test_every_task_requests_and_is_limited_to_its_cpu_and_memory():

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.parse
 from unittest import mock
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
+from components.cloud.deployment import load_deployment
 from components.cloud.schedules import kfp_cron, load_schedule, run_parameters
-from components.cloud.vertex_pipelines import submit_to_vertex, vertex_cron
+from components.cloud.vertex_pipelines import resume_on_vertex, submit_to_vertex, vertex_cron
 from components.errors import InputError
-from tests.cli_runs import SCORING_DAILY, SCORING_IMAGES, pipeline_submit
+from tests.cli_runs import EXAMPLE_DEPLOYMENT, SCORING_DAILY, SCORING_IMAGES, params, pipeline_submit
 from tests.kfp_spec import IMAGE, REPO, WORKER
 from tests.loopback_api import JsonHandler, RecordingServer, serving
 
-RUNNER = "fmnist-pipeline-runner@fmnist-prod.iam.gserviceaccount.com"
-PARENT = "/v1/projects/fmnist-prod/locations/europe-west4"
+# The example deployment (a made-up project, acme-ml): every name a submission uses comes from it.
+DEPLOYMENT = load_deployment(os.path.join(REPO, EXAMPLE_DEPLOYMENT))
+RUNNER = DEPLOYMENT.pipeline_runner
+PARENT = "/v1/projects/acme-ml/locations/europe-west4"
 
 
 class FakeVertexApi(RecordingServer):
@@ -46,6 +50,8 @@ class _Handler(JsonHandler):
             answer = {**body, "name": f"{path[4:]}/123", "state": "ACTIVE"}
         elif self.command == "GET" and path.endswith("/schedules"):
             answer = {"schedules": self.server.existing}
+        elif self.command == "POST" and path.endswith(":resume"):
+            answer = {}
         elif self.command == "DELETE" and "/schedules/" in path:
             answer = {
                 "name": f"{path[4:]}/operations/1",
@@ -63,7 +69,7 @@ class _Handler(JsonHandler):
 @pytest.fixture
 def vertex_api():
     old = {
-        "name": "projects/fmnist-prod/locations/europe-west4/schedules/77",
+        "name": "projects/acme-ml/locations/europe-west4/schedules/77",
         "displayName": "fmnist-scoring-daily",
         "cron": "TZ=UTC 0 2 * * *",
         "state": "ACTIVE",
@@ -75,7 +81,14 @@ def vertex_api():
 def scoring(schedule_path: str = SCORING_DAILY):
     plan = load_schedule(os.path.join(REPO, schedule_path))
     parameters = run_parameters(
-        plan.spec, {**plan.parameters, "time_zone": plan.time_zone, "image": IMAGE, "worker_image": WORKER}
+        plan.spec,
+        {
+            **DEPLOYMENT.pipeline_parameters(),
+            **plan.parameters,
+            "time_zone": plan.time_zone,
+            "image": IMAGE,
+            "worker_image": WORKER,
+        },
     )
     return plan, parameters
 
@@ -86,9 +99,10 @@ def submit(vertex_api, **overrides) -> dict:
         "name": plan.name,
         "spec": plan.spec,
         "parameters": parameters,
-        "project": "fmnist-prod",
+        "project": "acme-ml",
         "region": "europe-west4",
         "service_account": RUNNER,
+        "pipeline_root": DEPLOYMENT.pipeline_root,
         "labels": {"team": "ml"},
         "api_endpoint": vertex_api.url,
         "api_transport": "rest",
@@ -103,22 +117,21 @@ def test_a_schedule_becomes_a_pipeline_job_schedule_with_the_time_zone_in_its_cr
     plan, _ = scoring()
     tokyo = type(plan)(**{**plan.__dict__, "time_zone": "Asia/Tokyo"})
     result = submit(vertex_api, schedule=tokyo, network="projects/123/global/networks/fmnist")
-    listed, deleted, created = vertex_api.requests
+    # The schedule file is the truth: the old schedule goes, once the new one exists.
+    listed, created, deleted = vertex_api.requests
     assert listed[0] == "GET" and urllib.parse.parse_qs(urllib.parse.urlsplit(listed[1]).query)["filter"] == [
         'display_name="fmnist-scoring-daily"'
     ]
-    assert (deleted[0], urllib.parse.urlsplit(deleted[1]).path) == (
-        "DELETE",
-        f"{PARENT}/schedules/77",
-    )  # the schedule file is the truth
+    assert (deleted[0], urllib.parse.urlsplit(deleted[1]).path) == ("DELETE", f"{PARENT}/schedules/77")
     method, path, body = created
     assert (method, urllib.parse.urlsplit(path).path) == ("POST", f"{PARENT}/schedules")
     assert body["cron"] == "TZ=Asia/Tokyo 0 3 * * *" and body["displayName"] == "fmnist-scoring-daily"
     assert body["maxConcurrentRunCount"] == "1" and body["startTime"] == "2026-12-01T00:00:00Z"
+    assert body["allowQueueing"] is True  # catchup: true -> a run due while one runs waits, never skipped
     job = body["createPipelineJobRequest"]["pipelineJob"]
     assert job["serviceAccount"] == RUNNER and job["network"] == "projects/123/global/networks/fmnist"
     assert job["labels"] == {"team": "ml"}
-    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://fmnist-prod-pipelines/root"  # the spec's root
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://acme-ml-pipelines/root"  # the deployment's root
     assert job["runtimeConfig"]["parameterValues"]["image"] == IMAGE
     assert job["pipelineSpec"]["pipelineInfo"]["name"] == "fmnist-scoring"
     assert result["schedule"].endswith("/schedules/123") and result["replaced"][0].endswith("/schedules/77")
@@ -129,21 +142,21 @@ def test_one_run_becomes_a_pipeline_job_with_root_service_account_and_labels(ver
     with mock.patch(
         "google.cloud.aiplatform.pipeline_jobs.gcs_utils.create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist"
     ):
-        result = submit(vertex_api, pipeline_root="gs://other/root")
+        result = submit(vertex_api, pipeline_root="gs://acme-ml-pipelines/other")
     ((method, path, body),) = vertex_api.requests
     assert method == "POST" and path.startswith(f"{PARENT}/pipelineJobs?pipelineJobId=fmnist-scoring-daily-2")
     assert body["displayName"] == "fmnist-scoring-daily" and body["serviceAccount"] == RUNNER
-    assert body["runtimeConfig"]["gcsOutputDirectory"] == "gs://other/root"
+    assert body["runtimeConfig"]["gcsOutputDirectory"] == "gs://acme-ml-pipelines/other"
     assert body["runtimeConfig"]["parameterValues"]["worker_image"] == WORKER
     assert body["labels"] == {"team": "ml"}
-    assert result["pipeline_job"].startswith("projects/fmnist-prod/locations/europe-west4/pipelineJobs/")
+    assert result["pipeline_job"].startswith("projects/acme-ml/locations/europe-west4/pipelineJobs/")
 
 
 @pytest.mark.integration
 def test_the_dry_run_prints_exactly_the_requests_and_sends_nothing(vertex_api, tmp_path):
     plan, _ = scoring()
     submit(vertex_api, schedule=plan)
-    sent = vertex_api.requests[-1][2]
+    (sent,) = [body for method, _, body in vertex_api.requests if method == "POST"]
     done = pipeline_submit(
         "--target", "vertex", "--dry-run", "--schedule", SCORING_DAILY, "--label", "team=ml", *SCORING_IMAGES, home=tmp_path
     )
@@ -152,7 +165,7 @@ def test_the_dry_run_prints_exactly_the_requests_and_sends_nothing(vertex_api, t
     ((request),) = printed["requests"]
     assert request["url"] == "https://europe-west4-aiplatform.googleapis.com" + PARENT + "/schedules"
     assert request["body"] == sent
-    assert len(vertex_api.requests) == 3  # list, delete, create of the real submission only
+    assert len(vertex_api.requests) == 3  # list, create, delete of the real submission only
 
 
 @pytest.mark.parametrize(
@@ -211,10 +224,8 @@ def test_kfp_schedule_in_another_zone_is_refused_in_one_line_before_any_request(
 
 
 @pytest.mark.integration
-def test_runs_act_as_terraforms_pipeline_runner_by_default(tmp_path):
+def test_runs_act_as_terraforms_pipeline_runner_of_the_deployment_and_name_only_its_project(tmp_path):
     import hcl2
-
-    from components.cloud.schedules import runner_account
 
     with open(os.path.join(REPO, "infra", "terraform", "iam.tf")) as file:
         accounts = {
@@ -225,12 +236,70 @@ def test_runs_act_as_terraforms_pipeline_runner_by_default(tmp_path):
             for name, body in items.items()
         }
     account_id = accounts['"pipeline_runner"']["account_id"].strip('"')
-    assert runner_account("fmnist-prod") == f"{account_id}@fmnist-prod.iam.gserviceaccount.com" == RUNNER
-    done = pipeline_submit(
-        "--target", "vertex", "--dry-run", "--once", "--schedule", SCORING_DAILY, *SCORING_IMAGES, home=tmp_path
-    )
+    assert RUNNER == f"{account_id}@acme-ml.iam.gserviceaccount.com"
+    done = pipeline_submit("--target", "vertex", "--dry-run", "--schedule", SCORING_DAILY, *SCORING_IMAGES, home=tmp_path)
     assert done.returncode == 0, done.stderr
     ((request),) = json.loads(done.stdout)["requests"]
-    assert request["url"].startswith("https://europe-west4-aiplatform.googleapis.com" + PARENT + "/pipelineJobs?pipelineJobId=")
-    assert request["body"]["serviceAccount"] == RUNNER
-    assert request["body"]["runtimeConfig"]["gcsOutputDirectory"] == "gs://fmnist-prod-pipelines/root"
+    assert request["url"] == "https://europe-west4-aiplatform.googleapis.com" + PARENT + "/schedules"
+    assert request["body"]["allowQueueing"] is True
+    job = request["body"]["createPipelineJobRequest"]["pipelineJob"]
+    assert job["serviceAccount"] == RUNNER
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://acme-ml-pipelines/root"
+    # Every project, bucket and account the request names is the deployment's.
+    text = json.dumps(request)
+    assert "fmnist-prod" not in text
+    assert set(re.findall(r"gs://([a-z0-9._-]+)", text)) <= set(DEPLOYMENT.buckets.values())
+    assert set(re.findall(r"projects/([a-z0-9-]+)", text)) == {"acme-ml"}
+    assert set(re.findall(r"@([a-z0-9-]+)\.iam", text)) == {"acme-ml"}
+
+
+def test_a_contradicting_parameter_is_refused_in_one_line(tmp_path):
+    done = pipeline_submit(
+        "--target",
+        "vertex",
+        "--dry-run",
+        "--schedule",
+        SCORING_DAILY,
+        *SCORING_IMAGES,
+        *params(output="gs://fmnist-prod-tables"),
+        home=tmp_path,
+    )
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1
+    assert "output=gs://fmnist-prod-tables" in done.stderr
+    for flag, value in (("--project", "fmnist-prod"), ("--region", "us-central1")):
+        refused = pipeline_submit(
+            "--target", "vertex", "--dry-run", "--schedule", SCORING_DAILY, *SCORING_IMAGES, flag, value, home=tmp_path
+        )
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "contradicts deployment acme-ml" in refused.stderr
+
+
+def test_a_schedule_without_catchup_does_not_queue(tmp_path):
+    weekly = os.path.join("infra", "schedules", "training-weekly.yaml")
+    done = pipeline_submit("--target", "vertex", "--dry-run", "--schedule", weekly, *params(image=IMAGE), home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ((request),) = json.loads(done.stdout)["requests"]
+    assert request["body"].get("allowQueueing", False) is False  # proto3 leaves a false bool out
+
+
+@pytest.mark.integration
+def test_resume_with_catch_up_asks_vertex_for_the_missed_runs(vertex_api, tmp_path):
+    result = resume_on_vertex(
+        name="fmnist-scoring-daily",
+        project="acme-ml",
+        region="europe-west4",
+        catch_up=True,
+        api_endpoint=vertex_api.url,
+        api_transport="rest",
+        credentials=AnonymousCredentials(),
+    )
+    listed, resumed = vertex_api.requests
+    assert listed[0] == "GET"
+    assert (resumed[0], urllib.parse.urlsplit(resumed[1]).path) == ("POST", f"{PARENT}/schedules/77:resume")
+    assert resumed[2] == {"catchUp": True}  # PipelineJobSchedule.resume() would drop it
+    assert result["resumed"] == ["projects/acme-ml/locations/europe-west4/schedules/77"]
+    planned = pipeline_submit(
+        "--target", "vertex", "--schedule", SCORING_DAILY, "--catch-up", "--dry-run", home=tmp_path, action="resume"
+    )
+    assert planned.returncode == 0, planned.stderr
+    ((request),) = json.loads(planned.stdout)["requests"]
+    assert request["url"].endswith(":resume") and request["body"] == {"catchUp": True} and PARENT in request["url"]

@@ -43,7 +43,7 @@ BUCKET_PURPOSES = ("data", "models", "tables", "pipelines")
 ACCOUNT_PURPOSES = ("pipeline_runner", "dataflow_worker")
 
 # Names of Google Cloud resources that say which project they belong to.
-_BUCKET = re.compile(r"gs://([^/]+)")
+_BUCKET = re.compile(r"gs://([a-z0-9._-]+)")
 _ACCOUNT = re.compile(r"@([a-z0-9-]+)\.iam\.gserviceaccount\.com")
 _IMAGE = re.compile(r"(?:^|/)(?:[a-z0-9-]+-docker\.pkg\.dev|(?:[a-z]+\.)?gcr\.io)/([a-z0-9:.-]+)/")
 
