@@ -4,7 +4,6 @@ import os
 
 import pytest
 
-from components.cloud import pipelines
 from jobs import kfp_outputs
 from tests.cli_runs import EXAMPLE_DEPLOYMENT, run_cli
 from tests.kfp_spec import IMAGE, SPECS, TRAIN_ARTIFACTS, container, load_spec, render
