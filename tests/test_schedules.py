@@ -16,7 +16,7 @@ import yaml
 from components.cloud.deployment import load_deployment
 from components.cloud.schedules import load_schedule, run_parameters
 from components.errors import InputError
-from tests.cli_runs import EXAMPLE_DEPLOYMENT, SCORING_DAILY, SCORING_IMAGES, TRAINING_SPEC, params, pipeline_submit
+from tests.cli_runs import EXAMPLE_DEPLOYMENT, SCORING_DAILY, SCORING_IMAGES, TRAINING_SPEC, params, pipeline_submit, run_cli
 from tests.kfp_spec import IMAGE, REPO, WORKER
 from tests.loopback_api import JsonHandler, RecordingServer, serving
 
@@ -278,3 +278,9 @@ def test_resume_on_kfp_enables_the_recurring_run_and_catch_up_follows_the_file(k
     assert refused.returncode == 2 and "catchup: false" in refused.stderr and refused.stderr.count("\n") == 1
     planned = pipeline_submit("--host", kfp_api.url, "--schedule", SCORING_DAILY, "--dry-run", home=tmp_path, action="resume")
     assert json.loads(planned.stdout)["call"] == "enable_recurring_run" and kfp_api.requests == []
+
+
+@pytest.mark.parametrize("template", ["gs://b/{__class__}/*", "gs://b/{date.__class__}/*", "gs://b/{x[0]}/*"])
+def test_the_run_context_step_refuses_a_template_with_other_fields_in_one_line(template):
+    done = run_cli("run-context", "--scheduled-time", "2026-11-29T03:00:00Z", "--shards-template", template)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "may only use {date}" in done.stderr

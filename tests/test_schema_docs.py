@@ -29,3 +29,14 @@ def test_data_dictionary_lists_every_column_with_its_types():
     assert "| `probabilities` | `list<float32>` | FLOAT | REPEATED |" in text
     assert "| `run_date` | `date` |" in text
     assert schema_docs.arrow_type_name(pa.timestamp("us", tz="UTC")) == "timestamp[us, UTC]"
+
+
+@pytest.mark.parametrize("relative", sorted(schema_docs.REFERENCE_PARQUET_FILES))
+def test_reference_parquet_files_have_the_tables_schema_and_no_rows(relative):
+    import pyarrow.parquet as pq
+
+    committed = pq.read_table(os.path.join(REPO, relative))
+    assert committed.num_rows == 0
+    assert committed.schema.remove_metadata().equals(schema_docs.REFERENCE_PARQUET_FILES[relative].remove_metadata()), (
+        f"{relative} is stale: run `make schema-docs`"
+    )

@@ -4,7 +4,9 @@
 
 Writes docs/prediction_table.md and infra/bigquery/{predictions,errors,runs}.schema.json in
 the source tree (runs: the run summaries, components/contracts/summary.py); tests/test_schema_docs.py fails when a
-committed copy differs from this output.
+committed copy differs from this output. Also infra/bigquery/{predictions,errors}.reference.parquet:
+zero-row Parquet files of the tables' schemas, from which BigQuery's external tables take their
+columns (infra/terraform/bigquery.tf); the test compares their schemas.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import json
 import pathlib
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from components.contracts.schema import (
     ERROR_COLUMNS,
+    ERROR_SCHEMA,
     ERRORS_TABLE,
     PARTITION_SCHEMA,
     PREDICTION_COLUMNS,
+    PREDICTION_SCHEMA,
     PREDICTIONS_TABLE,
     RUNS_FOLDER,
     TABLE_SCHEMA_VERSION,
@@ -33,6 +38,10 @@ BIGQUERY_SCHEMA_FILES = {
     RUNS_FOLDER: f"infra/bigquery/{RUNS_FOLDER}.schema.json",
 }
 _TABLES = {PREDICTIONS_TABLE: PREDICTION_COLUMNS, ERRORS_TABLE: ERROR_COLUMNS}
+REFERENCE_PARQUET_FILES = {
+    f"infra/bigquery/{PREDICTIONS_TABLE}.reference.parquet": PREDICTION_SCHEMA,
+    f"infra/bigquery/{ERRORS_TABLE}.reference.parquet": ERROR_SCHEMA,
+}
 _PARTITION_NOTES = {
     "run_date": "Day of the scoring run, `YYYY-MM-DD` (folder `run_date=…`).",
     "run_id": "Id of the scoring run (folder `run_id=…`); not a file column.",
@@ -146,6 +155,9 @@ def main() -> None:
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
+        print(f"wrote {relative}")
+    for relative, schema in REFERENCE_PARQUET_FILES.items():
+        pq.write_table(schema.empty_table(), root / relative)
         print(f"wrote {relative}")
 
 

@@ -12,9 +12,23 @@
 #                                    attempt's leftovers, is never counted
 #   predictions_current              the latest complete run of each run_date (reruns, backfills)
 #
-# Column schemas of the Parquet tables are generated from components/contracts/schema.py
-# (infra/bigquery/*.json, kept current by a test), so BigQuery reads exactly what `fmnist score`
-# writes. The class names of true_class are those of components/constants.py (a test compares).
+# Schemas are generated from the contracts (components/contracts/schema.py, summary.py; kept
+# current by tests), so BigQuery reads exactly what `fmnist score` writes:
+#   runs_files         external_data_configuration.schema = infra/bigquery/runs.schema.json
+#   *_files (Parquet)  no schema in the configuration at all: a Parquet external table takes its
+#                      columns from a Parquet file. The provider documents
+#                      external_data_configuration.schema as "disallowed for ... Parquet", and a
+#                      top-level `schema` beside hive_partitioning_options is what its open reports
+#                      describe as dropping the partition columns (hashicorp/terraform-provider-google
+#                      #8717, #6856) or forcing a replacement on every plan (#10919). Instead,
+#                      reference_file_schema_uri names a zero-row Parquet file written from the
+#                      contract (infra/bigquery/<table>.reference.parquet, uploaded below), so the
+#                      table is the same before the first run as after, and the configuration holds
+#                      only plain strings that read back unchanged: nothing to diff, nothing to replace.
+#                      The Hive keys come from the CUSTOM prefix, as before.
+# External tables hold no data: deletion_protection is off for them, so that a contract change
+# that does replace one applies instead of failing. The views keep their protection.
+# The class names of true_class are those of components/constants.py (a test compares).
 resource "google_bigquery_dataset" "fmnist" {
   # checkov:skip=CKV_GCP_81: Google-managed encryption; the dataset holds only external table definitions and views, the data stays in the tables bucket
   dataset_id                 = "fmnist"
@@ -32,6 +46,18 @@ locals {
   true_class  = "[${join(", ", [for name in local.class_names : "'${name}'"])}][SAFE_OFFSET(true_label)]"
 }
 
+# The zero-row Parquet files whose schema the external tables take (outside the tables'
+# prefixes, so no reader ever lists them as parts).
+resource "google_storage_bucket_object" "reference_schema" {
+  for_each     = toset(["predictions", "errors"])
+  bucket       = google_storage_bucket.tables.name
+  name         = "_schemas/${each.key}.parquet"
+  source       = "${path.module}/../bigquery/${each.key}.reference.parquet"
+  content_type = "application/vnd.apache.parquet"
+
+  depends_on = [google_project_service.apis]
+}
+
 resource "google_bigquery_table" "files" {
   # checkov:skip=CKV_GCP_80: an external table stores no data in BigQuery; the Parquet files' bucket is the place for encryption
   for_each = {
@@ -41,15 +67,15 @@ resource "google_bigquery_table" "files" {
   dataset_id          = google_bigquery_dataset.fmnist.dataset_id
   table_id            = "${each.key}_files"
   description         = each.value
-  deletion_protection = true
-  schema              = file("${path.module}/../bigquery/${each.key}.schema.json")
+  deletion_protection = false
 
   external_data_configuration {
-    source_format = "PARQUET"
-    autodetect    = false
-    source_uris   = ["${local.tables_uri}/${each.key}/*"]
+    source_format             = "PARQUET"
+    autodetect                = true
+    source_uris               = ["${local.tables_uri}/${each.key}/*"]
+    reference_file_schema_uri = "gs://${google_storage_bucket_object.reference_schema[each.key].bucket}/${google_storage_bucket_object.reference_schema[each.key].name}"
 
-    # probabilities is a standard Parquet LIST: read as REPEATED FLOAT, as the schema says.
+    # probabilities is a standard Parquet LIST: read as REPEATED FLOAT.
     parquet_options {
       enable_list_inference = true
     }
@@ -62,6 +88,8 @@ resource "google_bigquery_table" "files" {
       require_partition_filter = false
     }
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_bigquery_table" "runs_files" {
@@ -69,47 +97,21 @@ resource "google_bigquery_table" "runs_files" {
   dataset_id          = google_bigquery_dataset.fmnist.dataset_id
   table_id            = "runs_files"
   description         = "Every run summary runs/<run_id>.json (one line each); use the runs view."
-  deletion_protection = true
-  # The fields the views and analysts use; other summary fields are ignored.
-  schema = jsonencode([
-    { name = "schema_version", type = "STRING", mode = "NULLABLE" },
-    { name = "run_id", type = "STRING", mode = "NULLABLE" },
-    { name = "run_date", type = "DATE", mode = "NULLABLE" },
-    { name = "status", type = "STRING", mode = "NULLABLE", description = "ok; error_rate_exceeded or source_mismatch: published, but failed its check" },
-    { name = "model_version", type = "STRING", mode = "NULLABLE" },
-    { name = "model_uri", type = "STRING", mode = "NULLABLE" },
-    { name = "attempt", type = "STRING", mode = "NULLABLE" },
-    { name = "error_rate", type = "FLOAT", mode = "NULLABLE" },
-    { name = "max_error_rate", type = "FLOAT", mode = "NULLABLE" },
-    { name = "runner", type = "STRING", mode = "NULLABLE" },
-    { name = "counts", type = "RECORD", mode = "NULLABLE", fields = [
-      { name = "read", type = "INTEGER", mode = "NULLABLE" },
-      { name = "scored", type = "INTEGER", mode = "NULLABLE" },
-      { name = "failed", type = "INTEGER", mode = "NULLABLE" },
-      { name = "expected", type = "INTEGER", mode = "NULLABLE" },
-    ] },
-    { name = "inputs", type = "RECORD", mode = "NULLABLE", fields = [
-      { name = "glob", type = "STRING", mode = "NULLABLE" },
-      { name = "shards", type = "STRING", mode = "REPEATED" },
-    ] },
-    { name = "parts", type = "RECORD", mode = "NULLABLE", fields = [
-      { name = "predictions", type = "STRING", mode = "REPEATED" },
-      { name = "errors", type = "STRING", mode = "REPEATED" },
-    ] },
-    { name = "timings", type = "RECORD", mode = "NULLABLE", fields = [
-      { name = "started_at", type = "TIMESTAMP", mode = "NULLABLE" },
-      { name = "finished_at", type = "TIMESTAMP", mode = "NULLABLE" },
-    ] },
-  ])
+  deletion_protection = false
 
   external_data_configuration {
-    source_format         = "NEWLINE_DELIMITED_JSON"
-    autodetect            = false
-    source_uris           = ["${local.tables_uri}/runs/*.json"]
+    source_format = "NEWLINE_DELIMITED_JSON"
+    autodetect    = false
+    source_uris   = ["${local.tables_uri}/runs/*.json"]
+    # The run summary's schema, generated from components/contracts/summary.py. In the
+    # configuration, not top-level: the provider's documented place for a JSON external table.
+    schema                = file("${path.module}/../bigquery/runs.schema.json")
     ignore_unknown_values = true
     # A summary that does not parse is one bad record: skipped, never fatal to every query.
     max_bad_records = 1000000
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_bigquery_table" "runs" {
@@ -129,6 +131,8 @@ resource "google_bigquery_table" "runs" {
       WHERE run_id IS NOT NULL AND run_date IS NOT NULL
     SQL
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 # predictions and errors: the rows of exactly the part files a complete run's summary names.
@@ -156,6 +160,8 @@ resource "google_bigquery_table" "named_parts" {
       ) AS named USING (run_id, part_file)
     SQL
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_bigquery_table" "predictions_current" {
@@ -176,4 +182,6 @@ resource "google_bigquery_table" "predictions_current" {
       ) AS latest USING (run_date, run_id)
     SQL
   }
+
+  depends_on = [google_project_service.apis]
 }

@@ -13,12 +13,16 @@ resource "google_service_account" "pipeline_runner" {
   account_id   = "fmnist-pipeline-runner"
   display_name = "fmnist KFP pipeline tasks"
   description  = "Runs the fmnist KFP tasks: prepare, train (publishes models), score (launches Dataflow)."
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_service_account" "dataflow_worker" {
   account_id   = "fmnist-dataflow-worker"
   display_name = "fmnist Dataflow workers"
   description  = "Runs the Dataflow workers of fmnist score: reads shards and the model, writes the tables."
+
+  depends_on = [google_project_service.apis]
 }
 
 locals {
@@ -76,6 +80,8 @@ resource "google_storage_bucket_iam_member" "grants" {
   bucket   = local.buckets[each.value.bucket]
   role     = each.value.role
   member   = each.value.member
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_storage_bucket_iam_member" "analysts" {
@@ -89,6 +95,8 @@ resource "google_storage_bucket_iam_member" "analysts" {
   bucket = local.buckets[each.value.bucket]
   role   = each.value.role
   member = each.value.member
+
+  depends_on = [google_project_service.apis]
 }
 
 # Analysts query the views (dataset read) and run query jobs in this project; BigQuery reads
@@ -98,6 +106,8 @@ resource "google_bigquery_dataset_iam_member" "analysts" {
   dataset_id = google_bigquery_dataset.fmnist.dataset_id
   role       = "roles/bigquery.dataViewer"
   member     = each.value
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_project_iam_member" "analysts" {
@@ -105,6 +115,8 @@ resource "google_project_iam_member" "analysts" {
   project  = var.project_id
   role     = "roles/bigquery.jobUser"
   member   = each.value
+
+  depends_on = [google_project_service.apis]
 }
 
 # Project-level roles that have no narrower resource to grant on.
@@ -118,6 +130,8 @@ resource "google_project_iam_member" "runner" {
   project = var.project_id
   role    = each.value
   member  = local.runner
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_project_iam_member" "worker" {
@@ -129,6 +143,8 @@ resource "google_project_iam_member" "worker" {
   project = var.project_id
   role    = each.value
   member  = local.worker
+
+  depends_on = [google_project_service.apis]
 }
 
 # The runner may start Dataflow jobs as the worker account, and nothing else may.
@@ -136,6 +152,8 @@ resource "google_service_account_iam_member" "runner_acts_as_worker" {
   service_account_id = google_service_account.dataflow_worker.name
   role               = "roles/iam.serviceAccountUser"
   member             = local.runner
+
+  depends_on = [google_project_service.apis]
 }
 
 # Who submits runs and schedules (a release pipeline, an operator group) may start Vertex AI
@@ -145,6 +163,8 @@ resource "google_project_iam_member" "submitters" {
   project  = var.project_id
   role     = "roles/aiplatform.user"
   member   = each.value
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_service_account_iam_member" "submitters_act_as_runner" {
@@ -152,14 +172,21 @@ resource "google_service_account_iam_member" "submitters_act_as_runner" {
   service_account_id = google_service_account.pipeline_runner.name
   role               = "roles/iam.serviceAccountUser"
   member             = each.value
+
+  depends_on = [google_project_service.apis]
 }
 
-# KFP on GKE: the task pods (their Kubernetes service account) act as the runner through
-# Workload Identity; on Vertex AI Pipelines the runs name it. No key files exist for either account.
+# KFP on GKE (var.kfp_on_gke): the task pods (their Kubernetes service account) act as the runner
+# through Workload Identity; on Vertex AI Pipelines the runs name it. The binding names the
+# project's identity pool (PROJECT.svc.id.goog), which exists only once a GKE cluster with Workload
+# Identity does: a Vertex-only project refuses it. No key files exist for either account.
 resource "google_service_account_iam_member" "kfp_workload_identity" {
+  count              = var.kfp_on_gke ? 1 : 0
   service_account_id = google_service_account.pipeline_runner.name
   role               = "roles/iam.workloadIdentityUser"
   member             = "serviceAccount:${var.project_id}.svc.id.goog[${var.kfp_namespace}/${var.kfp_service_account}]"
+
+  depends_on = [google_project_service.apis]
 }
 
 # Both pull the one image (tasks) or its Dataflow worker target (workers) from the repository.
@@ -169,4 +196,6 @@ resource "google_artifact_registry_repository_iam_member" "pull" {
   repository = google_artifact_registry_repository.images.name
   role       = "roles/artifactregistry.reader"
   member     = each.value
+
+  depends_on = [google_project_service.apis]
 }

@@ -2,13 +2,14 @@
 #   <project>-data       incoming/<YYYY-MM-DD>/*.tfrecord shards to score (and raw data sets)
 #   <project>-models     the model registry: <version>/ folders and the LATEST pointer
 #   <project>-tables     predictions/ and errors/ (Hive-partitioned Parquet), runs/ summaries,
-#                        _staging/ (the scoring runs' scratch, kept a day once replaced)
+#                        _staging/ (the scoring runs' scratch, kept a day once replaced),
+#                        _schemas/ (the external tables' reference Parquet files, bigquery.tf)
 #   <project>-pipelines  KFP pipeline root (task artifacts) and Dataflow temp/staging files
 # All: uniform bucket-level access (IAM only, no object ACLs), public access prevented,
 # Google-managed encryption.
 
 resource "google_storage_bucket" "data" {
-  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by the Data Access audit logs (services.tf), not a usage-log bucket
+  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by Data Access audit logs (var.storage_data_access_logs, or the organization's own audit config), not a usage-log bucket
   name                        = "${var.project_id}-data"
   location                    = var.region
   storage_class               = "STANDARD"
@@ -39,10 +40,12 @@ resource "google_storage_bucket" "data" {
       type = "Delete"
     }
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_storage_bucket" "models" {
-  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by the Data Access audit logs (services.tf), not a usage-log bucket
+  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by Data Access audit logs (var.storage_data_access_logs, or the organization's own audit config), not a usage-log bucket
   name                        = "${var.project_id}-models"
   location                    = var.region
   storage_class               = "STANDARD"
@@ -65,10 +68,12 @@ resource "google_storage_bucket" "models" {
       type = "Delete"
     }
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_storage_bucket" "tables" {
-  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by the Data Access audit logs (services.tf), not a usage-log bucket
+  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by Data Access audit logs (var.storage_data_access_logs, or the organization's own audit config), not a usage-log bucket
   name                        = "${var.project_id}-tables"
   location                    = var.region
   uniform_bucket_level_access = true
@@ -119,10 +124,12 @@ resource "google_storage_bucket" "tables" {
       type = "Delete"
     }
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_storage_bucket" "pipelines" {
-  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by the Data Access audit logs (services.tf), not a usage-log bucket
+  # checkov:skip=CKV_GCP_62: object reads and writes are recorded by Data Access audit logs (var.storage_data_access_logs, or the organization's own audit config), not a usage-log bucket
   # checkov:skip=CKV_GCP_78: scratch space (task artifacts, Dataflow temp/staging) recreated by every run and deleted after scratch_retention_days; versions would only keep garbage
   name                        = "${var.project_id}-pipelines"
   location                    = var.region
@@ -131,6 +138,8 @@ resource "google_storage_bucket" "pipelines" {
   public_access_prevention    = "enforced"
   force_destroy               = false
 
+  # Everything here is scratch. No pipeline task is cached (components/cloud/pipelines.py): a
+  # cache hit would hand on an artifact this rule may have deleted.
   lifecycle_rule {
     condition {
       age = var.scratch_retention_days
@@ -139,4 +148,6 @@ resource "google_storage_bucket" "pipelines" {
       type = "Delete"
     }
   }
+
+  depends_on = [google_project_service.apis]
 }

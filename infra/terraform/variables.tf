@@ -9,14 +9,20 @@ variable "region" {
   default     = "europe-west4"
 }
 
+variable "kfp_on_gke" {
+  description = "KFP on a GKE cluster of this project with Workload Identity runs the pipelines: its task pods act as the pipeline runner. false (Vertex AI Pipelines only): no Workload Identity binding, which a project without such a cluster refuses."
+  type        = bool
+  default     = false
+}
+
 variable "kfp_namespace" {
-  description = "Kubernetes namespace whose KFP task pods run as the pipeline runner (Workload Identity)."
+  description = "Kubernetes namespace whose KFP task pods run as the pipeline runner (Workload Identity; with kfp_on_gke)."
   type        = string
   default     = "kubeflow"
 }
 
 variable "kfp_service_account" {
-  description = "Kubernetes service account of the KFP task pods, mapped to the pipeline runner account."
+  description = "Kubernetes service account of the KFP task pods, mapped to the pipeline runner account (with kfp_on_gke)."
   type        = string
   default     = "pipeline-runner"
 }
@@ -55,4 +61,28 @@ variable "pipeline_submitters" {
   description = "Members who submit pipeline runs and schedules to Vertex AI Pipelines as the runner account (a release pipeline's account, an operator group)."
   type        = list(string)
   default     = []
+}
+
+variable "dataflow_subnetwork" {
+  description = "An existing subnetwork for the Dataflow workers (https://www.googleapis.com/compute/v1/projects/HOST/regions/REGION/subnetworks/NAME, e.g. of a Shared VPC). Empty: a network and subnetwork with Private Google Access are created (network.tf)."
+  type        = string
+  default     = ""
+}
+
+variable "dataflow_subnetwork_has_private_google_access" {
+  description = "Whether the existing var.dataflow_subnetwork has Private Google Access: only then do the workers run without public IPs."
+  type        = bool
+  default     = false
+}
+
+variable "dataflow_subnetwork_cidr" {
+  description = "IP range of the subnetwork created for the Dataflow workers (when var.dataflow_subnetwork is empty)."
+  type        = string
+  default     = "10.64.0.0/20"
+}
+
+variable "storage_data_access_logs" {
+  description = "Turn on Data Access audit logs (reads and writes of objects) for Cloud Storage in the project. Authoritative for that one service: leave false where the organization or another configuration manages them."
+  type        = bool
+  default     = false
 }

@@ -1,11 +1,13 @@
-# Cloud resources of fmnist-jobs (Google Cloud): buckets, service accounts, the image
-# repository, and the BigQuery tables over the scoring output.
+# Cloud resources of fmnist-jobs (Google Cloud): APIs, buckets, service accounts, the image
+# repository, the Dataflow network, and the BigQuery tables over the scoring output.
 #
 #   terraform init -backend-config=bucket=<state bucket> -backend-config=prefix=fmnist
-#   terraform apply -var project_id=fmnist-prod
+#   terraform apply -var project_id=<your project>            # e.g. acme-ml; -var kfp_on_gke=true for KFP on GKE
+#   terraform output -json > ../deployments/<your project>.json
 #
-# Bucket and account names are derived from project_id, the same names the schedules in
-# infra/schedules/ use (gs://fmnist-prod-models, ...).
+# Bucket and account names are derived from project_id. The outputs (outputs.tf) are the
+# deployment file that `fmnist pipeline compile|submit|resume --deployment` read: the only
+# place the pipelines learn a project's names from.
 terraform {
   required_version = ">= 1.6"
 
