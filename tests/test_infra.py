@@ -70,9 +70,19 @@ def test_service_accounts_get_bucket_scoped_roles_and_no_broad_ones(terraform):
 def test_external_tables_are_hive_partitioned_by_the_path_keys_of_contract_v2(terraform):
     files = resources(terraform, "google_bigquery_table")["files"]
     assert set(files["for_each"]) == {"predictions", "errors"}
-    assert files["schema"] == '${file("${path.module}/../bigquery/${each.key}.schema.json")}'
     config = files["external_data_configuration"][0]
     assert config["source_format"] == '"PARQUET"'
+    # The form that stays the same across applies: no schema at all (the provider refuses one in
+    # the configuration for Parquet, and a top-level one beside Hive partitioning drops the keys
+    # or replaces the table); the columns come from a reference Parquet file of the contract.
+    assert "schema" not in files and "schema" not in config and config["autodetect"] is True
+    assert "reference_schema" in config["reference_file_schema_uri"]
+    references = resources(terraform, "google_storage_bucket_object")["reference_schema"]
+    assert references["source"] == '"${path.module}/../bigquery/${each.key}.reference.parquet"'
+    assert set(re.findall(r'"(\w+)"', references["for_each"])) == {"predictions", "errors"}
+    for table in ("predictions", "errors"):
+        assert os.path.isfile(os.path.join(REPO, "infra", "bigquery", f"{table}.reference.parquet"))
+    assert references["name"].startswith('"_schemas/')  # outside every prefix a reader lists
     hive = config["hive_partitioning_options"][0]
     assert hive["mode"] == '"CUSTOM"'
     keys = re.findall(r"\{(\w+):(\w+)\}", hive["source_uri_prefix"])
@@ -84,6 +94,8 @@ def test_runs_table_reads_one_line_summaries_and_skips_a_bad_one(terraform):
     runs = resources(terraform, "google_bigquery_table")["runs_files"]
     config = runs["external_data_configuration"][0]
     assert config["source_format"] == '"NEWLINE_DELIMITED_JSON"'
+    # The generated schema of the run summary, in the configuration (JSON's documented place).
+    assert config["schema"] == '${file("${path.module}/../bigquery/runs.schema.json")}' and "schema" not in runs
     assert config["source_uris"] == ['"${local.tables_uri}/runs/*.json"']
     assert config["ignore_unknown_values"] is True and config["max_bad_records"] > 0
 
@@ -123,8 +135,7 @@ def test_staging_is_scratch_and_the_tables_stay_readable_without_retrieval_fees(
 
 
 def test_vertex_ai_is_enabled_and_analysts_get_read_roles(terraform):
-    apis = resources(terraform, "google_project_service")["apis"]
-    assert '"aiplatform.googleapis.com"' in re.findall(r'"[a-z]+\.googleapis\.com"', apis["for_each"])
+    assert "aiplatform.googleapis.com" in enabled_apis(terraform)
     assert resources(terraform, "google_bigquery_dataset_iam_member")["analysts"]["role"] == '"roles/bigquery.dataViewer"'
     assert resources(terraform, "google_project_iam_member")["analysts"]["role"] == '"roles/bigquery.jobUser"'
     assert "google_storage_bucket_iam_member" in {typ.strip('"') for entry in terraform["resource"] for typ in entry}
@@ -179,6 +190,128 @@ def terraform_output_value(name: str, **variables: str) -> str:
     value = output["value"].strip('"')
     value = re.sub(r"\$\{google_storage_bucket\.(\w+)\.name\}", lambda m: buckets[m.group(1)]["name"].strip('"'), value)
     return re.sub(r"\$\{var\.(\w+)\}", lambda m: variables[m.group(1)], value)
+
+
+# The API each resource type needs (a new type here must be added, with its API enabled).
+API_OF_TYPE = {
+    "google_artifact_registry_repository": "artifactregistry.googleapis.com",
+    "google_artifact_registry_repository_iam_member": "artifactregistry.googleapis.com",
+    "google_bigquery_dataset": "bigquery.googleapis.com",
+    "google_bigquery_dataset_iam_member": "bigquery.googleapis.com",
+    "google_bigquery_table": "bigquery.googleapis.com",
+    "google_compute_firewall": "compute.googleapis.com",
+    "google_compute_network": "compute.googleapis.com",
+    "google_compute_subnetwork": "compute.googleapis.com",
+    "google_project_iam_audit_config": "cloudresourcemanager.googleapis.com",
+    "google_project_iam_member": "cloudresourcemanager.googleapis.com",
+    "google_service_account": "iam.googleapis.com",
+    "google_service_account_iam_member": "iam.googleapis.com",
+    "google_storage_bucket": "storage.googleapis.com",
+    "google_storage_bucket_iam_member": "storage.googleapis.com",
+    "google_storage_bucket_object": "storage.googleapis.com",
+}
+# APIs the jobs call rather than a resource: Vertex AI Pipelines, Dataflow (workers on Compute
+# Engine VMs), the tasks' and workers' logs and metrics.
+JOB_APIS = {"aiplatform.googleapis.com", "dataflow.googleapis.com", "compute.googleapis.com", "logging.googleapis.com"}
+
+
+def enabled_apis(terraform: dict) -> set[str]:
+    apis = resources(terraform, "google_project_service")["apis"]
+    assert apis["for_each"] == "${local.apis}"
+    local_values = {key: value for entry in terraform["locals"] for key, value in entry.items()}
+    return {name.strip('"') for name in local_values["apis"] if name != "__is_block__"}
+
+
+def all_resources(terraform: dict) -> list[tuple[str, str, dict]]:
+    return [
+        (kind.strip('"'), name.strip('"'), body)
+        for entry in terraform["resource"]
+        for kind, named in entry.items()
+        for name, body in named.items()
+    ]
+
+
+def declared_outputs() -> set[str]:
+    """The outputs infra/terraform declares (the deployment file's keys)."""
+    blocks: dict[str, list] = {}
+    for path in sorted(glob.glob(os.path.join(TERRAFORM, "*.tf"))):
+        with open(path) as file:
+            for kind, entries in hcl2.load(file).items():
+                blocks.setdefault(kind, []).extend(entries)
+    return {name.strip('"') for entry in blocks["output"] for name in entry}
+
+
+def test_every_resource_waits_for_the_api_it_needs_and_every_api_used_is_enabled(terraform):
+    apis = enabled_apis(terraform)
+    assert {"cloudresourcemanager.googleapis.com", "compute.googleapis.com"} <= apis
+    for kind, name, body in all_resources(terraform):
+        if kind == "google_project_service":
+            continue
+        assert kind in API_OF_TYPE, f"{kind}: which API does it need? (API_OF_TYPE)"
+        assert API_OF_TYPE[kind] in apis, f"{kind}.{name}: {API_OF_TYPE[kind]} is not enabled"
+        assert "${google_project_service.apis}" in body.get("depends_on", []), f"{kind}.{name} does not wait for its API"
+    assert JOB_APIS <= apis
+
+
+def terraform_text() -> str:
+    return "".join(open(path).read() for path in sorted(glob.glob(os.path.join(TERRAFORM, "*.tf"))))
+
+
+def test_every_variable_local_and_resource_referenced_is_declared(terraform):
+    text = re.sub(r"#[^\n]*", "", terraform_text())  # comments may name anything
+    variables = {name.strip('"') for entry in terraform["variable"] for name in entry}
+    local_names = {key for entry in terraform["locals"] for key in entry if key != "__is_block__"}
+    declared = {(kind, name) for kind, name, _ in all_resources(terraform)}
+    assert set(re.findall(r"\bvar\.(\w+)", text)) <= variables
+    assert set(re.findall(r"\blocal\.(\w+)", text)) <= local_names
+    referenced = set(re.findall(r"\b(google_[a-z_]+)\.([a-z_]+)\b", text))
+    assert referenced <= declared, sorted(referenced - declared)
+    # Every variable is used somewhere (a leftover one would be a setting that does nothing).
+    assert variables <= set(re.findall(r"\bvar\.(\w+)", text))
+
+
+def test_every_output_the_pipelines_read_is_declared():
+    from components.cloud.deployment import OUTPUTS
+
+    assert set(OUTPUTS) <= declared_outputs()
+
+
+def test_workload_identity_and_audit_logs_only_when_a_variable_asks(terraform):
+    binding = resources(terraform, "google_service_account_iam_member")["kfp_workload_identity"]
+    assert binding["count"] == "${var.kfp_on_gke ? 1 : 0}"
+    audit = resources(terraform, "google_project_iam_audit_config")["storage"]
+    assert audit["count"] == "${var.storage_data_access_logs ? 1 : 0}" and audit["service"] == '"storage.googleapis.com"'
+    variables = {name.strip('"'): body for entry in terraform["variable"] for name, body in entry.items()}
+    assert variables["kfp_on_gke"]["default"] is False and variables["storage_data_access_logs"]["default"] is False
+    # No authoritative project IAM resource that would overwrite grants or audit configs made elsewhere.
+    kinds = {kind for kind, _, _ in all_resources(terraform)}
+    assert not kinds & {"google_project_iam_policy", "google_project_iam_binding"}
+
+
+def test_dataflow_workers_get_a_subnetwork_with_private_google_access_or_public_ips(terraform):
+    subnetwork = resources(terraform, "google_compute_subnetwork")["dataflow"]
+    assert subnetwork["private_ip_google_access"] is True
+    assert subnetwork["count"] == resources(terraform, "google_compute_network")["dataflow"]["count"]
+    firewall = resources(terraform, "google_compute_firewall")["dataflow_workers"]
+    assert firewall["allow"][0]["ports"] == ['"12345-12346"'] and firewall["source_tags"] == ['"dataflow"']
+    outputs = {name.strip('"'): body for entry in terraform["output"] for name, body in entry.items()}
+    # Private workers only on the subnetwork made here, or on one the variable says has the access.
+    assert outputs["dataflow_public_ips"]["value"] == (
+        "${local.create_dataflow_network ? false : !var.dataflow_subnetwork_has_private_google_access}"
+    )
+    assert "google_compute_subnetwork.dataflow[0].self_link" in outputs["dataflow_subnetwork"]["value"]
+
+
+def test_the_runs_view_reads_only_fields_of_the_generated_summary_schema(terraform):
+    with open(os.path.join(REPO, "infra", "bigquery", "runs.schema.json")) as file:
+        fields = json.load(file)
+    names = {field["name"] for field in fields} | {
+        f"{field['name']}.{child['name']}" for field in fields for child in field.get("fields", [])
+    }
+    query = resources(terraform, "google_bigquery_table")["runs"]["view"][0]["query"]
+    read = set(re.findall(r"\b(counts\.\w+|timings\.\w+)", query))
+    read |= {name for name in ("run_id", "run_date", "status", "model_version", "error_rate", "parts") if name in query}
+    assert read and read <= names, sorted(read - names)
 
 
 BUILD = os.path.join(REPO, "infra", "container", "build.sh")
