@@ -101,8 +101,9 @@ container-test: install
 	IMAGE=$(IMAGE) infra/container/build.sh
 	FMNIST_CONTAINER_TEST=1 FMNIST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -v -s -rs tests/test_container.py
 
-# The release images: jobs and its Dataflow worker target, tagged with the package version,
-# pushed to REGISTRY when given (e.g. europe-west4-docker.pkg.dev/fmnist-prod/fmnist); prints
+# The release images: jobs and its Dataflow worker target, tagged <version>-<commit>-<build time>
+# (a new tag each run: the repository's tags are immutable), pushed to REGISTRY when given
+# (terraform's image_repository output, e.g. europe-west4-docker.pkg.dev/acme-ml/fmnist); prints
 # the digests as the pipelines' image= and worker_image= parameters. DRY_RUN=1 prints the commands.
 REGISTRY ?=
 images:

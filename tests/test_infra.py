@@ -317,32 +317,38 @@ def test_the_runs_view_reads_only_fields_of_the_generated_summary_schema(terrafo
 BUILD = os.path.join(REPO, "infra", "container", "build.sh")
 
 
-def build_dry_run(*args: str) -> subprocess.CompletedProcess:
+def build_dry_run(*args: str, build_time: str = "20261204T150102Z") -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key not in ("IMAGE", "PIP_CERT")}
+    env["BUILD_TIME"] = build_time
     return subprocess.run([BUILD, *args, "--dry-run"], cwd=REPO, capture_output=True, text=True, env=env)
 
 
-def test_release_build_makes_both_images_tagged_with_the_version_pushes_them_and_prints_digests():
+def test_release_build_makes_both_images_tagged_with_the_build_pushes_them_and_prints_digests():
     import tomllib
 
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as file:
         version = tomllib.load(file)["project"]["version"]
-    registry = "europe-west4-docker.pkg.dev/fmnist-prod/fmnist"
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    registry = "europe-west4-docker.pkg.dev/acme-ml/fmnist"
     done = build_dry_run("--release", "--registry", registry + "/")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
+    (tag,) = {line.rsplit(":", 1)[1].split()[0] for line in lines if " bud " in line}
+    # version, commit (dirty when the work tree differs), build time: one tag per build.
+    assert re.fullmatch(rf"{re.escape(version)}-{commit}(-dirty)?-20261204T150102Z", tag), tag
     builds = [line for line in lines if " bud " in line]
-    assert builds == [
-        f"buildah --storage-driver vfs bud --isolation chroot --layers -f Dockerfile -t {registry}/jobs:{version} .",
-        f"buildah --storage-driver vfs bud --isolation chroot --layers --target dataflow-worker -f Dockerfile "
-        f"-t {registry}/worker:{version} .",
-    ]
+    assert [line.split(" -f ")[0].endswith("--target dataflow-worker") for line in builds] == [False, True]
+    assert [line.split(" -t ")[1] for line in builds] == [f"{registry}/jobs:{tag} .", f"{registry}/worker:{tag} ."]
     pushes = [line.split()[-2:] for line in lines if " push " in line]
-    assert pushes == [[f"{registry}/{name}:{version}", f"docker://{registry}/{name}:{version}"] for name in ("jobs", "worker")]
+    assert pushes == [[f"{registry}/{name}:{tag}", f"docker://{registry}/{name}:{tag}"] for name in ("jobs", "worker")]
     assert [line.split("@")[0] for line in lines if "=" in line and "@sha256:" in line] == [
         f"image={registry}/jobs",
         f"worker_image={registry}/worker",
     ]
+    # A second release of the same version and commit gets its own tag: the repository's tags
+    # are immutable, so reusing one would fail the push.
+    again = build_dry_run("--release", "--registry", registry, build_time="20261204T160000Z")
+    assert again.returncode == 0 and f":{tag} " not in again.stdout and "-20261204T160000Z" in again.stdout
     # The Dockerfile has the stage the worker build names.
     with open(os.path.join(REPO, "Dockerfile")) as file:
         assert re.search(r"^FROM \S+ AS dataflow-worker$", file.read(), flags=re.M)

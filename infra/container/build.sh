@@ -6,16 +6,19 @@
 #      Dockerfile's `FROM debian:bookworm-slim` builds here unchanged;
 #   3. builds the Dockerfile's default target with buildah (chroot isolation, vfs storage,
 #      layer cache on) and prints the build time and the image size.
-# With --release it builds both images a release needs, tagged with the package version:
-#   <registry>/jobs:<version>    the default target (every KFP task)
-#   <registry>/worker:<version>  the dataflow-worker target (Dataflow's --sdk_container_image;
-#                                needs Docker Hub for Beam's SDK image)
+# With --release it builds both images a release needs, tagged with the build's own tag
+# <version>-<commit>[-dirty]-<UTC build time> (e.g. 0.1.0-1a2b3c4d5e6f-20261204T150102Z):
+#   <registry>/jobs:<tag>    the default target (every KFP task)
+#   <registry>/worker:<tag>  the dataflow-worker target (Dataflow's --sdk_container_image;
+#                            needs Docker Hub for Beam's SDK image)
 # pushes them when --registry is given, and prints the digests as the pipeline parameters
 # `image=...@sha256:...` and `worker_image=...@sha256:...` (schedules take digests, not tags).
+# The repository's tags are immutable, so a tag names one build: a second release of the same
+# version (and commit) pushes under a new tag instead of failing. BUILD_TIME overrides the time.
 #
 #   infra/container/build.sh                           # IMAGE=localhost/fmnist-jobs:dev
 #   IMAGE=localhost/fmnist-jobs:ci infra/container/build.sh
-#   infra/container/build.sh --release --registry europe-west4-docker.pkg.dev/fmnist-prod/fmnist
+#   infra/container/build.sh --release --registry REGION-docker.pkg.dev/PROJECT/fmnist   # terraform's image_repository
 #   infra/container/build.sh --release --registry ... --dry-run   # print the commands, run nothing
 #
 # When it cannot run (not root, Debian mirror unreachable, debootstrap fails) it exits 1 with
@@ -194,12 +197,21 @@ local_digest() {
     fi
 }
 
-release() {
-    local version repository jobs worker
+# The tag of this build: version, commit (-dirty when the work tree differs from it), UTC time.
+build_tag() {
+    local version commit
     version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+    commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo nocommit)
+    git diff --quiet HEAD 2>/dev/null || commit="$commit-dirty"
+    echo "$version-$commit-${BUILD_TIME:-$(date -u +%Y%m%dT%H%M%SZ)}"
+}
+
+release() {
+    local tag repository jobs worker
+    tag=$(build_tag)
     repository=${REGISTRY:-localhost/fmnist}
-    jobs="$repository/jobs:$version"
-    worker="$repository/worker:$version"
+    jobs="$repository/jobs:$tag"
+    worker="$repository/worker:$tag"
     build_image "" "$jobs"
     build_image dataflow-worker "$worker"
     if [ -n "$REGISTRY" ]; then
