@@ -35,10 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="pipeline_root",
         help="gs:// root of the runs' artifacts, declared in the specs (default: the deployment's, else none)",
     )
-    submit = actions.add_parser("submit", argument_default=argparse.SUPPRESS, help="create a run or a recurring run")
-    submit.add_argument("--deployment", help=DEPLOYMENT_HELP + " (required)")
-    submit.add_argument("--target", choices=("kfp", "vertex"), help="Kubeflow Pipelines API (default) or Vertex AI Pipelines")
-    submit.add_argument("--host", help="KFP API endpoint, e.g. https://kfp.example.com (--target kfp)")
+    submit = add_target_flags(
+        actions.add_parser("submit", argument_default=argparse.SUPPRESS, help="create a run or a recurring run")
+    )
     submit.add_argument("--schedule", help="schedule file (infra/schedules/*.yaml): cron, time zone, spec, parameters")
     submit.add_argument("--spec", help="compiled spec for a single run without a schedule")
     submit.add_argument("--param", action="append", help="NAME=VALUE pipeline parameter (repeatable; overrides the file)")
@@ -66,11 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vertex.add_argument("--network", help="VPC network to peer the run with (projects/NUMBER/global/networks/NAME)")
     vertex.add_argument("--label", action="append", help="NAME=VALUE label of the run (repeatable)")
-    resume = actions.add_parser("resume", argument_default=argparse.SUPPRESS, help="resume a paused recurring run")
-    resume.add_argument("--deployment", help=DEPLOYMENT_HELP + " (required)")
+    resume = add_target_flags(
+        actions.add_parser("resume", argument_default=argparse.SUPPRESS, help="resume a paused recurring run")
+    )
     resume.add_argument("--schedule", required=True, help="schedule file whose recurring run (by name) to resume")
-    resume.add_argument("--target", choices=("kfp", "vertex"), help="Kubeflow Pipelines API (default) or Vertex AI Pipelines")
-    resume.add_argument("--host", help="KFP API endpoint (--target kfp)")
     resume.add_argument("--experiment", help="KFP experiment (default: the schedule's)")
     resume.add_argument(
         "--catch-up",
@@ -79,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Vertex: start the runs missed while paused (KFP: as the schedule file's catchup says)",
     )
     resume.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the request; send nothing")
+    return parser
+
+
+def add_target_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Where a submit or resume goes: the deployment's project, on KFP or Vertex AI Pipelines."""
+    parser.add_argument("--deployment", help=DEPLOYMENT_HELP + " (required)")
+    parser.add_argument("--target", choices=("kfp", "vertex"), help="Kubeflow Pipelines API (default) or Vertex AI Pipelines")
+    parser.add_argument("--host", help="KFP API endpoint, e.g. https://kfp.example.com (--target kfp)")
     return parser
 
 

@@ -73,14 +73,8 @@ def submit_to_vertex(
     credentials=None,
 ) -> dict:
     """Creates a PipelineJob (one run) or a PipelineJobSchedule replacing those of the same name."""
-    from google.cloud import aiplatform
-
-    if dry_run:
-        from google.auth.credentials import AnonymousCredentials
-
-        credentials = AnonymousCredentials()  # nothing is sent
-    aiplatform.init(
-        project=project, location=region, credentials=credentials, api_endpoint=api_endpoint, api_transport=api_transport
+    aiplatform = _client(
+        project, region, dry_run=dry_run, api_endpoint=api_endpoint, api_transport=api_transport, credentials=credentials
     )
     now = datetime.datetime.now(datetime.UTC)
     job = aiplatform.PipelineJob(
@@ -145,14 +139,8 @@ def resume_on_vertex(
     credentials=None,
 ) -> dict:
     """Resumes the paused schedules named `name`; `catch_up`: Vertex starts the runs missed while paused."""
-    from google.cloud import aiplatform
-
-    if dry_run:
-        from google.auth.credentials import AnonymousCredentials
-
-        credentials = AnonymousCredentials()  # nothing is sent
-    aiplatform.init(
-        project=project, location=region, credentials=credentials, api_endpoint=api_endpoint, api_transport=api_transport
+    aiplatform = _client(
+        project, region, dry_run=dry_run, api_endpoint=api_endpoint, api_transport=api_transport, credentials=credentials
     )
     if dry_run:
         recorder = _Recorder(api_endpoint or f"https://{region}-aiplatform.googleapis.com")
@@ -166,6 +154,20 @@ def resume_on_vertex(
         # PipelineJobSchedule.resume(catch_up=...) does not pass catch_up on: the API client does.
         schedule.api_client.resume_schedule(name=schedule.resource_name, catch_up=catch_up)
     return {"resumed": [schedule.resource_name for schedule in schedules], "catch_up": catch_up}
+
+
+def _client(project: str, region: str, *, dry_run: bool, api_endpoint, api_transport, credentials):
+    """google.cloud.aiplatform set to the project and region (anonymous for a dry run: nothing is sent)."""
+    from google.cloud import aiplatform
+
+    if dry_run:
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = AnonymousCredentials()
+    aiplatform.init(
+        project=project, location=region, credentials=credentials, api_endpoint=api_endpoint, api_transport=api_transport
+    )
+    return aiplatform
 
 
 @contextlib.contextmanager

@@ -64,7 +64,7 @@ variable "pipeline_submitters" {
 }
 
 variable "dataflow_subnetwork" {
-  description = "An existing subnetwork for the Dataflow workers (https://www.googleapis.com/compute/v1/projects/HOST/regions/REGION/subnetworks/NAME, e.g. of a Shared VPC). Empty: a network and subnetwork with Private Google Access are created (network.tf)."
+  description = "An existing subnetwork for the Dataflow workers (https://www.googleapis.com/compute/v1/projects/HOST/regions/REGION/subnetworks/NAME; of a Shared VPC, the worker account needs roles/compute.networkUser there, granted by the host project). Empty: a network and subnetwork with Private Google Access are created (network.tf)."
   type        = string
   default     = ""
 }
