@@ -111,3 +111,22 @@ def test_the_runs_bigquery_schema_covers_every_field_of_a_summary():
     summary = a_summary().to_dict()
     summary["timings"].update(pipeline_seconds=1.0, publish_seconds=0.1, total_seconds=9.0)  # as score writes them
     assert keys(summary) == schema
+
+
+@pytest.mark.parametrize(
+    "text, valid",
+    [
+        ("scheduled-2026-11-28", True),
+        ("r1.retry_2", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("run\n", False),  # `$` would let a trailing newline through; the whole text must match
+        ("a/b", False),
+        (".hidden", False),
+        ("", False),
+    ],
+)
+def test_a_run_id_is_a_safe_name_in_full(text, valid):
+    from components.contracts.schema import is_run_id
+
+    assert is_run_id(text) is valid

@@ -257,7 +257,8 @@ def test_a_schedule_field_of_the_wrong_type_is_refused_in_one_line(tmp_path, cha
     "template, message",
     [
         ("run_id_template=run\n{date}", "gives run id 'run\\n2026-01-31'"),
-        ("run_id_template=run/{date}", "only letters, digits"),
+        ("run_id_template=run/{date}", "a run id has letters, digits"),
+        ("run_id_template=.{date}", "starting with a letter or digit"),
         ("run_id_template={date.__class__}", "may only use {date}"),
         ("shards_template=gs://acme-ml-data/{__class__}/*", "fields ['{__class__}']"),
         ("shards_template=gs://acme-ml-data/{x.y}/*", "fields ['{x.y}']"),

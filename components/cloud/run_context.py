@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import re
 import string
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from components.contracts.parameters import flag_of, parameter
+from components.contracts.schema import is_run_id
 from components.errors import InputError
 
 
@@ -47,8 +47,6 @@ def run_context(
     }
 
 
-# A run id names folders, objects and a lease: letters, digits, '.', '_' and '-' only.
-RUN_ID = re.compile(r"[A-Za-z0-9._-]+")
 SAMPLE_DATE = "2026-01-31"  # checks a template before any run renders it
 
 
@@ -62,8 +60,11 @@ def render_template(name: str, template: str, date: str) -> str:
         rendered = template.format(date=date)
     except ValueError as error:
         raise InputError(f"{flag_of(name)} {template!r}: may only use {{date}} ({error})") from error
-    if name == "run_id_template" and not RUN_ID.fullmatch(rendered):
-        raise InputError(f"{flag_of(name)} {template!r}: gives run id {rendered!r}; only letters, digits, '.', '_', '-'")
+    if name == "run_id_template" and not is_run_id(rendered):
+        raise InputError(
+            f"{flag_of(name)} {template!r}: gives run id {rendered!r}; a run id has "
+            "letters, digits, '.', '_' and '-' (at most 128, starting with a letter or digit)"
+        )
     return rendered
 
 
