@@ -239,6 +239,7 @@ def test_submit_without_a_deployment_is_refused_in_one_line(tmp_path):
     [
         ({"parameters": ["model_root", "gs://x"]}, "parameters ['model_root', 'gs://x'] is not a mapping"),
         ({"name": ["a", "b"]}, "name ['a', 'b'] is not a string"),
+        ({"name": 'daily" OR display_name="x'}, "letters, digits"),
         ({"catchup": "yes"}, "catchup 'yes' is not a boolean"),
         ({"max_concurrency": "one"}, "max_concurrency 'one' is not a whole number"),
     ],

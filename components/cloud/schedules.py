@@ -22,6 +22,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -34,6 +35,7 @@ from components.errors import InputError
 # Tasks and Dataflow workers must run the same code a run was submitted with: digests only.
 PINNED_PARAMETERS = ("image", "worker_image")
 CHOICES = {"public_ips_flag": PUBLIC_IPS_FLAGS}
+_SCHEDULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # The fields of a schedule file and the type each must have (YAML gives any type).
 _FIELD_TYPES = {
     "name": str,
@@ -85,6 +87,9 @@ def load_schedule(path: str) -> Schedule:
         kind = _FIELD_TYPES[field]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise InputError(f"{path}: {field} {value!r} is not a {_TYPE_NAMES[kind]}")
+    if not _SCHEDULE_NAME.fullmatch(document["name"]):
+        # The name is matched in list filters (display_name="..."): no quotes or spaces in it.
+        raise InputError(f"{path}: name {document['name']!r}: letters, digits, '.', '_' and '-' (at most 128)")
     if len(document["cron"].split()) != 6:
         raise InputError(f"{path}: cron {document['cron']!r} needs 6 fields (KFP's cron starts with seconds)")
     schedule = Schedule(
