@@ -303,3 +303,20 @@ def test_resume_with_catch_up_asks_vertex_for_the_missed_runs(vertex_api, tmp_pa
     assert planned.returncode == 0, planned.stderr
     ((request),) = json.loads(planned.stdout)["requests"]
     assert request["url"].endswith(":resume") and request["body"] == {"catchUp": True} and PARENT in request["url"]
+
+
+def test_another_projects_deployment_gives_requests_naming_only_that_project(tmp_path):
+    # Nothing but the deployment file names a project: the same schedule for a second one.
+    with open(os.path.join(REPO, EXAMPLE_DEPLOYMENT)) as file:
+        (tmp_path / "beta.json").write_text(file.read().replace("acme-ml", "beta-ml").replace("europe-west4", "us-central1"))
+    images = [value.replace("acme-ml", "beta-ml").replace("europe-west4", "us-central1") for value in SCORING_IMAGES]
+    done = pipeline_submit(
+        "--target", "vertex", "--dry-run", "--schedule", SCORING_DAILY, *images,
+        home=tmp_path, deployment=str(tmp_path / "beta.json"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "acme-ml" not in done.stdout and "europe-west4" not in done.stdout
+    ((request),) = json.loads(done.stdout)["requests"]
+    assert request["url"] == "https://us-central1-aiplatform.googleapis.com/v1/projects/beta-ml/locations/us-central1/schedules"
+    values = request["body"]["createPipelineJobRequest"]["pipelineJob"]["runtimeConfig"]["parameterValues"]
+    assert values["project"] == "beta-ml" and values["output"] == "gs://beta-ml-tables"
