@@ -267,7 +267,13 @@ def _read_gcs(uri: str, max_bytes: int | None) -> bytes:
     blob.reload(retry=_retry())
     if blob.size > max_bytes:
         raise _too_large(uri, max_bytes)  # never downloaded
-    return blob.download_as_bytes(if_generation_match=blob.generation, retry=_retry())
+    return _download_generation(uri, blob.generation)
+
+
+def _download_generation(uri: str, generation: int) -> bytes:
+    """Exactly one generation of an object. A fresh Blob: a reloaded one would download from the
+    media link in the server's answer instead of the client's endpoint (a proxy, an emulator)."""
+    return _blob(uri).download_as_bytes(if_generation_match=generation, retry=_retry())
 
 
 def _too_large(uri: str, max_bytes: int) -> InputError:
@@ -435,7 +441,7 @@ def read_snapshot(uri: str, *, max_bytes: int) -> Snapshot:
         if blob.size > max_bytes:
             raise _too_large(uri, max_bytes)
         try:
-            data = blob.download_as_bytes(if_generation_match=blob.generation, retry=_retry())
+            data = _download_generation(uri, blob.generation)
         except _precondition_failed():  # replaced between the two calls: read the newer one
             return read_snapshot(uri, max_bytes=max_bytes)
         return Snapshot(uri, data, blob.generation)
