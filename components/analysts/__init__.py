@@ -1,4 +1,4 @@
-"""What analysts read: DuckDB views and the query sandbox, the Python reader, the HTML report, table migrations, generated schema docs."""
+"""What analysts read: DuckDB views and the query sandbox, the Python reader, the HTML report, migrations, schema docs."""
 
 from components.analysts.reader import read
 
