@@ -12,6 +12,8 @@ two runs on one day (a rerun under a new id), and a shard with a damaged record.
 
 from __future__ import annotations
 
+import ast
+import decimal
 import math
 import os
 import re
@@ -35,6 +37,23 @@ def sql_pairs(path: str) -> list[tuple[str, str]]:
 
 
 PAIRS = sql_pairs(DOC)
+
+
+def python_examples(path: str) -> list[tuple[str, str, str]]:
+    """(code, name of the answer it computes, the SQL of the same answer) of each Python block:
+    the answer is the block's last assignment, the SQL its closing `# ...` comment lines."""
+    with open(path) as file:
+        blocks = re.findall(r"```python\n(.*?)```", file.read(), flags=re.DOTALL)
+    examples = []
+    for code in blocks:
+        lines = code.rstrip().splitlines()
+        comment = [line.removeprefix("# ") for line in lines if line.startswith("# ")]
+        answer = [node for node in ast.parse(code).body if isinstance(node, ast.Assign)][-1].targets[0].id
+        examples.append((code, answer, " ".join(comment)))
+    return examples
+
+
+PYTHON_EXAMPLES = python_examples(DOC)
 
 
 def bigquery_as_duckdb(sql: str) -> str:
@@ -65,6 +84,41 @@ def assert_same_answer(pair: tuple[str, str], scores: str) -> None:
 @pytest.fixture(scope="module")
 def scores_root(scored_output) -> str:
     return scored_output[1]
+
+
+def plain(value):
+    return float(value) if isinstance(value, decimal.Decimal | float) else value
+
+
+def frame_rows(frame) -> list[tuple]:
+    """The rows of a pandas or polars data frame, as Python values."""
+    if hasattr(frame, "itertuples"):
+        return [
+            tuple(plain(getattr(value, "item", lambda v=value: v)()) for value in row) for row in frame.itertuples(index=False)
+        ]
+    return [tuple(plain(value) for value in row) for row in frame.rows()]
+
+
+def test_the_doc_has_python_examples_with_pandas_and_polars():
+    codes = " ".join(code for code, _, _ in PYTHON_EXAMPLES)
+    assert len(PYTHON_EXAMPLES) >= 3 and ".to_pandas()" in codes and "pl.from_arrow" in codes
+    assert all(sql.startswith("SELECT") for _, _, sql in PYTHON_EXAMPLES)
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON_EXAMPLES)))
+def test_each_python_example_gives_the_sql_answer(scores_root, index):
+    code, answer, sql = PYTHON_EXAMPLES[index]
+    namespace: dict = {}
+    exec(code.replace('"runs/local/scores"', repr(scores_root)), namespace)  # noqa: S102 - the doc's own example
+    expected = [tuple(plain(value) for value in row.values()) for row in query(sql=sql, scores=scores_root).to_pylist()]
+    got = frame_rows(namespace[answer])
+    assert expected and len(got) == len(expected), (got, expected)
+    for ours, theirs in zip(got, expected):
+        assert len(ours) == len(theirs)
+        assert all(a == b or (isinstance(a, float) and math.isclose(a, b, abs_tol=1e-6)) for a, b in zip(ours, theirs)), (
+            ours,
+            theirs,
+        )
 
 
 def test_the_doc_has_the_promised_examples():
