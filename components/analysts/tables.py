@@ -28,8 +28,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import os
-import tempfile
 from typing import Any
 
 import duckdb
@@ -81,7 +79,6 @@ RUNS_SCHEMA = pa.schema(
         pa.field("summary", pa.string()),  # the whole summary JSON: query it with json_extract
     ]
 )
-OUTPUT_FORMATS = (".csv", ".parquet")
 
 
 def scores_root(*, deprecated_aliases: tuple[str, ...] = ("--predictions",)) -> Any:
@@ -100,7 +97,9 @@ class QueryParameters:
     sql: str = parameter(help="one SELECT (DuckDB dialect); examples in docs/analysts.md", positional=True)
     scores: str = scores_root()
     out: str | None = parameter(
-        None, help="write the result to FILE.csv or FILE.parquet (a path or gs:// URI) instead of printing it", location=True
+        None,
+        help="write the result to FILE.csv, FILE.xlsx or FILE.parquet (a path or gs:// URI) instead of printing it",
+        location=True,
     )
 
 
@@ -330,7 +329,7 @@ def read_only_statement(sql: str) -> str:
     if statement.type != duckdb.StatementType.SELECT:
         raise InputError(
             f"SQL: only a read-only SELECT is allowed, found {statement.type.name}; "
-            "use --out FILE.csv or FILE.parquet to export a result"
+            "use --out FILE.csv, FILE.xlsx or FILE.parquet to export a result"
         )
     return statement.query
 
@@ -344,25 +343,6 @@ def query(*, sql: str, scores: str) -> pa.Table:
     except duckdb.Error as error:
         first_line = str(error).strip().splitlines()[0]
         raise InputError(f"SQL: {type(error).__name__}: {first_line}") from error
-    finally:
-        connection.close()
-
-
-def write_result(table: pa.Table, out: str) -> None:
-    """Writes a query result as CSV or Parquet, chosen by the extension of `out` (a URI)."""
-    extension = os.path.splitext(out)[1].lower()
-    if extension not in OUTPUT_FORMATS:
-        raise InputError(f"{out}: unknown output format; use one of {', '.join(OUTPUT_FORMATS)}")
-    connection = duckdb.connect()
-    try:
-        relation = connection.from_arrow(table)
-        with tempfile.TemporaryDirectory(prefix="fmnist-query-") as folder:
-            local = os.path.join(folder, f"result{extension}")
-            if extension == ".csv":
-                relation.write_csv(local, header=True)
-            else:
-                relation.write_parquet(local)
-            storage.upload_file(local, out)
     finally:
         connection.close()
 
