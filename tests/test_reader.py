@@ -100,3 +100,18 @@ def test_bad_arguments_are_input_errors(history, arguments, message):
 def test_reads_gcs_through_the_emulator(history, gcs_bucket):
     remote = copy_of(history, f"{gcs_bucket}/reader-scores")
     assert sorted_rows(read(remote, "predictions_current")) == sorted_rows(read(history, "predictions_current"))
+
+
+def test_parts_written_before_a_nullable_column_existed_read_as_null(scored_output, tmp_path):
+    """A part without `image_uri` (written before the column was added) reads through the views and the reader."""
+    import pyarrow.parquet as pq
+
+    _, scores = scored_output
+    copy = copy_of(scores, str(tmp_path / "scores"))
+    for uri in storage.glob(storage.join(copy, "predictions", "**", "*.parquet")):
+        table = pq.read_table(uri)
+        pq.write_table(table.drop_columns(["image_uri"]), uri)
+    assert "image_uri" not in pq.read_schema(uri).names
+    [row] = query(sql="SELECT count(*) AS n, count(image_uri) AS with_uri FROM predictions", scores=copy).to_pylist()
+    assert row == {"n": 78, "with_uri": 0}
+    assert read(copy, "predictions", columns=["image_uri"]).column("image_uri").null_count == 78
