@@ -59,10 +59,19 @@ def test_the_current_view_keeps_one_run_per_date_and_no_unfinished_files(history
     assert sorted(runs) == ["failed-2026-11-30", "nightly-2026-11-27", "rerun-2026-11-28"]
 
 
+def damage_row_data(uri: str) -> None:
+    """Zeroes a Parquet file's pages, keeping its footer: the file lists and counts as before,
+    but reading its rows fails."""
+    data = bytearray(storage.read_bytes(uri))
+    footer_length = int.from_bytes(data[-8:-4], "little")
+    data[4 : len(data) - footer_length - 8] = bytes(len(data) - footer_length - 12)
+    storage.write_bytes(uri, bytes(data))
+
+
 def test_a_date_filter_opens_only_that_dates_files(history, tmp_path):
     copy = copy_of(history, str(tmp_path / "scores"))
     for uri in storage.glob(storage.join(partition_uri(copy, "predictions", RUNS[0].run_date, RUNS[0].run_id), "*.parquet")):
-        storage.delete(uri)  # reading this date's files now fails: another date's read must not open them
+        damage_row_data(uri)  # reading this date's rows now fails: another date's read must not open them
     day = datetime.date(2026, 11, 28)
     table = read(copy, "predictions", where=pc.field("run_date") == day, columns=["run_id", "image_id"])
     assert table.num_rows == 80 and set(table.column("run_id").to_pylist()) == {RUNS[1].run_id, "rerun-2026-11-28"}

@@ -28,6 +28,7 @@ from components.analysts.tables import (
     CURRENT_PREDICTIONS_VIEW,
     RUNS_VIEW,
     VIEWS,
+    _first_line,
     complete_run_summaries,
     current_summaries,
     parts_dataset,
@@ -81,9 +82,9 @@ def read(scores: str, view: str, where: Where = None, columns: Sequence[str] | N
         # Rows are filtered while scanning; files whose partition keys contradict the filter are never opened.
         table = dataset.to_table(columns=stored, filter=expression)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
-        raise InputError(f"where {where!r}: {error}") from error
-    except OSError as error:  # FileNotFoundError included
-        raise InputError(f"{scores}: a part named by a run summary cannot be read ({error})") from error
+        raise InputError(f"where {where!r}: {_first_line(error)}") from error
+    except OSError as error:  # FileNotFoundError and damaged pages included
+        raise InputError(f"{scores}: a part named by a run summary cannot be read ({_first_line(error)})") from error
     if "true_class" in wanted:
         table = table.append_column("true_class", pc.take(pa.array(CLASS_NAMES, pa.string()), table.column("true_label")))
     return table.select(wanted)
