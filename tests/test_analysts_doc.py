@@ -34,8 +34,7 @@ DOC = os.path.join(REPO, "docs", "analysts.md")
 # The documented placeholder of the BigQuery examples: `PROJECT.fmnist.<view>`.
 BIGQUERY_PREFIX = ("PROJECT", "fmnist")
 VIEWS = ("predictions", "predictions_current", "errors", "runs")
-ZETASQL = "zetasql==0.1.5"
-ZETASQL_FOLDER = os.path.join(REPO, ".venv-zetasql")
+ZETASQL_FOLDER = os.path.join(REPO, ".venv-zetasql")  # `make tools` installs zetasql there
 
 
 def sql_pairs(path: str) -> list[tuple[str, str]]:
@@ -109,24 +108,10 @@ def bigquery_view_schemas() -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="module")
 def zetasql_path() -> str:
-    """A folder holding the `zetasql` package and its dependencies (protobuf 7), apart from the
-    project's environment, whose Beam and kfp refuse protobuf 7; installed on first use."""
-    if not os.path.isdir(os.path.join(ZETASQL_FOLDER, "zetasql")):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-                ZETASQL_FOLDER,
-                ZETASQL,
-            ],
-            check=True,
-            capture_output=True,
-        )
+    """The folder holding the `zetasql` package and its dependencies (protobuf 7), apart from the
+    project's environment, whose Beam and kfp refuse protobuf 7."""
+    if not os.path.isfile(os.path.join(ZETASQL_FOLDER, ".installed")):
+        pytest.fail("zetasql is not installed: `make tools` installs it into .venv-zetasql")
     return ZETASQL_FOLDER
 
 
