@@ -76,6 +76,9 @@ def test_a_date_filter_opens_only_that_dates_files(history, tmp_path):
     table = read(copy, "predictions", where=pc.field("run_date") == day, columns=["run_id", "image_id"])
     assert table.num_rows == 80 and set(table.column("run_id").to_pylist()) == {RUNS[1].run_id, "rerun-2026-11-28"}
     assert read(copy, "predictions", where=[("run_date", "=", day)]).num_rows == 80  # pandas' filters form
+    # The SQL views too: DuckDB hands the WHERE on a partition key to the dataset, which skips the files.
+    [row] = query(sql="SELECT count(*) AS n FROM predictions_current WHERE run_date = '2026-11-28'", scores=copy).to_pylist()
+    assert row == {"n": 40}
     with pytest.raises(InputError, match="cannot be read"):
         read(copy, "predictions", where=pc.field("run_date") == datetime.date(2026, 11, 27))
 
