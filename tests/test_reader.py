@@ -127,3 +127,13 @@ def test_parts_written_before_a_nullable_column_existed_read_as_null(scored_outp
     [row] = query(sql="SELECT count(*) AS n, count(image_uri) AS with_uri FROM predictions", scores=copy).to_pylist()
     assert row == {"n": 78, "with_uri": 0}
     assert read(copy, "predictions", columns=["image_uri"]).column("image_uri").null_count == 78
+
+
+def test_a_root_of_clean_runs_only_has_an_empty_errors_view(scored_output, tmp_path):
+    data, _ = scored_output
+    root = str(tmp_path / "scores")
+    write_run(root, storage.glob(storage.join(data, "test-*.tfrecord")), RUNS[1])  # no record failed: no errors folder
+    assert not os.path.exists(os.path.join(root, "errors"))
+    errors = read(root, "errors")
+    assert errors.num_rows == 0 and errors.column_names == view_schema("errors").names
+    assert query(sql="SELECT count(*) AS n FROM errors", scores=root).to_pylist() == [{"n": 0}]
