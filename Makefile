@@ -82,15 +82,22 @@ format: install
 
 # checkov (policy checks of infra/ and the Dockerfile, run by tests/test_infra.py) has its own
 # virtualenv: its dependencies conflict with the project's. shellcheck (Debian) checks build.sh;
-# faketime (Debian) runs a lease taker whose clock is off (tests/test_lease.py).
+# faketime (Debian) runs a lease taker whose clock is off (tests/test_lease.py). zetasql
+# (GoogleSQL's analyzer, for the BigQuery examples of docs/analysts.md) pulls protobuf 7, which
+# Beam and kfp refuse: it goes into a folder of its own that only tests/zetasql_analysis.py uses.
 TOOLS_VENV ?= .venv-tools
 CHECKOV_VERSION ?= 3.3.30
-tools: $(TOOLS_VENV)/.installed
+ZETASQL_FOLDER ?= .venv-zetasql
+ZETASQL_VERSION ?= 0.1.5
+tools: $(TOOLS_VENV)/.installed $(ZETASQL_FOLDER)/.installed
 	@command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck; }
 	@command -v faketime >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime; }
 $(TOOLS_VENV)/.installed:
 	$(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+$(ZETASQL_FOLDER)/.installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --target $(ZETASQL_FOLDER) zetasql==$(ZETASQL_VERSION)
 	touch $@
 
 # Builds the one image with buildah (installs buildah/debootstrap and bootstraps the

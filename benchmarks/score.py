@@ -298,6 +298,7 @@ def run_tf_data_loop(shard_glob: str, model_root: str, output: str, beam_args: l
             count = len(predicted)
             columns = [
                 pa.array(image_ids.numpy(), pa.binary()).cast(pa.string()),
+                pa.nulls(count, pa.string()),  # image_uri
                 pa.array(sources.numpy(), pa.binary()).cast(pa.string()),
                 pa.array(predicted),
                 pa.array(class_names[predicted], pa.string()),

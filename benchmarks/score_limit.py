@@ -240,6 +240,7 @@ def in_memory_limit(shard_paths: list[str], model_path: str) -> dict:
                 labels = labels.astype(np.int32)
                 columns = [
                     pa.array(image_ids, pa.binary()).cast(pa.string()),
+                    pa.nulls(count, pa.string()),  # image_uri
                     pa.repeat(pa.scalar("source"), count),
                     pa.array(predicted),
                     pa.array(class_names[predicted], pa.string()),

@@ -25,6 +25,8 @@ FEATURE_IMAGE_ID = "image_id"
 FEATURE_IMAGE = "image/encoded"
 FEATURE_FORMAT = "image/format"
 FEATURE_LABEL = "label"
+# Optional: where the picture came from (its full URI, or a product key), for joining predictions to product data.
+FEATURE_IMAGE_URI = "image/uri"
 
 MANIFEST_NAME = "manifest.json"
 

@@ -10,7 +10,8 @@ refused with exit 2, and the query cannot read files beyond the tables. --out ex
 import argparse
 import sys
 
-from components.analysts.tables import QueryParameters, format_table, query, write_result
+from components.analysts.export import write_result
+from components.analysts.tables import QueryParameters, format_table, query
 from jobs.entrypoint import main_of, new_parser
 
 

@@ -367,3 +367,21 @@ def test_top_confused_pairs_by_hand():
     pairs = top_confused_pairs(confusion, limit=2)
     assert [(pair["true_label"], pair["predicted_label"], pair["images"]) for pair in pairs] == [(4, 2, 5), (6, 0, 5)]
     assert pairs[0]["rate"] == pytest.approx(5 / 15)
+
+
+def test_the_latest_run_is_the_current_run_of_the_newest_date_by_finish_time(scored_output, tmp_path):
+    """Two runs of the newest date with rows scored at the same time: the one that finished last
+    is the report's run, as in predictions_current (its id sorts first: ids are not time)."""
+    data, scores = scored_output
+    shards = [storage.join(data, f"test-0000{i}-of-00002.tfrecord") for i in range(2)]
+    copy = str(tmp_path / "scores")
+    for uri in storage.list_prefix(scores):
+        storage.copy(uri, storage.join(copy, os.path.relpath(uri, scores)))
+    write_run(copy, shards, ScoredRun("zz-first-2026-11-28", "2026-11-28", "v2", seed=5))
+    write_run(copy, shards, ScoredRun("aa-last-2026-11-28", "2026-11-28", "v2", seed=6))
+    summary = report(scores=copy, out=str(tmp_path / "report"), lowest=0, wrong=0).summary
+    assert [run["run_id"] for run in summary["runs"]] == ["aa-last-2026-11-28"]
+    [(current,)] = (
+        open_tables(scores=copy).sql("SELECT DISTINCT run_id FROM predictions_current WHERE run_date = '2026-11-28'").fetchall()
+    )
+    assert current == "aa-last-2026-11-28"

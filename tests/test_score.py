@@ -82,9 +82,10 @@ def model_root(tiny_model, tmp_path) -> str:
     return root
 
 
-def good_record(image_id: str, rng: np.random.Generator, label: int | None = None) -> bytes:
+def good_record(image_id: str, rng: np.random.Generator, label: int | None = None, image_uri: str | None = None) -> bytes:
     image = rng.integers(0, 256, (28, 28), dtype=np.uint8)
-    return serialize_example(image_id, encode_png(image), int(rng.integers(0, 10)) if label is None else label)
+    label = int(rng.integers(0, 10)) if label is None else label
+    return serialize_example(image_id, encode_png(image), label, image_uri=image_uri)
 
 
 def rgb_jpeg() -> bytes:
@@ -241,6 +242,7 @@ def test_vectorized_parse_agrees_with_the_record_parser(tiny_model):
         serialize_example("unlabeled", b"png", None),
         serialize_example("bad-label", b"png", 12),
         serialize_example("jpeg", b"jpg", 0, b"jpeg"),
+        serialize_example("from-a-file", b"png", None, image_uri="gs://b/photos/shirts/red.jpg"),
         two_labels.SerializeToString(),
     ]
     columns = ModelScorer(tiny_model).parse_examples(records)
@@ -264,7 +266,15 @@ def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
     from components.score.shard_scoring import _score_batch, _score_batch_carefully
 
     rng = np.random.default_rng(RNG_SEED)
-    records = [Record(i, data=good_record(f"img-{i}", rng, label=None if i % 5 == 0 else i % 10)) for i in range(40)]
+    records = [
+        Record(
+            i,
+            data=good_record(
+                f"img-{i}", rng, label=None if i % 5 == 0 else i % 10, image_uri=f"file:///photos/{i}.jpg" if i % 2 else None
+            ),
+        )
+        for i in range(40)
+    ]
     scorer, target = (
         ModelScorer(tiny_model),
         ScoringTarget(staging="unused", run_id="r", run_date="2026-11-29", model_version="v"),
@@ -278,6 +288,9 @@ def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
     assert len(fast_rows[0]) == 40 and fast_rows[1] == careful_rows[1] == []
     assert [row["image_id"] for row in fast_rows[0]] == [row["image_id"] for row in careful_rows[0]]
     assert [row["true_label"] for row in fast_rows[0]] == [row["true_label"] for row in careful_rows[0]]
+    image_uris = [row["image_uri"] for row in fast_rows[0]]
+    assert image_uris == [row["image_uri"] for row in careful_rows[0]]
+    assert image_uris[:2] == [None, "file:///photos/1.jpg"]
     np.testing.assert_allclose(
         [row["probabilities"] for row in fast_rows[0]], [row["probabilities"] for row in careful_rows[0]], rtol=1e-6, atol=1e-7
     )

@@ -120,17 +120,18 @@ def test_query_cli_writes_csv_or_parquet(scored_output, tmp_path, capsys, extens
     assert code == 0
     assert '"rows": 78' in capsys.readouterr().out
     table = pa_csv.read_csv(out) if extension == ".csv" else pq.read_table(out)
-    assert table.num_rows == 78 and table.column_names == ["image_id", "probabilities", "run_date"]
+    columns = ["image_id", *CLASS_NAMES, "run_date"] if extension == ".csv" else ["image_id", "probabilities", "run_date"]
+    assert table.num_rows == 78 and table.column_names == columns
 
 
 def test_query_cli_bad_input_is_one_line_exit_2(scored_output, tmp_path, capsys):
     _, scores = scored_output
     assert query_job.main(["SELECT nope FROM predictions", "--scores", scores]) == 2
-    assert query_job.main(["SELECT 1", "--scores", scores, "--out", str(tmp_path / "x.xlsx")]) == 2
+    assert query_job.main(["SELECT 1", "--scores", scores, "--out", str(tmp_path / "x.json")]) == 2
     assert query_job.main(["SELECT 1", "--predictions", str(tmp_path / "empty")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
-    assert "nope" in lines[0] and "x.xlsx" in lines[1] and "no complete scoring run" in lines[2]
+    assert "nope" in lines[0] and "x.json" in lines[1] and "no complete scoring run" in lines[2]
 
 
 # --- Contract v2: runs by their summaries, reruns, foreign files, old outputs ------------------

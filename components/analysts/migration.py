@@ -183,6 +183,9 @@ def _as_v2(uri: str, schema: pa.Schema) -> pa.Table:
         table = pq.read_table(io.BytesIO(stream.read()))
     sources = [storage.absolute_uri(source) for source in table.column("source_uri").to_pylist()]
     table = table.set_column(table.schema.get_field_index("source_uri"), "source_uri", pa.array(sources, pa.string()))
+    for field in schema:  # a nullable column added to the contract since: null in the old rows
+        if field.name not in table.column_names and field.nullable:
+            table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
     return table.select(schema.names).cast(schema)
 
 

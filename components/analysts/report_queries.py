@@ -23,6 +23,7 @@ from components.analysts.report_metrics import (
     top_confused_pairs,
 )
 from components.analysts.report_thumbnails import thumbnails
+from components.analysts.tables import CURRENT_RUN_WINDOW
 from components.constants import MANIFEST_NAME, NUM_CLASSES
 from components.contracts.manifest import Manifest
 from components.contracts.parameters import flag_of
@@ -134,14 +135,11 @@ def select_runs(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, ru
         if not selected:
             raise InputError(f"{flag_of('run_date')} {run_date}: no complete run on that day")
         return selected
-    # The latest: newest run date, then the run whose rows were scored last.
+    # The latest: the current run of the newest run date, from the summaries alone (the `runs`
+    # view): no prediction row is read to choose it, however long the history.
     [(latest,)] = _rows(
         connection,
-        "SELECT r.run_id FROM runs r LEFT JOIN ("
-        "  SELECT run_id, max(scored_at) AS last FROM predictions GROUP BY run_id"
-        "  UNION ALL SELECT run_id, max(scored_at) FROM errors GROUP BY run_id) s USING (run_id) "
-        "GROUP BY r.run_id, r.run_date ORDER BY r.run_date DESC NULLS LAST, max(s.last) DESC NULLS LAST, r.run_id DESC "
-        "LIMIT 1",
+        f"SELECT run_id FROM runs QUALIFY row_number() OVER ({CURRENT_RUN_WINDOW}) = 1 ORDER BY run_date DESC LIMIT 1",
     )
     return [latest]
 

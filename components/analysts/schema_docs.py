@@ -43,7 +43,12 @@ REFERENCE_PARQUET_FILES = {
     f"infra/bigquery/{ERRORS_TABLE}.reference.parquet": ERROR_SCHEMA,
 }
 _PARTITION_NOTES = {
-    "run_date": "Day of the scoring run, `YYYY-MM-DD` (folder `run_date=…`).",
+    "run_date": (
+        "The logical date of the data scored, `YYYY-MM-DD` (folder `run_date=…`), not the day the run ran: "
+        "`fmnist score --run-date` sets it (default: today, UTC); a schedule derives it from its scheduled time "
+        "in its time zone plus `date_offset_days` (the daily schedule's 03:00 run on day D scores day D-1); "
+        "a backfill passes it."
+    ),
     "run_id": "Id of the scoring run (folder `run_id=…`); not a file column.",
 }
 
@@ -85,6 +90,10 @@ def data_dictionary() -> str:
         "publishes new parts, then replaces the summary in one write, then removes the old parts.",
         "`fmnist query`, `fmnist report` and the BigQuery views read complete runs only, through",
         "their summaries. Worked SQL: [analysts.md](analysts.md).",
+        "",
+        "Within a schema version, a column is only ever added, and only as NULLABLE: every reader",
+        "reads parts through the version's full schema, so a part written before a column existed",
+        "reads as null there (`image_uri` was added so). Anything else is a new version.",
         "",
         "## Partition keys",
         "",

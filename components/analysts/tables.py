@@ -28,12 +28,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import os
-import tempfile
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from components.constants import CLASS_NAMES
@@ -80,7 +79,6 @@ RUNS_SCHEMA = pa.schema(
         pa.field("summary", pa.string()),  # the whole summary JSON: query it with json_extract
     ]
 )
-OUTPUT_FORMATS = (".csv", ".parquet")
 
 
 def scores_root(*, deprecated_aliases: tuple[str, ...] = ("--predictions",)) -> Any:
@@ -99,7 +97,9 @@ class QueryParameters:
     sql: str = parameter(help="one SELECT (DuckDB dialect); examples in docs/analysts.md", positional=True)
     scores: str = scores_root()
     out: str | None = parameter(
-        None, help="write the result to FILE.csv or FILE.parquet (a path or gs:// URI) instead of printing it", location=True
+        None,
+        help="write the result to FILE.csv, FILE.xlsx or FILE.parquet (a path or gs:// URI) instead of printing it",
+        location=True,
     )
 
 
@@ -130,6 +130,16 @@ def read_run_summaries(scores: str) -> list[RunSummary]:
     if not summaries and v1_uris:
         raise InputError(f"{v1_uris[0]}: a run of table contract v1 ({V1_SCHEMA_VERSION}); " + MIGRATE_HINT.format(root=scores))
     return sorted(summaries, key=lambda summary: summary.run_id)
+
+
+def complete_run_summaries(scores: str) -> list[RunSummary]:
+    """`read_run_summaries`, or an InputError when there is none (not a scoring output root)."""
+    summaries = read_run_summaries(scores)
+    if not summaries:
+        raise InputError(
+            f"{scores}: no complete scoring run (no valid {RUNS_FOLDER}/*.json); expected the --output root of `fmnist score`"
+        )
+    return summaries
 
 
 class _Skipped(Exception):
@@ -204,16 +214,18 @@ def _first_line(error: BaseException) -> str:
 def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
     """A locked DuckDB connection with the views `predictions`, `predictions_current`, `errors`
     and `runs` of the complete runs below `scores` (the --output root of `fmnist score`)."""
-    summaries = read_run_summaries(scores)
-    if not summaries:
-        raise InputError(
-            f"{scores}: no complete scoring run (no valid {RUNS_FOLDER}/*.json); expected the --output root of `fmnist score`"
-        )
+    summaries = complete_run_summaries(scores)
     connection = duckdb.connect()
     try:
         for table, schema in ((PREDICTIONS_TABLE, PREDICTION_SCHEMA), (ERRORS_TABLE, ERROR_SCHEMA)):
-            connection.register(f"_{table}_parts", _parts_dataset(scores, table, schema, summaries))
-        connection.register(f"_{RUNS_VIEW}", _runs_table(summaries))
+            connection.register(f"_{table}_parts", parts_dataset(scores, table, schema, summaries))
+        # The current runs are chosen on the small side (the summaries), so the view reads only
+        # their files: no join over every prediction row of the history.
+        connection.register(
+            f"_{CURRENT_PREDICTIONS_VIEW}_parts",
+            parts_dataset(scores, PREDICTIONS_TABLE, PREDICTION_SCHEMA, current_summaries(summaries)),
+        )
+        connection.register(f"_{RUNS_VIEW}", runs_table(summaries))
         class_names = ", ".join("'" + name.replace("'", "''") + "'" for name in CLASS_NAMES)
         columns = []
         for name in PREDICTION_SCHEMA.names:
@@ -221,15 +233,10 @@ def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
             if name == "true_label":
                 columns.append(f"[{class_names}][true_label + 1] AS true_class")  # NULL stays NULL
         partition_keys = ", ".join(PARTITION_SCHEMA.names)
-        connection.execute(
-            f"CREATE VIEW {PREDICTIONS_TABLE} AS SELECT {', '.join(columns)}, {partition_keys} FROM _{PREDICTIONS_TABLE}_parts"
-        )
+        for view in (PREDICTIONS_TABLE, CURRENT_PREDICTIONS_VIEW):
+            connection.execute(f"CREATE VIEW {view} AS SELECT {', '.join(columns)}, {partition_keys} FROM _{view}_parts")
         connection.execute(f"CREATE VIEW {ERRORS_TABLE} AS SELECT * FROM _{ERRORS_TABLE}_parts")
         connection.execute(f"CREATE VIEW {RUNS_VIEW} AS SELECT * FROM _{RUNS_VIEW}")
-        connection.execute(
-            f"CREATE VIEW {CURRENT_PREDICTIONS_VIEW} AS SELECT * FROM {PREDICTIONS_TABLE} WHERE run_id IN ("
-            f"SELECT run_id FROM {RUNS_VIEW} QUALIFY row_number() OVER ({CURRENT_RUN_WINDOW}) = 1)"
-        )
         # The sandbox: no file or network access of DuckDB's own, and nobody can switch it back.
         connection.execute("SET enable_external_access = false")
         connection.execute("SET lock_configuration = true")
@@ -239,26 +246,47 @@ def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
     return connection
 
 
-def _parts_dataset(scores: str, table: str, schema: pa.Schema, summaries: list[RunSummary]) -> ds.Dataset:
-    """The parts of one table that the summaries name (named_parts), as one Hive-partitioned dataset."""
-    table_uri = storage.join(scores, table)
-    filesystem, base = storage.arrow_filesystem(table_uri)
-    files = [storage.arrow_filesystem(part)[1] for summary in summaries for part in named_parts(scores, table, summary)]
-    full_schema = pa.schema(list(schema) + list(PARTITION_SCHEMA))
+def current_summaries(summaries: list[RunSummary]) -> list[RunSummary]:
+    """The current run of each run date among `summaries` (CURRENT_RUN_WINDOW over their `runs` rows):
+    what `predictions_current` reads, in the SQL views and in the Python reader alike."""
+    connection = duckdb.connect()
     try:
-        return ds.dataset(
-            files,
-            schema=full_schema,
-            format="parquet",
-            filesystem=filesystem,
-            partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
-            partition_base_dir=base,
-        )
-    except (FileNotFoundError, OSError) as error:
-        raise InputError(f"{table_uri}: a part named by a run summary cannot be read ({error})") from error
+        connection.register(f"_{RUNS_VIEW}", runs_table(summaries))
+        current = connection.sql(
+            f"SELECT run_id FROM _{RUNS_VIEW} QUALIFY row_number() OVER ({CURRENT_RUN_WINDOW}) = 1"
+        ).fetchall()
+    finally:
+        connection.close()
+    current_ids = {run_id for (run_id,) in current}
+    return [summary for summary in summaries if summary.run_id in current_ids]
 
 
-def _runs_table(summaries: list[RunSummary]) -> pa.Table:
+def parts_dataset(scores: str, table: str, schema: pa.Schema, summaries: list[RunSummary]) -> ds.Dataset:
+    """The parts of one table that the summaries name, as one dataset with the partition keys as columns.
+
+    The parts are `named_parts`, on the Arrow file system of `scores`. Nothing is opened here:
+    the file list and each file's partition keys come from the summaries, so a filter on
+    `run_date` or `run_id` (a WHERE that DuckDB pushes down, or the Python reader's) skips the
+    other files without a request.
+    """
+    filesystem, root = storage.arrow_filesystem(scores)
+    paths, partitions = [], []
+    for summary in summaries:
+        keys = (pc.field("run_date") == parse_run_date(summary.run_date)) & (pc.field("run_id") == summary.run_id)
+        for path in named_parts(root, table, summary):
+            paths.append(path)
+            partitions.append(keys)
+    return ds.FileSystemDataset.from_paths(
+        paths,
+        schema=pa.schema(list(schema) + list(PARTITION_SCHEMA)),
+        format=ds.ParquetFileFormat(),
+        filesystem=filesystem,
+        partitions=partitions,
+    )
+
+
+def runs_table(summaries: list[RunSummary]) -> pa.Table:
+    """The rows of the `runs` view."""
     rows = []
     for summary in summaries:
         counts = summary.counts
@@ -301,7 +329,7 @@ def read_only_statement(sql: str) -> str:
     if statement.type != duckdb.StatementType.SELECT:
         raise InputError(
             f"SQL: only a read-only SELECT is allowed, found {statement.type.name}; "
-            "use --out FILE.csv or FILE.parquet to export a result"
+            "use --out FILE.csv, FILE.xlsx or FILE.parquet to export a result"
         )
     return statement.query
 
@@ -315,25 +343,6 @@ def query(*, sql: str, scores: str) -> pa.Table:
     except duckdb.Error as error:
         first_line = str(error).strip().splitlines()[0]
         raise InputError(f"SQL: {type(error).__name__}: {first_line}") from error
-    finally:
-        connection.close()
-
-
-def write_result(table: pa.Table, out: str) -> None:
-    """Writes a query result as CSV or Parquet, chosen by the extension of `out` (a URI)."""
-    extension = os.path.splitext(out)[1].lower()
-    if extension not in OUTPUT_FORMATS:
-        raise InputError(f"{out}: unknown output format; use one of {', '.join(OUTPUT_FORMATS)}")
-    connection = duckdb.connect()
-    try:
-        relation = connection.from_arrow(table)
-        with tempfile.TemporaryDirectory(prefix="fmnist-query-") as folder:
-            local = os.path.join(folder, f"result{extension}")
-            if extension == ".csv":
-                relation.write_csv(local, header=True)
-            else:
-                relation.write_parquet(local)
-            storage.upload_file(local, out)
     finally:
         connection.close()
 

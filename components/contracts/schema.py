@@ -39,7 +39,22 @@ PARTITION_SCHEMA = pa.schema([pa.field("run_date", pa.date32()), pa.field("run_i
 
 # (name, type, nullable, description): the description feeds docs/prediction_table.md.
 PREDICTION_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
-    ("image_id", pa.string(), False, "Unique id of the image, from the shard's `image_id` feature."),
+    (
+        "image_id",
+        pa.string(),
+        False,
+        "Id of the image, from the shard's `image_id` feature (`fmnist prepare-images`: the file's path below "
+        "the folder given, without extension, or the product key its `--keys` file gives); unique within a run "
+        "(a repeated id is a `duplicate_image_id` error row), not across runs: an image scored again keeps its id.",
+    ),
+    (
+        "image_uri",
+        pa.string(),
+        True,
+        "Where the picture came from, from the shard's optional `image/uri` feature: the full URI of the file "
+        "`fmnist prepare-images` read (`file:///...` or `gs://...`), to join predictions to product data; null "
+        "for shards without it (`fmnist prepare`'s, and parts written before the column existed).",
+    ),
     ("source_uri", pa.string(), False, "Absolute URI of the shard the record came from (`file:///...` or `gs://...`)."),
     ("predicted_label", pa.int32(), False, "Predicted class index, 0-9."),
     ("predicted_class", pa.string(), False, 'Predicted class name, "T-shirt/top" ... "Ankle boot".'),

@@ -1,11 +1,11 @@
 """What a shard record holds, in one place: its features, the PNGs a model reads as they are, their decoding.
 
 A shard record is a tf.train.Example with `image_id` (bytes, required), `image` (PNG bytes,
-required), `format` (bytes, optional) and `label` (at most one int64 in 0-9; absent for
-unlabeled data). The writer and the strict parser are components.contracts.shards; the readers with
-TensorFlow (scoring, training) take their feature spec from `tf_feature_spec`, and every
-step decodes contract PNGs with `decode_png_images`, so training, serving and scoring read
-the same pixels.
+required), `format` (bytes, optional), `image/uri` (bytes, optional: where the picture came
+from) and `label` (at most one int64 in 0-9; absent for unlabeled data). The writer and the
+strict parser are components.contracts.shards; the readers with TensorFlow (scoring,
+training) take their feature spec from `tf_feature_spec`, and every step decodes contract
+PNGs with `decode_png_images`, so training, serving and scoring read the same pixels.
 
 No TensorFlow at import: `prepare` and the pure row functions use this module too.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 
-from components.constants import FEATURE_FORMAT, FEATURE_IMAGE, FEATURE_IMAGE_ID, FEATURE_LABEL, IMAGE_SIZE
+from components.constants import FEATURE_FORMAT, FEATURE_IMAGE, FEATURE_IMAGE_ID, FEATURE_IMAGE_URI, FEATURE_LABEL, IMAGE_SIZE
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # IHDR chunk start of a 28x28, 8-bit grayscale PNG: length 13, type, width, height, depth, colour type 0.
@@ -63,6 +63,7 @@ def tf_feature_spec(*, label_required: bool) -> dict:
     }
     if not label_required:
         spec[FEATURE_FORMAT] = tf.io.FixedLenFeature([], tf.string, default_value="")
+        spec[FEATURE_IMAGE_URI] = tf.io.FixedLenFeature([], tf.string, default_value="")
     return spec
 
 

@@ -18,6 +18,7 @@ from components.constants import (
     FEATURE_FORMAT,
     FEATURE_IMAGE,
     FEATURE_IMAGE_ID,
+    FEATURE_IMAGE_URI,
     FEATURE_LABEL,
     MANIFEST_NAME,
     NUM_CLASSES,
@@ -38,7 +39,9 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def serialize_example(image_id: str, png: bytes, label: int | None, image_format: bytes = b"png") -> bytes:
+def serialize_example(
+    image_id: str, png: bytes, label: int | None, image_format: bytes = b"png", image_uri: str | None = None
+) -> bytes:
     """One tf.train.Example record, byte-identical to TensorFlow's deterministic serialization.
 
     Encoded here rather than with TensorFlow's proto classes so that `prepare` needs no
@@ -52,6 +55,8 @@ def serialize_example(image_id: str, png: bytes, label: int | None, image_format
     }
     if label is not None:
         features[FEATURE_LABEL] = _int64_feature(int(label))
+    if image_uri:
+        features[FEATURE_IMAGE_URI] = _bytes_feature(image_uri.encode())
     entries = b"".join(_field(1, _field(1, key.encode()) + _field(2, value)) for key, value in sorted(features.items()))
     return _field(1, entries)
 
@@ -87,6 +92,7 @@ class ShardTask:
     image_ids: Sequence[str]
     images: np.ndarray  # (n, 28, 28) uint8
     labels: np.ndarray | None  # (n,) or None for unlabeled data
+    image_uris: Sequence[str] | None = None  # where each picture came from, when known
 
 
 def write_shard(task: ShardTask) -> ShardEntry:
@@ -94,7 +100,9 @@ def write_shard(task: ShardTask) -> ShardEntry:
     chunks = []
     for position, image_id in enumerate(task.image_ids):
         label = None if task.labels is None else int(task.labels[position])
-        chunks.append(frame_record(serialize_example(image_id, encode_png(task.images[position]), label)))
+        image_uri = None if task.image_uris is None else task.image_uris[position]
+        png = encode_png(task.images[position])
+        chunks.append(frame_record(serialize_example(image_id, png, label, image_uri=image_uri)))
     data = b"".join(chunks)
     storage.write_bytes(task.uri, data)
     return ShardEntry(
@@ -172,6 +180,7 @@ class ShardExample:
     encoded: bytes
     image_format: str
     label: int | None
+    image_uri: str | None = None  # where the picture came from, when the shard says
 
 
 class BadLabel(ValueError):
@@ -220,11 +229,13 @@ def parse_example(data: bytes) -> ShardExample:
         }.get(label.WhichOneof("kind"), [])
     )
     formats = feature[FEATURE_FORMAT].bytes_list.value if FEATURE_FORMAT in feature else []
+    image_uris = feature[FEATURE_IMAGE_URI].bytes_list.value if FEATURE_IMAGE_URI in feature else []
     return ShardExample(
         image_id=image_id,
         encoded=feature[FEATURE_IMAGE].bytes_list.value[0],
         image_format=formats[0].decode() if formats else "",
         label=single_label(label_values, image_id),
+        image_uri=image_uris[0].decode() if image_uris and image_uris[0] else None,
     )
 
 

@@ -218,7 +218,13 @@ def run_summary_bigquery_schema() -> list[dict]:
     return [
         _field("schema_version", "STRING", "Table contract version of the run's files, e.g. fmnist-predictions/2.", "REQUIRED"),
         _field("run_id", "STRING", "Id of the scoring run (folder `run_id=…` of its parts).", "REQUIRED"),
-        _field("run_date", "DATE", "Partition date of the run (folder `run_date=…`).", "REQUIRED"),
+        _field(
+            "run_date",
+            "DATE",
+            "Logical date of the data scored (folder `run_date=…`), not the day the run ran; a schedule derives it "
+            "from its scheduled time plus date_offset_days.",
+            "REQUIRED",
+        ),
         _field(
             "status",
             "STRING",

@@ -89,7 +89,14 @@ def _write_data_set(
 
 
 def shard_tasks(
-    output: str, split: str, image_ids: Sequence[str], images: np.ndarray, labels: np.ndarray | None, count: int
+    output: str,
+    split: str,
+    image_ids: Sequence[str],
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    count: int,
+    *,
+    image_uris: Sequence[str] | None = None,
 ) -> list[ShardTask]:
     """Cuts a split into `count` contiguous shards (order kept: deterministic output)."""
     return [
@@ -98,6 +105,7 @@ def shard_tasks(
             image_ids=[image_ids[i] for i in positions],
             images=images[positions],
             labels=None if labels is None else labels[positions],
+            image_uris=None if image_uris is None else [image_uris[i] for i in positions],
         )
         for index, positions in enumerate(np.array_split(np.arange(len(image_ids)), count))
     ]

@@ -19,7 +19,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from components.constants import FEATURE_FORMAT, FEATURE_IMAGE, FEATURE_IMAGE_ID, FEATURE_LABEL, IMAGE_SIZE, NUM_CLASSES
+from components.constants import (
+    FEATURE_FORMAT,
+    FEATURE_IMAGE,
+    FEATURE_IMAGE_ID,
+    FEATURE_IMAGE_URI,
+    FEATURE_LABEL,
+    IMAGE_SIZE,
+    NUM_CLASSES,
+)
 from components.contracts.registry import require_evaluated_model
 from components.contracts.shard_contract import decode_png_images, tf_feature_spec, tf_has_model_png_header
 from components.errors import InputError
@@ -136,7 +144,14 @@ class ModelScorer:
         def parse(serialized):
             example = tf.io.parse_example(serialized, features)
             label = example[FEATURE_LABEL]
-            return (example[FEATURE_IMAGE_ID], example[FEATURE_IMAGE], example[FEATURE_FORMAT], label.values, label.row_splits)
+            return (
+                example[FEATURE_IMAGE_ID],
+                example[FEATURE_IMAGE],
+                example[FEATURE_FORMAT],
+                label.values,
+                label.row_splits,
+                example[FEATURE_IMAGE_URI],
+            )
 
         strings = tf.TensorSpec((None,), tf.string)
         self._parse = tf.function(parse, input_signature=[strings], autograph=False)
@@ -150,7 +165,7 @@ class ModelScorer:
             # (which runs it without the GIL) from the serialized records to the probabilities.
             # Labels stay as values and row splits: plain ops trace several times faster than
             # ragged ones, and tracing is most of a small run's cost.
-            image_ids, encoded, _, label_values, label_splits = parse(serialized)
+            image_ids, encoded, _, label_values, label_splits, image_uris = parse(serialized)
             label_starts, label_counts = label_splits[:-1], label_splits[1:] - label_splits[:-1]
             contract = tf.reduce_all(
                 (tf.strings.length(image_ids) > 0) & tf_has_model_png_header(encoded) & (label_counts <= 1)
@@ -166,7 +181,7 @@ class ModelScorer:
             first_labels = tf.gather(
                 with_missing, tf.where(label_counts > 0, label_starts, tf.size(label_values, label_splits.dtype))
             )
-            return contract, image_ids, first_labels, scores
+            return contract, image_ids, first_labels, scores, image_uris
 
         self._score_contract_batch = tf.function(score_contract_batch, input_signature=[strings], autograph=False)
 
@@ -185,30 +200,33 @@ class ModelScorer:
         except (self._invalid_argument, UnicodeDecodeError):  # see parse_examples
             return None  # the caller decodes one by one and reports the bad one(s)
 
-    def parse_examples(self, serialized: Sequence[bytes]) -> list[tuple[bytes, bytes, bytes, list[int]]] | None:
-        """(image_id, encoded, format, labels) of each Example, parsed in one call; None if any fails."""
+    def parse_examples(self, serialized: Sequence[bytes]) -> list[tuple[bytes, bytes, bytes, list[int], bytes]] | None:
+        """(image_id, encoded, format, labels, image_uri) of each Example, parsed in one call; None if any fails."""
         try:
             tensors = self._parse(np.array(serialized, dtype=object))
         except (self._invalid_argument, UnicodeDecodeError):
             # UnicodeDecodeError: TensorFlow fails to build its error message when it quotes the
             # bad record's non-UTF-8 bytes; it is the same parse failure.
             return None  # the caller parses one by one and reports the bad one(s)
-        image_ids, encoded, formats, label_values, label_splits = (t.numpy() for t in tensors)
+        image_ids, encoded, formats, label_values, label_splits, image_uris = (t.numpy() for t in tensors)
         values, splits = label_values.tolist(), label_splits.tolist()
         labels = [values[start:end] for start, end in zip(splits, splits[1:])]
-        return list(zip(image_ids.tolist(), encoded.tolist(), formats.tolist(), labels))
+        return list(zip(image_ids.tolist(), encoded.tolist(), formats.tolist(), labels, image_uris.tolist()))
 
-    def score_contract_batch(self, serialized: Sequence[bytes]) -> tuple[list[str], list[int | None], np.ndarray] | None:
-        """(image_ids, labels, (n, 10) probabilities) of a batch of shard Examples holding model
+    def score_contract_batch(
+        self, serialized: Sequence[bytes]
+    ) -> tuple[list[str], list[int | None], np.ndarray, list[str | None]] | None:
+        """(image_ids, labels, (n, 10) probabilities, image_uris) of a batch of shard Examples holding model
         PNGs with non-empty ids and at most one label in 0-9, scored finite, in one call; None
         if any record is not such an Example (the caller then takes the careful path, which
         finds and reports the bad ones)."""
         try:
             # A list converts to a string tensor faster than a numpy object array.
-            contract, image_ids, labels, scores = self._score_contract_batch(list(serialized))
+            contract, image_ids, labels, scores, image_uris = self._score_contract_batch(list(serialized))
             if not contract:
                 return None
             ids = [image_id.decode() for image_id in image_ids.numpy()]
+            uris = [uri.decode() or None for uri in image_uris.numpy()]
         except (self._invalid_argument, UnicodeDecodeError):  # see parse_examples
             return None
-        return ids, [None if label < 0 else label for label in labels.numpy().tolist()], scores.numpy()
+        return ids, [None if label < 0 else label for label in labels.numpy().tolist()], scores.numpy(), uris

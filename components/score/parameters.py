@@ -23,7 +23,11 @@ class ScoreParameters:
     model: str = parameter(help="model version folder, or model root (its published LATEST)", location=True)
     output: str = parameter(help="root of the predictions/, errors/ and runs/ tables", location=True)
     run_id: str | None = parameter(None, help="id of this run; the same id replaces that run", default_help="UTC time + random")
-    run_date: str | None = parameter(None, help="partition date YYYY-MM-DD", default_help="today, UTC")
+    run_date: str | None = parameter(
+        None,
+        help="logical date YYYY-MM-DD of the data scored (the partition); a schedule passes the day its shards are of",
+        default_help="today, UTC",
+    )
     max_error_rate: float = parameter(
         DEFAULT_MAX_ERROR_RATE, help="failed share above which the run exits 3 after publishing", tuning=True
     )

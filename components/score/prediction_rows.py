@@ -65,7 +65,7 @@ def parse_record(record: Record) -> ParsedRecord | RecordError:
 
 
 def parsed_example(
-    record_index: int, image_id: bytes, encoded: bytes, image_format: bytes, labels: Sequence[int]
+    record_index: int, image_id: bytes, encoded: bytes, image_format: bytes, labels: Sequence[int], image_uri: bytes = b""
 ) -> ParsedRecord | RecordError:
     """The features of one record parsed together with others (vectorized), checked like `parse_record`."""
     for key, value in ((FEATURE_IMAGE_ID, image_id), (FEATURE_IMAGE, encoded)):
@@ -73,7 +73,9 @@ def parsed_example(
             return _missing_feature(record_index, key)
     try:
         decoded_id = image_id.decode()
-        example = ShardExample(decoded_id, encoded, image_format.decode(), single_label(labels, decoded_id))
+        example = ShardExample(
+            decoded_id, encoded, image_format.decode(), single_label(labels, decoded_id), image_uri.decode() or None
+        )
     except UnicodeDecodeError as error:
         return RecordError(record_index, INVALID_EXAMPLE, f"not a tf.train.Example of the shard contract: {error}")
     except BadLabel as error:
@@ -106,6 +108,7 @@ def prediction_batch(
     true_labels: Sequence[int | None],
     model_version: str,
     scored_at: datetime.datetime,
+    image_uris: Sequence[str | None] | None = None,
 ) -> pa.RecordBatch:
     """Rows of the prediction table for one model call: `probabilities` is (n, 10) softmax."""
     count = len(image_ids)
@@ -117,6 +120,7 @@ def prediction_batch(
     offsets = pa.array(np.arange(0, (count + 1) * NUM_CLASSES, NUM_CLASSES, dtype=np.int32))
     columns = {
         "image_id": pa.array(image_ids, pa.string()),
+        "image_uri": pa.array(image_uris, pa.string()) if image_uris is not None else pa.nulls(count, pa.string()),
         "source_uri": _repeat(source_uri, pa.string(), count),
         "predicted_label": pa.array(predicted),
         "predicted_class": pa.array(_CLASS_NAMES[predicted], pa.string()),

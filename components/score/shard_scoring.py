@@ -126,8 +126,10 @@ def _score_batch(
     if all(record.data is not None and EXIF_CHUNK not in record.data for record in records):
         clean = scorer.score_contract_batch([record.data for record in records])
         if clean is not None:
-            image_ids, labels, probabilities = clean
-            return _table_batches(image_ids, labels, probabilities, [], source_uri=source_uri, target=target, scored_at=scored_at)
+            image_ids, labels, probabilities, image_uris = clean
+            return _table_batches(
+                image_ids, labels, probabilities, image_uris, [], source_uri=source_uri, target=target, scored_at=scored_at
+            )
     return _score_batch_carefully(records, scorer=scorer, source_uri=source_uri, target=target, scored_at=scored_at)
 
 
@@ -162,6 +164,7 @@ def _score_batch_carefully(
         [example.image_id for example in scored],
         [example.label for example in scored],
         probabilities[finite],
+        [example.image_uri for example in scored],
         sorted(errors + image_errors + score_errors, key=lambda error: error.record_index),
         source_uri=source_uri,
         target=target,
@@ -173,6 +176,7 @@ def _table_batches(
     image_ids: Sequence[str],
     labels: Sequence[int | None],
     probabilities: np.ndarray,
+    image_uris: Sequence[str | None],
     errors: Sequence[RecordError],
     *,
     source_uri: str,
@@ -187,6 +191,7 @@ def _table_batches(
         true_labels=labels,
         model_version=target.model_version,
         scored_at=scored_at,
+        image_uris=image_uris,
     )
     return predictions, error_batch(errors, source_uri=source_uri, scored_at=scored_at)
 
