@@ -379,13 +379,14 @@ def test_a_lock_held_elsewhere_is_respected_until_it_expires(tiny_idx, tmp_path,
 
     output = tmp_path / "shards"
     output.mkdir()
-    held = {"owner": "a1", "host": "another-machine", "pid": 1, "expires_at": time.time() + 60}
-    (output / ".prepare.lock").write_text(json.dumps(held))
+    held = {"owner": "a1", "host": "another-machine", "pid": 1, "ttl_s": 60}
+    (output / ".prepare.lock").write_text(json.dumps(held))  # just renewed
     with pytest.raises(RunConflict, match="held by live attempt a1"):
         prepare(source=tiny_idx, output=str(output), allow_unknown_source=True, workers=1)
     assert sorted(os.listdir(output)) == [".prepare.lock"]
 
-    (output / ".prepare.lock").write_text(json.dumps({**held, "expires_at": time.time() - 1}))
+    last_renewal = time.time() - 61  # its age is the file's: the storage's clock, not the holder's
+    os.utime(output / ".prepare.lock", (last_renewal, last_renewal))
     prepare(source=tiny_idx, output=str(output), allow_unknown_source=True, workers=1)
     assert_published_data_set_is_whole(str(output))
     assert prepare_module.LOCK_TTL_S >= 60  # a slow GCS write never lets a live writer's lease lapse

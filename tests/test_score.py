@@ -520,7 +520,8 @@ def test_one_shard_runs_on_one_in_process_worker_unless_told_otherwise():
 def test_same_run_id_twice_leaves_one_copy(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
     output = str(tmp_path / "scores")
-    arguments = dict(model=model_root, output=output, max_error_rate=1.0)
+    # No grace period: the parts the rerun replaced go at once, so the raw folder holds one copy.
+    arguments = dict(model=model_root, output=output, max_error_rate=1.0, replaced_parts_grace_s=0)
     score_folder(folder, **arguments, run_id="again", run_date="2026-11-28")
     score_folder(folder, **arguments, run_id="other", run_date="2026-11-28")
     summary = score_folder(folder, **arguments, run_id="again", run_date="2026-11-29")  # a rerun may also move the date
