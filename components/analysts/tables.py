@@ -25,6 +25,7 @@ configuration locked, and `query` runs exactly one read-only SELECT.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import logging
@@ -103,33 +104,48 @@ class QueryParameters:
     )
 
 
+SUMMARY_READERS = 16  # summaries read and checked at once (round trips on GCS)
 MIGRATE_HINT = "rewrite it as contract v2 with `fmnist migrate-tables --scores {root}`, or score it again"
 
 
-def read_run_summaries(scores: str) -> list[RunSummary]:
+def read_run_summaries(scores: str, *, skipped: dict[str, str] | None = None) -> list[RunSummary]:
     """The summaries of the complete runs below a scoring output root, sorted by run id.
 
     A summary is skipped with one warning naming it and why when it is not one a writer of this
     project produces (unreadable, too large, invalid, a date that is not a date, a part named
     twice or outside its run's partition, counts that do not add up) or when a part it names
     cannot be read or holds other row counts than the summary says (from the Parquet footers):
-    one broken run never takes the other runs' tables down. A summary of table contract v1 is
-    skipped with how to migrate; an InputError when nothing else is left.
+    one broken run never takes the other runs' tables down. `skipped`, when given, receives each
+    skipped summary's URI and why. A summary of table contract v1 is skipped with how to
+    migrate; an InputError when nothing else is left. Summaries are read and checked by a few
+    threads at once: on GCS each is a round trip.
     """
+    uris = storage.glob(storage.join(scores, RUNS_FOLDER, "*.json"))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=SUMMARY_READERS) as pool:
+        outcomes = list(pool.map(lambda uri: _checked_run(uri, scores), uris))
     summaries, v1_uris = [], []
-    for uri in storage.glob(storage.join(scores, RUNS_FOLDER, "*.json")):
-        try:
-            summary = _valid_summary(uri, scores)
-        except _Skipped as why:
-            if why.v1:
-                v1_uris.append(uri)
-            log.warning("%s: skipped, %s", uri, why)
+    for uri, outcome in zip(uris, outcomes, strict=True):
+        if isinstance(outcome, RunSummary):
+            summaries.append(outcome)
             continue
-        summaries.append(summary)
-    summaries = [summary for summary in summaries if _parts_match(scores, summary)]
+        if outcome.v1:
+            v1_uris.append(uri)
+        log.warning("%s: skipped, %s", uri, outcome)
+        if skipped is not None:
+            skipped[uri] = str(outcome)
     if not summaries and v1_uris:
         raise InputError(f"{v1_uris[0]}: a run of table contract v1 ({V1_SCHEMA_VERSION}); " + MIGRATE_HINT.format(root=scores))
     return sorted(summaries, key=lambda summary: summary.run_id)
+
+
+def _checked_run(uri: str, scores: str) -> RunSummary | _Skipped:
+    """The summary at `uri` when it and its parts pass every check; otherwise why not."""
+    try:
+        summary = _valid_summary(uri, scores)
+        _check_parts(scores, summary)
+    except _Skipped as why:
+        return why
+    return summary
 
 
 def complete_run_summaries(scores: str) -> list[RunSummary]:
@@ -177,9 +193,9 @@ def _is_v1(data: bytes) -> bool:
     return V1_SCHEMA_VERSION.encode() in data
 
 
-def _parts_match(scores: str, summary: RunSummary) -> bool:
-    """True when every part the summary names can be read and the parts hold exactly the rows
-    its counts say (Parquet footers only); otherwise one warning naming the run and the part."""
+def _check_parts(scores: str, summary: RunSummary) -> None:
+    """_Skipped unless every part the summary names can be read and the parts hold exactly the
+    rows its counts say (Parquet footers only)."""
     expected = {PREDICTIONS_TABLE: summary.counts.scored, ERRORS_TABLE: summary.counts.failed}
     for table in (PREDICTIONS_TABLE, ERRORS_TABLE):
         rows = 0
@@ -187,16 +203,9 @@ def _parts_match(scores: str, summary: RunSummary) -> bool:
             try:
                 rows += part_rows(part)
             except (InputError, OSError, pa.ArrowException) as error:
-                log.warning(
-                    "run %s: skipped, its %s part %s cannot be read (%s)", summary.run_id, table, part, _first_line(error)
-                )
-                return False
+                raise _Skipped(f"run {summary.run_id}: its {table} part {part} cannot be read ({_first_line(error)})") from None
         if rows != expected[table]:
-            log.warning(
-                "run %s: skipped, its %s parts hold %d rows, its summary counts %d", summary.run_id, table, rows, expected[table]
-            )
-            return False
-    return True
+            raise _Skipped(f"run {summary.run_id}: its {table} parts hold {rows} rows, its summary counts {expected[table]}")
 
 
 def named_parts(scores: str, table: str, summary: RunSummary) -> list[str]:
