@@ -123,6 +123,19 @@ def assert_clean(output: str) -> None:
     assert not storage.exists(lease_uri(output, RUN_ID))
 
 
+def score_again(inputs: dict, output: str, model: str) -> dict:
+    """The next attempt at the run, in this process, once the one before has gone."""
+    return score(
+        input=inputs["glob"],
+        model=inputs[model],
+        output=output,
+        run_id=RUN_ID,
+        run_date="2026-11-30",
+        lease_ttl_s=LEASE_TTL_S,
+        replaced_parts_grace_s=0,
+    )
+
+
 def wait_for_lease_expiry() -> None:
     time.sleep(LEASE_TTL_S + 0.5)
 
@@ -144,15 +157,7 @@ def kill_and_recover(inputs: dict, output: str, point: str, env: dict | None = N
     assert versions == ({"new"} if point in ("summary-written", "removal", "cleaned") else {"old"})
 
     wait_for_lease_expiry()
-    summary = score(
-        input=inputs["glob"],
-        model=inputs["new"],
-        output=output,
-        run_id=RUN_ID,
-        run_date="2026-11-30",
-        lease_ttl_s=LEASE_TTL_S,
-        replaced_parts_grace_s=0,
-    )
+    summary = score_again(inputs, output, "new")
     assert visible_run(output) == (inputs["ids"], {"new"})
     assert summary["counts"]["read"] == summary["counts"]["scored"] == len(inputs["ids"])
     assert_clean(output)
@@ -306,15 +311,7 @@ def test_a_full_disk_keeps_the_previous_run_and_the_next_attempt_finishes(inputs
 
     os.unlink(filler)
     wait_for_lease_expiry()
-    score(
-        input=inputs["glob"],
-        model=inputs["new"],
-        output=output,
-        run_id=RUN_ID,
-        run_date="2026-11-30",
-        lease_ttl_s=LEASE_TTL_S,
-        replaced_parts_grace_s=0,
-    )
+    score_again(inputs, output, "new")
     assert visible_run(output) == (inputs["ids"], {"new"})
     assert_clean(output)
 
