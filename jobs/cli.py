@@ -13,6 +13,8 @@ STEPS = {
     "report": "jobs.report",
     "train": "jobs.train",
     "score": "jobs.score",
+    "record-failure": "jobs.record_failure",
+    "status": "jobs.status",
     "run-context": "jobs.run_context",
     "pipeline": "jobs.pipeline",
 }

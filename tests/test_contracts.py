@@ -11,6 +11,7 @@ import pytest
 from components.contracts.summary import (
     ContractError,
     RunCounts,
+    RunFailure,
     RunInputs,
     RunParts,
     RunSummary,
@@ -110,7 +111,9 @@ def test_the_runs_bigquery_schema_covers_every_field_of_a_summary():
     schema = names(run_summary_bigquery_schema())
     summary = a_summary().to_dict()
     summary["timings"].update(pipeline_seconds=1.0, publish_seconds=0.1, total_seconds=9.0)  # as score writes them
-    assert keys(summary) == schema
+    failure = RunFailure(task="score", exit_code=1, error="error: ...", pipeline_job="j", recorded_at="2026-11-29T03:00:00+00:00")
+    record = RunSummary.failure_record(run_id="r", run_date="2026-11-28", failure=failure).to_dict()
+    assert keys(summary) | keys(record) == schema
 
 
 @pytest.mark.parametrize(

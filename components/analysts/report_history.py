@@ -18,11 +18,14 @@ import numpy as np
 from components.analysts.report_metrics import LOW_CONFIDENCE, psi_per_class
 from components.analysts.tables import CURRENT_RUN_WINDOW
 from components.constants import NUM_CLASSES
+from components.contracts.summary import FAILED_STATUS
 
-# The current run of each run date in [?, ?], as the `predictions_current` view picks it.
+# The current run of each run date in [?, ?] among the published runs (a failure record has no
+# rows; a run that failed its error-rate check stays in the trend, where its error rate shows).
 _CURRENT_RUNS = f"""
 SELECT run_id, run_date, model_version, read, failed FROM (
-  SELECT *, row_number() OVER ({CURRENT_RUN_WINDOW}) AS rank FROM runs WHERE run_date BETWEEN ? AND ?)
+  SELECT *, row_number() OVER ({CURRENT_RUN_WINDOW}) AS rank FROM runs
+  WHERE run_date BETWEEN ? AND ? AND status <> '{FAILED_STATUS}')
 WHERE rank = 1 ORDER BY run_date
 """
 
@@ -57,7 +60,9 @@ def current_runs(connection: duckdb.DuckDBPyConnection, first: datetime.date, la
 
 def previous_run(connection: duckdb.DuckDBPyConnection, before: datetime.date) -> str | None:
     """The automatic baseline: the current run of the latest run date before `before`."""
-    [(latest,)] = connection.execute("SELECT max(run_date) FROM runs WHERE run_date < ?", [before]).fetchall()
+    [(latest,)] = connection.execute(
+        f"SELECT max(run_date) FROM runs WHERE run_date < ? AND status <> '{FAILED_STATUS}'", [before]
+    ).fetchall()
     if latest is None:
         return None
     return current_runs(connection, latest, latest)[0]["run_id"]

@@ -29,13 +29,14 @@ from components.contracts.manifest import Manifest
 from components.contracts.parameters import flag_of
 from components.contracts.schema import parse_run_date
 from components.contracts.shards import read_manifest
-from components.contracts.summary import RunSummary
+from components.contracts.summary import FAILED_STATUS, RunSummary
 from components.errors import InputError
 from components.io import storage
 from components.metrics.calibration import CALIBRATION_BINS, Reliability
 from components.metrics.classification import classification_metrics
 
 NO_BASELINE = "none"  # --baseline-run none: no comparison
+PUBLISHED = f"status <> '{FAILED_STATUS}'"  # a failure record (nothing published) is nothing to report on
 
 
 def collect(
@@ -123,25 +124,31 @@ def choose_baseline(connection, runs: list[dict], baseline_run: str | None) -> t
 def select_runs(connection: duckdb.DuckDBPyConnection, *, run_id: str | None, run_date: str | None) -> list[str]:
     """The run ids a report covers: one run, every run of a day, or the latest run."""
     if run_id:
-        if not _rows(connection, "SELECT count(*) FROM runs WHERE run_id = ?", [run_id])[0][0]:
-            raise InputError(f"run {run_id}: no complete run with that id (no runs/{run_id}.json)")
+        if not _rows(connection, f"SELECT count(*) FROM runs WHERE run_id = ? AND {PUBLISHED}", [run_id])[0][0]:
+            raise InputError(f"run {run_id}: no complete run with that id (no published runs/{run_id}.json)")
         return [run_id]
     if run_date:
         try:
             day = parse_run_date(run_date)
         except ValueError as error:
             raise InputError(f"{flag_of('run_date')} {run_date!r}: expected YYYY-MM-DD") from error
-        selected = [row[0] for row in _rows(connection, "SELECT run_id FROM runs WHERE run_date = ? ORDER BY run_id", [day])]
+        selected = [
+            row[0]
+            for row in _rows(connection, f"SELECT run_id FROM runs WHERE run_date = ? AND {PUBLISHED} ORDER BY run_id", [day])
+        ]
         if not selected:
             raise InputError(f"{flag_of('run_date')} {run_date}: no complete run on that day")
         return selected
     # The latest: the current run of the newest run date, from the summaries alone (the `runs`
     # view): no prediction row is read to choose it, however long the history.
-    [(latest,)] = _rows(
+    latest = _rows(
         connection,
-        f"SELECT run_id FROM runs QUALIFY row_number() OVER ({CURRENT_RUN_WINDOW}) = 1 ORDER BY run_date DESC LIMIT 1",
+        f"SELECT run_id FROM runs WHERE {PUBLISHED} QUALIFY row_number() OVER ({CURRENT_RUN_WINDOW}) = 1 "
+        "ORDER BY run_date DESC LIMIT 1",
     )
-    return [latest]
+    if not latest:
+        raise InputError("no published run: every run summary is a failure record (fmnist status shows them)")
+    return [latest[0][0]]
 
 
 def _rows(connection: duckdb.DuckDBPyConnection, sql: str, params: Sequence = ()) -> list[tuple]:

@@ -6,10 +6,11 @@
 Views (table contract v2, components/contracts/schema.py):
 - `predictions`: rows of every complete run: the Parquet columns, `true_class` (the name of
   `true_label`), and the partition keys `run_date` (DATE) and `run_id` from the paths;
-- `predictions_current`: the same, for the latest complete run of each `run_date` only (a
-  rerun under a new id or a backfill does not double-count a day);
+- `predictions_current`: the same, for the latest complete run of each `run_date` whose
+  status is `ok` only (a rerun under a new id or a backfill does not double-count a day; a
+  run that failed its error-rate or manifest check stays in `predictions`, never current);
 - `errors`: the error rows of every complete run, with the partition keys;
-- `runs`: one row per run summary.
+- `runs`: one row per run summary, failure records (status `failed`, nothing published) too.
 A run is complete when its summary `runs/<run_id>.json` (written last by `score`) exists,
 and only the parts it names are read: a stray or foreign file in a partition is never
 counted, files of a run being written or abandoned never show. A summary a writer of this
@@ -50,7 +51,7 @@ from components.contracts.schema import (
     parse_run_date,
     partition_uri,
 )
-from components.contracts.summary import MAX_SUMMARY_BYTES, ContractError, RunSummary
+from components.contracts.summary import MAX_SUMMARY_BYTES, OK_STATUS, ContractError, RunSummary
 from components.errors import InputError
 from components.io import storage
 from components.io.parquet_parts import part_rows
@@ -77,6 +78,11 @@ RUNS_SCHEMA = pa.schema(
         pa.field("error_rate", pa.float64()),
         pa.field("started_at", pa.timestamp("us", tz="UTC")),
         pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        # Set for failure records (status failed) only: where and how the run ended.
+        pa.field("failed_task", pa.string()),
+        pa.field("exit_code", pa.int64()),
+        pa.field("last_error", pa.string()),
+        pa.field("pipeline_job", pa.string()),
         pa.field("summary", pa.string()),  # the whole summary JSON: query it with json_extract
     ]
 )
@@ -256,13 +262,14 @@ def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
 
 
 def current_summaries(summaries: list[RunSummary]) -> list[RunSummary]:
-    """The current run of each run date among `summaries` (CURRENT_RUN_WINDOW over their `runs` rows):
-    what `predictions_current` reads, in the SQL views and in the Python reader alike."""
+    """The current run of each run date among `summaries`: its `ok` run that CURRENT_RUN_WINDOW puts
+    first (a run that failed its check, or a failure record, is never current): what
+    `predictions_current` reads, in the SQL views and in the Python reader alike."""
     connection = duckdb.connect()
     try:
         connection.register(f"_{RUNS_VIEW}", runs_table(summaries))
         current = connection.sql(
-            f"SELECT run_id FROM _{RUNS_VIEW} QUALIFY row_number() OVER ({CURRENT_RUN_WINDOW}) = 1"
+            f"SELECT run_id FROM _{RUNS_VIEW} WHERE status = '{OK_STATUS}' QUALIFY row_number() OVER ({CURRENT_RUN_WINDOW}) = 1"
         ).fetchall()
     finally:
         connection.close()
@@ -298,7 +305,7 @@ def runs_table(summaries: list[RunSummary]) -> pa.Table:
     """The rows of the `runs` view."""
     rows = []
     for summary in summaries:
-        counts = summary.counts
+        counts, failure = summary.counts, summary.failure
         rows.append(
             {
                 "run_id": summary.run_id,
@@ -313,6 +320,10 @@ def runs_table(summaries: list[RunSummary]) -> pa.Table:
                 "error_rate": summary.error_rate,
                 "started_at": _timestamp(summary.timings.get("started_at")),
                 "finished_at": _timestamp(summary.timings.get("finished_at")),
+                "failed_task": failure.task if failure else None,
+                "exit_code": failure.exit_code if failure else None,
+                "last_error": failure.error if failure else None,
+                "pipeline_job": failure.pipeline_job if failure else None,
                 "summary": summary.to_json(),
             }
         )

@@ -4,6 +4,17 @@ Every writer builds these classes and every reader parses them back with `from_j
 field is declared once. Both serialize to one JSON line: the summaries are read as a
 NEWLINE_DELIMITED_JSON table (the `runs` table), one object per file.
 
+A run summary has one schema for every way a run ends. `status` says which:
+- `ok`: published and passed its checks; the only status whose predictions are current;
+- `error_rate_exceeded`, `source_mismatch`: published (its parts are readable), but it failed
+  its own check (the step exited 3);
+- `failed`: a failure record, written by a pipeline's exit handler when a run ended without
+  publishing (`RunSummary.failure_record`): no parts, zero counts, and `failure` saying which
+  task failed, with what exit code and last error line, in which pipeline job. It takes a run
+  id's place in `runs/` only where no published summary is (a published run is never replaced
+  by the record of a later attempt that changed nothing), and the next published summary of
+  the run id replaces it.
+
     receipt = ShardReceipt(shard_index=0, source_uri="file:///d/test-00000-of-00001.tfrecord", ...)
     ShardReceipt.from_json(receipt.to_json()) == receipt
 """
@@ -159,6 +170,24 @@ class RunParts(_JsonRecord):
         return {PREDICTIONS_TABLE: self.predictions, ERRORS_TABLE: self.errors}[table]
 
 
+OK_STATUS = "ok"
+FAILED_STATUS = "failed"  # a failure record: the run published nothing
+# Published, but the run failed its own check (exit 3): readable, never current.
+CHECK_FAILED_STATUSES = ("error_rate_exceeded", "source_mismatch")
+RUN_STATUSES = (OK_STATUS, *CHECK_FAILED_STATUSES, FAILED_STATUS)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunFailure(_JsonRecord):
+    """Why a run ended without publishing: what a failure record adds to the summary's fields."""
+
+    task: str  # the pipeline task (or step) that failed, e.g. "score"; "unknown" when nobody said
+    exit_code: int | None  # its exit code (jobs/entrypoint.py), None when it is not known
+    error: str  # its last error line
+    pipeline_job: str  # the pipeline job's name (Vertex AI resource name or KFP run), "" when run by hand
+    recorded_at: str  # when the record was written (UTC, ISO 8601)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RunSummary(_JsonRecord):
     """The run's manifest, written last at runs/<run_id>.json: a run is what its summary says."""
@@ -166,7 +195,7 @@ class RunSummary(_JsonRecord):
     schema_version: str = TABLE_SCHEMA_VERSION
     run_id: str
     run_date: str
-    status: str  # "ok" or "error_rate_exceeded"
+    status: str  # one of RUN_STATUSES
     model_version: str
     model_uri: str
     inputs: RunInputs
@@ -204,6 +233,32 @@ class RunSummary(_JsonRecord):
                 if not is_part_name(name) or not storage.dirname(part).endswith(own_folder):
                     raise ContractError(f"{part}: not a {table} part of run {self.run_id} on {self.run_date}")
 
+    failure: RunFailure | None = None  # set on failure records (status "failed") only
+
+    @property
+    def published(self) -> bool:
+        """True for a summary of a run that published its parts; False for a failure record."""
+        return self.status != FAILED_STATUS
+
+    @classmethod
+    def failure_record(cls, *, run_id: str, run_date: str, failure: RunFailure, model_version: str = "") -> RunSummary:
+        """The summary of a run that ended without publishing: no parts, zero counts, and why."""
+        return cls(
+            run_id=run_id,
+            run_date=run_date,
+            status=FAILED_STATUS,
+            model_version=model_version,
+            model_uri="",
+            inputs=RunInputs(glob="", shards=[]),
+            parts=RunParts(predictions=[], errors=[]),
+            counts=RunCounts(read=0, scored=0, failed=0, failed_by_type={}),
+            error_rate=0.0,
+            max_error_rate=0.0,
+            attempt="",
+            timings={"finished_at": failure.recorded_at},
+            failure=failure,
+        )
+
 
 def _field(name: str, bigquery_type: str, description: str, mode: str = "NULLABLE", fields: list | None = None) -> dict:
     field = {"name": name, "type": bigquery_type, "mode": mode, "description": description}
@@ -228,7 +283,8 @@ def run_summary_bigquery_schema() -> list[dict]:
         _field(
             "status",
             "STRING",
-            "ok; error_rate_exceeded or source_mismatch: published, but failed its check (exit 3).",
+            "ok; error_rate_exceeded or source_mismatch: published, but failed its check (exit 3); "
+            "failed: a failure record, nothing published (see failure).",
             "REQUIRED",
         ),
         _field("model_version", "STRING", "Version of the model that scored the run.", "REQUIRED"),
@@ -298,5 +354,18 @@ def run_summary_bigquery_schema() -> list[dict]:
             "publication",
             "INTEGER",
             "The how-many-th summary of this run id (in its part file names, part-p<publication>-…); 0 before it was counted.",
+        ),
+        _field(
+            "failure",
+            "RECORD",
+            "Set on failure records (status failed) only: why the run ended without publishing.",
+            "NULLABLE",
+            [
+                _field("task", "STRING", "The pipeline task that failed, e.g. score.", "REQUIRED"),
+                _field("exit_code", "INTEGER", "Its exit code (0 ok, 1 environment, 2 bad input, 3 check failed, 143 stopped)."),
+                _field("error", "STRING", "Its last error line.", "REQUIRED"),
+                _field("pipeline_job", "STRING", "The pipeline job's name.", "REQUIRED"),
+                _field("recorded_at", "TIMESTAMP", "When the record was written (UTC).", "REQUIRED"),
+            ],
         ),
     ]

@@ -519,15 +519,20 @@ def _committed_counters(result) -> dict[str, int] | None:
     }
 
 
-def _check_arguments(
-    *, run_id: str, run_date: str, max_error_rate: float, batch_size: int, lease_ttl_s: float, replaced_parts_grace_s: float
-) -> None:
+def check_run_names(*, run_id: str, run_date: str) -> None:
+    """InputError unless the run id is a safe file name and the date a YYYY-MM-DD date."""
     if not is_run_id(run_id):
         raise InputError(f"{flag_of('run_id')} {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
     try:
         parse_run_date(run_date)
     except ValueError as error:
         raise InputError(f"{flag_of('run_date')} {run_date!r}: not a date in YYYY-MM-DD form") from error
+
+
+def _check_arguments(
+    *, run_id: str, run_date: str, max_error_rate: float, batch_size: int, lease_ttl_s: float, replaced_parts_grace_s: float
+) -> None:
+    check_run_names(run_id=run_id, run_date=run_date)
     if not 0.0 <= max_error_rate <= 1.0:
         raise InputError(f"{flag_of('max_error_rate')} {max_error_rate}: must be between 0 and 1")
     if batch_size < 1:

@@ -1,0 +1,62 @@
+"""Record a run that ended without publishing (a pipeline's exit handler): a `failed` summary in runs/.
+
+    fmnist record-failure --scores gs://b/scores --run-date 2026-11-28 --task score --exit-code 1 \\
+        --error "error: OSError: [Errno 28] No space left on device"
+    fmnist record-failure --scores gs://b/scores --scheduled-time 2026-11-29T03:00:00Z --date-offset-days -1 \\
+        --final-status '{"state": "FAILED", "pipelineJobResourceName": "...", "error": {"message": "..."}}'
+
+The run's date and id come as `fmnist run-context` makes them (--scheduled-time, --date-offset-days,
+--time-zone, --run-id-template) unless --run-date and --run-id are given. A final status of
+SUCCEEDED records nothing. Exit 0 whether or not a record was written (the JSON result says which).
+"""
+
+import argparse
+import sys
+
+from components.cloud.run_context import logical_date, render_template
+from components.contracts.summary import RunFailure
+from components.score.failure_record import (
+    UNKNOWN_TASK,
+    RecordFailureParameters,
+    parse_final_status,
+    record_failure,
+    utc_now_iso,
+)
+from jobs.entrypoint import main_of, new_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return new_parser("fmnist record-failure", __doc__.splitlines()[0], RecordFailureParameters)
+
+
+def record_run_failure(*, scores: str, **given) -> dict:
+    """Resolves the run's date and id and what failed, then writes the failure record."""
+    values = {
+        name: given.get(name, getattr(RecordFailureParameters, name))
+        for name in RecordFailureParameters.__dataclass_fields__
+        if name != "scores"
+    }
+    status = parse_final_status(values["final_status"]) if values["final_status"] else None
+    if status is not None and status.state == "SUCCEEDED":
+        return {"recorded": False, "reason": "the pipeline succeeded"}
+    run_date = logical_date(
+        scheduled_time=values["scheduled_time"],
+        run_date=values["run_date"],
+        date_offset_days=values["date_offset_days"],
+        time_zone=values["time_zone"],
+    )
+    failure = RunFailure(
+        task=values["task"] or (status.failed_task if status else "") or UNKNOWN_TASK,
+        exit_code=values["exit_code"],
+        error=values["error"] or (status.error if status else "") or "(no error line was given)",
+        pipeline_job=values["pipeline_job"] or (status.pipeline_job if status else ""),
+        recorded_at=utc_now_iso(),
+    )
+    run_id = values["run_id"] or render_template("run_id_template", values["run_id_template"], run_date)
+    return record_failure(scores=scores, run_id=run_id, run_date=run_date, failure=failure)
+
+
+main = main_of(build_parser, record_run_failure)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Operating the nightly runs: failure records (components/score/failure_record.py, `fmnist record-failure`),
+the `runs` and `predictions_current` views with them, and `fmnist status` (components/analysts/run_status.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.analysts.run_status import run_status
+from components.analysts.tables import open_tables
+from components.contracts.schema import run_summary_uri
+from components.contracts.summary import FAILED_STATUS, RunFailure, RunSummary
+from components.io import storage
+from components.score.failure_record import parse_final_status, record_failure
+from tests.cli_runs import run_cli
+from tests.scoring_fixture import ScoredRun, write_dataset, write_run
+
+
+def a_failure(task: str = "score", exit_code: int | None = 1) -> RunFailure:
+    return RunFailure(
+        task=task,
+        exit_code=exit_code,
+        error="error: OSError: [Errno 28] No space left on device",
+        pipeline_job="projects/p/locations/europe-west4/pipelineJobs/fmnist-scoring-20261129",
+        recorded_at="2026-11-29T03:20:00+00:00",
+    )
+
+
+@pytest.fixture
+def test_shards(tmp_path) -> list[str]:
+    data = str(tmp_path / "data")
+    manifest = write_dataset(data)
+    return [storage.join(data, shard.name) for shard in manifest.splits["test"].shards]
+
+
+def scored(scores: str, shards: list[str], run_date: str, run_id: str | None = None) -> RunSummary:
+    return write_run(scores, shards, ScoredRun(run_id or f"scheduled-{run_date}", run_date, "v1", seed=1))
+
+
+def runs_rows(scores: str) -> dict[str, tuple]:
+    connection = open_tables(scores=scores)
+    try:
+        rows = connection.sql("SELECT run_id, status, failed_task, exit_code, last_error, pipeline_job FROM runs").fetchall()
+    finally:
+        connection.close()
+    return {row[0]: row[1:] for row in rows}
+
+
+def current_run_ids(scores: str) -> set[str]:
+    connection = open_tables(scores=scores)
+    try:
+        return {row[0] for row in connection.sql("SELECT DISTINCT run_id FROM predictions_current").fetchall()}
+    finally:
+        connection.close()
+
+
+def test_a_failure_record_is_a_run_summary_with_no_parts_that_reads_back_equal():
+    record = RunSummary.failure_record(run_id="scheduled-2026-11-28", run_date="2026-11-28", failure=a_failure())
+    assert record.status == FAILED_STATUS and not record.published
+    assert record.parts.predictions == record.parts.errors == [] and record.counts.read == 0
+    text = record.to_json()
+    assert "\n" not in text and RunSummary.from_json(text) == record
+    assert RunSummary.from_json(text).failure.exit_code == 1
+
+
+def test_the_record_takes_an_empty_slot_and_the_runs_view_shows_it_failed(tmp_path, test_shards):
+    scores = str(tmp_path / "scores")
+    scored(scores, test_shards, "2026-11-27")
+    result = record_failure(scores=scores, run_id="scheduled-2026-11-28", run_date="2026-11-28", failure=a_failure())
+    assert result["recorded"] is True
+    rows = runs_rows(scores)
+    assert rows["scheduled-2026-11-28"] == ("failed", "score", 1, a_failure().error, a_failure().pipeline_job)
+    assert rows["scheduled-2026-11-27"][0] == "ok"
+    assert current_run_ids(scores) == {"scheduled-2026-11-27"}
+    assert not storage.glob(storage.join(scores, "predictions", "run_date=2026-11-28", "*"))  # nothing published
+
+
+def test_a_published_summary_is_never_replaced_by_a_failure_record(tmp_path, test_shards):
+    scores = str(tmp_path / "scores")
+    published = scored(scores, test_shards, "2026-11-28")
+    before = storage.read_bytes(run_summary_uri(scores, published.run_id))
+    result = record_failure(scores=scores, run_id=published.run_id, run_date="2026-11-28", failure=a_failure())
+    assert result["recorded"] is False and "published summary (status ok)" in result["reason"]
+    assert storage.read_bytes(run_summary_uri(scores, published.run_id)) == before
+
+
+def test_a_successful_rerun_replaces_the_record(tmp_path, test_shards):
+    scores = str(tmp_path / "scores")
+    record_failure(scores=scores, run_id="scheduled-2026-11-28", run_date="2026-11-28", failure=a_failure())
+    assert runs_rows(scores)["scheduled-2026-11-28"][0] == "failed"
+    scored(scores, test_shards, "2026-11-28")  # the rerun's summary swap
+    assert runs_rows(scores)["scheduled-2026-11-28"] == ("ok", None, None, None, None)
+    assert current_run_ids(scores) == {"scheduled-2026-11-28"}
+
+
+def test_a_run_that_failed_its_error_rate_check_is_never_current(tmp_path, test_shards):
+    scores = str(tmp_path / "scores")
+    good = scored(scores, test_shards, "2026-11-28", run_id="first")
+    bad = scored(scores, test_shards, "2026-11-28", run_id="second")  # finished later
+    uri = run_summary_uri(scores, bad.run_id)
+    document = json.loads(storage.read_bytes(uri))
+    storage.write_bytes(uri, json.dumps({**document, "status": "error_rate_exceeded"}).encode())
+    assert current_run_ids(scores) == {good.run_id}
+
+
+def test_the_final_status_of_kfp_names_the_job_and_the_failed_task():
+    status = parse_final_status(
+        json.dumps(
+            {
+                "state": "FAILED",
+                "pipelineJobResourceName": "projects/p/locations/l/pipelineJobs/j",
+                "pipelineTaskName": "exit-handler-1",
+                "error": {"code": 9, "message": "The DAG failed because some tasks failed. The failed tasks are: [score]."},
+            }
+        )
+    )
+    assert (status.state, status.pipeline_job, status.failed_task) == ("FAILED", "projects/p/locations/l/pipelineJobs/j", "score")
+
+
+def test_record_failure_cli_derives_the_date_and_run_id_like_run_context_and_skips_success(tmp_path):
+    scores = str(tmp_path / "scores")
+    succeeded = run_cli("record-failure", "--scores", scores, "--final-status", '{"state": "SUCCEEDED"}')
+    assert succeeded.returncode == 0, succeeded.stderr
+    assert json.loads(succeeded.stdout.splitlines()[-1])["recorded"] is False
+    failed = run_cli(
+        "record-failure",
+        "--scores",
+        scores,
+        "--scheduled-time",
+        "2026-11-29T03:00:00Z",
+        "--date-offset-days",
+        "-1",
+        "--task",
+        "score",
+        "--exit-code",
+        "3",
+        "--error",
+        "failed: run scheduled-2026-11-28: 9 of 10 records failed",
+        "--final-status",
+        '{"state": "FAILED", "pipelineJobResourceName": "runs/abc", "error": {"message": "x"}}',
+    )
+    assert failed.returncode == 0, failed.stderr
+    record = RunSummary.from_json(storage.read_bytes(run_summary_uri(scores, "scheduled-2026-11-28")))
+    assert (record.run_date, record.status, record.failure.exit_code, record.failure.pipeline_job) == (
+        "2026-11-28",
+        "failed",
+        3,
+        "runs/abc",
+    )
+    bad = run_cli("record-failure", "--scores", scores, "--run-date", "2026-13-01", "--run-id", "x")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_status_names_a_missing_date_and_passes_once_it_is_scored(tmp_path, test_shards):
+    scores = str(tmp_path / "scores")
+    for day in ("2026-11-26", "2026-11-28"):
+        scored(scores, test_shards, day)
+    # The fixture's summaries finish now, long after their dates: a deadline of a century keeps them on time.
+    window = ("--scores", scores, "--days", "3", "--as-of", "2026-11-28", "--late-after-hours", str(24 * 365 * 100))
+    missing = run_cli("status", *window)
+    assert missing.returncode == 3, missing.stderr
+    assert "2026-11-27 missing" in missing.stderr
+    states = [line.split()[:2] for line in missing.stdout.splitlines()[:3]]
+    assert states == [["2026-11-26", "ok"], ["2026-11-27", "missing"], ["2026-11-28", "ok"]]
+    scored(scores, test_shards, "2026-11-27")  # the backfill
+    passed = run_cli("status", *window, "--json")
+    assert passed.returncode == 0, passed.stderr
+    status = json.loads(passed.stdout)
+    assert status["ok"] is True and [entry["run_date"] for entry in status["dates"]] == ["2026-11-26", "2026-11-27", "2026-11-28"]
+    assert {entry["run_id"] for entry in status["dates"]} == {f"scheduled-2026-11-2{day}" for day in (6, 7, 8)}
+
+
+def test_status_states_failed_late_and_stale(tmp_path, test_shards):
+    scores = str(tmp_path / "scores")
+    scored(scores, test_shards, "2026-11-26")  # written now: years after its date, so late
+    record_failure(scores=scores, run_id="scheduled-2026-11-27", run_date="2026-11-27", failure=a_failure(exit_code=3))
+    status = run_status(scores=scores, days=3, as_of="2026-11-28", late_after_hours=30, stale_days=1)
+    states = {entry["run_date"]: entry["state"] for entry in status["dates"]}
+    assert states == {"2026-11-26": "late", "2026-11-27": "failed", "2026-11-28": "missing"}
+    assert status["dates"][1]["failure"]["exit_code"] == 3
+    assert status["stale"] is True and status["newest_ok_run_date"] == "2026-11-26" and status["ok"] is False
+    on_time = run_status(scores=scores, days=1, as_of="2026-11-26", late_after_hours=24 * 365 * 100, stale_days=1)
+    assert on_time["ok"] is True and on_time["dates"][0]["state"] == "ok"
+
+
+@pytest.mark.integration
+def test_failure_record_on_gcs_then_a_real_rerun_replaces_it(gcs_bucket, tmp_path):
+    """The scoring pipeline's exit handler command line against the storage emulator, after a
+    failed `fmnist score` (its model root has no published model), then a successful rerun."""
+    from tests.test_score import fit_tiny_model, planted_shards, save_model
+
+    scores, models = f"{gcs_bucket}/scores", f"{gcs_bucket}/models"
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    planted_shards(str(shards))
+    score = ("score", "--input", str(shards / "test-00002-*.tfrecord"), "--output", scores, "--run-id", "scheduled-2026-11-28")
+    failed = run_cli(*score, "--model", models, "--run-date", "2026-11-28", timeout=600)
+    assert failed.returncode == 2, failed.stderr
+    handler = run_cli(
+        "record-failure",
+        "--scores",
+        scores,
+        "--run-date",
+        "2026-11-28",
+        "--task",
+        "score",
+        "--exit-code",
+        str(failed.returncode),
+        "--error",
+        failed.stderr.strip().splitlines()[-1],
+    )
+    assert handler.returncode == 0, handler.stderr
+    query = ("query", "SELECT run_date, status FROM runs", "--scores", scores)
+    assert "failed" in run_cli(*query).stdout
+    save_model(fit_tiny_model(), models, "v1")
+    rerun = run_cli(*score, "--model", models, "--run-date", "2026-11-28", timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    shown = run_cli(*query).stdout
+    assert "failed" not in shown and "ok" in shown
