@@ -55,3 +55,11 @@ def tool_version() -> str:
         return metadata.version("fmnist-jobs")
     except metadata.PackageNotFoundError:  # running from a source tree without install
         return "0+unknown"
+
+
+# Log records that advance a step's progress carry this attribute (logging's `extra`): a dict with
+# "unit" ("shards", "epochs"), and any of "done" (absolute; else one more), "total", "items" (images
+# of this unit) and "items_total". jobs/entrypoint.py turns them into one updating line at a terminal.
+PROGRESS_LOG_FIELD = "progress"
+# Labels a log record may carry (logging's `extra`) for structured logs; once seen, a label stays.
+LOG_LABELS = ("step", "run_id", "run_date", "model_version")

@@ -211,6 +211,8 @@ STEP_PARAMETERS = {
     "report": "components.analysts.report:ReportParameters",
     "query": "components.analysts.tables:QueryParameters",
     "migrate-tables": "components.analysts.migration:MigrateTablesParameters",
+    "record-failure": "components.score.failure_record:RecordFailureParameters",
+    "status": "components.analysts.run_status:StatusParameters",
 }
 
 
@@ -224,7 +226,7 @@ def test_every_flag_of_a_step_is_a_field_of_its_parameters_with_the_default_in_i
     module, name = STEP_PARAMETERS[step].split(":")
     parameters = {parameter.name: parameter for parameter in parameters_of(getattr(importlib.import_module(module), name))}
     parser = importlib.import_module(STEPS[step]).build_parser()
-    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "verbose")}
+    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "verbose", "log_format")}
     assert sorted(actions) == sorted(parameters)
     for dest, action in actions.items():
         parameter = parameters[dest]

@@ -218,3 +218,65 @@ def test_failure_record_on_gcs_then_a_real_rerun_replaces_it(gcs_bucket, tmp_pat
     assert rerun.returncode == 0, rerun.stderr
     shown = run_cli(*query).stdout
     assert "failed" not in shown and "ok" in shown
+
+
+# --- Structured logs and progress (jobs/entrypoint.py) -------------------------------------
+
+
+def json_lines(stderr: str) -> list[dict]:
+    """Every stderr line as JSON (a line that is not JSON fails the test)."""
+    return [json.loads(line) for line in stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.integration
+def test_score_logs_one_json_object_per_stderr_line_with_labels_and_errors_as_error(tmp_path):
+    import os
+
+    from tests.test_score import fit_tiny_model, planted_shards, save_model
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    planted_shards(str(shards))
+    models = str(tmp_path / "models")
+    save_model(fit_tiny_model(), models, "v1")
+    arguments = ("score", "--input", str(shards / "*.tfrecord"), "--output", str(tmp_path / "scores"), "--run-date", "2026-11-28")
+    # The planted shards hold 6 bad records of 20: above the 1 % gate, so the run exits 3 after publishing.
+    gated = run_cli(*arguments, "--model", models, "--run-id", "gated", "--log-format", "json", timeout=600)
+    assert gated.returncode == 3, gated.stderr
+    entries = json_lines(gated.stderr)
+    assert entries and all({"severity", "message", "time"} <= set(entry) for entry in entries)
+    labels = entries[-1]["logging.googleapis.com/labels"]
+    assert labels == {"step": "score", "run_id": "gated", "run_date": "2026-11-28", "model_version": "v1"}
+    assert entries[-1]["severity"] == "ERROR" and entries[-1]["message"].startswith("failed: run gated:")
+    assert any(entry["message"].startswith("scored shard") and entry["severity"] == "INFO" for entry in entries)
+    missing = run_cli(*arguments, "--model", str(tmp_path / "nowhere"), env={**os.environ, "FMNIST_LOG_FORMAT": "json"})
+    assert missing.returncode == 2
+    (entry,) = json_lines(missing.stderr)
+    assert entry["severity"] == "ERROR" and entry["message"].startswith("error: ") and "nowhere" in entry["message"]
+
+
+def test_progress_at_a_terminal_is_one_updating_line_and_other_records_keep_their_own():
+    import io
+    import logging
+
+    from jobs.entrypoint import LOG_FORMAT, ProgressHandler
+
+    stream = io.StringIO()
+    handler = ProgressHandler(stream)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    def emit(message: str, progress: dict | None = None) -> None:
+        record = logging.LogRecord("components.score", logging.INFO, __file__, 0, message, None, None)
+        if progress is not None:
+            record.progress = progress
+        handler.emit(record)
+
+    emit("run r: scoring 2 shards", {"unit": "shards", "done": 0, "total": 2, "items_total": 20})
+    emit("scored shard a", {"unit": "shards", "items": 12})
+    emit("a warning of its own")
+    emit("scored shard b", {"unit": "shards", "items": 8})
+    text = stream.getvalue()
+    assert "scored shard" not in text and "a warning of its own\n" in text
+    assert "shards 1/2 · images 12/20" in text
+    final = text.rsplit("\r\x1b[K", 1)[-1]
+    assert final.startswith("shards 2/2 · images 20/20 · ") and final.endswith(" s left\n")

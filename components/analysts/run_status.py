@@ -36,8 +36,8 @@ class StatusParameters:
 
     scores: str = scores_root(deprecated_aliases=())
     days: int = parameter(7, help="how many run dates the window holds, ending at --as-of")
-    as_of: str = parameter(
-        "", help="the window's last run date YYYY-MM-DD", default_help="yesterday (UTC), the daily schedule's date"
+    as_of: str | None = parameter(
+        None, help="the window's last run date YYYY-MM-DD", default_help="yesterday (UTC), the daily schedule's date"
     )
     late_after_hours: float = parameter(
         30.0, help="an ok run that finished more than this many hours after its run date began (UTC) is late"
@@ -83,7 +83,7 @@ def run_status(
     *,
     scores: str,
     days: int = StatusParameters.days,
-    as_of: str = StatusParameters.as_of,
+    as_of: str | None = StatusParameters.as_of,
     late_after_hours: float = StatusParameters.late_after_hours,
     stale_days: int = StatusParameters.stale_days,
     today: datetime.date | None = None,
@@ -180,7 +180,7 @@ def _finished_at(summary: RunSummary) -> datetime.datetime | None:
     return moment.replace(tzinfo=datetime.UTC) if moment is not None and moment.tzinfo is None else moment
 
 
-def _as_of_date(as_of: str, today: datetime.date | None) -> datetime.date:
+def _as_of_date(as_of: str | None, today: datetime.date | None) -> datetime.date:
     if not as_of:
         return (today or datetime.datetime.now(datetime.UTC).date()) - datetime.timedelta(days=1)
     try:

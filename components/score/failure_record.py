@@ -57,10 +57,10 @@ class RecordFailureParameters:
     date_offset_days: int = parameter(0, help="days added to the scheduled time's date, as for `fmnist run-context`")
     time_zone: str = parameter("UTC", help="the zone of the scheduled time's date, as for `fmnist run-context`")
     run_id_template: str = parameter("scheduled-{date}", help="the run id, with {date}, as for `fmnist run-context`")
-    task: str = parameter("", help="the task that failed", default_help="named by --final-status, else unknown")
+    task: str | None = parameter(None, help="the task that failed", default_help="named by --final-status, else unknown")
     exit_code: int | None = parameter(None, help="its exit code, when known")
-    error: str = parameter("", help="its last error line", default_help="the message of --final-status")
-    pipeline_job: str = parameter("", help="the pipeline job's name", default_help="named by --final-status")
+    error: str | None = parameter(None, help="its last error line", default_help="the message of --final-status")
+    pipeline_job: str | None = parameter(None, help="the pipeline job's name", default_help="named by --final-status")
     final_status: str = parameter(
         "", help="the pipeline's final status as KFP hands it to an exit handler (JSON); SUCCEEDED records nothing"
     )

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 
-from components.constants import tool_version
+from components.constants import PROGRESS_LOG_FIELD, tool_version
 from components.contracts.parameters import flag_of
 from components.contracts.registry import resolve
 from components.contracts.schema import (
@@ -149,16 +149,18 @@ def score(
     target = ScoringTarget(
         staging=staging, run_id=run_id, run_date=run_date, model_version=model_ref.version, batch_size=batch_size
     )
+    expectations = shard_expectations(shard_uris)
     pipeline = build_pipeline(
         shard_uris=shard_uris,
         keras_uri=model_ref.keras_uri,
         target=target,
         options=options,
-        expectations=shard_expectations(shard_uris),
+        expectations=expectations,
         model_sha256=model_ref.sha256,
     )
     if options.view_as(TestOptions).dry_run:
         return translate_only(pipeline, options)
+    _log_start(run_id, run_date, model_ref.version, shard_uris, expectations)
 
     storage.ensure_writable(output)
     with hold_lease(lease_uri(output, run_id), owner=attempt, ttl_s=lease_ttl_s) as lease:
@@ -240,6 +242,27 @@ def score(
             f"{flag_of('max_error_rate')} {max_error_rate:.2%}); see {partition_uri(output, ERRORS_TABLE, run_date, run_id)}"
         )
     return summary.to_dict()
+
+
+def _log_start(run_id: str, run_date: str, model_version: str, shard_uris: Sequence[str], expectations: dict) -> None:
+    """The run's first line: its labels for structured logs, and the totals of its progress line."""
+    images = (
+        sum(expectation.num_records for expectation in expectations.values()) if len(expectations) == len(shard_uris) else None
+    )
+    log.info(
+        "run %s of %s: scoring %d shards%s with model %s",
+        run_id,
+        run_date,
+        len(shard_uris),
+        f" ({images:,} images)" if images is not None else "",
+        model_version,
+        extra={
+            "run_id": run_id,
+            "run_date": run_date,
+            "model_version": model_version,
+            PROGRESS_LOG_FIELD: {"unit": "shards", "done": 0, "total": len(shard_uris), "items_total": images},
+        },
+    )
 
 
 def input_shards(pattern: str) -> list[str]:

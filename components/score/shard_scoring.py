@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from components.constants import NUM_CLASSES
+from components.constants import NUM_CLASSES, PROGRESS_LOG_FIELD
 from components.contracts.schema import ERROR_SCHEMA, ERRORS_TABLE, PREDICTION_SCHEMA, PREDICTIONS_TABLE, with_lineage
 from components.contracts.shard_contract import EXIF_CHUNK, is_model_png
 from components.contracts.shards import ShardExpectation
@@ -287,5 +287,6 @@ def score_shard(
         errors.rows,
         seconds,
         read / seconds if seconds else 0.0,
+        extra={PROGRESS_LOG_FIELD: {"unit": "shards", "items": read}},
     )
     return receipt

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from components.constants import tool_version
+from components.constants import PROGRESS_LOG_FIELD, tool_version
 from components.contracts import registry
 from components.contracts.manifest import Manifest
 from components.contracts.model_metrics import ModelMetrics
@@ -277,6 +277,7 @@ def _epoch_logger(model, epochs: int):
             epochs,
             " ".join(f"{name} {value:.4f}" for name, value in logs.items()),
             seconds,
+            extra={PROGRESS_LOG_FIELD: {"unit": "epochs", "done": epoch + 1, "total": epochs}},
         )
         if not math.isfinite(logs.get("loss", 0.0)):
             model.stop_training = True
