@@ -11,12 +11,14 @@ SUCCEEDED records nothing. Exit 0 whether or not a record was written (the JSON 
 """
 
 import argparse
+import logging
 import sys
 
 from components.cloud.run_context import logical_date, render_template
 from components.contracts.summary import RunFailure
 from components.score.failure_record import (
     UNKNOWN_TASK,
+    FinalStatus,
     RecordFailureParameters,
     parse_final_status,
     record_failure,
@@ -24,13 +26,16 @@ from components.score.failure_record import (
 )
 from jobs.entrypoint import main_of, new_parser
 
+log = logging.getLogger(__name__)
+
 
 def build_parser() -> argparse.ArgumentParser:
     return new_parser("fmnist record-failure", __doc__.splitlines()[0], RecordFailureParameters)
 
 
-def record_run_failure(*, scores: str, **given) -> dict:
-    """Resolves the run's date and id and what failed, then writes the failure record."""
+def record_run_failure(*, scores: str | None = None, **given) -> dict:
+    """Resolves the run's date and id and what failed, then writes the failure record (without
+    `scores`: logs the failure as one ERROR line, for a pipeline that has no run summaries)."""
     values = {
         name: given.get(name, getattr(RecordFailureParameters, name))
         for name in RecordFailureParameters.__dataclass_fields__
@@ -39,21 +44,31 @@ def record_run_failure(*, scores: str, **given) -> dict:
     status = parse_final_status(values["final_status"]) if values["final_status"] else None
     if status is not None and status.state == "SUCCEEDED":
         return {"recorded": False, "reason": "the pipeline succeeded"}
+    if scores is None:
+        failure = _failure(values, status)
+        log.error("pipeline job %s failed in %s: %s", failure.pipeline_job, failure.task, failure.error)
+        return {"recorded": False, "reason": "no --scores: logged only", "failure": failure.to_dict()}
     run_date = logical_date(
         scheduled_time=values["scheduled_time"],
         run_date=values["run_date"],
         date_offset_days=values["date_offset_days"],
         time_zone=values["time_zone"],
     )
-    failure = RunFailure(
+    failure = _failure(values, status)
+    run_id = values["run_id"] or render_template("run_id_template", values["run_id_template"], run_date)
+    return record_failure(scores=scores, run_id=run_id, run_date=run_date, failure=failure)
+
+
+def _failure(values: dict, status: FinalStatus | None) -> RunFailure:
+    """What failed: the flags, else what KFP's final status says."""
+    return RunFailure(
         task=values["task"] or (status.failed_task if status else "") or UNKNOWN_TASK,
         exit_code=values["exit_code"],
-        error=values["error"] or (status.error if status else "") or "(no error line was given)",
+        error=values["error"]
+        or (status.error or f"the pipeline ended {status.state}" if status else "(no error line was given)"),
         pipeline_job=values["pipeline_job"] or (status.pipeline_job if status else ""),
         recorded_at=utc_now_iso(),
     )
-    run_id = values["run_id"] or render_template("run_id_template", values["run_id_template"], run_date)
-    return record_failure(scores=scores, run_id=run_id, run_date=run_date, failure=failure)
 
 
 main = main_of(build_parser, record_run_failure)

@@ -26,6 +26,15 @@ def load_spec(name: str) -> dict:
         return yaml.safe_load(file)
 
 
+def tasks(name: str) -> dict:
+    """Every task of a compiled pipeline by name: the exit task and the tasks its exit handler watches."""
+    spec = load_spec(name)
+    found = dict(spec["root"]["dag"]["tasks"])
+    for group in [task for task in found if task.startswith("exit-handler")]:
+        found.update(spec["components"][found.pop(group)["componentRef"]["name"]]["dag"]["tasks"])
+    return found
+
+
 def container(name: str, task: str) -> dict:
     """The container (image, command, args) of one task of a compiled pipeline."""
     return load_spec(name)["deploymentSpec"]["executors"][f"exec-{task}"]["container"]

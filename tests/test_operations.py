@@ -4,6 +4,9 @@ the `runs` and `predictions_current` views with them, and `fmnist status` (compo
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -14,6 +17,7 @@ from components.contracts.summary import FAILED_STATUS, RunFailure, RunSummary
 from components.io import storage
 from components.score.failure_record import parse_final_status, record_failure
 from tests.cli_runs import run_cli
+from tests.kfp_spec import IMAGE, REPO, container, executor_input, load_spec, render
 from tests.scoring_fixture import ScoredRun, write_dataset, write_run
 
 
@@ -184,40 +188,91 @@ def test_status_states_failed_late_and_stale(tmp_path, test_shards):
     assert on_time["ok"] is True and on_time["dates"][0]["state"] == "ok"
 
 
+@pytest.mark.parametrize("pipeline", ["training", "scoring"])
+def test_both_compiled_pipelines_wrap_their_tasks_in_an_exit_handler(pipeline):
+    spec = load_spec(pipeline)
+    root = spec["root"]["dag"]["tasks"]
+    (exit_task,) = [
+        name for name, task in root.items() if task.get("triggerPolicy", {}).get("strategy") == "ALL_UPSTREAM_TASKS_COMPLETED"
+    ]
+    (group,) = root[exit_task]["dependentTasks"]
+    assert root[exit_task]["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": group}}
+    assert set(root) == {exit_task, group}  # every other task runs inside the handler's group
+    command = container(pipeline, exit_task)
+    assert command["command"][5:7] == ["record-failure", "--image"] and command["args"][:2] == ["fmnist", "record-failure"]
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert {"name": "FMNIST_LOG_FORMAT", "value": "json"} in executor["container"]["env"]
+
+
+def exit_handler_command(scores: str, status: dict, folder) -> list[str]:
+    """The scoring pipeline's exit task as the KFP launcher runs it, for a run scheduled at
+    2026-11-29 03:00 UTC (so run date 2026-11-28, run id scheduled-2026-11-28)."""
+    spec = container("scoring", "record-failure")
+    values = {
+        "$": executor_input(str(folder), {}),
+        "image": IMAGE,
+        "output": scores,
+        "scheduled_time": "2026-11-29T03:00:00Z",
+        "run_date": "",
+        "date_offset_days": "-1",
+        "time_zone": "UTC",
+        "run_id_template": "scheduled-{date}",
+        "status": json.dumps(status),
+    }
+    command = render(spec["command"] + spec["args"], values)
+    return [sys.executable if command[0] == "python" else command[0], *command[1:]]
+
+
 @pytest.mark.integration
-def test_failure_record_on_gcs_then_a_real_rerun_replaces_it(gcs_bucket, tmp_path):
-    """The scoring pipeline's exit handler command line against the storage emulator, after a
-    failed `fmnist score` (its model root has no published model), then a successful rerun."""
+def test_the_exit_handler_records_a_failed_score_on_gcs_and_a_real_rerun_replaces_it(gcs_bucket, tmp_path):
+    """A failed `fmnist score` (its model root has no published model), then the scoring pipeline's
+    compiled exit task against the storage emulator, then a successful rerun of the date."""
     from tests.test_score import fit_tiny_model, planted_shards, save_model
 
     scores, models = f"{gcs_bucket}/scores", f"{gcs_bucket}/models"
     shards = tmp_path / "shards"
     shards.mkdir()
     planted_shards(str(shards))
-    score = ("score", "--input", str(shards / "test-00002-*.tfrecord"), "--output", scores, "--run-id", "scheduled-2026-11-28")
-    failed = run_cli(*score, "--model", models, "--run-date", "2026-11-28", timeout=600)
+    score = ("score", "--input", str(shards / "test-00002-*.tfrecord"), "--output", scores, "--model", models)
+    score += ("--run-id", "scheduled-2026-11-28", "--run-date", "2026-11-28")
+    failed = run_cli(*score, timeout=600)
     assert failed.returncode == 2, failed.stderr
-    handler = run_cli(
-        "record-failure",
-        "--scores",
-        scores,
-        "--run-date",
-        "2026-11-28",
-        "--task",
-        "score",
-        "--exit-code",
-        str(failed.returncode),
-        "--error",
-        failed.stderr.strip().splitlines()[-1],
+    status = {
+        "state": "FAILED",
+        "pipelineJobResourceName": "projects/p/locations/europe-west4/pipelineJobs/fmnist-scoring-20261129030000",
+        "pipelineTaskName": "exit-handler-1",
+        "error": {"code": 9, "message": "The DAG failed because some tasks failed. The failed tasks are: [score]."},
+    }
+    task_environment = {entry["name"]: entry["value"] for entry in container("scoring", "record-failure")["env"]}
+    environment = {**os.environ, **task_environment, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    (tmp_path / "task").mkdir()
+    handler = subprocess.run(
+        exit_handler_command(scores, status, tmp_path / "task"),
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert handler.returncode == 0, handler.stderr
-    query = ("query", "SELECT run_date, status FROM runs", "--scores", scores)
-    assert "failed" in run_cli(*query).stdout
-    save_model(fit_tiny_model(), models, "v1")
-    rerun = run_cli(*score, "--model", models, "--run-date", "2026-11-28", timeout=600)
-    assert rerun.returncode == 0, rerun.stderr
+    assert all(json.loads(line)["severity"] for line in handler.stderr.splitlines())  # the task logs JSON
+    query = ("query", "SELECT run_date, status, failed_task, pipeline_job FROM runs", "--scores", scores)
     shown = run_cli(*query).stdout
+    assert "2026-11-28" in shown and "failed" in shown and "score" in shown and "fmnist-scoring-20261129030000" in shown
+    save_model(fit_tiny_model(), models, "v1")
+    rerun = run_cli(*score, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    statuses = ("query", "SELECT run_date, status FROM runs", "--scores", scores)
+    shown = run_cli(*statuses).stdout
     assert "failed" not in shown and "ok" in shown
+    succeeded = subprocess.run(
+        exit_handler_command(scores, {"state": "SUCCEEDED"}, tmp_path / "task"),
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert succeeded.returncode == 0 and run_cli(*statuses).stdout == shown  # a run that succeeded records nothing
 
 
 # --- Structured logs and progress (jobs/entrypoint.py) -------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from jobs import kfp_outputs
 from tests.cli_runs import EXAMPLE_DEPLOYMENT, run_cli
-from tests.kfp_spec import IMAGE, SPECS, TRAIN_ARTIFACTS, container, load_spec, render
+from tests.kfp_spec import IMAGE, SPECS, TRAIN_ARTIFACTS, container, load_spec, render, tasks
 from tests.test_container import smoke_commands, task_values
 
 # The Dataflow job's own Beam options: optional inputs of the scoring pipeline and its score task.
@@ -51,29 +51,30 @@ def test_every_task_runs_the_pinned_image_through_the_adapter(name):
         assert container["command"][:5] == ["python", "-m", "jobs.kfp_outputs", "--executor-input", "{{$}}"]
         # The digest is an input of every task: the task runs exactly the released code.
         assert "--image" in container["command"]
-    for task in spec["root"]["dag"]["tasks"].values():
-        assert task["inputs"]["parameters"]["image"] == {"componentInputParameter": "image"}
+    for task in tasks(name).values():
+        image = task["inputs"]["parameters"]["image"]
+        assert image in ({"componentInputParameter": "image"}, {"componentInputParameter": "pipelinechannel--image"})
 
 
 def test_no_task_is_cached_because_the_pipeline_roots_artifacts_expire():
     # A cached prepare would hand train a path under the pipeline root that the pipelines bucket's
     # age rule deletes; KFP's cache key cannot know. Every task runs: `{}` is KFP's "off".
-    training = load_spec("training")["root"]["dag"]["tasks"]
+    training = tasks("training")
     assert training["prepare"]["cachingOptions"] == {}
     assert training["train"]["cachingOptions"] == {}
     assert training["train"]["inputs"]["parameters"]["manifest_digest"] == {
         "taskOutputParameter": {"outputParameterKey": "manifest_digest", "producerTask": "prepare"}
     }
-    scoring = load_spec("scoring")["root"]["dag"]["tasks"]
+    scoring = tasks("scoring")
     assert scoring["score"]["cachingOptions"] == {}
     assert scoring["run-context"]["cachingOptions"] == {}
 
 
 def test_the_scheduled_date_flows_into_run_date():
-    tasks = load_spec("scoring")["root"]["dag"]["tasks"]
-    context = tasks["run-context"]["inputs"]["parameters"]
+    scoring = tasks("scoring")
+    context = scoring["run-context"]["inputs"]["parameters"]
     assert context["scheduled_time"] == {"runtimeValue": {"constant": "{{$.pipeline_job_schedule_time_utc}}"}}
-    score = tasks["score"]["inputs"]["parameters"]
+    score = scoring["score"]["inputs"]["parameters"]
     for name, output in (("run_date", "date"), ("run_id", "run_id"), ("shards", "shards")):
         assert score[name] == {"taskOutputParameter": {"outputParameterKey": output, "producerTask": "run-context"}}
 

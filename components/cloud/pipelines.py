@@ -45,6 +45,9 @@ IMAGE_INPUT_DEFAULT = "fmnist-jobs"
 ADAPTER = ("python", "-m", "jobs.kfp_outputs", "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER)
 # Filled by the schedule (dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER), never a run parameter.
 SCHEDULED_TIME = "scheduled_time"
+# Every task logs one JSON object per line (jobs/entrypoint.py): Cloud Logging files each line at
+# its own severity, with the run's labels.
+TASK_ENVIRONMENT = {"FMNIST_LOG_FORMAT": "json"}
 # The Dataflow settings every scoring run gives, as Beam's standard options (dataflow_flags):
 # name -> the scoring pipeline's default (None: the run must give it). Inputs of the pipeline and,
 # all required, of its score task.
@@ -307,6 +310,28 @@ def score(
     )
 
 
+@dsl.container_component
+@with_inputs(declared_inputs(RunContextParameters, defaults=False, exclude=("shards_template",)))
+def record_failure(image: str, output: str, status: dsl.PipelineTaskFinalStatus, inputs: dict):
+    """The scoring pipeline's exit handler: when a task failed, a failure record of the run's date
+    and run id (the same run-context inputs name them) where the run summaries live."""
+    return dsl.ContainerSpec(
+        image=IMAGE_INPUT_DEFAULT,
+        command=[*ADAPTER, "record-failure", "--image", image, "--"],
+        args=["fmnist", "record-failure", "--scores", output, *given_flags(inputs), "--final-status", status],
+    )
+
+
+@dsl.container_component
+def report_failure(image: str, status: dsl.PipelineTaskFinalStatus):
+    """The training pipeline's exit handler: a failed run's final status as one ERROR log line."""
+    return dsl.ContainerSpec(
+        image=IMAGE_INPUT_DEFAULT,
+        command=[*ADAPTER, "record-failure", "--image", image, "--"],
+        args=["fmnist", "record-failure", "--final-status", status],
+    )
+
+
 def configure_task(
     task: dsl.PipelineTask, image, *, cpu: str, memory: str, cached: bool = False, display_name: str | None = None
 ) -> dsl.PipelineTask:
@@ -315,6 +340,8 @@ def configure_task(
     Vertex AI Pipelines picks the machine from the limits. Not cached unless `cached`: only a task
     whose outputs outlive the pipeline root's lifecycle rule may be (see the module docstring)."""
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+    for name, value in TASK_ENVIRONMENT.items():
+        task.set_env_variable(name, value)
     if not cached:
         task.set_caching_options(False)
     if display_name is not None:
@@ -326,38 +353,30 @@ def configure_task(
 @with_inputs([*tuning_inputs(PrepareParameters), *tuning_inputs(TrainParameters)])
 def training_pipeline(image: str, model_root: str, inputs: dict):
     """Shards from the raw data set, then a model version that scoring uses once it passes the gate."""
-    # prepare encodes PNGs on every core; train holds the 60,000 training images in memory.
-    # Neither is cached: prepare's shards live in the pipeline root, which its lifecycle rule empties.
-    prepared = configure_task(prepare(image=image, **inputs_of(PrepareParameters, inputs)), image, cpu="4", memory="8G")
-    configure_task(
-        train(
-            image=image,
-            dataset=prepared.outputs["dataset"],
-            manifest_digest=prepared.outputs["manifest_digest"],
-            model_root=model_root,
-            **inputs_of(TrainParameters, inputs),
-        ),
-        image,
-        cpu="4",
-        memory="8G",
-        display_name="train-gate-publish",
-    )
+    exit_task = configure_task(report_failure(image=image), image, cpu="500m", memory="512M")
+    with dsl.ExitHandler(exit_task, name="on-exit-report-failure"):
+        # prepare encodes PNGs on every core; train holds the 60,000 training images in memory.
+        # Neither is cached: prepare's shards live in the pipeline root, which its lifecycle rule empties.
+        prepared = configure_task(prepare(image=image, **inputs_of(PrepareParameters, inputs)), image, cpu="4", memory="8G")
+        configure_task(
+            train(
+                image=image,
+                dataset=prepared.outputs["dataset"],
+                manifest_digest=prepared.outputs["manifest_digest"],
+                model_root=model_root,
+                **inputs_of(TrainParameters, inputs),
+            ),
+            image,
+            cpu="4",
+            memory="8G",
+            display_name="train-gate-publish",
+        )
 
 
-@dsl.pipeline(name="fmnist-scoring", description="score one date's shards with the published model, on Dataflow")
-@with_inputs(
-    [
-        *declared_inputs(RunContextParameters, defaults=True, exclude=(SCHEDULED_TIME,)),
-        *dataflow_inputs(defaults=True),
-        *beam_option_inputs(),
-        *tuning_inputs(ScoreParameters),
-    ]
-)
-def scoring_pipeline(image: str, model_root: str, output: str, inputs: dict):
-    """The logical date comes from the schedule (or run_date, for a backfill) and names the partition."""
-    context_inputs = declared_of(RunContextParameters, inputs)
+def _scoring_tasks(image: str, model_root: str, output: str, inputs: dict, context_inputs: dict, scheduled_time) -> None:
+    """run-context -> score: the scoring pipeline's tasks inside its exit handler."""
     context = configure_task(
-        run_context(image=image, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER, **context_inputs),
+        run_context(image=image, scheduled_time=scheduled_time, **context_inputs),
         image,
         cpu="500m",
         memory="512M",
@@ -383,6 +402,36 @@ def scoring_pipeline(image: str, model_root: str, output: str, inputs: dict):
         # The tables live outside KFP and a rerun of a date must rewrite its partition: never cached.
         cached=False,
     )
+
+
+@dsl.pipeline(name="fmnist-scoring", description="score one date's shards with the published model, on Dataflow")
+@with_inputs(
+    [
+        *declared_inputs(RunContextParameters, defaults=True, exclude=(SCHEDULED_TIME,)),
+        *dataflow_inputs(defaults=True),
+        *beam_option_inputs(),
+        *tuning_inputs(ScoreParameters),
+    ]
+)
+def scoring_pipeline(image: str, model_root: str, output: str, inputs: dict):
+    """The logical date comes from the schedule (or run_date, for a backfill) and names the partition."""
+    context_inputs = declared_of(RunContextParameters, inputs)
+    scheduled_time = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER
+    # Runs however the tasks ended; an exit task can take no other task's output, so it names the
+    # run's date and id from the same inputs run-context does.
+    exit_task = configure_task(
+        record_failure(
+            image=image,
+            output=output,
+            scheduled_time=scheduled_time,
+            **{name: value for name, value in context_inputs.items() if name != "shards_template"},
+        ),
+        image,
+        cpu="500m",
+        memory="512M",
+    )
+    with dsl.ExitHandler(exit_task, name="on-exit-record-failure"):
+        _scoring_tasks(image, model_root, output, inputs, context_inputs, scheduled_time)
 
 
 PIPELINES = {"training": training_pipeline, "scoring": scoring_pipeline}

@@ -50,7 +50,12 @@ _FAILED_TASKS_RE = re.compile(r"failed tasks? (?:are|is)[:\s]*\[?([A-Za-z0-9_.\-
 class RecordFailureParameters:
     """`fmnist record-failure`: record a run that ended without publishing (a pipeline's exit handler)."""
 
-    scores: str = parameter(help="the scoring output root (the --output of `fmnist score`)", location=True)
+    scores: str | None = parameter(
+        None,
+        help="the scoring output root (the --output of `fmnist score`)",
+        default_help="none: the failure is logged only (a pipeline without run summaries)",
+        location=True,
+    )
     run_id: str = parameter("", help="the run id; empty: --run-id-template with the run's date")
     run_date: str = parameter("", help="the run's date YYYY-MM-DD; empty: from --scheduled-time")
     scheduled_time: str = parameter("", help="the schedule's time of the run (RFC 3339), as for `fmnist run-context`")
