@@ -10,6 +10,8 @@
     fmnist pipeline submit --deployment D --target vertex --schedule infra/schedules/scoring-daily.yaml --dry-run \\
         --param image=REPO/jobs@sha256:... --param worker_image=REPO/worker@sha256:...
     fmnist pipeline resume --deployment D --target vertex --schedule infra/schedules/scoring-daily.yaml --catch-up
+    fmnist pipeline backfill --deployment D --target vertex --schedule infra/schedules/scoring-daily.yaml \
+        --from 2026-11-01 --to 2026-11-07 --param image=... --param worker_image=...   # one run per date
 
 deployment.json is `terraform output -json` of infra/terraform (infra/deployments/example.json).
 """
@@ -65,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vertex.add_argument("--network", help="VPC network to peer the run with (projects/NUMBER/global/networks/NAME)")
     vertex.add_argument("--label", action="append", help="NAME=VALUE label of the run (repeatable)")
+    backfill = add_target_flags(
+        actions.add_parser(
+            "backfill", argument_default=argparse.SUPPRESS, help="one run per logical date of a range, the schedule's way"
+        )
+    )
+    backfill.add_argument("--schedule", required=True, help="schedule file whose pipeline and parameters each run takes")
+    backfill.add_argument("--from", dest="from_date", required=True, help="first logical date YYYY-MM-DD")
+    backfill.add_argument("--to", dest="to_date", required=True, help="last logical date YYYY-MM-DD (inclusive)")
+    backfill.add_argument("--param", action="append", help="NAME=VALUE pipeline parameter (repeatable; overrides the file)")
+    backfill.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the requests; send nothing")
     resume = add_target_flags(
         actions.add_parser("resume", argument_default=argparse.SUPPRESS, help="resume a paused recurring run")
     )
@@ -95,9 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from components.cloud.pipelines import compile_pipelines
 
         return run(compile_pipelines, args)
-    from components.cloud.schedules import resume, submit
+    from components.cloud.schedules import backfill, resume, submit
 
-    return run(submit if action == "submit" else resume, args)
+    return run({"submit": submit, "resume": resume, "backfill": backfill}[action], args)
 
 
 if __name__ == "__main__":

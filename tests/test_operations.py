@@ -335,3 +335,86 @@ def test_progress_at_a_terminal_is_one_updating_line_and_other_records_keep_thei
     assert "shards 1/2 · images 12/20" in text
     final = text.rsplit("\r\x1b[K", 1)[-1]
     assert final.startswith("shards 2/2 · images 20/20 · ") and final.endswith(" s left\n")
+
+
+# --- Backfill (components/cloud/schedules.py) ------------------------------------------------
+
+
+def test_backfill_dry_run_on_vertex_is_one_run_request_per_logical_date():
+    from tests.cli_runs import EXAMPLE_DEPLOYMENT, SCORING_DAILY, SCORING_IMAGES
+
+    completed = run_cli(
+        "pipeline",
+        "backfill",
+        "--deployment",
+        EXAMPLE_DEPLOYMENT,
+        "--target",
+        "vertex",
+        "--schedule",
+        SCORING_DAILY,
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-03",
+        "--dry-run",
+        *SCORING_IMAGES,
+    )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout.splitlines()[-1])
+    runs = result["runs"]
+    assert [run["run_date"] for run in runs] == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    assert [run["run_id"] for run in runs] == ["scheduled-2026-11-01", "scheduled-2026-11-02", "scheduled-2026-11-03"]
+    requests = [request for run in runs for request in run["submitted"]["requests"]]
+    assert len(requests) == 3 and all(request["url"].split("?")[0].endswith("/pipelineJobs") for request in requests)
+    dates = [request["body"]["runtimeConfig"]["parameterValues"]["run_date"] for request in requests]
+    assert dates == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    job_ids = {request["url"].split("pipelineJobId=")[1] for request in requests}
+    assert len(job_ids) == 3  # one job per date, even when submitted within a second
+    assert [run["wave"] for run in runs] == [1, 2, 3]  # the schedule's max_concurrency is 1
+
+
+def test_backfill_submits_at_most_max_concurrency_runs_before_waiting(tmp_path, monkeypatch):
+    """KFP and Vertex AI cannot run here: the submission is recorded instead of sent."""
+    import yaml
+
+    from components.cloud import schedules
+    from tests.cli_runs import SCORING_DAILY
+
+    with open(os.path.join(REPO, SCORING_DAILY)) as file:
+        document = yaml.safe_load(file)
+    document.update(max_concurrency=2, spec=os.path.join(REPO, "infra", "kfp", "scoring.yaml"))
+    schedule = tmp_path / "backfill.yaml"
+    schedule.write_text(yaml.safe_dump(document))
+    events = []
+    monkeypatch.setattr(schedules, "submit", lambda **kwargs: events.append(("submit", kwargs["param"][-1])) or {"run_id": "r"})
+    result = schedules.backfill(
+        schedule=str(schedule),
+        from_date="2026-11-01",
+        to_date="2026-11-05",
+        wait_for=lambda wave: events.append(("wait", [entry["run_date"] for entry in wave])),
+        target="kfp",
+        host="http://127.0.0.1:1",
+    )
+    assert events == [
+        ("submit", "run_date=2026-11-01"),
+        ("submit", "run_date=2026-11-02"),
+        ("wait", ["2026-11-01", "2026-11-02"]),
+        ("submit", "run_date=2026-11-03"),
+        ("submit", "run_date=2026-11-04"),
+        ("wait", ["2026-11-03", "2026-11-04"]),
+        ("submit", "run_date=2026-11-05"),
+    ]
+    assert [run["wave"] for run in result["runs"]] == [1, 1, 2, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "dates, message", [(("2026-11-03", "2026-11-01"), "before"), (("2026-11-01", "2026-13-01"), "YYYY-MM-DD")]
+)
+def test_backfill_refuses_a_bad_range_in_one_line(dates, message):
+    from tests.cli_runs import EXAMPLE_DEPLOYMENT, SCORING_DAILY
+
+    completed = run_cli(
+        "pipeline", "backfill", "--deployment", EXAMPLE_DEPLOYMENT, "--schedule", SCORING_DAILY,
+        "--from", dates[0], "--to", dates[1], "--dry-run", "--host", "http://127.0.0.1:1",
+    )  # fmt: skip
+    assert completed.returncode == 2 and message in completed.stderr and len(completed.stderr.strip().splitlines()) == 1

@@ -21,16 +21,20 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 
 from components.cloud.deployment import PUBLIC_IPS_FLAGS, Deployment, load_deployment
-from components.cloud.run_context import check_templates
+from components.cloud.run_context import check_templates, render_template
 from components.errors import InputError
+
+log = logging.getLogger(__name__)
 
 # Tasks and Dataflow workers must run the same code a run was submitted with: digests only.
 PINNED_PARAMETERS = ("image", "worker_image")
@@ -202,10 +206,11 @@ def submit(
     network: str | None = None,
     label: list[str] | None = None,
     dry_run: bool = False,
+    run_name: str | None = None,
 ) -> dict:
     """Creates a recurring run from a schedule file, or one run (`once`, or a bare `spec`), on KFP
     or Vertex AI Pipelines, in the project of `deployment` (terraform's outputs); `dry_run` returns
-    the requests instead of sending them."""
+    the requests instead of sending them. `run_name` names one run (default: the schedule's name)."""
     if (schedule is None) == (spec is None):
         raise InputError("give either --schedule FILE (recurring run, or one run with --once) or --spec FILE (one run)")
     names = _deployment(deployment)
@@ -227,7 +232,7 @@ def submit(
     parameters = run_parameters(spec_path, values)
     check_templates(**{name: parameters[name] for name in ("shards_template", "run_id_template") if name in parameters})
     pipeline_root = _pipeline_root(names, pipeline_root)
-    name = plan.name if plan else os.path.splitext(os.path.basename(spec_path))[0]
+    name = run_name or (plan.name if plan else os.path.splitext(os.path.basename(spec_path))[0])
     recurring = plan if plan and not once else None
     if target == "vertex":
         from components.cloud.vertex_pipelines import submit_to_vertex
@@ -261,6 +266,86 @@ def submit(
         cluster_time_zone=cluster_time_zone,
         dry_run=dry_run,
     )
+
+
+# A backfill of more days than this is more likely a typo in a date than a plan.
+MAX_BACKFILL_DAYS = 366
+
+
+def backfill(
+    *,
+    schedule: str,
+    from_date: str,
+    to_date: str,
+    param: list[str] | None = None,
+    dry_run: bool = False,
+    wait_for: Callable[[list[dict]], None] | None = None,
+    **target: Any,
+) -> dict:
+    """One run of the schedule's pipeline per logical date from `from_date` to `to_date` (inclusive),
+    each with run_date set, so it gets the schedule's run id of that date (a rerun of a date replaces
+    it). At most the schedule's max_concurrency run at a time: the runs go in waves of that size,
+    each wave waited for (`wait_for`, by target) before the next is submitted; a dry run returns
+    every request at once. `target`: submit()'s deployment, target, host and Vertex flags."""
+    plan = load_schedule(schedule)
+    dates = backfill_dates(from_date, to_date)
+    overrides = parse_assignments(param or [])
+    if "run_date" in overrides:
+        raise InputError("--param run_date: a backfill sets each run's date from --from and --to")
+    template = str(overrides.get("run_id_template", plan.parameters.get("run_id_template", "")))
+    wave_size = max(plan.max_concurrency, 1)
+    submitted = []
+    for first in range(0, len(dates), wave_size):
+        wave = []
+        for date in dates[first : first + wave_size]:
+            result = submit(
+                schedule=schedule,
+                once=True,
+                param=[*(param or []), f"run_date={date}"],
+                dry_run=dry_run,
+                run_name=f"{plan.name}-{date}",
+                **target,
+            )
+            run_id = render_template("run_id_template", template, date) if template else None
+            entry = {"run_date": date, "run_id": run_id, "wave": first // wave_size + 1, "submitted": result}
+            log.info("%s %s (run id %s)", "would submit" if dry_run else "submitted", date, run_id)
+            wave.append(entry)
+        submitted += wave
+        if not dry_run and first + wave_size < len(dates):
+            (wait_for or _wait_for_target(target))(wave)
+    return {"schedule": plan.name, "dry_run": dry_run, "max_concurrency": wave_size, "runs": submitted}
+
+
+def backfill_dates(from_date: str, to_date: str) -> list[str]:
+    """Every date from `from_date` to `to_date`, inclusive, as YYYY-MM-DD."""
+    try:
+        first, last = datetime.date.fromisoformat(from_date), datetime.date.fromisoformat(to_date)
+    except ValueError as error:
+        raise InputError(f"--from {from_date} --to {to_date}: dates in YYYY-MM-DD form ({error})") from error
+    if last < first:
+        raise InputError(f"--to {to_date} is before --from {from_date}")
+    days = (last - first).days + 1
+    if days > MAX_BACKFILL_DAYS:
+        raise InputError(f"--from {from_date} --to {to_date}: {days} days, more than {MAX_BACKFILL_DAYS} in one backfill")
+    return [(first + datetime.timedelta(days=offset)).isoformat() for offset in range(days)]
+
+
+def _wait_for_target(target: dict) -> Callable[[list[dict]], None]:
+    """How to wait for a wave of runs to end on the backfill's target."""
+    if target.get("target") == "vertex":
+        from components.cloud.vertex_pipelines import wait_for_pipeline_jobs
+
+        return lambda wave: wait_for_pipeline_jobs([entry["submitted"]["pipeline_job"] for entry in wave])
+
+    def wait_for_kfp_runs(wave: list[dict]) -> None:
+        import kfp
+
+        with contextlib.redirect_stdout(sys.stderr):  # kfp prints links on stdout
+            client = kfp.Client(host=target.get("host"))
+            for entry in wave:
+                client.wait_for_run_completion(entry["submitted"]["run_id"], timeout=24 * 3600)
+
+    return wait_for_kfp_runs
 
 
 def resume(

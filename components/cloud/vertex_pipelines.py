@@ -156,6 +156,16 @@ def resume_on_vertex(
     return {"resumed": [schedule.resource_name for schedule in schedules], "catch_up": catch_up}
 
 
+def wait_for_pipeline_jobs(resource_names: list[str]) -> None:
+    """Blocks until each pipeline job has ended (whatever its state: a backfill's next wave may go)."""
+    from google.cloud import aiplatform
+
+    for resource_name in resource_names:
+        job = aiplatform.PipelineJob.get(resource_name=resource_name)
+        with contextlib.suppress(RuntimeError):  # wait() raises when the job failed: it has ended all the same
+            job.wait()
+
+
 def _client(project: str, region: str, *, dry_run: bool, api_endpoint, api_transport, credentials):
     """google.cloud.aiplatform set to the project and region (anonymous for a dry run: nothing is sent)."""
     from google.cloud import aiplatform
