@@ -202,6 +202,8 @@ API_OF_TYPE = {
     "google_compute_firewall": "compute.googleapis.com",
     "google_compute_network": "compute.googleapis.com",
     "google_compute_subnetwork": "compute.googleapis.com",
+    "google_logging_metric": "logging.googleapis.com",
+    "google_monitoring_alert_policy": "monitoring.googleapis.com",
     "google_project_iam_audit_config": "cloudresourcemanager.googleapis.com",
     "google_project_iam_member": "cloudresourcemanager.googleapis.com",
     "google_service_account": "iam.googleapis.com",
@@ -309,7 +311,7 @@ def test_the_runs_view_reads_only_fields_of_the_generated_summary_schema(terrafo
         f"{field['name']}.{child['name']}" for field in fields for child in field.get("fields", [])
     }
     query = resources(terraform, "google_bigquery_table")["runs"]["view"][0]["query"]
-    read = set(re.findall(r"\b(counts\.\w+|timings\.\w+)", query))
+    read = set(re.findall(r"\b(counts\.\w+|timings\.\w+|failure\.\w+)", query))
     read |= {name for name in ("run_id", "run_date", "status", "model_version", "error_rate", "parts") if name in query}
     assert read and read <= names, sorted(read - names)
 
@@ -423,3 +425,17 @@ def test_the_views_are_bigquery_sql(terraform):
         assert parsed.find(sqlglot.exp.Select), name
     assert "AS true_class" in views["predictions"] and "true_class" not in views["errors"]
     assert "`p.fmnist.predictions_files`" in views["predictions"] and "`p.fmnist.runs`" in views["errors"]
+
+
+def test_a_failed_pipeline_job_alerts_the_notification_channels(terraform):
+    metric = resources(terraform, "google_logging_metric")["failed_pipeline_jobs"]
+    local_values = {key: value for entry in terraform["locals"] for key, value in entry.items()}
+    assert metric["filter"] == "${local.failed_pipeline_jobs_filter}"
+    filter_text = local_values["failed_pipeline_jobs_filter"]  # the HCL expression, as text
+    assert "aiplatform.googleapis.com/PipelineJob" in filter_text and "PIPELINE_STATE_FAILED" in filter_text
+    assert "record-failure" in filter_text  # the exit handlers' own ERROR line (pipelines.py's exit tasks)
+    policy = resources(terraform, "google_monitoring_alert_policy")["failed_pipeline_job"]
+    assert policy["notification_channels"] == "${var.notification_channels}"
+    condition = policy["conditions"][0]["condition_threshold"][0]
+    assert "google_logging_metric.failed_pipeline_jobs.name" in condition["filter"]
+    assert condition["comparison"].strip('"') == "COMPARISON_GT" and condition["threshold_value"] == 0

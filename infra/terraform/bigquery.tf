@@ -6,11 +6,12 @@
 #                                    run_date=YYYY-MM-DD/run_id=<id>/ only (never file columns)
 #   runs_files                       the run summaries runs/<run_id>.json, one JSON object per
 #                                    line; a summary that does not parse is skipped
-#   runs                             one row per complete run (it has a summary)
+#   runs                             one row per run summary (failure records, status failed, too)
 #   predictions, errors              rows of the part files a run's summary names, matched with
 #                                    the _FILE_NAME pseudo-column: a stray or foreign file, or an
 #                                    attempt's leftovers, is never counted
-#   predictions_current              the latest complete run of each run_date (reruns, backfills)
+#   predictions_current              the latest complete run of status ok of each run_date (reruns,
+#                                    backfills; a run that failed its check is never current)
 #
 # Schemas are generated from the contracts (components/contracts/schema.py, summary.py; kept
 # current by tests), so BigQuery reads exactly what `fmnist score` writes:
@@ -120,7 +121,7 @@ resource "google_bigquery_table" "runs" {
   # checkov:skip=CKV_GCP_80: a view stores no data; the summaries' bucket is the place for encryption
   dataset_id          = google_bigquery_dataset.fmnist.dataset_id
   table_id            = "runs"
-  description         = "One row per complete scoring run: its date, model, counts, status and part files."
+  description         = "One row per run summary: its date, model, counts, status and part files; failure records (status failed) too."
   deletion_protection = true
   view {
     use_legacy_sql = false
@@ -128,7 +129,9 @@ resource "google_bigquery_table" "runs" {
     query = <<-SQL
       SELECT run_id, run_date, status, model_version,
              counts.read AS read, counts.scored AS scored, counts.failed AS failed, counts.expected AS expected,
-             error_rate, timings.started_at AS started_at, timings.finished_at AS finished_at, parts
+             error_rate, timings.started_at AS started_at, timings.finished_at AS finished_at,
+             failure.task AS failed_task, failure.exit_code AS exit_code, failure.error AS last_error,
+             failure.pipeline_job AS pipeline_job, parts
       FROM `${local.dataset}.${google_bigquery_table.runs_files.table_id}`
       WHERE run_id IS NOT NULL AND run_date IS NOT NULL
     SQL
@@ -170,7 +173,7 @@ resource "google_bigquery_table" "predictions_current" {
   # checkov:skip=CKV_GCP_80: a view stores no data; the Parquet files' bucket is the place for encryption
   dataset_id          = google_bigquery_dataset.fmnist.dataset_id
   table_id            = "predictions_current"
-  description         = "The predictions of the latest complete run of each run_date: a rerun or backfill replaces, never adds."
+  description         = "The predictions of the latest complete run of status ok of each run_date: a rerun or backfill replaces, never adds."
   deletion_protection = true
   view {
     use_legacy_sql = false
@@ -180,6 +183,7 @@ resource "google_bigquery_table" "predictions_current" {
       JOIN (
         SELECT run_date, ARRAY_AGG(run_id ORDER BY finished_at DESC, run_id DESC LIMIT 1)[OFFSET(0)] AS run_id
         FROM `${local.dataset}.${google_bigquery_table.runs.table_id}`
+        WHERE status = 'ok'
         GROUP BY run_date
       ) AS latest USING (run_date, run_id)
     SQL

@@ -86,3 +86,9 @@ variable "storage_data_access_logs" {
   type        = bool
   default     = false
 }
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/PROJECT/notificationChannels/ID) that the failed-pipeline alert notifies; empty: the alert opens incidents in the console only."
+  type        = list(string)
+  default     = []
+}
