@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 
 from kfp.dsl.executor import create_artifact_instance
@@ -29,6 +30,7 @@ from components.contracts.schema import TABLE_SCHEMA_VERSION
 from components.contracts.shards import manifest_digest, read_manifest
 from components.errors import CheckFailed
 from components.io import storage
+from components.score.failure_record import write_failure_note
 from jobs.entrypoint import run
 
 
@@ -152,28 +154,58 @@ def build_parser() -> argparse.ArgumentParser:
     for kind in COLLECTORS:
         sub = kinds.add_parser(kind)
         sub.add_argument("--image", required=True, help="the task's image, pinned by digest")
+    for option, help_text in (("scores", "scoring output root"), ("run-id", "run id")):
+        kinds.choices["score"].add_argument(
+            f"--failure-{option}",
+            dest=f"failure_{option.replace('-', '_')}",
+            help=f"when the step fails, leave its exit code and last error line under this {help_text}",
+        )
     kinds.choices["train"].add_argument(
         "--manifest-digest", dest="manifest_digest", required=True, help="the data set the model must have been trained on"
     )
     return parser
 
 
-def run_step(command: list[str]) -> tuple[int, str]:
-    """Runs the step as a child process; returns its exit code and the last line of its stdout
-    (its JSON result), every line of which is passed on to the task log as it comes. SIGTERM to
-    this process (the container's main process, which Kubernetes and Vertex stop) is passed on
-    to the step, so it can cancel the Dataflow job it launched and clean up before the pod goes."""
-    step = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+def run_step(command: list[str]) -> tuple[int, str, str]:
+    """Runs the step as a child process; returns its exit code, the last line of its stdout (its
+    JSON result) and the last line of its stderr (a failed step's one-line error). Every line of
+    both is passed on to the task log as it comes. SIGTERM to this process (the container's main
+    process, which Kubernetes and Vertex stop) is passed on to the step, so it can cancel the
+    Dataflow job it launched and clean up before the pod goes."""
+    step = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: step.send_signal(signal.SIGTERM))
+    last_error: list[str] = [""]
+    relay = threading.Thread(target=_relay_stderr, args=(step.stderr, last_error), name="stderr-relay", daemon=True)
+    relay.start()
     last = ""
     try:
         for line in step.stdout:
             sys.stdout.write(line)
             sys.stdout.flush()
             last = line.strip() or last
-        return step.wait(), last
+        code = step.wait()
+        relay.join()
+        return code, last, last_error[0]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _relay_stderr(stream, last_error: list[str]) -> None:
+    """Passes the step's stderr on as it comes, keeping its last line (a JSON log line's message)."""
+    for line in stream:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        if line.strip():
+            last_error[0] = error_message(line.strip())
+
+
+def error_message(line: str) -> str:
+    """The message of a stderr line: the line itself, or `message` of a structured log line."""
+    try:
+        document = json.loads(line)
+    except json.JSONDecodeError:
+        return line
+    return str(document.get("message", line)) if isinstance(document, dict) else line
 
 
 def step_result(last_line: str) -> dict:
@@ -198,9 +230,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = run(require_pinned, {"what": "--image", "image": args.pop("image")})
     if status != 0:
         return status
-    status, last_line = run_step(command)
+    status, last_line, last_error = run_step(command)
     if status != 0:
+        if args.get("failure_scores") and args.get("failure_run_id"):
+            # The exit handler takes no task's output: it reads the note (components/score/failure_record.py).
+            run(
+                write_failure_note,
+                {
+                    "scores": args["failure_scores"],
+                    "run_id": args["failure_run_id"],
+                    "task": kind,
+                    "exit_code": status,
+                    "error": last_error,
+                },
+            )
         return status
+    args.pop("failure_scores", None)
+    args.pop("failure_run_id", None)
 
     def collect(**kwargs) -> dict:
         outputs = TaskOutputs(executor_input)

@@ -16,11 +16,14 @@ import sys
 
 from components.cloud.run_context import logical_date, render_template
 from components.contracts.summary import RunFailure
+from components.io import storage
 from components.score.failure_record import (
     UNKNOWN_TASK,
     FinalStatus,
     RecordFailureParameters,
+    failure_note_uri,
     parse_final_status,
+    read_failure_note,
     record_failure,
     utc_now_iso,
 )
@@ -54,9 +57,16 @@ def record_run_failure(*, scores: str | None = None, **given) -> dict:
         date_offset_days=values["date_offset_days"],
         time_zone=values["time_zone"],
     )
-    failure = _failure(values, status)
     run_id = values["run_id"] or render_template("run_id_template", values["run_id_template"], run_date)
-    return record_failure(scores=scores, run_id=run_id, run_date=run_date, failure=failure)
+    # The failed task's own note (its exit code and last error line) fills what the flags leave open.
+    note = read_failure_note(scores, run_id)
+    for name in ("task", "exit_code", "error"):
+        if values[name] is None and note.get(name) is not None:
+            values[name] = note[name]
+    result = record_failure(scores=scores, run_id=run_id, run_date=run_date, failure=_failure(values, status))
+    if note:
+        storage.delete(failure_note_uri(scores, run_id))
+    return result
 
 
 def _failure(values: dict, status: FinalStatus | None) -> RunFailure:

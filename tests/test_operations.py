@@ -15,7 +15,7 @@ from components.analysts.tables import open_tables
 from components.contracts.schema import run_summary_uri
 from components.contracts.summary import FAILED_STATUS, RunFailure, RunSummary
 from components.io import storage
-from components.score.failure_record import parse_final_status, record_failure
+from components.score.failure_record import failure_note_uri, parse_final_status, record_failure
 from tests.cli_runs import run_cli
 from tests.kfp_spec import IMAGE, REPO, container, executor_input, load_spec, render
 from tests.scoring_fixture import ScoredRun, write_dataset, write_run
@@ -235,8 +235,14 @@ def test_the_exit_handler_records_a_failed_score_on_gcs_and_a_real_rerun_replace
     planted_shards(str(shards))
     score = ("score", "--input", str(shards / "test-00002-*.tfrecord"), "--output", scores, "--model", models)
     score += ("--run-id", "scheduled-2026-11-28", "--run-date", "2026-11-28")
-    failed = run_cli(*score, timeout=600)
+    # The score task as the compiled spec runs it: through the adapter, which leaves a note when the step fails.
+    adapter = [sys.executable, "-m", "jobs.kfp_outputs", "--executor-input", executor_input(str(tmp_path), {})]
+    adapter += ["score", "--image", IMAGE, "--failure-scores", scores, "--failure-run-id", "scheduled-2026-11-28", "--"]
+    failed = subprocess.run(
+        [*adapter, sys.executable, "-m", "jobs.cli", *score], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert failed.returncode == 2, failed.stderr
+    assert "--failure-scores" in container("scoring", "score")["command"]
     status = {
         "state": "FAILED",
         "pipelineJobResourceName": "projects/p/locations/europe-west4/pipelineJobs/fmnist-scoring-20261129030000",
@@ -256,15 +262,19 @@ def test_the_exit_handler_records_a_failed_score_on_gcs_and_a_real_rerun_replace
     )
     assert handler.returncode == 0, handler.stderr
     assert all(json.loads(line)["severity"] for line in handler.stderr.splitlines())  # the task logs JSON
-    query = ("query", "SELECT run_date, status, failed_task, pipeline_job FROM runs", "--scores", scores)
-    shown = run_cli(*query).stdout
-    assert "2026-11-28" in shown and "failed" in shown and "score" in shown and "fmnist-scoring-20261129030000" in shown
+    statuses = ("query", "SELECT run_date, status, failed_task, exit_code FROM runs", "--scores", scores)
+    shown = run_cli(*statuses).stdout
+    assert "2026-11-28" in shown and "failed" in shown and "score" in shown
+    record = RunSummary.from_json(storage.read_bytes(run_summary_uri(scores, "scheduled-2026-11-28")))
+    assert record.failure.exit_code == 2 and record.failure.error == failed.stderr.strip().splitlines()[-1]
+    assert record.failure.pipeline_job.endswith("fmnist-scoring-20261129030000")
+    assert not storage.exists(failure_note_uri(scores, "scheduled-2026-11-28"))  # the note is used up
     save_model(fit_tiny_model(), models, "v1")
     rerun = run_cli(*score, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     statuses = ("query", "SELECT run_date, status FROM runs", "--scores", scores)
     shown = run_cli(*statuses).stdout
-    assert "failed" not in shown and "ok" in shown
+    assert "failed" not in shown and "ok" in shown and "2026-11-28" in shown
     succeeded = subprocess.run(
         exit_handler_command(scores, {"state": "SUCCEEDED"}, tmp_path / "task"),
         cwd=REPO,

@@ -293,7 +293,8 @@ def score(
     whose job `gcp_resources` names: the UI links it and cancelling the run cancels it)."""
     return dsl.ContainerSpec(
         image=IMAGE_INPUT_DEFAULT,
-        command=[*ADAPTER, "score", "--image", image, "--"],
+        # A failed score leaves its exit code and last error line for the exit handler's record.
+        command=[*ADAPTER, "score", "--image", image, "--failure-scores", output, "--failure-run-id", run_id, "--"],
         args=score_command(
             shards=shards,
             model=model_root,

@@ -38,6 +38,9 @@ from components.score.run import check_run_names, new_run_id
 log = logging.getLogger(__name__)
 
 UNKNOWN_TASK = "unknown"
+# Where a failed pipeline task leaves its exit code and last error line for the exit handler (which
+# can take no other task's output): one small JSON object per run id, never read as a table.
+FAILURE_NOTES_FOLDER = "_failures"
 # A failure record is a few hundred bytes written once: a short lease keeps a killed writer from
 # blocking the next scoring attempt of the run id for long.
 RECORD_LEASE_TTL_S = 15.0
@@ -99,6 +102,30 @@ def parse_final_status(text: str) -> FinalStatus:
         error=message,
         failed_task=named.group(1).split(",")[0].strip(" '") if named else "",
     )
+
+
+def failure_note_uri(scores: str, run_id: str) -> str:
+    """The note a failed task of run `run_id` leaves below the scoring output root."""
+    return storage.join(scores, FAILURE_NOTES_FOLDER, f"{run_id}.json")
+
+
+def write_failure_note(scores: str, run_id: str, *, task: str, exit_code: int, error: str) -> None:
+    """What a failed task knows and its exit handler does not: its name, exit code and last error line."""
+    note = {"task": task, "exit_code": exit_code, "error": error}
+    storage.write_bytes(failure_note_uri(scores, run_id), json.dumps(note).encode())
+
+
+def read_failure_note(scores: str, run_id: str) -> dict:
+    """The note of run `run_id` ({} when no task left one, or it is not a note)."""
+    uri = failure_note_uri(scores, run_id)
+    if not storage.exists(uri):
+        return {}
+    try:
+        note = json.loads(storage.read_bytes(uri))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("%s: not a failure note, ignored", uri)
+        return {}
+    return note if isinstance(note, dict) else {}
 
 
 def record_failure(*, scores: str, run_id: str, run_date: str, failure: RunFailure) -> dict:
