@@ -130,7 +130,8 @@ class DeprecatedAlias(argparse._StoreAction):
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         if option_string is not None and option_string != self.option_strings[0]:
-            logging.basicConfig(format=LOG_FORMAT)  # configure_logging runs later, after parsing
+            if not logging.getLogger().handlers:  # configure_logging runs later, after parsing: the environment's format
+                _install_handler(logging.getLogger(), "json" if os.environ.get(LOG_FORMAT_VARIABLE) == "json" else "text", {})
             log.warning("%s is deprecated; use %s", option_string, self.option_strings[0])
         super().__call__(parser, namespace, values, option_string)
 
