@@ -241,11 +241,12 @@ class ProgressHandler(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         progress = getattr(record, PROGRESS_LOG_FIELD, None)
-        if not isinstance(progress, dict):
+        if not isinstance(progress, dict) or progress.get("done") == 0:  # a unit's start keeps its own line
             self._clear()
             super().emit(record)
-            self._draw()
-            return
+            if not isinstance(progress, dict):
+                self._draw()
+                return
         self._advance(progress)
         self._draw()
         if self.state.get("total") is not None and self.state["done"] >= self.state["total"]:

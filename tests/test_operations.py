@@ -341,7 +341,7 @@ def test_progress_at_a_terminal_is_one_updating_line_and_other_records_keep_thei
     emit("a warning of its own")
     emit("scored shard b", {"unit": "shards", "items": 8})
     text = stream.getvalue()
-    assert "scored shard" not in text and "a warning of its own\n" in text
+    assert "scored shard" not in text and "a warning of its own\n" in text and "run r: scoring 2 shards\n" in text
     assert "shards 1/2 · images 12/20" in text
     final = text.rsplit("\r\x1b[K", 1)[-1]
     assert final.startswith("shards 2/2 · images 20/20 · ") and final.endswith(" s left\n")
