@@ -188,6 +188,22 @@ def test_status_states_failed_late_and_stale(tmp_path, test_shards):
     assert on_time["ok"] is True and on_time["dates"][0]["state"] == "ok"
 
 
+def test_status_reports_a_run_with_a_missing_part_as_broken(tmp_path, test_shards):
+    scores = str(tmp_path / "scores")
+    century = 24 * 365 * 100
+    for day in ("2026-11-27", "2026-11-28"):
+        scored(scores, test_shards, day)
+    assert run_status(scores=scores, days=2, as_of="2026-11-28", late_after_hours=century)["ok"] is True
+    broken = RunSummary.from_json(storage.read_bytes(run_summary_uri(scores, "scheduled-2026-11-27")))
+    storage.delete(storage.from_absolute_uri(broken.parts.predictions[0]))
+    status = run_status(scores=scores, days=2, as_of="2026-11-28", late_after_hours=century)
+    assert [entry["state"] for entry in status["dates"]] == ["broken", "ok"]
+    [entry] = status["broken_runs"]
+    assert entry["run_date"] == "2026-11-27" and "cannot be read" in entry["why"] and status["ok"] is False
+    completed = run_cli("status", "--scores", scores, "--days", "2", "--as-of", "2026-11-28", "--late-after-hours", str(century))
+    assert completed.returncode == 3 and "2026-11-27 broken" in completed.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("pipeline", ["training", "scoring"])
 def test_both_compiled_pipelines_wrap_their_tasks_in_an_exit_handler(pipeline):
     spec = load_spec(pipeline)

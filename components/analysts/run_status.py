@@ -9,25 +9,30 @@ and gives each run date of the window one state:
 - `late`: ok, but that run finished more than --late-after-hours after the run date began (UTC);
 - `failed`: runs were recorded, none ok: a failure record (status `failed`, nothing published)
   or a published run that failed its own check (`error_rate_exceeded`, `source_mismatch`);
+- `broken`: no ok run, but a summary the readers skip (a part it names is missing or holds other
+  counts, or the summary itself is damaged): the views leave that run out;
 - `missing`: no summary at all: the night never ran, or died before its exit handler could say so.
 The window is `stale` when the newest ok run's date is more than --stale-days before --as-of.
+Every skipped summary is listed as a broken run with why, whatever its date.
 
-Exit 0 when every date of the window has an ok run (late counts as ok) and the window is not
-stale; exit 3 otherwise (the probe's check failed), with one line naming the dates.
+Exit 0 when every date of the window has an ok run (late counts as ok), no run is broken and the
+window is not stale; exit 3 otherwise (the probe's check failed), with one line naming them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 
 from components.analysts.tables import read_run_summaries, scores_root
 from components.contracts.parameters import flag_of, parameter
 from components.contracts.schema import parse_run_date
-from components.contracts.summary import OK_STATUS, RunSummary
+from components.contracts.summary import MAX_SUMMARY_BYTES, OK_STATUS, RunSummary
 from components.errors import CheckFailed, InputError
+from components.io import storage
 
-OK, LATE, FAILED, MISSING = "ok", "late", "failed", "missing"
+OK, LATE, FAILED, BROKEN, MISSING = "ok", "late", "failed", "broken", "missing"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +74,8 @@ class DateStatus:
         head = f"{self.run_date}  {self.state:<7}"
         if self.state == MISSING:
             return f"{head}  no run summary"
+        if self.run_id is None:  # broken, with no other run
+            return f"{head}  only summaries the readers skip (below)"
         run = f"{head}  {self.run_id}  status {self.status}"
         if self.failure is not None:
             exit_code = self.failure["exit_code"]
@@ -95,11 +102,17 @@ def run_status(
         raise InputError(f"{flag_of('stale_days')} and {flag_of('late_after_hours')}: must not be negative")
     last = _as_of_date(as_of, today)
     window = [last - datetime.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
-    summaries = read_run_summaries(scores)
+    skipped: dict[str, str] = {}
+    summaries = read_run_summaries(scores, skipped=skipped)
+    broken = [{"summary": uri, "run_date": _claimed_run_date(uri), "why": why} for uri, why in sorted(skipped.items())]
     by_date: dict[str, list[RunSummary]] = {}
     for summary in summaries:
         by_date.setdefault(summary.run_date, []).append(summary)
-    dates = [date_status(day.isoformat(), by_date.get(day.isoformat(), []), late_after_hours) for day in window]
+    broken_dates = {entry["run_date"] for entry in broken}
+    dates = [
+        date_status(day.isoformat(), by_date.get(day.isoformat(), []), late_after_hours, broken=day.isoformat() in broken_dates)
+        for day in window
+    ]
     ok_dates = [parse_run_date(summary.run_date) for summary in summaries if summary.status == OK_STATUS]
     newest_ok = max((day for day in ok_dates if day <= last), default=None)
     stale = newest_ok is None or (last - newest_ok).days > stale_days
@@ -107,21 +120,23 @@ def run_status(
         "scores": scores,
         "as_of": last.isoformat(),
         "days": days,
-        "ok": not stale and all(entry.state in (OK, LATE) for entry in dates),
+        "ok": not stale and not broken and all(entry.state in (OK, LATE) for entry in dates),
         "stale": stale,
+        "broken_runs": broken,
         "newest_ok_run_date": newest_ok.isoformat() if newest_ok else None,
         "dates": [dataclasses.asdict(entry) for entry in dates],
     }
 
 
-def date_status(run_date: str, summaries: list[RunSummary], late_after_hours: float) -> DateStatus:
-    """The state of one run date from its summaries (failure records included)."""
+def date_status(run_date: str, summaries: list[RunSummary], late_after_hours: float, *, broken: bool = False) -> DateStatus:
+    """The state of one run date from its summaries (failure records included); `broken`: a
+    summary of that date was skipped by the readers."""
     if not summaries:
-        return DateStatus(run_date=run_date, state=MISSING)
+        return DateStatus(run_date=run_date, state=BROKEN if broken else MISSING)
     ok_runs = [summary for summary in summaries if summary.status == OK_STATUS]
     current = _latest(ok_runs or summaries)
     finished = _finished_at(current)
-    state = FAILED
+    state = BROKEN if broken else FAILED
     if ok_runs:
         deadline = datetime.datetime.fromisoformat(run_date).replace(tzinfo=datetime.UTC) + datetime.timedelta(
             hours=late_after_hours
@@ -145,6 +160,7 @@ def date_status(run_date: str, summaries: list[RunSummary], late_after_hours: fl
 def format_status(status: dict) -> str:
     """The status as lines: one per run date, then the verdict."""
     lines = [DateStatus(**entry).line() for entry in status["dates"]]
+    lines += [f"broken run: {entry['summary']}: {entry['why']}" for entry in status["broken_runs"]]
     verdict = "ok" if status["ok"] else "NOT OK"
     stale = f"; stale: newest ok run {status['newest_ok_run_date'] or 'none'}" if status["stale"] else ""
     lines.append(f"{verdict}: {status['days']} run dates up to {status['as_of']} in {status['scores']}{stale}")
@@ -154,6 +170,7 @@ def format_status(status: dict) -> str:
 def problems(status: dict) -> str:
     """One line naming every date that is not ok, for the exit-3 message."""
     bad = [f"{entry['run_date']} {entry['state']}" for entry in status["dates"] if entry["state"] not in (OK, LATE)]
+    bad += [f"broken run {entry['summary']}" for entry in status["broken_runs"]]
     if status["stale"]:
         bad.append(f"stale (newest ok run: {status['newest_ok_run_date'] or 'none'})")
     return ", ".join(bad)
@@ -163,6 +180,15 @@ def check_status(status: dict) -> None:
     """CheckFailed (exit 3) naming the dates without an ok run, when there are any."""
     if not status["ok"]:
         raise CheckFailed(f"{status['scores']}: {problems(status)}")
+
+
+def _claimed_run_date(summary_uri: str) -> str | None:
+    """The run date a skipped summary claims, when it still says one; None when it does not."""
+    try:
+        run_date = json.loads(storage.read_bytes(summary_uri, max_bytes=MAX_SUMMARY_BYTES)).get("run_date")
+        return parse_run_date(run_date).isoformat()
+    except (InputError, ValueError, TypeError, AttributeError):  # unreadable, not JSON, not a date
+        return None
 
 
 def _latest(summaries: list[RunSummary]) -> RunSummary:
