@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import http.server
+import re
 import socket
 import struct
 import threading
@@ -34,6 +35,11 @@ class Answer:
     reason: str
     headers: list[tuple[str, str]]
     payload: bytes
+
+
+# The emulator writes an object's media link once, with the address of whoever created it (often
+# another relay, closed since); GCS's links always reach GCS. So a relay points them at itself.
+_MEDIA_LINK = re.compile(rb'("mediaLink":\s*")https?://[^/"]+')
 
 
 class RelayProxy:
@@ -68,7 +74,8 @@ class RelayProxy:
         try:
             upstream.request(request.method, request.target, body=request.body, headers=headers)
             response = upstream.getresponse()
-            return Answer(response.status, response.reason, response.getheaders(), response.read())
+            payload = _MEDIA_LINK.sub(rb"\1http://" + self.address.encode(), response.read())
+            return Answer(response.status, response.reason, response.getheaders(), payload)
         finally:
             upstream.close()
 

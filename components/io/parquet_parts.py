@@ -91,11 +91,9 @@ class PartWriter:
 
 
 def part_rows(uri: str) -> int:
-    """Row count of a stored part, from its footer (the data is not read: a ranged read of the
-    file's end through the Arrow file system the readers use); OSError when it cannot be read."""
-    filesystem, path = storage.arrow_filesystem(uri)
-    with filesystem.open_input_file(path) as file:
-        return pq.ParquetFile(file).metadata.num_rows
+    """Row count of a stored part, from its footer (the data is not read)."""
+    with storage.open_read(uri) as stream:
+        return pq.ParquetFile(stream).metadata.num_rows
 
 
 def value_counts(uri: str, column: str) -> dict[str, int]:
