@@ -170,3 +170,30 @@ def test_an_invalid_manifest_is_an_input_error_naming_it(tmp_path, content):
     (tmp_path / "manifest.json").write_text(content)
     with pytest.raises(InputError, match=f"{tmp_path / 'manifest.json'}: manifest is"):
         read_manifest(str(tmp_path))
+
+
+def test_a_bounded_read_never_reads_past_its_cap(root):
+    small, large = storage.join(root, "small"), storage.join(root, "large")
+    storage.write_bytes(small, b"12345")
+    storage.write_bytes(large, b"x" * 4097)
+
+    assert storage.read_bytes(small, max_bytes=5) == b"12345"
+    assert storage.read_bytes(storage.join(root, "small"), max_bytes=4096) == b"12345"
+    with pytest.raises(InputError, match=f"{large}: larger than the 4096 bytes") as refused:
+        storage.read_bytes(large, max_bytes=4096)
+    assert "xxx" not in str(refused.value)  # the content is never quoted
+    storage.write_bytes(storage.join(root, "empty"), b"")
+    assert storage.read_bytes(storage.join(root, "empty"), max_bytes=10) == b""
+    with pytest.raises(InputError, match="file not found"):
+        storage.read_bytes(storage.join(root, "absent"), max_bytes=10)
+
+
+def test_a_bounded_read_refuses_a_symbolic_link(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do-not-show")
+    link = tmp_path / "pointer"
+    link.symlink_to(secret)
+    with pytest.raises(InputError, match=f"{link}: is a symbolic link") as refused:
+        storage.read_bytes(str(link), max_bytes=1024)
+    assert "do-not-show" not in str(refused.value)
+    assert storage.read_bytes(str(link)) == b"do-not-show"  # an unbounded read follows links as before

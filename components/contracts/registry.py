@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 
 from components.contracts.model_metrics import ModelMetrics
 from components.contracts.summary import ContractError
@@ -28,6 +29,13 @@ LABELS_FILE = "labels.json"  # class names, index = class id
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 RELIABILITY_FILE = "reliability.png"  # calibration: accuracy against confidence, before and after
 MODEL_CARD_FILE = "model_card.md"
+# LATEST holds one version name (~25 bytes); a file far larger is not a pointer and is not read whole.
+POINTER_MAX_BYTES = 1024
+# metrics.json is tens of kilobytes (history, reliability bins); a cap keeps a stray huge file out of memory.
+METRICS_MAX_BYTES = 16 * 1024 * 1024
+# A pointer's line: one token of visible ASCII (training writes 20261129T043000Z-1a2b3c4d);
+# storage.child then refuses one that would leave the model root.
+POINTER_LINE = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +61,26 @@ def latest_version(model_root: str) -> str | None:
     pointer = storage.join(model_root, LATEST_NAME)
     if not storage.exists(pointer):
         return None
-    return storage.read_bytes(pointer).decode().strip() or None
+    return read_version_pointer(pointer)
+
+
+def read_version_pointer(uri: str) -> str | None:
+    """The version a pointer file names; None when it is empty.
+
+    A pointer is one short line of text written by this registry. Anything else (a symbolic
+    link, a large file, bytes that are not UTF-8, a line that is no version name) is an
+    InputError naming the file and the problem, never quoting its content.
+    """
+    data = storage.read_bytes(uri, max_bytes=POINTER_MAX_BYTES)
+    try:
+        text = data.decode("utf-8", errors="strict").strip()
+    except UnicodeDecodeError:
+        raise InputError(f"{uri}: not UTF-8 text; a pointer names one model version") from None
+    if not text:
+        return None
+    if not POINTER_LINE.fullmatch(text):
+        raise InputError(f"{uri}: not one line naming a model version (printable characters, no spaces)")
+    return text
 
 
 def resolve(model: str, *, check_file: bool = True) -> ModelRef:
@@ -88,7 +115,7 @@ def read_metrics(version_uri: str) -> ModelMetrics:
     if not storage.exists(metrics_uri):
         raise InputError(f"{metrics_uri}: missing; an unevaluated model is never scored with")
     try:
-        return ModelMetrics.from_json(storage.read_bytes(metrics_uri))
+        return ModelMetrics.from_json(storage.read_bytes(metrics_uri, max_bytes=METRICS_MAX_BYTES))
     except ContractError as error:  # not JSON, or not the metrics contract
         raise InputError(f"{metrics_uri}: not a valid metrics file ({type(error).__name__}: {error})") from error
 

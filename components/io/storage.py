@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import functools
 import io
@@ -238,7 +239,8 @@ def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
     """The whole content of a file or object; a missing one is an InputError naming it.
 
     With max_bytes (small files read from data: summaries, pointers), at most that many bytes
-    are read, and a larger file is an InputError that names it without echoing its content."""
+    are read, and a larger file is an InputError that names it without echoing its content; so
+    is, locally, a symbolic link (which could show another file's content)."""
     try:
         if _is_gcs(uri):
             data = _read_gcs(uri, max_bytes)
@@ -246,7 +248,7 @@ def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
             with urllib.request.urlopen(uri, timeout=_HTTP_TIMEOUT_S) as response:
                 data = response.read() if max_bytes is None else response.read(max_bytes + 1)
         else:
-            with open(uri, "rb") as file:
+            with open(uri, "rb", opener=None if max_bytes is None else _open_no_follow) as file:
                 data = file.read() if max_bytes is None else file.read(max_bytes + 1)
     except (FileNotFoundError, _gcs_not_found()) as error:
         raise _missing(uri) from error
@@ -254,9 +256,17 @@ def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
         raise _http_input_error(uri, error) from error
     except IsADirectoryError as error:
         raise InputError(f"{uri}: is a directory, expected a file") from error
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+            raise InputError(f"{uri}: is a symbolic link, expected a regular file; not read") from error
+        raise
     if max_bytes is not None and len(data) > max_bytes:
         raise _too_large(uri, max_bytes)
     return data
+
+
+def _open_no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 def _read_gcs(uri: str, max_bytes: int | None) -> bytes:
@@ -267,6 +277,8 @@ def _read_gcs(uri: str, max_bytes: int | None) -> bytes:
     blob.reload(retry=_retry())
     if blob.size > max_bytes:
         raise _too_large(uri, max_bytes)  # never downloaded
+    if not blob.size:  # the emulator answers an empty download with a malformed Content-Range
+        return b""
     return _download_generation(uri, blob.generation)
 
 
@@ -440,6 +452,8 @@ def read_snapshot(uri: str, *, max_bytes: int) -> Snapshot:
             return Snapshot(uri, None, 0)
         if blob.size > max_bytes:
             raise _too_large(uri, max_bytes)
+        if not blob.size:
+            return Snapshot(uri, b"", blob.generation)
         try:
             data = _download_generation(uri, blob.generation)
         except _precondition_failed():  # replaced between the two calls: read the newer one
