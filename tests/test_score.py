@@ -66,7 +66,7 @@ def save_model(model, model_root: str, version: str, *, passed: bool = True, pub
     metrics = {"quality_gate": {"passed": passed, "reason": "test fixture"}, "model_sha256": sha256}
     storage.write_bytes(storage.join(model_root, version, "metrics.json"), json.dumps(metrics).encode())
     if publish:
-        registry.publish(model_root, version)
+        registry.publish(model_root, version, command="train", reason="test fixture")
     return storage.join(model_root, version)
 
 

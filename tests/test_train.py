@@ -218,7 +218,7 @@ def test_failed_gate_exits_3_keeps_artifacts_and_latest(trained, tiny_shards, tm
     result = run_cli("train", "--data", tiny_shards, "--model-root", model_root, "--epochs", "1", "--min-accuracy", "0.99")
 
     assert result.returncode == 3, result.stderr
-    assert re.search(r"failed: .*test accuracy 0\.\d{4} < minimum 0\.99; artifacts kept, not published", result.stderr)
+    assert re.search(r"failed: .*test accuracy 0\.\d{4} < minimum 0\.99; artifacts kept, LATEST unchanged", result.stderr)
     assert registry.latest_version(model_root) == before
     rejected = [name for name in os.listdir(model_root) if VERSION_RE.match(name) and name != before]
     assert len(rejected) == 1
@@ -226,6 +226,103 @@ def test_failed_gate_exits_3_keeps_artifacts_and_latest(trained, tiny_shards, tm
     assert metrics["quality_gate"]["passed"] is False
     with pytest.raises(InputError, match="failed its quality gate"):
         registry.resolve(os.path.join(model_root, rejected[0]))
+
+
+def _new_versions(model_root: str, *known: str) -> list[str]:
+    return sorted(name for name in os.listdir(model_root) if VERSION_RE.match(name) and name not in known)
+
+
+@pytest.mark.integration
+def test_the_first_model_passes_on_the_absolute_gate_alone(trained):
+    model_root, summary = trained
+    comparison = summary["champion_comparison"]
+    assert comparison["passed"] is True and comparison["champion_version"] is None
+    assert comparison["reason"].startswith("no champion")
+    [change] = registry.read_history(model_root)
+    assert (change.from_version, change.to_version, change.command) == (None, summary["model_version"], "train")
+
+
+@pytest.mark.integration
+def test_a_model_worse_than_the_champion_exits_3_and_latest_stays(trained, tiny_shards, tmp_path):
+    model_root = str(tmp_path / "models")
+    shutil.copytree(trained[0], model_root)
+    champion = registry.latest_version(model_root)
+    worse = ["--epochs", "1", "--learning-rate", "0.00001", "--min-accuracy", "0"]  # passes the absolute gate
+
+    result = run_cli("train", "--data", tiny_shards, "--model-root", model_root, *worse)
+
+    assert result.returncode == 3, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("failed:")]  # the one outcome line
+    [rejected] = _new_versions(model_root, champion)
+    metrics = json.loads(open(os.path.join(model_root, rejected, "metrics.json")).read())
+    comparison = metrics["champion_comparison"]
+    assert comparison["passed"] is False and comparison["forced"] is False
+    assert comparison["champion_version"] == champion
+    assert comparison["challenger"]["test_accuracy"] == metrics["test_accuracy"]
+    assert comparison["champion"]["test_accuracy"] == trained[1]["test_accuracy"]  # re-evaluated on the same split
+    assert comparison["deltas"]["test_accuracy"] == pytest.approx(metrics["test_accuracy"] - trained[1]["test_accuracy"])
+    expected = (
+        f"test accuracy {metrics['test_accuracy']:.4f} is more than 0.005 below champion {champion}'s "
+        f"{trained[1]['test_accuracy']:.4f}"
+    )
+    assert expected in line and "LATEST unchanged" in line
+    assert registry.latest_version(model_root) == champion
+    assert len(registry.read_history(model_root)) == 1  # the champion's own publish only
+    with pytest.raises(InputError, match="failed its champion comparison"):
+        registry.resolve(os.path.join(model_root, rejected))
+
+    forced = run_cli("train", "--data", tiny_shards, "--model-root", model_root, *worse, "--force-publish")
+
+    assert forced.returncode == 0, forced.stderr
+    published = json.loads(forced.stdout)["model_version"]
+    assert registry.latest_version(model_root) == published != champion
+    recorded = json.loads(open(os.path.join(model_root, published, "metrics.json")).read())["champion_comparison"]
+    assert recorded["passed"] is False and recorded["forced"] is True
+    change = registry.read_history(model_root)[-1]
+    assert (change.from_version, change.to_version, change.command) == (champion, published, "train")
+    assert change.reason.startswith("--force-publish despite: test accuracy")
+    registry.resolve(model_root)  # a forced version is scored with
+
+
+@pytest.mark.integration
+def test_an_identical_retraining_passes_the_champion_gate(trained, tiny_shards, tmp_path):
+    model_root = str(tmp_path / "models")
+    shutil.copytree(trained[0], model_root)
+    champion = registry.latest_version(model_root)
+
+    summary = train(data=tiny_shards, model_root=model_root, epochs=2, min_accuracy=0.5)  # the fixture's flags
+
+    comparison = summary["champion_comparison"]
+    assert comparison["passed"] is True and comparison["champion_version"] == champion
+    assert comparison["deltas"]["test_accuracy"] == 0 and set(comparison["deltas"]["class_recall"].values()) == {0}
+    assert registry.latest_version(model_root) == summary["model_version"]
+
+
+def test_one_class_falling_beyond_its_tolerance_fails_the_comparison():
+    from components.train.champion import compare
+
+    def scores(accuracy: float, recalls: list[float]) -> dict:
+        return {"test_accuracy": accuracy, "per_class": {name: {"recall": r} for name, r in zip(CLASS_NAMES, recalls)}}
+
+    champion = scores(0.90, [0.9] * 10)
+    within = compare(
+        champion_version="c",
+        champion_scores=champion,
+        challenger_scores=scores(0.896, [0.881] + [0.9] * 9),
+        max_accuracy_drop=0.005,
+        max_class_drop=0.02,
+    )
+    assert within.passed, within.reason
+    beyond = compare(
+        champion_version="c",
+        champion_scores=champion,
+        challenger_scores=scores(0.91, [0.95] * 9 + [0.85]),
+        max_accuracy_drop=0.005,
+        max_class_drop=0.02,
+    )
+    assert not beyond.passed
+    assert beyond.reason == "recall of class 'Ankle boot' 0.8500 is more than 0.02 below champion c's 0.9000"
+    assert beyond.deltas["class_recall"]["Ankle boot"] == pytest.approx(-0.05)
 
 
 @pytest.mark.integration
@@ -351,6 +448,8 @@ def test_non_finite_loss_exits_2_and_publishes_nothing(tiny_shards, tmp_path):
         (["--lr-schedule", "step"], "invalid choice: 'step'"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--min-accuracy", "1.5"], "--min-accuracy must be between 0 and 1"),
+        (["--max-accuracy-drop", "-0.1"], "--max-accuracy-drop must be between 0 and 1"),
+        (["--max-class-drop", "nan"], "--max-class-drop must be between 0 and 1"),
     ],
 )
 def test_bad_flags_exit_2(tiny_shards, tmp_path, flags, message):

@@ -39,6 +39,26 @@ class TrainingDataRef(_JsonRecord):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ChampionComparison(_JsonRecord):
+    """The new model against the published one (the champion), on the same test split.
+
+    `passed` is the verdict of the tolerances; `forced` records a publish despite a failed
+    verdict (`--force-publish`). No champion (a first model, or one trained on another label
+    set): `champion_version` is None and the verdict passes, the absolute gate decides alone.
+    """
+
+    passed: bool
+    reason: str
+    forced: bool = False
+    champion_version: str | None = None
+    max_accuracy_drop: float | None = None  # accuracy units: 0.005 = 0.5 points
+    max_class_drop: float | None = None  # of any class's recall (accuracy within the class)
+    champion: dict[str, Any] | None = None  # test_accuracy, class_recall {class name: recall}
+    challenger: dict[str, Any] | None = None
+    deltas: dict[str, Any] | None = None  # challenger - champion, same keys
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelMetrics(_JsonRecord):
     """What a reader may rely on in a version's metrics.json."""
 
@@ -52,3 +72,12 @@ class ModelMetrics(_JsonRecord):
     confusion_matrix: list[list[int]] | None = None  # rows: true label, columns: predicted
     parameters: dict[str, Any] | None = None  # the training parameters (TrainParameters' fields)
     data: TrainingDataRef | None = None
+    champion_comparison: ChampionComparison | None = None  # absent before the comparison existed
+    created_at: str | None = None
+
+    @property
+    def gates_passed(self) -> bool:
+        """May be published and scored with: the absolute gate, and the champion comparison
+        passed or deliberately overridden."""
+        comparison = self.champion_comparison
+        return self.quality_gate.passed is True and (comparison is None or comparison.passed or comparison.forced)

@@ -13,13 +13,19 @@ hash was recorded) is refused too, with the one-line fix in the message.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
+import logging
+import os
 import re
+import secrets
 
 from components.contracts.model_metrics import ModelMetrics
-from components.contracts.summary import ContractError
-from components.errors import InputError
-from components.io import storage
+from components.contracts.summary import ContractError, _JsonRecord
+from components.errors import InputError, RunConflict
+from components.io import lease, storage
+
+log = logging.getLogger(__name__)
 
 LATEST_NAME = "LATEST"
 MODEL_FILE = "model.keras"
@@ -29,6 +35,10 @@ LABELS_FILE = "labels.json"  # class names, index = class id
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 RELIABILITY_FILE = "reliability.png"  # calibration: accuracy against confidence, before and after
 MODEL_CARD_FILE = "model_card.md"
+HISTORY_NAME = "LATEST.history"  # one JSON line per change of LATEST, oldest first; only ever appended
+HISTORY_MAX_BYTES = 16 * 1024 * 1024  # ~80,000 changes
+PUBLISH_WAIT_S = 120.0  # how long a change of LATEST waits for another one in progress
+ANY_VERSION = object()  # publish(expected_from=...): whatever LATEST names
 # LATEST holds one version name (~25 bytes); a file far larger is not a pointer and is not read whole.
 POINTER_MAX_BYTES = 1024
 # metrics.json is tens of kilobytes (history, reliability bins); a cap keeps a stray huge file out of memory.
@@ -51,9 +61,129 @@ class ModelRef:
         return storage.join(self.uri, MODEL_FILE)
 
 
-def publish(model_root: str, version: str) -> None:
-    """Makes `version` the model that scoring uses: one atomic write of the pointer."""
-    storage.write_bytes(storage.join(model_root, LATEST_NAME), f"{version}\n".encode())
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LatestChange(_JsonRecord):
+    """One line of LATEST's history: which command moved it from which version to which, and why."""
+
+    at: str  # UTC, ISO 8601, seconds
+    from_version: str | None  # None: nothing was published before
+    to_version: str
+    command: str  # train, promote, rollback
+    reason: str
+
+
+def publish(
+    model_root: str, version: str, *, command: str, reason: str, expected_from: str | None | object = ANY_VERSION
+) -> LatestChange | None:
+    """Makes `version` the model that scoring uses and appends the change to the history, as one step.
+
+    Changes of LATEST under one model root happen one at a time (a lease below the root, waited
+    for); LATEST is read inside it and rewritten only over exactly what was read (the object's
+    generation on GCS; the lease's compare-and-swap locally), so two publishers never leave a torn
+    or unexpected LATEST, and the history lists the changes in the order they happened.
+    `expected_from`: the version the caller's decision rests on (training's champion); when
+    LATEST names another by now, RunConflict and nothing changes. Returns the change, or None
+    when LATEST already names `version` (nothing to change, nothing appended).
+    """
+    storage.child(model_root, version)  # a plain name inside the root
+    latest_uri = storage.join(model_root, LATEST_NAME)
+    with lease.hold_lease(
+        storage.join(model_root, lease.LEASES_FOLDER, f"{LATEST_NAME}.json"),
+        owner=secrets.token_hex(8),
+        wait_s=PUBLISH_WAIT_S,
+    ) as held:
+        current, generation = _read_latest_for_update(latest_uri)
+        if current == version:
+            return None
+        if expected_from is not ANY_VERSION and current != expected_from:
+            raise RunConflict(
+                f"{latest_uri}: now names {current or 'nothing'}, not the {expected_from or 'nothing'} this decision "
+                f"compared against; {version} not published (run again)"
+            )
+        change = LatestChange(
+            at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            from_version=current,
+            to_version=version,
+            command=command,
+            reason=reason,
+        )
+        held.confirm()  # still ours: a holder frozen past its lease changes nothing
+        _write_latest(latest_uri, version, generation)
+        _append_history(storage.join(model_root, HISTORY_NAME), change)
+    log.info("%s: %s -> %s (%s: %s)", latest_uri, current, version, command, reason)
+    return change
+
+
+def read_history(model_root: str) -> list[LatestChange]:
+    """Every change of LATEST under a model root, oldest first; [] before the first."""
+    uri = storage.join(model_root, HISTORY_NAME)
+    if not storage.exists(uri):
+        return []
+    changes = []
+    for number, line in enumerate(storage.read_bytes(uri, max_bytes=HISTORY_MAX_BYTES).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            changes.append(LatestChange.from_json(line))
+        except ContractError as error:
+            raise InputError(f"{uri}: line {number} is not a change of {LATEST_NAME} ({error})") from None
+    return changes
+
+
+def _read_latest_for_update(latest_uri: str) -> tuple[str | None, object]:
+    """LATEST's version and what a conditional rewrite checks: the GCS generation (0: absent)."""
+    if not latest_uri.startswith(storage.GCS_SCHEME):
+        return (read_version_pointer(latest_uri) if storage.exists(latest_uri) else None), None
+    from google.api_core.exceptions import NotFound
+
+    blob = storage.gcs_blob(latest_uri)
+    try:
+        blob.reload(retry=storage.gcs_retry())
+    except NotFound:
+        return None, 0
+    generation = blob.generation
+    return read_version_pointer(latest_uri), generation
+
+
+def _write_latest(latest_uri: str, version: str, generation: object) -> None:
+    data = f"{version}\n".encode()
+    if not latest_uri.startswith(storage.GCS_SCHEME):
+        storage.write_bytes(latest_uri, data)  # atomic replace, under the lease
+        return
+    from google.api_core.exceptions import PreconditionFailed
+
+    try:
+        storage.gcs_blob(latest_uri).upload_from_string(
+            data, content_type="text/plain", if_generation_match=generation, retry=storage.gcs_retry()
+        )
+    except PreconditionFailed:
+        raise RunConflict(f"{latest_uri}: changed by another writer since it was read; {version} not published") from None
+
+
+def _append_history(history_uri: str, change: LatestChange) -> None:
+    line = f"{change.to_json()}\n".encode()
+    if not history_uri.startswith(storage.GCS_SCHEME):
+        os.makedirs(os.path.dirname(os.path.abspath(history_uri)), exist_ok=True)
+        with open(history_uri, "ab") as file:  # O_APPEND: earlier lines are never rewritten
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())
+        return
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+
+    # An object cannot grow in place: rewrite it with the line added, over the generation read.
+    blob = storage.gcs_blob(history_uri)
+    try:
+        blob.reload(retry=storage.gcs_retry())
+        generation, earlier = blob.generation, storage.read_bytes(history_uri, max_bytes=HISTORY_MAX_BYTES)
+    except NotFound:
+        generation, earlier = 0, b""
+    try:
+        blob.upload_from_string(
+            earlier + line, content_type="application/x-ndjson", if_generation_match=generation, retry=storage.gcs_retry()
+        )
+    except PreconditionFailed:
+        raise RunConflict(f"{history_uri}: changed by another writer while {change.to_version} was published") from None
 
 
 def latest_version(model_root: str) -> str | None:
@@ -125,6 +255,9 @@ def _require_passed_gate(ref: ModelRef, metrics: ModelMetrics) -> None:
     if gate.passed is not True:
         reason = "no gate result" if gate.reason is None else gate.reason
         raise InputError(f"{ref.uri}: model failed its quality gate ({reason}); not scored with")
+    if not metrics.gates_passed:
+        reason = metrics.champion_comparison.reason
+        raise InputError(f"{ref.uri}: model failed its champion comparison ({reason}); not scored with")
 
 
 def _recorded_sha256(ref: ModelRef, metrics: ModelMetrics) -> str:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 LEASES_FOLDER = "_leases"
 DEFAULT_TTL_S = 60.0  # a killed holder blocks its run id for at most this long
 MAX_TTL_S = 3600.0  # a longer lease would let one dead holder block its run id for hours
+_WAIT_POLL_S = 0.05  # how often a waiting taker asks again
 
 
 def lease_uri(output: str, run_id: str) -> str:
@@ -174,14 +175,25 @@ def release(lease: Lease) -> None:
 
 
 @contextlib.contextmanager
-def hold_lease(uri: str, *, owner: str, ttl_s: float = DEFAULT_TTL_S) -> Iterator[Lease]:
-    """Holds the lease for the block, renewed by a heartbeat thread; released on the way out."""
+def hold_lease(uri: str, *, owner: str, ttl_s: float = DEFAULT_TTL_S, wait_s: float = 0.0) -> Iterator[Lease]:
+    """Holds the lease for the block, renewed by a heartbeat thread; released on the way out.
+
+    With `wait_s`, a lease held by a live attempt is waited for (polled) up to that long
+    before RunConflict: for short critical sections that every caller should get in turn.
+    """
     lease, heartbeat, stop = None, None, threading.Event()
+    deadline = time.monotonic() + wait_s
     try:
-        # A SIGTERM while the lease is being created is raised once it is ours: the finally
-        # below then releases it, instead of leaving it to expire.
-        with termination_deferred():
-            lease = acquire(uri, owner=owner, ttl_s=ttl_s)
+        while lease is None:
+            try:
+                # A SIGTERM while the lease is being created is raised once it is ours: the finally
+                # below then releases it, instead of leaving it to expire.
+                with termination_deferred():
+                    lease = acquire(uri, owner=owner, ttl_s=ttl_s)
+            except RunConflict:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(_WAIT_POLL_S)
         heartbeat = threading.Thread(target=_heartbeat, args=(lease, stop), name="fmnist-lease", daemon=True)
         heartbeat.start()
         yield lease

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import platform
+import secrets
 import tempfile
 import time
 
@@ -26,19 +27,20 @@ import numpy as np
 from components.constants import PROGRESS_LOG_FIELD, tool_version
 from components.contracts import registry
 from components.contracts.manifest import Manifest
-from components.contracts.model_metrics import ModelMetrics
+from components.contracts.model_metrics import ChampionComparison, ModelMetrics
 from components.contracts.parameters import flag_of, parameter
 from components.contracts.shards import manifest_digest, read_manifest
 from components.errors import CheckFailed, InputError
-from components.io import storage
+from components.io import lease, storage
 from components.metrics import calibration
-from components.train import model_artifacts
+from components.train import champion, model_artifacts
 from components.train.models import MODEL_NAMES, RECIPES, build_model, published_model
 from components.train.training_data import LabeledImages, holdout_mask, load_split
 
 log = logging.getLogger(__name__)
 
 _EVAL_BATCH = 1024
+VERSION_WAIT_S = 600.0  # how long a training waits for an identical one writing the same version folder
 LR_SCHEDULES = ("cosine", "constant")
 
 
@@ -81,6 +83,15 @@ class TrainParameters:
     seed: int = parameter(0, help="random seed; same data + seed + flags = same model", tuning=True)
     min_accuracy: float = parameter(0.85, help="quality gate: minimum test accuracy to publish; below it exit 3", tuning=True)
     validation_fraction: float = parameter(0.05, help="share of the training split held out to pick the best epoch", tuning=True)
+    max_accuracy_drop: float = parameter(
+        0.005, help="champion gate: how far test accuracy may fall below the published model's (0.005 = 0.5 points)"
+    )
+    max_class_drop: float = parameter(
+        0.02, help="champion gate: how far any class's recall may fall below the published model's (0.02 = 2 points)"
+    )
+    force_publish: bool = parameter(
+        False, help="publish even if worse than the published model (a deliberate regression, recorded in metrics.json)"
+    )
 
 
 def train(
@@ -95,6 +106,9 @@ def train(
     min_accuracy: float = TrainParameters.min_accuracy,
     validation_fraction: float = TrainParameters.validation_fraction,
     lr_schedule: str = TrainParameters.lr_schedule,
+    max_accuracy_drop: float = TrainParameters.max_accuracy_drop,
+    max_class_drop: float = TrainParameters.max_class_drop,
+    force_publish: bool = TrainParameters.force_publish,
 ) -> dict:
     """Fits a model of `architecture` on the data set at `data`, writes a model version below `model_root`, gates it.
 
@@ -103,8 +117,11 @@ def train(
     held out of the training split is kept, then calibrated (a temperature fitted on that
     slice); `lr_schedule` "cosine" decays Adam's learning rate to 0 over the run,
     "constant" keeps it (the tutorial's recipe). Publishes the version (LATEST) when its
-    test accuracy reaches `min_accuracy`; otherwise keeps the artifacts for inspection and
-    raises CheckFailed. Returns a summary.
+    test accuracy reaches `min_accuracy` and it is not worse than the published model (the
+    champion, evaluated here on the same test split) beyond `max_accuracy_drop` overall and
+    `max_class_drop` for any class's recall (components.train.champion); `force_publish`
+    overrides the champion comparison, never the absolute gate, and is recorded. Otherwise
+    keeps the artifacts for inspection and raises CheckFailed. Returns a summary.
     """
     if architecture not in MODEL_NAMES:
         raise InputError(f"{flag_of('architecture')} {architecture!r}: choose one of {', '.join(MODEL_NAMES)}")
@@ -120,6 +137,7 @@ def train(
         "validation_fraction": validation_fraction,
     }
     _check_params(params)
+    _check_tolerances(max_accuracy_drop=max_accuracy_drop, max_class_drop=max_class_drop)
     started = datetime.datetime.now(datetime.UTC)
     manifest = read_manifest(data)
     storage.ensure_writable(model_root)
@@ -130,6 +148,11 @@ def train(
         fitted, history, best_epoch, fit_seconds = fit(fit_split, validation_split, params)
         keras_model, calibration_metrics = calibrate(architecture, fitted, validation_split, test_split)
         scores = model_artifacts.evaluate(_logits(keras_model, test_split), test_split.labels)
+        comparison = compare_with_champion(
+            model_root, scores, test_split, work, max_accuracy_drop=max_accuracy_drop, max_class_drop=max_class_drop
+        )
+        if force_publish and not comparison.passed:
+            comparison = dataclasses.replace(comparison, forced=True)
         digest = manifest_digest(manifest)
         version = model_version(started, keras_model, params, digest)
         gate = quality_gate(scores["test_accuracy"], min_accuracy)
@@ -140,6 +163,7 @@ def train(
             "test_ece": calibration_metrics["test_ece_after"],
             "calibration": calibration_metrics,
             "quality_gate": gate,
+            "champion_comparison": comparison.to_dict(),
             "best_epoch": best_epoch,
             "history": history,
             "timings": {"load_seconds": round(load_seconds, 2), "fit_seconds": round(fit_seconds, 2)},
@@ -155,11 +179,20 @@ def train(
             "versions": _versions(),
         }
         version_uri = storage.join(model_root, version)
-        write_artifacts(keras_model, metrics, os.path.join(work, "model"), version_uri)
+        recorded = write_version(keras_model, metrics, os.path.join(work, "model"), model_root, version)
 
-    if not gate["passed"]:
-        raise CheckFailed(f"{version_uri}: {gate['reason']}; artifacts kept, not published")
-    registry.publish(model_root, version)
+    comparison = recorded.champion_comparison
+    if not recorded.quality_gate.passed:
+        raise CheckFailed(f"{version_uri}: {recorded.quality_gate.reason}; artifacts kept, LATEST unchanged")
+    if not recorded.gates_passed:
+        raise CheckFailed(f"{version_uri}: {comparison.reason}; artifacts kept, LATEST unchanged")
+    registry.publish(
+        model_root,
+        version,
+        command="train",
+        reason=_publish_reason(recorded),
+        expected_from=comparison.champion_version if comparison else registry.ANY_VERSION,
+    )
     log.info("published %s (test accuracy %.4f)", version_uri, scores["test_accuracy"])
     return {
         "model_version": version,
@@ -167,8 +200,40 @@ def train(
         "test_accuracy": scores["test_accuracy"],
         "test_loss": scores["test_loss"],
         "quality_gate": gate,
+        "champion_comparison": comparison.to_dict() if comparison else None,
         "published": True,
     }
+
+
+def _publish_reason(metrics: ModelMetrics) -> str:
+    """Why training moves LATEST, for its history: the gate that decided, and a forced publish as such."""
+    comparison = metrics.champion_comparison
+    if comparison is None:
+        return metrics.quality_gate.reason or "quality gate passed"
+    if comparison.forced:
+        return f"--force-publish despite: {comparison.reason}"
+    return comparison.reason
+
+
+def compare_with_champion(
+    model_root: str, scores: dict, test_split: LabeledImages, work: str, *, max_accuracy_drop: float, max_class_drop: float
+) -> ChampionComparison:
+    """The new model's scores against the published model's on the same test images."""
+    loaded = champion.load_champion(model_root, work)
+    if isinstance(loaded, str):
+        log.info("%s", loaded)
+        return champion.without_champion(loaded, max_accuracy_drop=max_accuracy_drop, max_class_drop=max_class_drop)
+    ref, champion_model = loaded
+    champion_scores = model_artifacts.evaluate(_logits(champion_model, test_split), test_split.labels)
+    comparison = champion.compare(
+        champion_version=ref.version,
+        champion_scores=champion_scores,
+        challenger_scores=scores,
+        max_accuracy_drop=max_accuracy_drop,
+        max_class_drop=max_class_drop,
+    )
+    log.info("champion gate %s: %s", "passed" if comparison.passed else "FAILED", comparison.reason)
+    return comparison
 
 
 def load_data(
@@ -307,6 +372,27 @@ def model_version(started: datetime.datetime, model, params: dict, data_digest: 
     return f"{started:%Y%m%dT%H%M%SZ}-{digest.hexdigest()[:8]}"
 
 
+def write_version(model, metrics: dict, local_dir: str, model_root: str, version: str) -> ModelMetrics:
+    """Writes the version folder, one writer at a time; returns what its metrics.json records.
+
+    Two trainings with the same data, flags and start second compute the same version name.
+    The folder is written under a lease on that name, waited for: the second finds the first's
+    finished folder (same weights, parameters and data set, by the name's hash) and reuses it
+    as written; a folder without metrics.json is a writer's that was killed, written anew.
+    """
+    version_uri = storage.join(model_root, version)
+    with lease.hold_lease(
+        storage.join(model_root, lease.LEASES_FOLDER, f"{version}.json"), owner=secrets.token_hex(8), wait_s=VERSION_WAIT_S
+    ) as held:
+        if storage.exists(storage.join(version_uri, registry.METRICS_FILE)):
+            log.info("%s: already written by an identical training; reused", version_uri)
+            return registry.read_metrics(version_uri)
+        storage.delete_prefix(version_uri)
+        held.confirm()
+        write_artifacts(model, metrics, local_dir, version_uri)
+    return ModelMetrics.from_dict(metrics)
+
+
 def write_artifacts(model, metrics: dict, local_dir: str, version_uri: str) -> None:
     """Writes every artifact into a local folder, then uploads it; metrics.json goes last."""
     os.makedirs(local_dir)
@@ -333,6 +419,12 @@ def write_artifacts(model, metrics: dict, local_dir: str, version_uri: str) -> N
     for name in names:
         storage.upload_file(os.path.join(local_dir, name), storage.join(version_uri, name.replace(os.sep, "/")))
     log.info("wrote %d files to %s", len(names), version_uri)
+
+
+def _check_tolerances(*, max_accuracy_drop: float, max_class_drop: float) -> None:
+    for name, value in (("max_accuracy_drop", max_accuracy_drop), ("max_class_drop", max_class_drop)):
+        if not (math.isfinite(value) and 0 <= value <= 1):
+            raise InputError(f"{flag_of(name)} must be between 0 and 1 (0.005 = 0.5 points), got {value}")
 
 
 def _check_params(params: dict) -> None:
