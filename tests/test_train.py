@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from components.train.model_artifacts import SIGNATURE_IMAGES, SIGNATURE_PNG, ev
 from components.train.models import build_model
 from components.train.training import train
 from components.train.training_data import holdout_mask, load_split
+from tests.kfp_spec import REPO
 from tests.test_prepare import run_cli
 
 VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
@@ -296,6 +299,38 @@ def test_an_identical_retraining_passes_the_champion_gate(trained, tiny_shards, 
     assert comparison["passed"] is True and comparison["champion_version"] == champion
     assert comparison["deltas"]["test_accuracy"] == 0 and set(comparison["deltas"]["class_recall"].values()) == {0}
     assert registry.latest_version(model_root) == summary["model_version"]
+
+
+# `fmnist train` in a process whose clock reads one fixed second: two of them compute one version name.
+_TRAIN_IN_ONE_SECOND = """
+import datetime, sys
+from components.train import training
+training.utc_now = lambda: datetime.datetime(2026, 12, 4, 12, 0, 0, tzinfo=datetime.UTC)
+from jobs.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("trial", range(3))
+def test_two_identical_trainings_in_one_second_never_interleave_a_version(tiny_shards, tmp_path, trial):
+    model_root = str(tmp_path / "models")
+    args = ["train", "--data", tiny_shards, "--model-root", model_root, "--epochs", "1", "--min-accuracy", "0"]
+    command = [sys.executable, "-c", _TRAIN_IN_ONE_SECOND, *args]
+    processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    results = [(process.wait(timeout=600), *process.communicate()) for process in processes]
+
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    [version] = {json.loads(out)["model_version"] for _, out, _ in results}
+    assert version.startswith("20261204T120000Z-")
+    assert sum("already written by an identical training; reused" in err for _, _, err in results) == 1
+    assert _new_versions(model_root) == [version]
+    folder = os.path.join(model_root, version)
+    metrics = json.loads(open(os.path.join(folder, "metrics.json")).read())
+    assert metrics["model_sha256"] == registry.model_sha256(open(os.path.join(folder, "model.keras"), "rb").read())
+    assert registry.resolve(model_root).version == version
+    assert [change.to_version for change in registry.read_history(model_root)] == [version]  # the second changed nothing
+    assert os.listdir(os.path.join(model_root, "_leases")) == []
 
 
 def test_one_class_falling_beyond_its_tolerance_fails_the_comparison():

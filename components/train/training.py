@@ -138,7 +138,7 @@ def train(
     }
     _check_params(params)
     _check_tolerances(max_accuracy_drop=max_accuracy_drop, max_class_drop=max_class_drop)
-    started = datetime.datetime.now(datetime.UTC)
+    started = utc_now()
     manifest = read_manifest(data)
     storage.ensure_writable(model_root)
     with tempfile.TemporaryDirectory(prefix="fmnist-train-") as work:
@@ -234,6 +234,11 @@ def compare_with_champion(
     )
     log.info("champion gate %s: %s", "passed" if comparison.passed else "FAILED", comparison.reason)
     return comparison
+
+
+def utc_now() -> datetime.datetime:
+    """The training's start time, the first half of its version name."""
+    return datetime.datetime.now(datetime.UTC)
 
 
 def load_data(
