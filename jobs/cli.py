@@ -12,6 +12,7 @@ STEPS = {
     "query": "jobs.query",
     "report": "jobs.report",
     "train": "jobs.train",
+    "model": "jobs.model",
     "score": "jobs.score",
     "record-failure": "jobs.record_failure",
     "status": "jobs.status",

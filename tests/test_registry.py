@@ -1,9 +1,15 @@
 """The model registry: LATEST as a pointer that is only ever read as one short line of text."""
 
+import json
+import subprocess
+
 import pytest
 
-from components.contracts import registry
-from components.errors import InputError
+from components.contracts import model_versions, registry
+from components.errors import InputError, RunConflict
+from components.io import storage
+from tests.cli_runs import jobs_command, run_cli
+from tests.kfp_spec import REPO
 
 
 @pytest.fixture
@@ -39,3 +45,157 @@ def test_a_latest_that_links_to_another_file_is_refused_without_showing_it(model
     with pytest.raises(InputError, match="is a symbolic link") as refused:
         registry.resolve(model_root)
     assert "top-secret" not in str(refused.value)
+
+
+def make_version(
+    model_root: str,
+    name: str,
+    *,
+    accuracy: float = 0.9,
+    gate: bool = True,
+    champion: str | None = None,
+    champion_passed: bool = True,
+    forced: bool = False,
+) -> str:
+    """A version folder as training leaves it, without training: a model file and the metrics.json that evaluated it."""
+    model_bytes = f"model {name}".encode()
+    comparison = {"passed": champion_passed, "forced": forced, "reason": "fixture", "champion_version": champion}
+    metrics = {
+        "model_version": name,
+        "created_at": "2026-12-01T10:00:00+00:00",
+        "test_accuracy": accuracy,
+        "test_ece": 0.01,
+        "quality_gate": {"passed": gate, "min_accuracy": 0.85, "reason": "fixture"},
+        "champion_comparison": comparison,
+        "model_sha256": registry.model_sha256(model_bytes),
+        "parameters": {"model": "mlp"},
+        "data": {"manifest_digest": "d" * 64},
+    }
+    storage.write_bytes(storage.join(model_root, name, registry.MODEL_FILE), model_bytes)
+    storage.write_bytes(storage.join(model_root, name, registry.METRICS_FILE), json.dumps(metrics).encode())
+    return name
+
+
+@pytest.fixture
+def versions(model_root) -> dict[str, str]:
+    """Three good versions (v1 published by training), one below the absolute gate, one worse than its champion."""
+    names = {
+        "v1": make_version(model_root, "20261201T100000Z-00000001"),
+        "v2": make_version(model_root, "20261202T100000Z-00000002", accuracy=0.91),
+        "v3": make_version(model_root, "20261203T100000Z-00000003", accuracy=0.92),
+        "low": make_version(model_root, "20261204T100000Z-00000004", accuracy=0.5, gate=False),
+        "worse": make_version(model_root, "20261205T100000Z-00000005", champion="x", champion_passed=False),
+    }
+    registry.publish(model_root, names["v1"], command="train", reason="fixture")
+    return names
+
+
+def _history(model_root: str) -> list[tuple]:
+    return [(change.from_version, change.to_version, change.command) for change in registry.read_history(model_root)]
+
+
+@pytest.mark.parametrize("refused", ["low", "worse", "tampered", "absent", "../v1"])
+def test_promote_refuses_a_version_that_did_not_pass_or_was_changed(model_root, versions, refused):
+    if refused == "tampered":
+        storage.write_bytes(storage.join(model_root, versions["v2"], registry.MODEL_FILE), b"another model")
+    version = versions.get(refused, refused) if refused != "tampered" else versions["v2"]
+
+    result = run_cli("model", "promote", "--model-root", model_root, version)
+
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    assert registry.latest_version(model_root) == versions["v1"]
+    assert len(registry.read_history(model_root)) == 1
+
+
+def test_promote_and_rollback_move_latest_with_one_history_line_each(model_root, versions):
+    v1, v2, v3 = versions["v1"], versions["v2"], versions["v3"]
+    for version in (v2, v3):
+        result = run_cli("model", "promote", "--model-root", model_root, version, "--reason", "better")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["latest"] == version
+    assert registry.latest_version(model_root) == v3
+    assert registry.read_history(model_root)[-1].reason == "better"
+
+    for expected in (v2, v1):
+        result = run_cli("model", "rollback", "--model-root", model_root)
+        assert result.returncode == 0, result.stderr
+        assert registry.latest_version(model_root) == expected
+    assert _history(model_root) == [
+        (None, v1, "train"),
+        (v1, v2, "promote"),
+        (v2, v3, "promote"),
+        (v3, v2, "rollback"),
+        (v2, v1, "rollback"),
+    ]
+    result = run_cli("model", "rollback", "--model-root", model_root)
+    assert result.returncode == 2 and "no earlier published version" in result.stderr
+    assert len(registry.read_history(model_root)) == 5
+
+
+def test_model_list_shows_every_version_its_verdict_and_the_history(model_root, versions):
+    rows = {row.model_version: row for row in model_versions.list_versions(model_root)}
+    assert set(rows) == set(versions.values())
+    assert [name for name, row in rows.items() if row.is_latest] == [versions["v1"]]
+    assert rows[versions["low"]].verdict == "failed quality gate"
+    assert rows[versions["worse"]].verdict == "failed champion gate"
+    assert rows[versions["v3"]].test_accuracy == 0.92 and rows[versions["v3"]].architecture == "mlp"
+
+    result = run_cli("model", "list", "--model-root", model_root)
+    assert result.returncode == 0, result.stderr
+    assert all(name in result.stdout for name in versions.values())
+    assert f"- -> {versions['v1']}  train: fixture" in result.stdout
+
+
+def test_model_list_with_a_binary_latest_exits_2_in_one_line(model_root, versions):
+    with open(f"{model_root}/{registry.LATEST_NAME}", "wb") as file:
+        file.write(b"\x80\x81\x82 garbage")
+    result = run_cli("model", "list", "--model-root", model_root)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "not UTF-8 text" in line and "garbage" not in line
+
+
+@pytest.mark.parametrize("trial", range(10))
+def test_two_promotes_at_once_leave_one_of_them_and_both_history_lines_in_order(model_root, versions, trial):
+    rivals = [versions["v2"], versions["v3"]]
+    processes = [
+        subprocess.Popen(
+            jobs_command("model", "promote", "--model-root", model_root, version),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for version in rivals
+    ]
+    outcomes = [(process.wait(timeout=120), process.communicate()[1]) for process in processes]
+
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    first, second = registry.read_history(model_root)[1:]
+    assert {first.to_version, second.to_version} == set(rivals)
+    assert first.from_version == versions["v1"] and second.from_version == first.to_version  # the order they happened
+    assert first.at <= second.at
+    assert registry.latest_version(model_root) == second.to_version
+
+
+def test_latest_on_gcs_changes_only_over_the_generation_read(gcs_bucket, monkeypatch):
+    model_root = f"{gcs_bucket}/models"
+    v1, v2 = make_version(model_root, "v1"), make_version(model_root, "v2")
+    model_versions.promote(model_root=model_root, version=v1)
+    model_versions.promote(model_root=model_root, version=v2)
+    model_versions.rollback(model_root=model_root)
+    assert registry.latest_version(model_root) == v1
+    assert _history(model_root) == [(None, v1, "promote"), (v1, v2, "promote"), (v2, v1, "rollback")]
+
+    stale = registry._read_latest_for_update(storage.join(model_root, registry.LATEST_NAME))[1]
+    registry.publish(model_root, v2, command="promote", reason="a rival")
+    with pytest.raises(RunConflict, match="changed by another writer"):
+        registry._write_latest(storage.join(model_root, registry.LATEST_NAME), v1, stale)
+    assert registry.latest_version(model_root) == v2
+
+
+def test_training_never_publishes_over_a_latest_that_moved_after_its_comparison(model_root, versions):
+    with pytest.raises(RunConflict, match=f"now names {versions['v1']}, not the {versions['v2']}"):
+        registry.publish(model_root, versions["v3"], command="train", reason="x", expected_from=versions["v2"])
+    assert registry.latest_version(model_root) == versions["v1"]

@@ -1,0 +1,53 @@
+"""The model registry by hand: list the versions, promote one, roll back, register in Vertex AI.
+
+fmnist model list --model-root runs/local/models
+fmnist model promote --model-root runs/local/models 20261129T043000Z-1a2b3c4d --reason "hotfix"
+fmnist model rollback --model-root gs://bucket/models
+fmnist model register --target vertex --model-root gs://bucket/models --project p --region europe-west4 --dry-run
+"""
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from components.analysts.tables import format_table
+from components.contracts import model_versions, registry
+from jobs.entrypoint import EXIT_BAD_INPUT, new_parser, run
+
+
+def list_and_show(*, model_root: str) -> None:
+    """Prints the versions as a table, then LATEST's history, oldest first."""
+    rows = [dataclasses.asdict(row) for row in model_versions.list_versions(model_root)]
+    print(format_table(pa.Table.from_pylist(rows)) if rows else f"{model_root}: no model versions")
+    history = registry.read_history(model_root)
+    print(f"\nLATEST history ({registry.HISTORY_NAME}):" if history else "\nLATEST history: none")
+    for change in history:
+        print(f"{change.at}  {change.from_version or '-'} -> {change.to_version}  {change.command}: {change.reason}")
+
+
+COMMANDS = {
+    "list": (model_versions.ListParameters, list_and_show),
+    "promote": (model_versions.PromoteParameters, model_versions.promote),
+    "rollback": (model_versions.RollbackParameters, model_versions.rollback),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        known = ", ".join(COMMANDS)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"error: fmnist model: unknown command {argv[0]!r}; commands: {known}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"usage: fmnist model <command> [flags]   commands: {known}\n       fmnist model <command> --help")
+        return 0 if argv else EXIT_BAD_INPUT
+    parameters, component = COMMANDS[argv[0]]
+    parser: argparse.ArgumentParser = new_parser(f"fmnist model {argv[0]}", parameters.__doc__.splitlines()[0], parameters)
+    return run(component, vars(parser.parse_args(argv[1:])))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
