@@ -1,7 +1,8 @@
-"""One read-only SQL query over the scoring tables: views `predictions`, `predictions_current`, `errors`, `runs`.
+"""One read-only SQL query over the scoring tables: views `predictions`, `predictions_current`, `errors`, `runs`, `models`.
 
     fmnist query "SELECT predicted_class, count(*) FROM predictions_current GROUP BY ALL" --scores runs/local/scores
     fmnist query "SELECT * FROM errors WHERE run_date = '2026-11-28'" --scores gs://bucket/scores --out errors.csv
+    fmnist query "SELECT model_version, test_accuracy, is_latest FROM models" --scores runs/local/scores
 
 Exactly one SELECT; anything else (COPY, ATTACH, INSTALL, LOAD, SET, a second statement) is
 refused with exit 2, and the query cannot read files beyond the tables. --out exports.
@@ -19,9 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     return new_parser("fmnist query", __doc__.splitlines()[0], QueryParameters)
 
 
-def query_and_show(*, sql: str, scores: str, out: str | None = None) -> dict | None:
+def query_and_show(*, sql: str, scores: str, out: str | None = None, models: str | None = None) -> dict | None:
     """Runs the query, then prints the result as a table or writes it to `out`."""
-    table = query(sql=sql, scores=scores)
+    table = query(sql=sql, scores=scores, models=models)
     if out is None:
         print(format_table(table))
         return None

@@ -1,10 +1,14 @@
 """The model registry: LATEST as a pointer that is only ever read as one short line of text."""
 
+import dataclasses
+import glob
 import json
+import shutil
 import subprocess
 
 import pytest
 
+from components.analysts.tables import query
 from components.contracts import model_versions, registry
 from components.errors import InputError, RunConflict
 from components.io import storage
@@ -199,3 +203,26 @@ def test_training_never_publishes_over_a_latest_that_moved_after_its_comparison(
     with pytest.raises(RunConflict, match=f"now names {versions['v1']}, not the {versions['v2']}"):
         registry.publish(model_root, versions["v3"], command="train", reason="x", expected_from=versions["v2"])
     assert registry.latest_version(model_root) == versions["v1"]
+
+
+def test_the_models_view_lists_every_version_of_the_roots_the_runs_scored_with(scored_output, model_root, versions, tmp_path):
+    scores = str(tmp_path / "scores")
+    shutil.copytree(scored_output[1], scores)
+    for path in glob.glob(f"{scores}/runs/*.json"):  # the runs scored with v1 of this model root
+        summary = json.loads(open(path).read())
+        summary["model_uri"] = storage.absolute_uri(f"{model_root}/{versions['v1']}")
+        open(path, "w").write(json.dumps(summary))
+    sql = "SELECT model_version, test_accuracy, verdict, is_latest FROM models ORDER BY model_version"
+
+    derived = query(sql=sql, scores=scores).to_pylist()
+    named = query(sql=sql, scores=scored_output[1], models=model_root).to_pylist()
+
+    assert derived == named
+    assert [row["model_version"] for row in derived] == sorted(versions.values())
+    assert [row["model_version"] for row in derived if row["is_latest"]] == [versions["v1"]]
+    assert {row["verdict"] for row in derived} == {"passed", "failed quality gate", "failed champion gate"}
+    assert set(query(sql="SELECT * FROM models", scores=scores).column_names) == {
+        field.name for field in dataclasses.fields(model_versions.ModelVersionRow)
+    }
+    result = run_cli("query", "SELECT model_version, test_accuracy FROM models", "--scores", scores)
+    assert result.returncode == 0 and all(name in result.stdout for name in versions.values()), result.stderr

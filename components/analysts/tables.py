@@ -10,7 +10,11 @@ Views (table contract v2, components/contracts/schema.py):
   status is `ok` only (a rerun under a new id or a backfill does not double-count a day; a
   run that failed its error-rate or manifest check stays in `predictions`, never current);
 - `errors`: the error rows of every complete run, with the partition keys;
-- `runs`: one row per run summary, failure records (status `failed`, nothing published) too.
+- `runs`: one row per run summary, failure records (status `failed`, nothing published) too;
+- `models` (in `fmnist query`): one row per model version, the columns of `fmnist model list`
+  (components/contracts/model_versions.py), of the model root given with `--models`, or else
+  of the model roots the complete runs' summaries name (the folder above each `model_uri`), so
+  `predictions` joins `models` on `model_version`.
 A run is complete when its summary `runs/<run_id>.json` (written last by `score`) exists,
 and only the parts it names are read: a stray or foreign file in a partition is never
 counted, files of a run being written or abandoned never show. A summary a writer of this
@@ -38,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from components.constants import CLASS_NAMES
+from components.contracts import model_versions
 from components.contracts.parameters import parameter
 from components.contracts.schema import (
     ERROR_SCHEMA,
@@ -63,7 +68,8 @@ CURRENT_PREDICTIONS_VIEW = "predictions_current"
 # Which complete run of a run date is its current one (a rerun or backfill replaces it): the
 # last to finish. A window over the `runs` view; the report's trend uses the same one.
 CURRENT_RUN_WINDOW = "PARTITION BY run_date ORDER BY finished_at DESC NULLS LAST, run_id DESC"
-VIEWS = (PREDICTIONS_TABLE, CURRENT_PREDICTIONS_VIEW, ERRORS_TABLE, RUNS_VIEW)
+MODELS_VIEW = "models"
+VIEWS = (PREDICTIONS_TABLE, CURRENT_PREDICTIONS_VIEW, ERRORS_TABLE, RUNS_VIEW, MODELS_VIEW)
 RUNS_SCHEMA = pa.schema(
     [
         pa.field("run_id", pa.string()),
@@ -86,6 +92,20 @@ RUNS_SCHEMA = pa.schema(
         pa.field("summary", pa.string()),  # the whole summary JSON: query it with json_extract
     ]
 )
+MODELS_SCHEMA = pa.schema(
+    [
+        pa.field("model_version", pa.string()),
+        pa.field("test_accuracy", pa.float64()),
+        pa.field("test_ece", pa.float64()),
+        pa.field("architecture", pa.string()),
+        pa.field("trained_at", pa.timestamp("us", tz="UTC")),
+        pa.field("verdict", pa.string()),
+        pa.field("champion_version", pa.string()),
+        pa.field("is_latest", pa.bool_()),
+        pa.field("manifest_digest", pa.string()),
+        pa.field("model_uri", pa.string()),
+    ]
+)
 
 
 def scores_root(*, deprecated_aliases: tuple[str, ...] = ("--predictions",)) -> Any:
@@ -106,6 +126,11 @@ class QueryParameters:
     out: str | None = parameter(
         None,
         help="write the result to FILE.csv, FILE.xlsx or FILE.parquet (a path or gs:// URI) instead of printing it",
+        location=True,
+    )
+    models: str | None = parameter(
+        None,
+        help="model root of the `models` view (default: the model roots the runs' summaries name)",
         location=True,
     )
 
@@ -226,9 +251,10 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
+def open_tables(*, scores: str, model_roots: list[str] | None = None) -> duckdb.DuckDBPyConnection:
     """A locked DuckDB connection with the views `predictions`, `predictions_current`, `errors`
-    and `runs` of the complete runs below `scores` (the --output root of `fmnist score`)."""
+    and `runs` of the complete runs below `scores` (the --output root of `fmnist score`), and
+    `models` of the model roots when `model_roots` is given ([]: the roots the summaries name)."""
     summaries = complete_run_summaries(scores)
     connection = duckdb.connect()
     try:
@@ -241,6 +267,9 @@ def open_tables(*, scores: str) -> duckdb.DuckDBPyConnection:
             parts_dataset(scores, PREDICTIONS_TABLE, PREDICTION_SCHEMA, current_summaries(summaries)),
         )
         connection.register(f"_{RUNS_VIEW}", runs_table(summaries))
+        if model_roots is not None:
+            connection.register(f"_{MODELS_VIEW}", _models_table(model_roots or _model_roots_of(summaries)))
+            connection.execute(f"CREATE VIEW {MODELS_VIEW} AS SELECT * FROM _{MODELS_VIEW}")
         class_names = ", ".join("'" + name.replace("'", "''") + "'" for name in CLASS_NAMES)
         columns = []
         for name in PREDICTION_SCHEMA.names:
@@ -330,6 +359,26 @@ def runs_table(summaries: list[RunSummary]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
 
 
+def _model_roots_of(summaries: list[RunSummary]) -> list[str]:
+    """The model roots that runs scored with: the folder above each summary's model version."""
+    roots = {storage.dirname(storage.from_absolute_uri(summary.model_uri)) for summary in summaries if summary.model_uri}
+    return sorted(roots)
+
+
+def _models_table(model_roots: list[str]) -> pa.Table:
+    rows = []
+    for root in model_roots:
+        try:
+            versions = model_versions.list_versions(root)
+        except InputError as error:  # a model root gone or unreadable never takes the scoring views down
+            log.warning("%s: skipped in the %s view (%s)", root, MODELS_VIEW, error)
+            continue
+        for version in versions:
+            row = dataclasses.asdict(version)
+            rows.append({**row, "trained_at": _timestamp(row["trained_at"])})
+    return pa.Table.from_pylist(rows, schema=MODELS_SCHEMA)
+
+
 def _timestamp(value: object) -> datetime.datetime | None:
     try:
         return datetime.datetime.fromisoformat(value) if isinstance(value, str) else None
@@ -354,10 +403,10 @@ def read_only_statement(sql: str) -> str:
     return statement.query
 
 
-def query(*, sql: str, scores: str) -> pa.Table:
-    """Runs one read-only SELECT against the views of a scoring output; the result as Arrow."""
+def query(*, sql: str, scores: str, models: str | None = None) -> pa.Table:
+    """Runs one read-only SELECT against the views of a scoring output (and `models`); the result as Arrow."""
     statement = read_only_statement(sql)
-    connection = open_tables(scores=scores)
+    connection = open_tables(scores=scores, model_roots=[models] if models else [])
     try:
         return connection.sql(statement).to_arrow_table()
     except duckdb.Error as error:
