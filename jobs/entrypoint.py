@@ -103,7 +103,8 @@ def _argument(parameter: Parameter) -> tuple[list[str], dict[str, Any]]:
     """argparse's names and options of one parameter."""
     help_text = parameter.help_with_default()
     if parameter.positional:
-        return [parameter.name], {"type": _flag_type(parameter), "help": help_text}
+        optional = {} if parameter.required else {"nargs": "?", "default": parameter.default}
+        return [parameter.name], {"type": _flag_type(parameter), "help": help_text, **optional}
     names = [parameter.flag, *parameter.deprecated_aliases]
     options: dict[str, Any] = {"dest": parameter.name}
     if parameter.deprecated_aliases:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from components.analysts.tables import format_table
+from components.cloud.vertex_models import RegisterParameters, register_model
 from components.contracts import model_versions, registry
 from jobs.entrypoint import EXIT_BAD_INPUT, new_parser, run
 
@@ -32,6 +33,7 @@ COMMANDS = {
     "list": (model_versions.ListParameters, list_and_show),
     "promote": (model_versions.PromoteParameters, model_versions.promote),
     "rollback": (model_versions.RollbackParameters, model_versions.rollback),
+    "register": (RegisterParameters, register_model),
 }
 
 

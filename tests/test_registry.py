@@ -73,6 +73,7 @@ def make_version(
         "champion_comparison": comparison,
         "model_sha256": registry.model_sha256(model_bytes),
         "parameters": {"model": "mlp"},
+        "versions": {"tensorflow": "2.21.0"},
         "data": {"manifest_digest": "d" * 64},
     }
     storage.write_bytes(storage.join(model_root, name, registry.MODEL_FILE), model_bytes)

@@ -21,7 +21,7 @@ from components.cloud.deployment import load_deployment
 from components.cloud.schedules import kfp_cron, load_schedule, run_parameters
 from components.cloud.vertex_pipelines import resume_on_vertex, submit_to_vertex, vertex_cron
 from components.errors import InputError
-from tests.cli_runs import EXAMPLE_DEPLOYMENT, SCORING_DAILY, SCORING_IMAGES, params, pipeline_submit
+from tests.cli_runs import EXAMPLE_DEPLOYMENT, SCORING_DAILY, SCORING_IMAGES, params, pipeline_submit, run_cli
 from tests.kfp_spec import IMAGE, REPO, WORKER
 from tests.loopback_api import JsonHandler, RecordingServer, serving
 
@@ -320,3 +320,94 @@ def test_another_projects_deployment_gives_requests_naming_only_that_project(tmp
     assert request["url"] == "https://us-central1-aiplatform.googleapis.com/v1/projects/beta-ml/locations/us-central1/schedules"
     values = request["body"]["createPipelineJobRequest"]["pipelineJob"]["runtimeConfig"]["parameterValues"]
     assert values["project"] == "beta-ml" and values["output"] == "gs://beta-ml-tables"
+
+
+class FakeModelRegistryApi(RecordingServer):
+    """Answers ModelService's getModel (404 until the first upload) and uploadModel (a finished operation)."""
+
+    def __init__(self):
+        super().__init__(_ModelHandler, [])
+
+
+class _ModelHandler(JsonHandler):
+    def _answer(self) -> None:
+        body = self.read_json()
+        self.server.requests.append((self.command, self.path, body))
+        path = urllib.parse.urlsplit(self.path).path
+        if self.command == "GET" and "/models/" in path:
+            if not self.server.existing:
+                self.send_error(404)
+                return
+            answer = self.server.existing[0]
+        elif self.command == "POST" and path.endswith("/models:upload"):
+            name = body.get("parentModel") or f"{path[4 : -len(':upload')]}/{body['modelId']}"
+            self.server.existing.append({"name": name, "displayName": body["model"]["displayName"]})
+            answer = {
+                "name": f"{name}/operations/{len(self.server.existing)}",
+                "done": True,
+                "response": {
+                    "@type": "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelResponse",
+                    "model": name,
+                    "modelVersionId": str(len(self.server.existing)),
+                },
+            }
+        else:
+            self.send_error(404)
+            return
+        self.send_json(answer)
+
+    do_GET = do_POST = _answer
+
+
+@pytest.mark.integration
+def test_a_model_version_becomes_a_version_of_one_registry_model(tmp_path, gcs_bucket):
+    from components.cloud.vertex_models import register_model
+    from components.contracts import registry
+    from tests.test_registry import make_version
+
+    local_root, model_root = f"{tmp_path}/models", f"{gcs_bucket}/models"  # the registry on the storage emulator
+    for root in (local_root, model_root):
+        first, second = make_version(root, "20261201T100000Z-0000000a"), make_version(root, "20261202T100000Z-0000000b")
+        registry.publish(root, second, command="train", reason="fixture")
+    with serving(FakeModelRegistryApi()) as api:
+        common = dict(target="vertex", project="fmnist-prod", region="europe-west4")
+        client = dict(api_endpoint=api.url, api_transport="rest", credentials=AnonymousCredentials())
+        with pytest.raises(InputError, match="gs:// only"):  # Vertex cannot read a local folder
+            register_model(**common, model_root=local_root, **client)
+        created = register_model(**common, model_root=model_root, version=first, **client)
+        versioned = register_model(**common, model_root=model_root, **client)  # LATEST's version
+
+    calls = [(method, urllib.parse.urlsplit(path).path) for method, path, _ in api.requests]
+    assert calls == [("GET", f"{PARENT}/models/fmnist-classifier"), ("POST", f"{PARENT}/models:upload")] * 2
+    _, create, _, upload = [body for _, _, body in api.requests]
+    assert create["modelId"] == "fmnist-classifier" and "parentModel" not in create
+    assert upload["parentModel"] == "projects/fmnist-prod/locations/europe-west4/models/fmnist-classifier"
+    model = upload["model"]
+    assert model["artifactUri"] == f"{model_root}/{second}/saved_model"
+    assert model["containerSpec"]["imageUri"] == "europe-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-21:latest"
+    assert model["versionAliases"] == ["champion", "default"] and "versionAliases" not in create["model"]
+    assert model["labels"]["fmnist_version_hash"] == "0000000b"
+    assert model["labels"]["fmnist_model_version"] == second.lower()
+    assert created["model_version_id"] == "1" and versioned["model_version_id"] == "2"
+    assert versioned["vertex_model"] == "projects/fmnist-prod/locations/europe-west4/models/fmnist-classifier"
+
+
+def test_register_dry_run_prints_the_upload_request_and_refuses_a_failed_version(tmp_path):
+    from tests.test_registry import make_version
+
+    model_root = f"{tmp_path}/models"
+    good = make_version(model_root, "20261201T100000Z-0000000a")
+    failed = make_version(model_root, "20261202T100000Z-0000000b", gate=False)
+    args = ["model", "register", "--target", "vertex", "--model-root", model_root, "--project", "p", "--region", "us-central1"]
+
+    result = run_cli(*args, good, "--dry-run")
+
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["url"] == "https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/models:upload"
+    assert printed["request"]["model"]["artifactUri"] == f"{model_root}/{good}/saved_model"
+    assert printed["request"]["model"]["containerSpec"]["imageUri"].startswith(
+        "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-"
+    )
+    refused = run_cli(*args, failed, "--dry-run")
+    assert refused.returncode == 2 and "failed its quality gate" in refused.stderr

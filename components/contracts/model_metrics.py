@@ -74,6 +74,7 @@ class ModelMetrics(_JsonRecord):
     data: TrainingDataRef | None = None
     champion_comparison: ChampionComparison | None = None  # absent before the comparison existed
     created_at: str | None = None
+    versions: dict[str, str] | None = None  # of the software that trained it: tensorflow, keras, fmnist_jobs, ...
 
     @property
     def gates_passed(self) -> bool:
