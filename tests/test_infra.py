@@ -1,5 +1,6 @@
 """Infrastructure as code: every .tf parses and declares what the deployment needs; checkov finds nothing unexplained."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -102,7 +103,7 @@ def test_runs_table_reads_one_line_summaries_and_skips_a_bad_one(terraform):
 
 def test_the_four_views_read_only_parts_that_complete_runs_name(terraform):
     tables = resources(terraform, "google_bigquery_table")
-    views = {name: body for name, body in tables.items() if "view" in body}
+    views = {name: body for name, body in tables.items() if "view" in body and name != "models"}  # models: below
     assert set(views) == {"runs", "named_parts", "predictions_current"}
     assert set(views["named_parts"]["for_each"]) == {"predictions", "errors"}
     for view in views.values():
@@ -139,7 +140,7 @@ def test_vertex_ai_is_enabled_and_analysts_get_read_roles(terraform):
     assert resources(terraform, "google_bigquery_dataset_iam_member")["analysts"]["role"] == '"roles/bigquery.dataViewer"'
     assert resources(terraform, "google_project_iam_member")["analysts"]["role"] == '"roles/bigquery.jobUser"'
     assert "google_storage_bucket_iam_member" in {typ.strip('"') for entry in terraform["resource"] for typ in entry}
-    assert set(resources(terraform, "google_storage_bucket_iam_member")) == {"grants", "analysts"}
+    assert set(resources(terraform, "google_storage_bucket_iam_member")) == {"grants", "analysts", "analysts_read_models"}
 
 
 def test_artifact_registry_repository_has_immutable_tags(terraform):
@@ -414,17 +415,34 @@ def rendered_views(terraform: dict) -> dict[str, str]:
     return views
 
 
+def test_the_models_view_has_the_columns_of_model_list(terraform):
+    from components.contracts.model_versions import ModelVersionRow
+
+    tables = resources(terraform, "google_bigquery_table")
+    schema_names = re.findall(r'name\s*=\s*"(\w+)"', tables["model_versions_files"]["schema"])
+    assert tables["model_versions_files"]["external_data_configuration"][0]["source_uris"] == [
+        '"${local.models_uri}/*/version.json"'
+    ]
+    columns = [field.name for field in dataclasses.fields(ModelVersionRow)]
+    assert schema_names == [name for name in columns if name != "is_latest"]
+    import sqlglot
+
+    select = sqlglot.parse_one(rendered_views(terraform)["models"], read="bigquery").find(sqlglot.exp.Select)
+    assert [expression.alias_or_name for expression in select.expressions] == columns
+
+
 def test_the_views_are_bigquery_sql(terraform):
     import sqlglot
 
     views = rendered_views(terraform)
-    assert set(views) == {"predictions", "errors", "predictions_current", "runs"}
+    assert set(views) == {"predictions", "errors", "predictions_current", "runs", "models"}
     for name, sql in views.items():
         assert "${" not in sql, name
         parsed = sqlglot.parse_one(sql, read="bigquery")  # raises on a syntax error
         assert parsed.find(sqlglot.exp.Select), name
     assert "AS true_class" in views["predictions"] and "true_class" not in views["errors"]
     assert "`p.fmnist.predictions_files`" in views["predictions"] and "`p.fmnist.runs`" in views["errors"]
+    assert "`p.fmnist.model_versions_files`" in views["models"] and "`p.fmnist.model_latest_files`" in views["models"]
 
 
 def test_a_failed_pipeline_job_alerts_the_notification_channels(terraform):

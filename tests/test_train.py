@@ -36,6 +36,7 @@ ARTIFACTS = {
     "confusion_matrix.png",
     "reliability.png",
     "model_card.md",
+    "version.json",
     "saved_model/saved_model.pb",
 }
 TINY = {"train": 600, "test": 200}
@@ -99,6 +100,10 @@ def test_publishes_a_version_with_every_artifact(trained):
     assert json.loads(open(os.path.join(folder, "labels.json")).read()) == list(CLASS_NAMES)
     assert open(os.path.join(folder, "confusion_matrix.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert f"{metrics['test_accuracy']:.4f}" in open(os.path.join(folder, "model_card.md")).read()
+    [line] = open(os.path.join(folder, "version.json")).read().splitlines()  # one line: BigQuery's models view
+    summary_row = json.loads(line)
+    assert summary_row["model_version"] == version and summary_row["test_accuracy"] == metrics["test_accuracy"]
+    assert summary_row["verdict"] == "passed" and summary_row["model_uri"] == f"file://{folder}"
 
 
 @pytest.mark.integration

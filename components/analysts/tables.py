@@ -34,6 +34,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import logging
+import re
 from typing import Any
 
 import duckdb
@@ -370,8 +371,8 @@ def _models_table(model_roots: list[str]) -> pa.Table:
     for root in model_roots:
         try:
             versions = model_versions.list_versions(root)
-        except InputError as error:  # a model root gone or unreadable never takes the scoring views down
-            log.warning("%s: skipped in the %s view (%s)", root, MODELS_VIEW, error)
+        except Exception as error:  # a root gone, unreadable or forbidden: one warning, the other views still answer
+            log.warning("%s: skipped in the %s view (%s: %s)", root, MODELS_VIEW, type(error).__name__, error)
             continue
         for version in versions:
             row = dataclasses.asdict(version)
@@ -406,7 +407,10 @@ def read_only_statement(sql: str) -> str:
 def query(*, sql: str, scores: str, models: str | None = None) -> pa.Table:
     """Runs one read-only SELECT against the views of a scoring output (and `models`); the result as Arrow."""
     statement = read_only_statement(sql)
-    connection = open_tables(scores=scores, model_roots=[models] if models else [])
+    # The model roots are read only for a query of the models view: the other views never need
+    # the model registry's bucket (nor an analyst's right to read it).
+    wants_models = re.search(rf"\b{MODELS_VIEW}\b", statement, flags=re.IGNORECASE) is not None
+    connection = open_tables(scores=scores, model_roots=([models] if models else []) if wants_models else None)
     try:
         return connection.sql(statement).to_arrow_table()
     except duckdb.Error as error:

@@ -15,6 +15,7 @@ undoes one publish, so two rollbacks go back two). Both change LATEST through
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 
 from components.contracts import registry
@@ -77,6 +78,31 @@ def verdict_of(metrics) -> str:
     return "forced" if comparison.forced else "failed champion gate"
 
 
+def version_row(version_uri: str, metrics, *, is_latest: bool) -> ModelVersionRow:
+    """The row of one version folder from its metrics (a ModelMetrics)."""
+    comparison = metrics.champion_comparison
+    return ModelVersionRow(
+        model_version=storage.basename(version_uri),
+        test_accuracy=metrics.test_accuracy,
+        test_ece=metrics.test_ece,
+        architecture=(metrics.parameters or {}).get("model"),
+        trained_at=metrics.created_at,
+        verdict=verdict_of(metrics),
+        champion_version=comparison.champion_version if comparison else None,
+        is_latest=is_latest,
+        manifest_digest=metrics.data.manifest_digest if metrics.data else None,
+        model_uri=storage.absolute_uri(version_uri),
+    )
+
+
+def version_summary_line(version_uri: str, metrics) -> bytes:
+    """version.json: the version's row on one JSON line, without `is_latest` (LATEST decides that),
+    for readers of one-line JSON such as a BigQuery external table."""
+    row = dataclasses.asdict(version_row(version_uri, metrics, is_latest=False))
+    del row["is_latest"]
+    return (json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
 def list_versions(model_root: str) -> list[ModelVersionRow]:
     """Every evaluated version below the root, oldest first (version names sort by time)."""
     latest = registry.latest_version(model_root)
@@ -88,22 +114,7 @@ def list_versions(model_root: str) -> list[ModelVersionRow]:
         except InputError as error:  # one damaged folder never hides the others
             log.warning("%s", error)
             continue
-        version = storage.basename(version_uri)
-        comparison = metrics.champion_comparison
-        rows.append(
-            ModelVersionRow(
-                model_version=version,
-                test_accuracy=metrics.test_accuracy,
-                test_ece=metrics.test_ece,
-                architecture=(metrics.parameters or {}).get("model"),
-                trained_at=metrics.created_at,
-                verdict=verdict_of(metrics),
-                champion_version=comparison.champion_version if comparison else None,
-                is_latest=version == latest,
-                manifest_digest=metrics.data.manifest_digest if metrics.data else None,
-                model_uri=storage.absolute_uri(version_uri),
-            )
-        )
+        rows.append(version_row(version_uri, metrics, is_latest=storage.basename(version_uri) == latest))
     return sorted(rows, key=lambda row: row.model_version)
 
 

@@ -35,6 +35,7 @@ LABELS_FILE = "labels.json"  # class names, index = class id
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 RELIABILITY_FILE = "reliability.png"  # calibration: accuracy against confidence, before and after
 MODEL_CARD_FILE = "model_card.md"
+VERSION_SUMMARY_FILE = "version.json"  # the version's `model list` row on one JSON line (BigQuery's models view)
 HISTORY_NAME = "LATEST.history"  # one JSON line per change of LATEST, oldest first; only ever appended
 HISTORY_MAX_BYTES = 16 * 1024 * 1024  # ~80,000 changes
 PUBLISH_WAIT_S = 120.0  # how long a change of LATEST waits for another one in progress

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from components.constants import PROGRESS_LOG_FIELD, tool_version
-from components.contracts import registry
+from components.contracts import model_versions, registry
 from components.contracts.manifest import Manifest
 from components.contracts.model_metrics import ChampionComparison, ModelMetrics
 from components.contracts.parameters import flag_of, parameter
@@ -416,7 +416,9 @@ def write_artifacts(model, metrics: dict, local_dir: str, version_uri: str) -> N
         metrics["calibration"], os.path.join(local_dir, registry.RELIABILITY_FILE), title=metrics["model_version"]
     )
     model_artifacts.write_model_card(metrics, os.path.join(local_dir, registry.MODEL_CARD_FILE))
-    ModelMetrics.from_dict(metrics)  # what the readers parse: a document they could not read fails here, before upload
+    parsed = ModelMetrics.from_dict(metrics)  # what the readers parse: a document they could not read fails here, before upload
+    with open(os.path.join(local_dir, registry.VERSION_SUMMARY_FILE), "wb") as file:
+        file.write(model_versions.version_summary_line(version_uri, parsed))
     with open(os.path.join(local_dir, registry.METRICS_FILE), "w") as file:
         json.dump(metrics, file, indent=2)
     # metrics.json last: the registry treats a version folder without it as unevaluated.
