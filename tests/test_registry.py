@@ -193,10 +193,11 @@ def test_latest_on_gcs_changes_only_over_the_generation_read(gcs_bucket, monkeyp
     assert registry.latest_version(model_root) == v1
     assert _history(model_root) == [(None, v1, "promote"), (v1, v2, "promote"), (v2, v1, "rollback")]
 
-    stale = registry._read_latest_for_update(storage.join(model_root, registry.LATEST_NAME))[1]
+    latest_uri = storage.join(model_root, registry.LATEST_NAME)
+    stale = storage.read_snapshot(latest_uri, max_bytes=registry.POINTER_MAX_BYTES)
     registry.publish(model_root, v2, command="promote", reason="a rival")
-    with pytest.raises(RunConflict, match="changed by another writer"):
-        registry._write_latest(storage.join(model_root, registry.LATEST_NAME), v1, stale)
+    with pytest.raises(storage.StorageConflictError, match="replaced by another writer"):
+        storage.replace_if_unchanged(stale, f"{v1}\n".encode())  # what publish writes with: refused over a newer LATEST
     assert registry.latest_version(model_root) == v2
 
 

@@ -93,7 +93,8 @@ def publish(
         owner=secrets.token_hex(8),
         wait_s=PUBLISH_WAIT_S,
     ) as held:
-        current, generation = _read_latest_for_update(latest_uri)
+        seen = storage.read_snapshot(latest_uri, max_bytes=POINTER_MAX_BYTES)
+        current = _version_in(latest_uri, seen.data)
         if current == version:
             return None
         if expected_from is not ANY_VERSION and current != expected_from:
@@ -109,7 +110,10 @@ def publish(
             reason=reason,
         )
         held.confirm()  # still ours: a holder frozen past its lease changes nothing
-        _write_latest(latest_uri, version, generation)
+        try:  # over exactly what was read: the generation on GCS, compare-and-swap under an flock locally
+            storage.replace_if_unchanged(seen, f"{version}\n".encode())
+        except storage.StorageConflictError as error:
+            raise RunConflict(f"{error}; {version} not published") from None
         _append_history(storage.join(model_root, HISTORY_NAME), change)
     log.info("%s: %s -> %s (%s: %s)", latest_uri, current, version, command, reason)
     return change
@@ -131,34 +135,9 @@ def read_history(model_root: str) -> list[LatestChange]:
     return changes
 
 
-def _read_latest_for_update(latest_uri: str) -> tuple[str | None, object]:
-    """LATEST's version and what a conditional rewrite checks: the GCS generation (0: absent)."""
-    if not latest_uri.startswith(storage.GCS_SCHEME):
-        return (read_version_pointer(latest_uri) if storage.exists(latest_uri) else None), None
-    from google.api_core.exceptions import NotFound
-
-    blob = storage.gcs_blob(latest_uri)
-    try:
-        blob.reload(retry=storage.gcs_retry())
-    except NotFound:
-        return None, 0
-    generation = blob.generation
-    return read_version_pointer(latest_uri), generation
-
-
-def _write_latest(latest_uri: str, version: str, generation: object) -> None:
-    data = f"{version}\n".encode()
-    if not latest_uri.startswith(storage.GCS_SCHEME):
-        storage.write_bytes(latest_uri, data)  # atomic replace, under the lease
-        return
-    from google.api_core.exceptions import PreconditionFailed
-
-    try:
-        storage.gcs_blob(latest_uri).upload_from_string(
-            data, content_type="text/plain", if_generation_match=generation, retry=storage.gcs_retry()
-        )
-    except PreconditionFailed:
-        raise RunConflict(f"{latest_uri}: changed by another writer since it was read; {version} not published") from None
+def _version_in(uri: str, data: bytes | None) -> str | None:
+    """The version a pointer's bytes name (None: no pointer, or an empty one)."""
+    return None if data is None else parse_version_pointer(uri, data)
 
 
 def _append_history(history_uri: str, change: LatestChange) -> None:
@@ -170,21 +149,12 @@ def _append_history(history_uri: str, change: LatestChange) -> None:
             file.flush()
             os.fsync(file.fileno())
         return
-    from google.api_core.exceptions import NotFound, PreconditionFailed
-
-    # An object cannot grow in place: rewrite it with the line added, over the generation read.
-    blob = storage.gcs_blob(history_uri)
+    # An object cannot grow in place: rewrite it with the line added, over exactly what was read.
+    seen = storage.read_snapshot(history_uri, max_bytes=HISTORY_MAX_BYTES)
     try:
-        blob.reload(retry=storage.gcs_retry())
-        generation, earlier = blob.generation, storage.read_bytes(history_uri, max_bytes=HISTORY_MAX_BYTES)
-    except NotFound:
-        generation, earlier = 0, b""
-    try:
-        blob.upload_from_string(
-            earlier + line, content_type="application/x-ndjson", if_generation_match=generation, retry=storage.gcs_retry()
-        )
-    except PreconditionFailed:
-        raise RunConflict(f"{history_uri}: changed by another writer while {change.to_version} was published") from None
+        storage.replace_if_unchanged(seen, (seen.data or b"") + line)
+    except storage.StorageConflictError as error:
+        raise RunConflict(f"{error}; the change to {change.to_version} is not in the history") from None
 
 
 def latest_version(model_root: str) -> str | None:
@@ -202,7 +172,11 @@ def read_version_pointer(uri: str) -> str | None:
     link, a large file, bytes that are not UTF-8, a line that is no version name) is an
     InputError naming the file and the problem, never quoting its content.
     """
-    data = storage.read_bytes(uri, max_bytes=POINTER_MAX_BYTES)
+    return parse_version_pointer(uri, storage.read_bytes(uri, max_bytes=POINTER_MAX_BYTES))
+
+
+def parse_version_pointer(uri: str, data: bytes) -> str | None:
+    """The version a pointer's bytes name (read_version_pointer); `uri` names it in errors."""
     try:
         text = data.decode("utf-8", errors="strict").strip()
     except UnicodeDecodeError:
