@@ -43,6 +43,9 @@ class TaskOutputs:
             name: create_artifact_instance(entry["artifacts"][0]) for name, entry in self._outputs.get("artifacts", {}).items()
         }
 
+    def declares_parameter(self, name: str) -> bool:
+        return name in self._outputs.get("parameters", {})
+
     def set_parameter(self, name: str, value: str) -> None:
         storage.write_bytes(self._outputs["parameters"][name]["outputFile"], value.encode())
 
@@ -94,6 +97,8 @@ def collect_train(result: dict, *, outputs: TaskOutputs, manifest_digest: str) -
         scores.log_metric(f"f1 {name}", per_class["f1"])
     outputs.artifacts["confusion_matrix"].log_confusion_matrix(list(CLASS_NAMES), metrics.confusion_matrix)
     storage.download_file(storage.join(version_uri, registry.MODEL_CARD_FILE), outputs.artifacts["model_card"].path)
+    if outputs.declares_parameter("model_version"):  # what a later step (the registry upload) names
+        outputs.set_parameter("model_version", result["model_version"])
     return {"model_version": result["model_version"], "test_accuracy": metrics.test_accuracy}
 
 
@@ -108,11 +113,17 @@ def collect_score(result: dict, *, outputs: TaskOutputs) -> dict:
         errors_uri=tables["errors"],
         summary_uri=tables["summary"],
         table_schema_version=TABLE_SCHEMA_VERSION,
+        model_version=result["model_version"],  # the tables' lineage to the model that scored them
     )
     counts = outputs.artifacts["summary"]
     for name, value in numbers({key: value for key, value in result.items() if key != "tables"}).items():
         counts.log_metric(name, value)
     return {"summary_uri": tables["summary"]}
+
+
+def collect_result(result: dict, *, outputs: TaskOutputs) -> dict:
+    """A step whose result has no KFP outputs (`fmnist model register`): it stays in the task log."""
+    return result
 
 
 def collect_parameters(result: dict, *, outputs: TaskOutputs) -> dict:
@@ -144,6 +155,8 @@ COLLECTORS = {
     "score": collect_score,
     "run-context": collect_parameters,
     "record-failure": collect_nothing,
+    "resolve-model": collect_parameters,
+    "register-model": collect_result,
 }
 
 

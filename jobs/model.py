@@ -3,6 +3,7 @@
 fmnist model list --model-root runs/local/models
 fmnist model promote --model-root runs/local/models 20261129T043000Z-1a2b3c4d --reason "hotfix"
 fmnist model rollback --model-root gs://bucket/models
+fmnist model resolve --model-root gs://bucket/models      # the published version as JSON (pipelines import it)
 fmnist model register --target vertex --model-root gs://bucket/models --project p --region europe-west4 --dry-run
 """
 
@@ -34,6 +35,7 @@ COMMANDS = {
     "promote": (model_versions.PromoteParameters, model_versions.promote),
     "rollback": (model_versions.RollbackParameters, model_versions.rollback),
     "register": (RegisterParameters, register_model),
+    "resolve": (model_versions.ResolveParameters, model_versions.resolve_latest),
 }
 
 

@@ -16,7 +16,9 @@ TRAIN_ARTIFACTS = {
     "confusion_matrix": "system.ClassificationMetrics",
     "model_card": "system.Markdown",
 }
-_PLACEHOLDER = re.compile(r"\{\{\$\.(inputs|outputs)\.(parameters|artifacts)\['([a-z_]+)'\](\.path|\.output_file)?\}\}")
+# The output parameters of the resolve-model task (the run's model version and what the importer records).
+RESOLVED_MODEL = ("model_version", "model_uri", "test_accuracy", "test_ece", "manifest_digest")
+_PLACEHOLDER = re.compile(r"\{\{\$\.(inputs|outputs)\.(parameters|artifacts)\['([a-z_]+)'\](\.path|\.output_file|\.uri)?\}\}")
 
 
 def load_spec(name: str) -> dict:

@@ -22,7 +22,7 @@ import pytest
 
 from components.cloud import pipelines
 from jobs.kfp_outputs import numbers
-from tests.kfp_spec import TRAIN_ARTIFACTS, executor_input, executor_output, render
+from tests.kfp_spec import RESOLVED_MODEL, TRAIN_ARTIFACTS, executor_input, executor_output, render
 from tests.kfp_spec import container as task_container
 
 IMAGE = os.environ.get("FMNIST_IMAGE", "localhost/fmnist-jobs:dev")
@@ -96,10 +96,15 @@ def task_values(out: str, image: str, manifest_digest: str = "") -> dict[str, di
             "run_id_template": RUN_ID,
             "$": executor_input(f"{out}/run-context", {}, ("date", "shards", "run_id")),
         },
+        "resolve-model": {
+            "image": image,
+            "model_root": f"{out}/models",
+            "$": executor_input(f"{out}/resolve-model", {}, RESOLVED_MODEL),
+        },
         "score": {
             "image": image,
             "shards": f"{out}/shards/test-*.tfrecord",
-            "model_root": f"{out}/models",
+            "model": f"{out}/models",  # the Model artifact's URI (a version folder in a run; a root scores LATEST)
             "output": f"{out}/tables",
             "run_id": RUN_ID,
             "run_date": RUN_DATE,

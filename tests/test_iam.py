@@ -29,7 +29,7 @@ import pytest
 from components.constants import DEFAULT_SOURCE
 from tests.cli_runs import run_cli
 from tests.iam_proxy import PermissionProxy
-from tests.kfp_spec import REPO, TRAIN_ARTIFACTS, container, executor_input, render
+from tests.kfp_spec import REPO, RESOLVED_MODEL, TRAIN_ARTIFACTS, container, executor_input, render
 
 TERRAFORM = os.path.join(REPO, "infra", "terraform")
 IMAGE = "europe-west4-docker.pkg.dev/p/fmnist/jobs@sha256:" + "a" * 64
@@ -220,11 +220,15 @@ def test_the_pipelines_tasks_need_no_permission_beyond_iam_tf(cloud_project, gcs
         ),
         (
             "scoring",
+            "resolve-model",
+            {"image": IMAGE, "model_root": f"{models}/models", "$": executor_input(f"{out}/resolve", {}, RESOLVED_MODEL)},
+        ),
+        (
+            "scoring",
             "score",
             {
                 "image": IMAGE,
                 "shards": f"{data}/incoming/{RUN_DATE}/*.tfrecord",
-                "model_root": f"{models}/models",
                 "output": tables,
                 "run_id": f"scheduled-{RUN_DATE}",
                 "run_date": RUN_DATE,
@@ -247,6 +251,7 @@ def test_the_pipelines_tasks_need_no_permission_beyond_iam_tf(cloud_project, gcs
             if task == "train":
                 values["manifest_digest"] = open(f"{out}/prepare/parameters/manifest_digest").read()
             if task == "score":  # the day's shards arrive in the data bucket
+                values["model"] = open(f"{out}/resolve/parameters/model_uri").read()  # the importer's artifact URI
                 for path in sorted(glob.glob(f"{out}/shards/test-*.tfrecord"))[:1]:
                     storage.upload_file(path, f"{data}/incoming/{RUN_DATE}/{os.path.basename(path)}")
                 # The check can fail: with read-only rights on the tables (the grant this test

@@ -131,6 +131,7 @@ def test_score_task_publishes_the_run_summary_its_result_names(tmp_path, capfd):
     outputs = executor_output(task)
     assert outputs["summary"]["metadata"] == {"counts.read": 10, "counts.scored": 9, "counts.failed": 1}
     assert outputs["predictions"]["metadata"]["predictions_uri"] == str(partition)
+    assert outputs["predictions"]["metadata"]["model_version"] == "v1"  # lineage of the tables artifact
     assert json.loads((task / "predictions").read_text()) == summary
     assert capfd.readouterr().out.startswith("a log line\n")  # the step's output reaches the task log
 

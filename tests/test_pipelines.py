@@ -1,12 +1,15 @@
 """The compiled KFP specs: committed = fresh compile, and each task runs the smoke test's command line."""
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from jobs import kfp_outputs
 from tests.cli_runs import EXAMPLE_DEPLOYMENT, run_cli
-from tests.kfp_spec import IMAGE, SPECS, TRAIN_ARTIFACTS, container, load_spec, render, tasks
+from tests.kfp_spec import IMAGE, REPO, SPECS, TRAIN_ARTIFACTS, container, executor_input, load_spec, render, tasks
 from tests.test_container import smoke_commands, task_values
 
 # The Dataflow job's own Beam options: optional inputs of the scoring pipeline and its score task.
@@ -32,7 +35,14 @@ def test_each_task_runs_the_smoke_test_command_line(pipeline, task, step):
 
 
 @pytest.mark.parametrize(
-    "pipeline, task", [("training", "prepare"), ("training", "train"), ("scoring", "run-context"), ("scoring", "score")]
+    "pipeline, task",
+    [
+        ("training", "prepare"),
+        ("training", "train"),
+        ("scoring", "run-context"),
+        ("scoring", "resolve-model"),
+        ("scoring", "score"),
+    ],
 )
 def test_the_adapter_accepts_each_task_command(pipeline, task):
     spec, values = container(pipeline, task), task_values("/out", IMAGE, manifest_digest="d1")[task]
@@ -46,12 +56,16 @@ def test_every_task_runs_the_pinned_image_through_the_adapter(name):
     spec = load_spec(name)
     executors = spec["deploymentSpec"]["executors"]
     for executor in executors.values():
+        if "importer" in executor:  # KFP's own importer: no container of ours
+            continue
         container = executor["container"]
         assert container["image"] == "{{$.inputs.parameters['pipelinechannel--image']}}"
         assert container["command"][:5] == ["python", "-m", "jobs.kfp_outputs", "--executor-input", "{{$}}"]
         # The digest is an input of every task: the task runs exactly the released code.
         assert "--image" in container["command"]
     for task in tasks(name).values():
+        if task["componentRef"]["name"].startswith(("comp-importer", "comp-condition")):
+            continue  # KFP's importer runs no container; a condition's tasks run the executors checked above
         image = task["inputs"]["parameters"]["image"]
         assert image in ({"componentInputParameter": "image"}, {"componentInputParameter": "pipelinechannel--image"})
 
@@ -68,6 +82,64 @@ def test_no_task_is_cached_because_the_pipeline_roots_artifacts_expire():
     scoring = tasks("scoring")
     assert scoring["score"]["cachingOptions"] == {}
     assert scoring["run-context"]["cachingOptions"] == {}
+
+
+def test_the_score_task_consumes_the_runs_model_version_as_a_model_artifact():
+    spec = load_spec("scoring")
+    inputs = spec["components"]["comp-score"]["inputDefinitions"]["artifacts"]
+    assert inputs["model"]["artifactType"]["schemaTitle"] == "system.Model"
+    args = container("scoring", "score")["args"]
+    assert args[args.index("--model") + 1] == "{{$.inputs.artifacts['model'].uri}}"
+    scoring = tasks("scoring")
+    assert scoring["score"]["inputs"]["artifacts"]["model"] == {
+        "taskOutputArtifact": {"outputArtifactKey": "artifact", "producerTask": "importer"}
+    }
+    importer = spec["deploymentSpec"]["executors"]["exec-importer"]["importer"]
+    assert importer["typeSchema"]["schemaTitle"] == "system.Model" and importer["artifactUri"] == {"runtimeParameter": "uri"}
+    assert scoring["importer"]["inputs"]["parameters"]["uri"] == {
+        "taskOutputParameter": {"outputParameterKey": "model_uri", "producerTask": "resolve-model"}
+    }
+    recorded = {json.dumps(value) for value in importer["metadata"].values()}
+    assert len(recorded) == 4  # model_version, test_accuracy, test_ece, manifest_digest: each from resolve-model
+    assert set(importer["metadata"]) == {"model_version", "test_accuracy", "test_ece", "manifest_digest"}
+    # Resolved once per run, never from a cache: the run then uses exactly that version.
+    assert scoring["resolve-model"]["cachingOptions"] == {}
+    assert container("scoring", "resolve-model")["args"] == [
+        "fmnist",
+        "model",
+        "resolve",
+        "--model-root",
+        "{{$.inputs.parameters['model_root']}}",
+    ]
+
+
+def test_the_training_pipeline_registers_the_published_version_when_asked(tmp_path):
+    spec = load_spec("training")
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["register_in_vertex"] == {"defaultValue": False, "isOptional": True, "parameterType": "BOOLEAN"}
+    [condition] = [task for task in tasks("training").values() if task["componentRef"]["name"].startswith("comp-condition")]
+    assert "register_in_vertex" in condition["triggerPolicy"]["condition"]
+    register = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]["register-model"]
+    assert register["inputs"]["parameters"]["model_version"] == {
+        "componentInputParameter": "pipelinechannel--train-model_version"
+    }
+
+    # Its command line, resolved and run through the adapter with --dry-run, prints the uploadModel request.
+    from tests.test_registry import make_version
+
+    model_root = str(tmp_path / "models")
+    version = make_version(model_root, "20261201T100000Z-0000000a")
+    values = {"image": IMAGE, "model_root": model_root, "model_version": version, "project": "p", "region": "europe-west4",
+              "$": executor_input(str(tmp_path / "task"), {})}  # fmt: skip
+    spec_container = container("training", "register-model")
+    line = render(spec_container["command"], values) + render(spec_container["args"], values) + ["--dry-run"]
+    line = [item for arg in line for item in ([sys.executable, "-m", "jobs.cli"] if arg == "fmnist" else [arg])]
+    line[0] = sys.executable
+    done = subprocess.run(line, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    request = json.loads(done.stdout.strip().splitlines()[-1])["request"]
+    assert request["model"]["artifactUri"] == f"{model_root}/{version}/saved_model"
+    assert request["parentModel"] == "projects/p/locations/europe-west4/models/fmnist-classifier"
 
 
 def test_the_scheduled_date_flows_into_run_date():
@@ -126,6 +198,8 @@ def test_compile_takes_another_pipeline_root_and_refuses_a_local_one(tmp_path):
 def test_every_task_requests_and_is_limited_to_its_cpu_and_memory():
     for name in ("training", "scoring"):
         for executor in load_spec(name)["deploymentSpec"]["executors"].values():
+            if "importer" in executor:
+                continue
             resources = executor["container"]["resources"]
             assert resources["cpuRequest"] == resources["cpuLimit"] > 0
             assert resources["memoryRequest"] == resources["memoryLimit"] > 0

@@ -183,6 +183,19 @@ def train_command(*, data, model_root, flags: Sequence = ()) -> list:
     return ["fmnist", "train", "--data", data, "--model-root", model_root, *flags]
 
 
+def resolve_model_command(*, model_root) -> list:
+    """`fmnist model resolve`: the version LATEST names now, as JSON (the run's Model artifact)."""
+    return ["fmnist", "model", "resolve", "--model-root", model_root]
+
+
+def register_model_command(*, model_root, version, project, region) -> list:
+    """`fmnist model register --target vertex`: the version as a version of the Vertex AI registry Model."""
+    return [
+        "fmnist", "model", "register", "--target", "vertex", "--model-root", model_root, version,
+        "--project", project, "--region", region,
+    ]  # fmt: skip
+
+
 def score_command(*, shards, model, output, run_id, run_date, gcp_resources, flags: Sequence = ()) -> list:
     """`fmnist score`: shards (a glob) -> prediction and error tables of one run, the launched job in
     `gcp_resources`; `flags` may add Beam options."""
@@ -248,13 +261,44 @@ def train(
     metrics: Output[Metrics],
     confusion_matrix: Output[ClassificationMetrics],
     model_card: Output[Markdown],
+    model_version: dsl.OutputPath(str),
     inputs: dict,
 ):
-    """Fits and evaluates a model; only one that passes the gate is published under model_root."""
+    """Fits and evaluates a model; only one that passes the gates (absolute, and against the
+    published champion) is published under model_root."""
     return dsl.ContainerSpec(
         image=IMAGE_INPUT_DEFAULT,
         command=[*ADAPTER, "train", "--image", image, "--manifest-digest", manifest_digest, "--"],
         args=train_command(data=dataset.path, model_root=model_root, flags=if_present_flags(inputs)),
+    )
+
+
+@dsl.container_component
+def resolve_model(
+    image: str,
+    model_root: str,
+    model_version: dsl.OutputPath(str),
+    model_uri: dsl.OutputPath(str),
+    test_accuracy: dsl.OutputPath(str),
+    test_ece: dsl.OutputPath(str),
+    manifest_digest: dsl.OutputPath(str),
+):
+    """The version LATEST names at the start of the run, with its URI and figures: resolved once,
+    so the whole run uses exactly this version even if LATEST moves while it runs."""
+    return dsl.ContainerSpec(
+        image=IMAGE_INPUT_DEFAULT,
+        command=[*ADAPTER, "resolve-model", "--image", image, "--"],
+        args=resolve_model_command(model_root=model_root),
+    )
+
+
+@dsl.container_component
+def register_model(image: str, model_root: str, model_version: str, project: str, region: str):
+    """Uploads the published version to the Vertex AI Model Registry (a version of one registry Model)."""
+    return dsl.ContainerSpec(
+        image=IMAGE_INPUT_DEFAULT,
+        command=[*ADAPTER, "register-model", "--image", image, "--"],
+        args=register_model_command(model_root=model_root, version=model_version, project=project, region=region),
     )
 
 
@@ -280,7 +324,7 @@ def run_context(
 def score(
     image: str,
     shards: str,
-    model_root: str,
+    model: Input[Model],
     output: str,
     run_id: str,
     run_date: str,
@@ -289,15 +333,16 @@ def score(
     gcp_resources: dsl.OutputPath(str),
     inputs: dict,
 ):
-    """Scores one date's shards with the published model into the partitioned tables (on Dataflow,
-    whose job `gcp_resources` names: the UI links it and cancelling the run cancels it)."""
+    """Scores one date's shards with the run's model version (the Model artifact: lineage from the
+    tables to the model) into the partitioned tables (on Dataflow, whose job `gcp_resources` names:
+    the UI links it and cancelling the run cancels it)."""
     return dsl.ContainerSpec(
         image=IMAGE_INPUT_DEFAULT,
         # A failed score leaves its exit code and last error line for the exit handler's record.
         command=[*ADAPTER, "score", "--image", image, "--failure-scores", output, "--failure-run-id", run_id, "--"],
         args=score_command(
             shards=shards,
-            model=model_root,
+            model=model.uri,
             output=output,
             run_id=run_id,
             run_date=run_date,
@@ -352,14 +397,22 @@ def configure_task(
 
 @dsl.pipeline(name="fmnist-training", description="prepare -> train, evaluate, gate, publish: on one image pinned by digest")
 @with_inputs([*tuning_inputs(PrepareParameters), *tuning_inputs(TrainParameters)])
-def training_pipeline(image: str, model_root: str, inputs: dict):
-    """Shards from the raw data set, then a model version that scoring uses once it passes the gate."""
+def training_pipeline(
+    image: str,
+    model_root: str,
+    inputs: dict,
+    register_in_vertex: bool = False,
+    vertex_project: str = "",
+    vertex_region: str = "",
+):
+    """Shards from the raw data set, then a model version that scoring uses once it passes the gates;
+    with `register_in_vertex`, the published version also goes to the Vertex AI Model Registry."""
     exit_task = configure_task(report_failure(image=image), image, cpu="500m", memory="512M")
     with dsl.ExitHandler(exit_task, name="on-exit-report-failure"):
         # prepare encodes PNGs on every core; train holds the 60,000 training images in memory.
         # Neither is cached: prepare's shards live in the pipeline root, which its lifecycle rule empties.
         prepared = configure_task(prepare(image=image, **inputs_of(PrepareParameters, inputs)), image, cpu="4", memory="8G")
-        configure_task(
+        trained = configure_task(
             train(
                 image=image,
                 dataset=prepared.outputs["dataset"],
@@ -372,6 +425,20 @@ def training_pipeline(image: str, model_root: str, inputs: dict):
             memory="8G",
             display_name="train-gate-publish",
         )
+        with dsl.If(register_in_vertex == True, name="register-in-vertex"):  # noqa: E712 (a KFP condition, not a Python test)
+            configure_task(
+                register_model(
+                    image=image,
+                    model_root=model_root,
+                    model_version=trained.outputs["model_version"],
+                    project=vertex_project,
+                    region=vertex_region,
+                ),
+                image,
+                cpu="500m",
+                memory="1G",
+                cached=False,  # the registry lives outside KFP
+            )
 
 
 def _scoring_tasks(image: str, model_root: str, output: str, inputs: dict, context_inputs: dict, scheduled_time) -> None:
@@ -384,11 +451,31 @@ def _scoring_tasks(image: str, model_root: str, output: str, inputs: dict, conte
         # Its input is a placeholder KFP resolves per run: a cache hit could reuse another day's date.
         cached=False,
     )
+    resolved = configure_task(
+        resolve_model(image=image, model_root=model_root),
+        image,
+        cpu="500m",
+        memory="512M",
+        cached=False,  # LATEST moves between runs
+    )
+    # The version as a Model artifact: Vertex AI shows the lineage prediction tables <- model <- data set.
+    model = dsl.importer(
+        artifact_uri=resolved.outputs["model_uri"],
+        artifact_class=Model,
+        reimport=False,
+        metadata={
+            "model_version": resolved.outputs["model_version"],
+            "test_accuracy": resolved.outputs["test_accuracy"],
+            "test_ece": resolved.outputs["test_ece"],
+            "manifest_digest": resolved.outputs["manifest_digest"],
+        },
+    )
+    model.set_display_name("model")
     configure_task(
         score(
             image=image,
             shards=context.outputs["shards"],
-            model_root=model_root,
+            model=model.output,
             output=output,
             run_id=context.outputs["run_id"],
             run_date=context.outputs["date"],

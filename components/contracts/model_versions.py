@@ -52,6 +52,13 @@ class RollbackParameters:
     reason: str = parameter("rolled back by hand", help="why, for LATEST's history")
 
 
+@dataclasses.dataclass(frozen=True)
+class ResolveParameters:
+    """`fmnist model resolve`: the version LATEST names now, with its URI and figures (once per pipeline run)."""
+
+    model_root: str = parameter(help=_MODEL_ROOT_HELP, location=True)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelVersionRow:
     """One version as `model list` and the `models` view show it."""
@@ -116,6 +123,20 @@ def list_versions(model_root: str) -> list[ModelVersionRow]:
             continue
         rows.append(version_row(version_uri, metrics, is_latest=storage.basename(version_uri) == latest))
     return sorted(rows, key=lambda row: row.model_version)
+
+
+def resolve_latest(*, model_root: str) -> dict:
+    """The published version's row as a JSON result: what a pipeline imports as its Model artifact,
+    so that the whole run uses exactly this version even if LATEST moves meanwhile."""
+    ref = registry.resolve(model_root)  # gates passed, model.keras is the file metrics.json evaluated
+    row = version_row(ref.uri, registry.read_metrics(ref.uri), is_latest=True)
+    return {
+        "model_version": row.model_version,
+        "model_uri": ref.uri,  # as the root was given (gs:// or a path): what `fmnist score --model` takes
+        "test_accuracy": row.test_accuracy,
+        "test_ece": row.test_ece,
+        "manifest_digest": row.manifest_digest,
+    }
 
 
 def promote(*, model_root: str, version: str, reason: str = PromoteParameters.reason) -> dict:
