@@ -8,26 +8,35 @@ fmnist model register --target vertex --model-root gs://bucket/models --project 
 """
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 
-import pyarrow as pa
-
-from components.analysts.tables import format_table
 from components.cloud.vertex_models import RegisterParameters, register_model
 from components.contracts import model_versions, registry
 from jobs.entrypoint import EXIT_BAD_INPUT, new_parser, run
 
 
 def list_and_show(*, model_root: str) -> None:
-    """Prints the versions as a table, then LATEST's history, oldest first."""
-    rows = [dataclasses.asdict(row) for row in model_versions.list_versions(model_root)]
-    print(format_table(pa.Table.from_pylist(rows)) if rows else f"{model_root}: no model versions")
+    """Prints the versions, oldest first (`*` marks the one LATEST names), then LATEST's history.
+
+    The same rows with every column: `fmnist query "SELECT * FROM models" --models ROOT ...`.
+    """
+    rows = model_versions.list_versions(model_root)
+    print(f"{'':1} {'model_version':<26} {'accuracy':>8} {'ECE':>7} {'architecture':<12} {'trained_at':<25} verdict")
+    for row in rows:
+        print(
+            f"{'*' if row.is_latest else ' '} {row.model_version:<26} {_figure(row.test_accuracy):>8} "
+            f"{_figure(row.test_ece):>7} {row.architecture or '-':<12} {row.trained_at or '-':<25} {row.verdict}"
+            + (f" (against {row.champion_version})" if row.champion_version else "")
+        )
     history = registry.read_history(model_root)
-    print(f"\nLATEST history ({registry.HISTORY_NAME}):" if history else "\nLATEST history: none")
+    print(f"\n{registry.HISTORY_NAME}:" if history else f"\n{registry.HISTORY_NAME}: no changes recorded")
     for change in history:
         print(f"{change.at}  {change.from_version or '-'} -> {change.to_version}  {change.command}: {change.reason}")
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 COMMANDS = {
