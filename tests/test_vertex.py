@@ -322,6 +322,9 @@ def test_another_projects_deployment_gives_requests_naming_only_that_project(tmp
     assert values["project"] == "beta-ml" and values["output"] == "gs://beta-ml-tables"
 
 
+MODEL_PARENT = "/v1/projects/fmnist-prod/locations/europe-west4"
+
+
 class FakeModelRegistryApi(RecordingServer):
     """Answers ModelService's getModel (404 until the first upload) and uploadModel (a finished operation)."""
 
@@ -378,7 +381,7 @@ def test_a_model_version_becomes_a_version_of_one_registry_model(tmp_path, gcs_b
         versioned = register_model(**common, model_root=model_root, **client)  # LATEST's version
 
     calls = [(method, urllib.parse.urlsplit(path).path) for method, path, _ in api.requests]
-    assert calls == [("GET", f"{PARENT}/models/fmnist-classifier"), ("POST", f"{PARENT}/models:upload")] * 2
+    assert calls == [("GET", f"{MODEL_PARENT}/models/fmnist-classifier"), ("POST", f"{MODEL_PARENT}/models:upload")] * 2
     _, create, _, upload = [body for _, _, body in api.requests]
     assert create["modelId"] == "fmnist-classifier" and "parentModel" not in create
     assert upload["parentModel"] == "projects/fmnist-prod/locations/europe-west4/models/fmnist-classifier"

@@ -17,6 +17,7 @@ resource "google_bigquery_table" "model_versions_files" {
   table_id            = "model_versions_files"
   description         = "Every model version's version.json (one line each); use the models view."
   deletion_protection = true
+  depends_on          = [google_project_service.apis]
   schema = jsonencode([
     { name = "model_version", type = "STRING", mode = "NULLABLE" },
     { name = "test_accuracy", type = "FLOAT", mode = "NULLABLE" },
@@ -44,6 +45,7 @@ resource "google_bigquery_table" "model_latest_files" {
   table_id            = "model_latest_files"
   description         = "The LATEST pointer of the model registry (one line); use the models view."
   deletion_protection = true
+  depends_on          = [google_project_service.apis]
   schema              = jsonencode([{ name = "model_version", type = "STRING", mode = "NULLABLE" }])
 
   external_data_configuration {
@@ -62,6 +64,7 @@ resource "google_bigquery_table" "models" {
   table_id            = "models"
   description         = "One row per model version: accuracy, ECE, architecture, trained at, gate verdict, is_latest."
   deletion_protection = true
+  depends_on          = [google_project_service.apis]
   view {
     use_legacy_sql = false
     query          = <<-SQL
@@ -80,4 +83,6 @@ resource "google_storage_bucket_iam_member" "analysts_read_models" {
   bucket   = google_storage_bucket.models.name
   role     = "roles/storage.objectViewer"
   member   = each.value
+
+  depends_on = [google_project_service.apis]
 }
