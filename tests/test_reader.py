@@ -11,7 +11,7 @@ import pytest
 
 from components.analysts import read
 from components.analysts.reader import view_schema
-from components.analysts.tables import VIEWS, query
+from components.analysts.tables import MODELS_VIEW, VIEWS, query
 from components.contracts.schema import partition_uri, run_summary_uri
 from components.errors import InputError
 from components.io import storage
@@ -45,7 +45,9 @@ def sorted_rows(table) -> list[dict]:
     return sorted(table.to_pylist(), key=lambda row: tuple(str(value) for value in row.values()))
 
 
-@pytest.mark.parametrize("view", VIEWS)
+# The fixture's runs name no model root that exists: the models view (one table for both, built
+# by tables.models_table) has its rows checked in tests/test_registry.py.
+@pytest.mark.parametrize("view", [view for view in VIEWS if view != MODELS_VIEW])
 def test_every_view_returns_the_rows_and_columns_of_its_sql(history, view):
     sql = query(sql=f"SELECT * FROM {view}", scores=history)
     ours = read(history, view)

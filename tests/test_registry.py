@@ -220,6 +220,10 @@ def test_the_models_view_lists_every_version_of_the_roots_the_runs_scored_with(s
     named = query(sql=sql, scores=scored_output[1], models=model_root).to_pylist()
 
     assert derived == named
+    from components.analysts import read
+
+    columns = ["model_version", "test_accuracy", "verdict", "is_latest"]
+    assert sorted(read(scores, "models", columns=columns).to_pylist(), key=lambda row: row["model_version"]) == derived
     assert [row["model_version"] for row in derived] == sorted(versions.values())
     assert [row["model_version"] for row in derived if row["is_latest"]] == [versions["v1"]]
     assert {row["verdict"] for row in derived} == {"passed", "failed quality gate", "failed champion gate"}

@@ -26,11 +26,15 @@ import pyarrow.parquet as pq
 
 from components.analysts.tables import (
     CURRENT_PREDICTIONS_VIEW,
+    MODELS_SCHEMA,
+    MODELS_VIEW,
     RUNS_VIEW,
     VIEWS,
     _first_line,
     complete_run_summaries,
     current_summaries,
+    model_roots_of,
+    models_table,
     parts_dataset,
     runs_table,
 )
@@ -46,6 +50,8 @@ def view_schema(view: str) -> pa.Schema:
     """The columns of a view, in the order `SELECT *` gives them."""
     if view == RUNS_VIEW:
         return runs_table([]).schema
+    if view == MODELS_VIEW:
+        return MODELS_SCHEMA
     if view == ERRORS_TABLE:
         return pa.schema(list(ERROR_SCHEMA) + list(PARTITION_SCHEMA))
     fields = []
@@ -57,8 +63,10 @@ def view_schema(view: str) -> pa.Schema:
 
 
 def read(scores: str, view: str, where: Where = None, columns: Sequence[str] | None = None) -> pa.Table:
-    """The rows of one view (`predictions`, `predictions_current`, `errors`, `runs`) below a
-    scoring output root (local or gs://), optionally filtered and narrowed to some columns."""
+    """The rows of one view (`predictions`, `predictions_current`, `errors`, `runs`, `models`) below
+    a scoring output root (local or gs://), optionally filtered and narrowed to some columns. The
+    `models` view lists the versions of the model roots the runs scored with, as `fmnist query` does
+    without --models."""
     if view not in VIEWS:
         raise InputError(f"view {view!r}: unknown; use one of {', '.join(VIEWS)}")
     schema = view_schema(view)
@@ -68,8 +76,8 @@ def read(scores: str, view: str, where: Where = None, columns: Sequence[str] | N
         raise InputError(f"columns {unknown}: not columns of {view}; it has {', '.join(schema.names)}")
     expression = _expression(where)
     summaries = complete_run_summaries(scores)
-    if view == RUNS_VIEW:
-        table = runs_table(summaries)
+    if view in (RUNS_VIEW, MODELS_VIEW):
+        table = runs_table(summaries) if view == RUNS_VIEW else models_table(model_roots_of(summaries))
         return (table if expression is None else table.filter(expression)).select(wanted)
     if view == CURRENT_PREDICTIONS_VIEW:
         summaries = current_summaries(summaries)

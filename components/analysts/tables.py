@@ -269,7 +269,7 @@ def open_tables(*, scores: str, model_roots: list[str] | None = None) -> duckdb.
         )
         connection.register(f"_{RUNS_VIEW}", runs_table(summaries))
         if model_roots is not None:
-            connection.register(f"_{MODELS_VIEW}", _models_table(model_roots or _model_roots_of(summaries)))
+            connection.register(f"_{MODELS_VIEW}", models_table(model_roots or model_roots_of(summaries)))
             connection.execute(f"CREATE VIEW {MODELS_VIEW} AS SELECT * FROM _{MODELS_VIEW}")
         class_names = ", ".join("'" + name.replace("'", "''") + "'" for name in CLASS_NAMES)
         columns = []
@@ -360,13 +360,13 @@ def runs_table(summaries: list[RunSummary]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
 
 
-def _model_roots_of(summaries: list[RunSummary]) -> list[str]:
+def model_roots_of(summaries: list[RunSummary]) -> list[str]:
     """The model roots that runs scored with: the folder above each summary's model version."""
     roots = {storage.dirname(storage.from_absolute_uri(summary.model_uri)) for summary in summaries if summary.model_uri}
     return sorted(roots)
 
 
-def _models_table(model_roots: list[str]) -> pa.Table:
+def models_table(model_roots: list[str]) -> pa.Table:
     rows = []
     for root in model_roots:
         try:
