@@ -57,6 +57,7 @@ def score_values(**optional) -> dict:
         "image": IMAGE,
         "shards": "gs://d/incoming/*.tfrecord",
         "model_root": "gs://m/models",
+        "model": "gs://m/models/20261128T030000Z-0123abcd",  # the version the run resolved LATEST to
         "output": "gs://t",
         "run_id": "r",
         "run_date": "2026-11-29",
