@@ -45,7 +45,6 @@ from components.contracts.summary import MAX_SUMMARY_BYTES, RunCounts, RunInputs
 from components.errors import InputError, RunConflict
 from components.io import storage
 from components.io.lease import hold_lease, lease_uri
-from components.io.parquet_parts import part_rows
 from components.score.run import next_publication, publish_point, remove_unreachable_parts
 
 log = logging.getLogger(__name__)
@@ -106,8 +105,8 @@ def migrate_run(scores: str, document: dict, summary_uri: str) -> str:
         if V1_SCHEMA_VERSION.encode() not in (baseline.data or b""):
             raise RunConflict(f"{summary_uri}: migrated by another attempt meanwhile")
         old_parts = {table: _v1_parts(partition_uri(scores, table, run_date, run_id)) for table in _SCHEMAS}
-        for table, uris in old_parts.items():
-            rows = sum(part_rows(uri) for uri in uris)
+        for table, rows_of_part in old_parts.items():
+            rows = sum(rows_of_part.values())
             if rows != expected[table]:
                 raise Unmapped(
                     f"its {table} parts below {partition_uri(scores, table, run_date, run_id)} hold {rows} rows, "
@@ -164,16 +163,17 @@ def migrate_run(scores: str, document: dict, summary_uri: str) -> str:
     return run_id
 
 
-def _v1_parts(folder: str) -> list[str]:
-    """The parts a v1 writer left in a partition folder: Parquet files with the run_id column
-    (not the v2 parts of an interrupted earlier migration)."""
-    parts = []
+def _v1_parts(folder: str) -> dict[str, int]:
+    """The parts a v1 writer left in a partition folder, with their row counts: Parquet files with
+    the run_id column (not the v2 parts of an interrupted earlier migration); footers only."""
+    parts = {}
     for uri in storage.glob(storage.join(folder, "*.parquet")):
         if storage.basename(uri).startswith((".", "_")):
             continue
         with storage.open_read(uri) as stream:
-            if "run_id" in pq.ParquetFile(stream).schema_arrow.names:  # the footer only
-                parts.append(uri)
+            footer = pq.ParquetFile(stream)
+            if "run_id" in footer.schema_arrow.names:
+                parts[uri] = footer.metadata.num_rows
     return parts
 
 

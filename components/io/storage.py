@@ -270,16 +270,12 @@ def _open_no_follow(path: str, flags: int) -> int:
 
 
 def _read_gcs(uri: str, max_bytes: int | None) -> bytes:
-    blob = _blob(uri)
     if max_bytes is None:
-        return blob.download_as_bytes(retry=_retry())
-    # The size first (a ranged read of an empty object is refused), then exactly that generation.
-    blob.reload(retry=_retry())
-    if blob.size > max_bytes:
-        raise _too_large(uri, max_bytes)  # never downloaded
-    if not blob.size:  # the emulator answers an empty download with a malformed Content-Range
-        return b""
-    return _download_generation(uri, blob.generation)
+        return _blob(uri).download_as_bytes(retry=_retry())
+    data = read_snapshot(uri, max_bytes=max_bytes).data  # the size first: an oversized object is never downloaded
+    if data is None:
+        raise _missing(uri)
+    return data
 
 
 def _download_generation(uri: str, generation: int) -> bytes:
@@ -451,8 +447,8 @@ def read_snapshot(uri: str, *, max_bytes: int) -> Snapshot:
             _require_bucket(uri)
             return Snapshot(uri, None, 0)
         if blob.size > max_bytes:
-            raise _too_large(uri, max_bytes)
-        if not blob.size:
+            raise _too_large(uri, max_bytes)  # never downloaded
+        if not blob.size:  # the emulator answers an empty download with a malformed Content-Range
             return Snapshot(uri, b"", blob.generation)
         try:
             data = _download_generation(uri, blob.generation)
