@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.analysts.tables import scores_root
+from components.contracts import run_index
 from components.contracts.schema import (
     ERROR_SCHEMA,
     ERRORS_TABLE,
@@ -148,6 +149,7 @@ def migrate_run(scores: str, document: dict, summary_uri: str) -> str:
             beam_counters=document.get("beam_counters"),
             publication=publication,
         )
+        run_index.add_run(scores, run_date, run_id)
         lease.confirm()
         publish_point("summary")
         try:

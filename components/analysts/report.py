@@ -40,9 +40,11 @@ import json
 
 from components.analysts import report_page
 from components.analysts.report_data import summary_of, terminal_summary
-from components.analysts.report_queries import collect
-from components.analysts.tables import open_tables, scores_root
+from components.analysts.report_queries import NO_BASELINE, collect
+from components.analysts.tables import open_tables, published_dates_newest_first, run_date_of, scores_root
 from components.contracts.parameters import flag_of, parameter
+from components.contracts.run_index import DateRange
+from components.contracts.schema import parse_run_date
 from components.errors import InputError
 from components.io import storage
 
@@ -105,7 +107,8 @@ def report(
         if value < least:
             raise InputError(f"{flag_of(name)} must be {least} or more, got {value}")
     storage.ensure_writable(out)
-    connection = open_tables(scores=scores)
+    dates = report_dates(scores, run_id=run_id, run_date=run_date, baseline_run=baseline_run, days=days)
+    connection = open_tables(scores=scores, dates=dates)
     try:
         data = collect(
             connection,
@@ -124,3 +127,34 @@ def report(
     storage.write_bytes(report_uri, report_page.render(data).encode())
     storage.write_bytes(summary_uri, json.dumps(summary, indent=2).encode())
     return ReportResult(report_uri, summary_uri, summary, terminal_summary(data, report_uri))
+
+
+def report_dates(
+    scores: str, *, run_id: str | None, run_date: str | None, baseline_run: str | None, days: int
+) -> DateRange | None:
+    """The run dates a report reads: its runs' date, the `days` dates of the trend ending there and
+    the baseline's date; so a report's cost does not grow with the history. None (every date)
+    when the runs cannot be placed (the views then say what is wrong) or the root has no run index."""
+    if run_id:
+        last = run_date_of(scores, run_id)
+    elif run_date:
+        try:
+            last = parse_run_date(run_date)
+        except ValueError:
+            return None
+    else:
+        newest = published_dates_newest_first(scores)
+        last = next(newest, None) if newest is not None else None
+    if last is None:
+        return None
+    window = DateRange.days_ending(last, days)
+    if baseline_run == NO_BASELINE:
+        return window
+    if baseline_run:
+        baseline_date = run_date_of(scores, baseline_run)
+    else:  # the automatic baseline: the latest earlier date with a published run
+        earlier = published_dates_newest_first(scores, before=last)
+        baseline_date = next(earlier, None) if earlier is not None else None
+    if baseline_date is None:
+        return window if not baseline_run else None
+    return DateRange(min(window.first, baseline_date), max(last, baseline_date))

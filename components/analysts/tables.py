@@ -35,6 +35,7 @@ import dataclasses
 import datetime
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
@@ -42,9 +43,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from components.analysts.date_scope import query_dates
 from components.constants import CLASS_NAMES
-from components.contracts import model_versions
+from components.contracts import model_versions, run_index
 from components.contracts.parameters import parameter
+from components.contracts.run_index import DateRange
 from components.contracts.schema import (
     ERROR_SCHEMA,
     ERRORS_TABLE,
@@ -54,8 +57,10 @@ from components.contracts.schema import (
     RUNS_FOLDER,
     TABLE_SCHEMA_VERSION,
     V1_SCHEMA_VERSION,
+    is_run_id,
     parse_run_date,
     partition_uri,
+    run_summary_uri,
 )
 from components.contracts.summary import MAX_SUMMARY_BYTES, OK_STATUS, ContractError, RunSummary
 from components.errors import InputError
@@ -71,6 +76,7 @@ CURRENT_PREDICTIONS_VIEW = "predictions_current"
 CURRENT_RUN_WINDOW = "PARTITION BY run_date ORDER BY finished_at DESC NULLS LAST, run_id DESC"
 MODELS_VIEW = "models"
 VIEWS = (PREDICTIONS_TABLE, CURRENT_PREDICTIONS_VIEW, ERRORS_TABLE, RUNS_VIEW, MODELS_VIEW)
+DATED_VIEWS = (PREDICTIONS_TABLE, CURRENT_PREDICTIONS_VIEW, ERRORS_TABLE, RUNS_VIEW)  # with a run_date column
 RUNS_SCHEMA = pa.schema(
     [
         pa.field("run_id", pa.string()),
@@ -140,8 +146,10 @@ SUMMARY_READERS = 16  # summaries read and checked at once (round trips on GCS)
 MIGRATE_HINT = "rewrite it as contract v2 with `fmnist migrate-tables --scores {root}`, or score it again"
 
 
-def read_run_summaries(scores: str, *, skipped: dict[str, str] | None = None) -> list[RunSummary]:
-    """The summaries of the complete runs below a scoring output root, sorted by run id.
+def read_run_summaries(scores: str, *, dates: DateRange | None = None, skipped: dict[str, str] | None = None) -> list[RunSummary]:
+    """The summaries of the complete runs below a scoring output root, sorted by run id; with
+    `dates`, of the runs of those run dates only, found by the run index (components/contracts/
+    run_index.py) when the root has a complete one: then only those dates' summaries are read.
 
     A summary is skipped with one warning naming it and why when it is not one a writer of this
     project produces (unreadable, too large, invalid, a date that is not a date, a part named
@@ -152,11 +160,14 @@ def read_run_summaries(scores: str, *, skipped: dict[str, str] | None = None) ->
     migrate; an InputError when nothing else is left. Summaries are read and checked by a few
     threads at once: on GCS each is a round trip.
     """
-    uris = storage.glob(storage.join(scores, RUNS_FOLDER, "*.json"))
+    dates = dates or DateRange()
+    uris = summary_uris(scores, dates)
     with concurrent.futures.ThreadPoolExecutor(max_workers=SUMMARY_READERS) as pool:
-        outcomes = list(pool.map(lambda uri: _checked_run(uri, scores), uris))
+        outcomes = list(pool.map(lambda uri: _checked_run(uri, scores, dates), uris))
     summaries, v1_uris = [], []
     for uri, outcome in zip(uris, outcomes, strict=True):
+        if outcome is None:  # indexed, but no summary of those dates: not a complete run there
+            continue
         if isinstance(outcome, RunSummary):
             summaries.append(outcome)
             continue
@@ -170,20 +181,57 @@ def read_run_summaries(scores: str, *, skipped: dict[str, str] | None = None) ->
     return sorted(summaries, key=lambda summary: summary.run_id)
 
 
-def _checked_run(uri: str, scores: str) -> RunSummary | _Skipped:
-    """The summary at `uri` when it and its parts pass every check; otherwise why not."""
+def published_dates_newest_first(scores: str, *, before: datetime.date | None = None) -> Iterator[datetime.date] | None:
+    """The run dates before `before` that have a published run (not only failure records), newest
+    first, found by the run index date by date (a caller that stops at the first reads only the
+    summaries of the dates it passed); None when the root has no complete index."""
+    if not run_index.is_complete(scores):
+        return None
+    return (
+        day
+        for day, _ in run_index.dates_newest_first(scores, before=before)
+        if any(summary.published for summary in read_run_summaries(scores, dates=DateRange(day, day)))
+    )
+
+
+def run_date_of(scores: str, run_id: str) -> datetime.date | None:
+    """The run date of run `run_id` from its summary; None when it has no valid one."""
+    if not is_run_id(run_id):
+        return None
+    try:
+        summary = _valid_summary(run_summary_uri(scores, run_id), scores)
+    except _Skipped:
+        return None
+    return parse_run_date(summary.run_date) if summary else None
+
+
+def summary_uris(scores: str, dates: DateRange) -> list[str]:
+    """The summaries that can hold runs of `dates`: those the run index names for those dates
+    when the root has a complete index, else every summary there is."""
+    if dates != DateRange() and run_index.is_complete(scores):
+        return [run_summary_uri(scores, run_id) for run_id in run_index.run_ids(scores, dates)]
+    return storage.glob(storage.join(scores, RUNS_FOLDER, "*.json"))
+
+
+def _checked_run(uri: str, scores: str, dates: DateRange) -> RunSummary | _Skipped | None:
+    """The summary at `uri` when it and its parts pass every check; otherwise why not; None when
+    there is no summary there (an indexed attempt that never published) or its run date is not
+    one of `dates`."""
     try:
         summary = _valid_summary(uri, scores)
+        if summary is None or parse_run_date(summary.run_date) not in dates:
+            return None
         _check_parts(scores, summary)
     except _Skipped as why:
         return why
     return summary
 
 
-def complete_run_summaries(scores: str) -> list[RunSummary]:
-    """`read_run_summaries`, or an InputError when there is none (not a scoring output root)."""
-    summaries = read_run_summaries(scores)
-    if not summaries:
+def complete_run_summaries(scores: str, dates: DateRange | None = None) -> list[RunSummary]:
+    """`read_run_summaries`, or an InputError when the root has none at all (not a scoring
+    output root); none of `dates` is an empty list."""
+    summaries = read_run_summaries(scores, dates=dates)
+    if not summaries and (dates is None or not storage.glob(storage.join(scores, RUNS_FOLDER, "*.json"))):
         raise InputError(
             f"{scores}: no complete scoring run (no valid {RUNS_FOLDER}/*.json); expected the --output root of `fmnist score`"
         )
@@ -198,12 +246,15 @@ class _Skipped(Exception):
         self.v1 = v1
 
 
-def _valid_summary(uri: str, scores: str) -> RunSummary:
-    """The summary at `uri`, checked against everything a reader can check without the parts."""
+def _valid_summary(uri: str, scores: str) -> RunSummary | None:
+    """The summary at `uri`, checked against everything a reader can check without the parts;
+    None when there is none."""
     try:
-        data = storage.read_bytes(uri, max_bytes=MAX_SUMMARY_BYTES)
-    except InputError as error:  # too large, or removed since it was listed
+        data = storage.read_snapshot(uri, max_bytes=MAX_SUMMARY_BYTES).data
+    except InputError as error:  # too large, a folder, a link
         raise _Skipped(str(error).removeprefix(f"{uri}: ")) from error
+    if data is None:
+        return None
     try:
         summary = RunSummary.from_json(data)
     except ContractError as error:
@@ -252,11 +303,14 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def open_tables(*, scores: str, model_roots: list[str] | None = None) -> duckdb.DuckDBPyConnection:
+def open_tables(
+    *, scores: str, model_roots: list[str] | None = None, dates: DateRange | None = None
+) -> duckdb.DuckDBPyConnection:
     """A locked DuckDB connection with the views `predictions`, `predictions_current`, `errors`
     and `runs` of the complete runs below `scores` (the --output root of `fmnist score`), and
-    `models` of the model roots when `model_roots` is given ([]: the roots the summaries name)."""
-    summaries = complete_run_summaries(scores)
+    `models` of the model roots when `model_roots` is given ([]: the roots the summaries name).
+    With `dates`, the views hold the runs of those run dates only (and read nothing else)."""
+    summaries = complete_run_summaries(scores, dates)
     connection = duckdb.connect()
     try:
         for table, schema in ((PREDICTIONS_TABLE, PREDICTION_SCHEMA), (ERRORS_TABLE, ERROR_SCHEMA)):
@@ -410,7 +464,11 @@ def query(*, sql: str, scores: str, models: str | None = None) -> pa.Table:
     # The model roots are read only for a query of the models view: the other views never need
     # the model registry's bucket (nor an analyst's right to read it).
     wants_models = re.search(rf"\b{MODELS_VIEW}\b", statement, flags=re.IGNORECASE) is not None
-    connection = open_tables(scores=scores, model_roots=([models] if models else []) if wants_models else None)
+    connection = open_tables(
+        scores=scores,
+        model_roots=([models] if models else []) if wants_models else None,
+        dates=query_dates(statement, dated_views=DATED_VIEWS),
+    )
     try:
         return connection.sql(statement).to_arrow_table()
     except duckdb.Error as error:

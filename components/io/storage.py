@@ -376,6 +376,25 @@ def list_prefix(uri: str) -> list[str]:
     return sorted(os.path.join(root, name) for root, _, names in os.walk(uri) for name in names)
 
 
+def list_folders(uri: str) -> list[str]:
+    """Sorted names of the folders right below a folder-like prefix (one listing request on GCS,
+    whatever lies deeper); [] when there is none."""
+    if _is_gcs(uri):
+        bucket, key = _split_gcs(uri)
+        prefix = key.rstrip("/") + "/" if key else ""
+        try:
+            pages = _gcs_client().list_blobs(bucket, prefix=prefix, delimiter="/", retry=_retry())
+            for _ in pages:  # the folders (`prefixes`) are known once the pages are read
+                pass
+        except _gcs_not_found() as error:
+            raise _missing(uri) from error
+        return sorted(folder[len(prefix) :].rstrip("/") for folder in pages.prefixes)
+    try:
+        return sorted(entry.name for entry in os.scandir(uri) if entry.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []
+
+
 # --- Writing ------------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ import json
 import logging
 import re
 
+from components.contracts import run_index
 from components.contracts.parameters import flag_of, parameter
 from components.contracts.schema import run_summary_uri
 from components.contracts.summary import MAX_SUMMARY_BYTES, ContractError, RunFailure, RunSummary
@@ -146,6 +147,7 @@ def record_failure(*, scores: str, run_id: str, run_date: str, failure: RunFailu
             # The record claims no publication of its own: the next attempt numbers its parts
             # above those of every earlier attempt as it would without it.
             record = dataclasses.replace(record, publication=in_place.publication if in_place else 0)
+            run_index.add_run(scores, run_date, run_id)
             lease.confirm()
             storage.replace_if_unchanged(seen, (record.to_json() + "\n").encode())  # fenced like score's swap
     except (RunConflict, StorageConflictError) as conflict:

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 
 from components.constants import PROGRESS_LOG_FIELD, tool_version
+from components.contracts import run_index
 from components.contracts.parameters import flag_of
 from components.contracts.registry import resolve
 from components.contracts.schema import (
@@ -165,6 +166,7 @@ def score(
     storage.ensure_writable(output)
     with hold_lease(lease_uri(output, run_id), owner=attempt, ttl_s=lease_ttl_s) as lease:
         publish_point("leased")
+        run_index.add_run(output, run_date, run_id)  # before any summary of the run can exist
         baseline = storage.read_snapshot(run_summary_uri(output, run_id), max_bytes=MAX_SUMMARY_BYTES)
         in_place = _parsed_summary(baseline)
         if in_place:  # without one, only the swap decides what stays (a v1 run's parts, say)
