@@ -33,6 +33,7 @@ import threading
 import time
 
 from components.analysts.tables import read_run_summaries
+from components.contracts import run_index
 from components.contracts.schema import ERRORS_TABLE, PREDICTIONS_TABLE, part_file_name, partition_uri, run_summary_uri
 from components.contracts.summary import RunCounts, RunParts, RunSummary
 from components.io import storage
@@ -102,6 +103,7 @@ def synthesize(template: str, run: RunSummary, root: str, days: int, parts_per_d
             publication=1,
             timings={"started_at": (finished - datetime.timedelta(minutes=5)).isoformat(), "finished_at": finished.isoformat()},
         )
+        run_index.add_run(root, day, run_id)
         storage.write_bytes(run_summary_uri(root, run_id), (summary.to_json() + "\n").encode())
 
 

@@ -4,9 +4,10 @@ The readers (SQL views, `fmnist report`, the analysts' SQL examples) are tested 
 written the way `fmnist score` writes them: real image shards and manifest (components.contracts.shards
 / components.prepare.dataset), rows built with pyarrow against PREDICTION_SCHEMA / ERROR_SCHEMA,
 `pq.write_table` into `partition_uri(...)/part-<attempt>-NNNNN.parquet` with the run's lineage
-in the key-value metadata, and the run summary (components.contracts.summary.RunSummary, naming the
-parts) written last at `run_summary_uri(...)`. Only the model is stood in for: probabilities come from a
-seeded random generator that favours the true label, so two "model versions" mostly agree.
+in the key-value metadata (after the run's marker in the run index), and the run summary
+(components.contracts.summary.RunSummary, naming the parts) written last at
+`run_summary_uri(...)`. Only the model is stood in for: probabilities come from a seeded
+random generator that favours the true label, so two "model versions" mostly agree.
 
 The `scored_output` fixture (tests/conftest.py) builds:
   data/         2 train + 2 test shards of synthetic garments, manifest.json (train histogram)
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.constants import CLASS_NAMES, NUM_CLASSES
+from components.contracts import run_index
 from components.contracts.manifest import Manifest, SplitEntry
 from components.contracts.schema import (
     ERROR_SCHEMA,
@@ -117,6 +119,7 @@ def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bo
     attempt = f"{run.run_id}-attempt"
     lineage = dict(run_id=run.run_id, run_date=run.run_date, model_version=run.model_version)
     parts: dict[str, list[str]] = {PREDICTIONS_TABLE: [], ERRORS_TABLE: []}
+    run_index.add_run(output, run.run_date, run.run_id)  # as the scorer does, before anything is published
     for shard_index, uri in enumerate(shard_uris):
         source_uri = storage.absolute_uri(uri)
         predictions, errors = [], []
