@@ -376,13 +376,27 @@ def parts_dataset(scores: str, table: str, schema: pa.Schema, summaries: list[Ru
         for path in named_parts(root, table, summary):
             paths.append(path)
             partitions.append(keys)
-    return ds.FileSystemDataset.from_paths(
+    listed = ds.FileSystemDataset.from_paths(
         paths,
         schema=pa.schema(list(schema) + list(PARTITION_SCHEMA)),
         format=ds.ParquetFileFormat(),
         filesystem=filesystem,
         partitions=partitions,
     )
+    return ScannedOnce(list(listed.get_fragments()), listed.schema, listed.format, listed.filesystem)
+
+
+class ScannedOnce(ds.FileSystemDataset):
+    """A dataset whose scans keep no Parquet footer in its fragments once a file is read.
+
+    pyarrow caches each footer in its fragment by default, for the next scan of the same
+    dataset: over a long history that is tens of KB per part held outside DuckDB's memory
+    limit (GB for a whole-history count). Each view scans its files once per query, so the
+    cache buys nothing. DuckDB makes its scans through `scanner()`, as does the Python reader.
+    """
+
+    def scanner(self, *args: Any, **options: Any) -> ds.Scanner:
+        return super().scanner(*args, **{**options, "cache_metadata": False})
 
 
 def runs_table(summaries: list[RunSummary]) -> pa.Table:

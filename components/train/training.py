@@ -282,6 +282,9 @@ def fit(fit_split: LabeledImages, validation_split: LabeledImages, params: dict)
     # Never stops early (patience = all epochs): it only restores the epoch with the best
     # validation accuracy when fit ends.
     best = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=params["epochs"], restore_best_weights=True)
+    # With weight averaging, each epoch is validated and kept with the averaged weights (swapped
+    # in before `best` looks at them): what is restored and published is an average.
+    averaged = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
     start = time.perf_counter()
     history = model.fit(
         batches,
@@ -289,7 +292,7 @@ def fit(fit_split: LabeledImages, validation_split: LabeledImages, params: dict)
         epochs=params["epochs"],
         shuffle=False,  # shuffled above
         verbose=0,  # Keras prints to stdout, which carries the job's JSON result: log instead
-        callbacks=[_epoch_logger(model, params["epochs"]), best],
+        callbacks=[*averaged, _epoch_logger(model, params["epochs"]), best],
     )
     seconds = time.perf_counter() - start
     losses = history.history["loss"]
