@@ -19,6 +19,7 @@ import sys
 import time
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from components.analysts.tables import open_tables
@@ -30,7 +31,8 @@ from components.io import storage
 from components.io.images import encode_png
 from components.io.lease import acquire, lease_uri, release
 from components.io.tfrecord import frame_record
-from components.score.run import score, staging_uri
+from components.score import run as run_module
+from components.score.run import part_groups, score, staging_uri
 from tests.test_score import fit_tiny_model, save_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -349,7 +351,8 @@ def test_a_repeated_image_id_is_scored_once_and_each_repeat_is_an_error_row(tmp_
         "failed_by_type": {"duplicate_image_id": 5},
         "expected": None,
     }
-    assert len(summary["parts"]["predictions"]) == 2 and len(summary["parts"]["errors"]) == 3
+    # the small shards' parts are merged into one part per table (PART_TARGET_BYTES)
+    assert len(summary["parts"]["predictions"]) == 1 and len(summary["parts"]["errors"]) == 1
 
 
 @pytest.mark.integration
@@ -503,3 +506,49 @@ def test_parts_a_rerun_replaced_stay_readable_for_the_grace_period(inputs, tmp_p
     score(model=inputs["last"], **{**run, "replaced_parts_grace_s": 0.0})
     assert visible_run(output) == (inputs["ids"], {"last"})
     assert_clean(output)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "groups"),
+    [
+        ([10, 10, 10, 10], [[0, 1, 2], [3]]),  # target 30
+        ([40, 5, 5], [[0], [1, 2]]),  # a part above the target stays alone
+        ([5, 40, 5], [[0], [1], [2]]),
+        ([], []),
+    ],
+)
+def test_staged_parts_are_grouped_up_to_the_target_size(sizes, groups):
+    assert part_groups(sizes, target_bytes=30) == groups
+
+
+@pytest.mark.integration
+def test_parts_of_small_shards_are_merged_up_to_the_target_in_input_order(tmp_path, tiny_model, monkeypatch):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for index in range(5):
+        ids = [f"s{index}-{n}" for n in range(6)]
+        write_shard(str(shards / f"test-0000{index}-of-00005.tfrecord"), ids, seed=index)
+    model = save_model(tiny_model, str(tmp_path / "models"), "v1")
+    one_part = os.path.getsize(_a_staged_part_size_probe(tmp_path, tiny_model, model))
+    monkeypatch.setattr(run_module, "PART_TARGET_BYTES", int(one_part * 2.5))  # two shards' parts per published part
+    output = str(tmp_path / "scores")
+    summary = score(input=str(shards / "*.tfrecord"), model=model, output=output, run_id=RUN_ID)
+    names = [storage.basename(uri) for uri in summary["parts"]["predictions"]]
+    assert [name[-13:] for name in names] == ["00000.parquet", "00002.parquet", "00004.parquet"]
+    rows = [
+        pq.read_table(storage.from_absolute_uri(uri)).column("image_id").to_pylist() for uri in summary["parts"]["predictions"]
+    ]
+    assert sum(rows, []) == [f"s{index}-{n}" for index in range(5) for n in range(6)]  # input order, nothing lost
+    assert open_tables(scores=output).sql("SELECT count(*) FROM predictions").fetchall() == [(30,)]
+    for uri in summary["parts"]["predictions"]:  # each merged part keeps the run's lineage in its metadata
+        metadata = pq.read_schema(storage.from_absolute_uri(uri)).metadata
+        assert metadata and any(RUN_ID.encode() in value for value in metadata.values())
+
+
+def _a_staged_part_size_probe(tmp_path, tiny_model, model: str) -> str:
+    """A published part of one 6-image shard: the size a staged part of these shards has."""
+    shards = tmp_path / "probe-shards"
+    shards.mkdir()
+    write_shard(str(shards / "test-00000-of-00001.tfrecord"), [f"p-{n}" for n in range(6)], seed=9)
+    summary = score(input=str(shards / "*.tfrecord"), model=model, output=str(tmp_path / "probe"), run_id=RUN_ID)
+    return storage.from_absolute_uri(summary["parts"]["predictions"][0])

@@ -90,6 +90,19 @@ class PartWriter:
         self._pending_rows = 0
 
 
+def merge_parts(sources: list[str], uri: str) -> int:
+    """Writes the rows of `sources` (parts of one schema, lineage metadata included) in their
+    order into one part at `uri`, a row group at a time; returns its row count."""
+    with storage.open_read(sources[0]) as stream:
+        schema = pq.ParquetFile(stream).schema_arrow
+    with PartWriter(uri, schema) as writer:
+        for source in sources:
+            with storage.open_read(source) as stream:
+                for batch in pq.ParquetFile(stream).iter_batches(batch_size=ROW_GROUP_ROWS):
+                    writer.write(batch)
+    return writer.rows
+
+
 def part_rows(uri: str) -> int:
     """Row count of a stored part, from its footer (the data is not read)."""
     with storage.open_read(uri) as stream:

@@ -376,6 +376,22 @@ def list_prefix(uri: str) -> list[str]:
     return sorted(os.path.join(root, name) for root, _, names in os.walk(uri) for name in names)
 
 
+def size(uri: str) -> int:
+    """Bytes of one file or object; InputError naming it when it is missing."""
+    if _is_gcs(uri):
+        blob = _blob(uri)
+        try:
+            blob.reload(retry=_retry())
+        except _gcs_not_found() as error:
+            raise _missing(uri) from error
+        return int(blob.size or 0)
+    _refuse_http(uri)
+    try:
+        return os.path.getsize(uri)
+    except FileNotFoundError as error:
+        raise _missing(uri) from error
+
+
 def list_folders(uri: str) -> list[str]:
     """Sorted names of the folders right below a folder-like prefix (one listing request on GCS,
     whatever lies deeper); [] when there is none."""

@@ -68,7 +68,7 @@ from components.contracts.summary import (
 from components.errors import CheckFailed, InputError, RunConflict
 from components.io import storage
 from components.io.lease import DEFAULT_TTL_S, Lease, check_ttl, hold_lease, lease_uri
-from components.io.parquet_parts import part_rows, value_counts
+from components.io.parquet_parts import merge_parts, part_rows, value_counts
 from components.score.dataflow_job import run_and_wait
 from components.score.model_scorer import check_model_fits, load_model
 from components.score.pipeline import COUNTER_NAMESPACE, build_pipeline
@@ -84,6 +84,11 @@ DEFAULT_MAX_ERROR_RATE = 0.01
 DEFAULT_REPLACED_PARTS_GRACE_S = 3600.0
 LOCAL_RUNNER = "FnApiRunner"
 TABLES = (PREDICTIONS_TABLE, ERRORS_TABLE)
+# Published parts are about this size, whatever the shards' size: the parts of consecutive
+# small shards are merged into one (a day of 10M images in shards of 1,250 is ~12 parts, not
+# 8,000), the part of a large shard stays as it is. The usual size for Parquet files read by
+# BigQuery, DuckDB or Spark: few enough files, and row groups (ROW_GROUP_ROWS) to split on.
+PART_TARGET_BYTES = 128 * 1024 * 1024
 # Name a point of the publish sequence at which the process kills itself (SIGKILL) or freezes
 # itself once (SIGSTOP, until a SIGCONT): tests only. They prove that a kill -9 between any two
 # steps leaves a readable, complete run, and that an attempt frozen before any write and resumed
@@ -299,17 +304,21 @@ def publish(
     what no summary can name any more. RunConflict, with this attempt's parts withdrawn, when
     another attempt published the run since this one started."""
     parts: dict[str, list[str]] = {table: [] for table in TABLES}
-    for receipt in receipts:
-        for table in TABLES:
-            staged = receipt.part(table)
-            if staged:
-                lease.check()  # a lease the heartbeat lost stops us before we touch the partitions again
-                name = part_file_name(publication=summary.publication, attempt=summary.attempt, index=receipt.shard_index)
-                published = storage.join(partition_uri(output, table, summary.run_date, summary.run_id), name)
-                publish_point("part-move")
-                storage.move(staged, published)
-                parts[table].append(storage.absolute_uri(published))
-                publish_point("part-published")
+    for table in TABLES:
+        staged = [(receipt.shard_index, uri) for receipt in receipts if (uri := receipt.part(table))]
+        for group in part_groups([storage.size(uri) for _, uri in staged], target_bytes=PART_TARGET_BYTES):
+            first_index, first_uri = staged[group[0]]
+            source = first_uri
+            if len(group) > 1:  # small shards' parts become one part of about the target size
+                source = storage.join(storage.dirname(first_uri), f"merged-{first_index:05d}.parquet")
+                merge_parts([staged[member][1] for member in group], source)
+            lease.check()  # a lease the heartbeat lost stops us before we touch the partitions again
+            name = part_file_name(publication=summary.publication, attempt=summary.attempt, index=first_index)
+            published = storage.join(partition_uri(output, table, summary.run_date, summary.run_id), name)
+            publish_point("part-move")
+            storage.move(source, published)
+            parts[table].append(storage.absolute_uri(published))
+            publish_point("part-published")
     publish_point("parts-published")
     finished_at = _utc_now()
     summary = dataclasses.replace(
@@ -335,6 +344,21 @@ def publish(
     remove_unreachable_parts(output, summary.run_id, summary, grace_s=replaced_parts_grace_s, replaced_at=time.time())
     publish_point("cleaned")
     return summary
+
+
+def part_groups(sizes: Sequence[int], *, target_bytes: int) -> list[list[int]]:
+    """The staged parts (their sizes, in input order) grouped into published parts: runs of
+    consecutive parts whose sizes add up to at most `target_bytes` (a larger part alone)."""
+    groups: list[list[int]] = []
+    total = 0
+    for index, size in enumerate(sizes):
+        if groups and total + size <= target_bytes:
+            groups[-1].append(index)
+            total += size
+        else:
+            groups.append([index])
+            total = size
+    return groups
 
 
 def next_publication(output: str, run_id: str, in_place: RunSummary | None) -> int:
