@@ -17,10 +17,12 @@ import pathlib
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.contracts.run_index import INDEX_FOLDER
 from components.contracts.schema import (
     ERROR_COLUMNS,
     ERROR_SCHEMA,
     ERRORS_TABLE,
+    PART_TARGET_BYTES,
     PARTITION_SCHEMA,
     PREDICTION_COLUMNS,
     PREDICTION_SCHEMA,
@@ -80,10 +82,16 @@ def data_dictionary() -> str:
         "Parquet, Hive-partitioned, below the `--output` root of `fmnist score`:",
         "",
         "```",
-        f"<out>/{PREDICTIONS_TABLE}/run_date=YYYY-MM-DD/run_id=<id>/part-<attempt>-NNNNN.parquet",
-        f"<out>/{ERRORS_TABLE}/run_date=YYYY-MM-DD/run_id=<id>/part-<attempt>-NNNNN.parquet",
+        f"<out>/{PREDICTIONS_TABLE}/run_date=YYYY-MM-DD/run_id=<id>/part-p<publication>-<attempt>-NNNNN.parquet",
+        f"<out>/{ERRORS_TABLE}/run_date=YYYY-MM-DD/run_id=<id>/part-p<publication>-<attempt>-NNNNN.parquet",
         f"<out>/{RUNS_FOLDER}/<run_id>.json      run summary: one JSON line, written last",
+        f"<out>/{INDEX_FOLDER}/YYYY-MM/YYYY-MM-DD/<run_id>      run index: a marker per run, written first",
         "```",
+        "",
+        f"Parts are about {PART_TARGET_BYTES // 2**20} MB whatever the size of the shards scored: the parts of",
+        "consecutive small shards are merged into one when published (NNNNN is the first shard's",
+        "index), a large shard's part stays as it is. The run index lets a reader of some dates find",
+        "their runs without reading every summary; the summaries stay what says a run is complete.",
         "",
         "A run is what its summary says: it is complete once its summary exists, and its rows are",
         "those of the part files the summary names (absolute URIs), no others. A rerun of a run id",

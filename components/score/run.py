@@ -5,13 +5,16 @@
     <output>/predictions/run_date=<date>/run_id=<id>/part-p<n>-<attempt>-NNNNN.parquet
     <output>/errors/run_date=<date>/run_id=<id>/part-p<n>-<attempt>-NNNNN.parquet
     <output>/runs/<run_id>.json                                   the run summary: one JSON line, names the parts
+    <output>/_run_index/<YYYY-MM>/<date>/<run_id>                 the run's marker in the run index
 
 A run is what its summary says: readers read only the parts a summary names. Publishing is
 ordered so that a reader sees the previous run or the new one, never a mix and never
 nothing, whatever stops the attempt (kill -9, ENOSPC, a lost lease, a freeze of any length):
-  0. at the start, the attempt reads the summary in place (its baseline) and takes the next
-     publication number n; its parts carry n in their names;
-  1. the parts move from staging into the partitions under those names;
+  0. at the start, the attempt puts the run's marker in the run index (components/contracts/
+     run_index.py), reads the summary in place (its baseline) and takes the next publication
+     number n; its parts carry n in their names;
+  1. the parts move from staging into the partitions under those names (the parts of
+     consecutive small shards merged into one of about PART_TARGET_BYTES first);
   2. the summary is replaced in one compare-and-swap against the baseline (a generation
      precondition on GCS, compare and replace under an flock locally): an attempt that lost
      the run to another, even one frozen for minutes before this write, changes nothing, withdraws
@@ -46,6 +49,7 @@ from components.contracts.parameters import flag_of
 from components.contracts.registry import resolve
 from components.contracts.schema import (
     ERRORS_TABLE,
+    PART_TARGET_BYTES,
     PREDICTIONS_TABLE,
     is_run_id,
     parse_run_date,
@@ -84,11 +88,6 @@ DEFAULT_MAX_ERROR_RATE = 0.01
 DEFAULT_REPLACED_PARTS_GRACE_S = 3600.0
 LOCAL_RUNNER = "FnApiRunner"
 TABLES = (PREDICTIONS_TABLE, ERRORS_TABLE)
-# Published parts are about this size, whatever the shards' size: the parts of consecutive
-# small shards are merged into one (a day of 10M images in shards of 1,250 is ~12 parts, not
-# 8,000), the part of a large shard stays as it is. The usual size for Parquet files read by
-# BigQuery, DuckDB or Spark: few enough files, and row groups (ROW_GROUP_ROWS) to split on.
-PART_TARGET_BYTES = 128 * 1024 * 1024
 # Name a point of the publish sequence at which the process kills itself (SIGKILL) or freezes
 # itself once (SIGSTOP, until a SIGCONT): tests only. They prove that a kill -9 between any two
 # steps leaves a readable, complete run, and that an attempt frozen before any write and resumed

@@ -26,8 +26,8 @@ class Recipe:
     # cross-entropy). Keeps the network from chasing certainty on garments that look alike.
     label_smoothing: float = 0.0
     # Polyak averaging: the weights validated, kept and published are an exponential moving
-    # average of the trained ones with this momentum (None: the trained weights themselves).
-    # It evens out the noise of bfloat16 steps, which differs between CPU kinds.
+    # average of the trained ones, with this momentum once warmed up (None: the trained weights
+    # themselves). It evens out the noise of bfloat16 steps, which differs between CPU kinds.
     weight_averaging: float | None = None
 
 
@@ -70,14 +70,32 @@ def build_model(
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=decay_steps)
     smoothing, averaging = RECIPES[name].label_smoothing, RECIPES[name].weight_averaging
     model.compile(
-        optimizer=keras.optimizers.Adam(
-            learning_rate=learning_rate, use_ema=averaging is not None, ema_momentum=averaging or 0.99
-        ),
+        optimizer=_averaged_adam(keras)(learning_rate=learning_rate, use_ema=True, ema_momentum=averaging)
+        if averaging
+        else keras.optimizers.Adam(learning_rate=learning_rate),
         loss=_smoothed_cross_entropy(smoothing) if smoothing else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
     return model
+
+
+def _averaged_adam(keras):
+    """Adam whose moving average of the weights warms up as TensorFlow's ExponentialMovingAverage
+    does with `num_updates`: momentum min(m, (1 + t) / (10 + t)) at step t. Keras' own holds m from
+    the second step, so a short training would publish weights close to their random start."""
+    from keras import ops
+
+    class AveragedAdam(keras.optimizers.Adam):
+        def _update_model_variables_moving_average(self, trainable_variables):
+            step = ops.cast(self.iterations, "float32")
+            warm = ops.minimum(self.ema_momentum, ops.divide(ops.add(step, 1.0), ops.add(step, 10.0)))
+            for variable, average in zip(trainable_variables, self._model_variables_moving_average, strict=True):
+                if average is not None:
+                    momentum = ops.cast(warm, variable.dtype)
+                    average.assign(ops.add(ops.multiply(momentum, average), ops.multiply(ops.subtract(1, momentum), variable)))
+
+    return AveragedAdam
 
 
 def _smoothed_cross_entropy(smoothing: float):
