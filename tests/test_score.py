@@ -697,7 +697,7 @@ def test_gcs_input_model_and_output(gcs_bucket, gcs_inputs):
     prediction_parts = [uri for uri in published if "/predictions/run_date=2026-11-29/run_id=cloud/" in uri]
     assert len(prediction_parts) == 1  # three small shards' parts merged into one (PART_TARGET_BYTES)
     error_parts = sorted(uri for uri in published if "/errors/" in uri)
-    assert [uri.rsplit("-", 1)[-1] for uri in error_parts] == ["00000.parquet", "00001.parquet"]
+    assert [uri.rsplit("-", 1)[-1] for uri in error_parts] == ["00000.parquet"]  # shards 0 and 1's, merged
     assert summary["parts"] == {"predictions": prediction_parts, "errors": error_parts}
     assert not [uri for uri in published if "/_leases/" in uri]  # released
 
