@@ -379,12 +379,7 @@ def list_prefix(uri: str) -> list[str]:
 def size(uri: str) -> int:
     """Bytes of one file or object; InputError naming it when it is missing."""
     if _is_gcs(uri):
-        blob = _blob(uri)
-        try:
-            blob.reload(retry=_retry())
-        except _gcs_not_found() as error:
-            raise _missing(uri) from error
-        return int(blob.size or 0)
+        return int(_reloaded_blob(uri).size or 0)
     _refuse_http(uri)
     try:
         return os.path.getsize(uri)
@@ -542,15 +537,20 @@ def folder_lock(uri: str) -> Iterator[None]:
         os.close(descriptor)  # closing drops the flock
 
 
+def _reloaded_blob(uri: str):  # -> google.cloud.storage.Blob
+    """The object's blob with its metadata (size, update time) fetched; InputError naming it when missing."""
+    blob = _blob(uri)
+    try:
+        blob.reload(retry=_retry())
+    except _gcs_not_found() as error:
+        raise _missing(uri) from error
+    return blob
+
+
 def modified_at(uri: str) -> float:
     """When the file or object was last written, in Unix seconds (GCS: the server's clock)."""
     if _is_gcs(uri):
-        blob = _blob(uri)
-        try:
-            blob.reload(retry=_retry())
-        except _gcs_not_found() as error:
-            raise _missing(uri) from error
-        return blob.updated.timestamp()
+        return _reloaded_blob(uri).updated.timestamp()
     try:
         return os.stat(uri).st_mtime
     except FileNotFoundError as error:
