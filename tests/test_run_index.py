@@ -9,9 +9,11 @@ import logging
 import os
 import shutil
 
+import pyarrow.compute as pc
 import pytest
 
 from benchmarks.history import CountingRelay, synthesize
+from components.analysts import read
 from components.analysts.date_scope import query_dates
 from components.analysts.report import report_dates
 from components.analysts.tables import DATED_VIEWS, query, read_run_summaries
@@ -91,6 +93,19 @@ def test_a_one_date_query_reads_only_that_dates_summary_and_answers_as_the_whole
         # OR false defeats the scope: the same query over every date's views
         whole = query(sql=f"SELECT {columns} FROM {view} WHERE run_date = '{day}' OR false", scores=scores).to_pylist()
         assert narrowed == whole
+
+
+@pytest.mark.parametrize("view", ["predictions", "predictions_current", "errors", "runs"])
+def test_a_one_date_python_read_reads_only_that_dates_summary_and_answers_as_sql(scored_output, view, monkeypatch):
+    _, scores = scored_output
+    for day in (D(2026, 11, 27), D(2026, 11, 28), D(2026, 11, 30)):
+        seen = reads_of_summaries(monkeypatch)
+        rows = read(scores, view, where=pc.field("run_date") == day, columns=["run_id", "run_date"])
+        assert [storage.basename(uri) for uri in seen] == ([f"nightly-{day}.json"] if day.day != 30 else [])
+        sql = query(sql=f"SELECT run_id, run_date FROM {view} WHERE run_date = '{day}' OR false", scores=scores)
+        assert sorted(rows.to_pylist(), key=str) == sorted(sql.to_pylist(), key=str)
+    both = read(scores, view, where=[("run_date", "in", [D(2026, 11, 27), D(2026, 11, 28)])], columns=["run_id"])
+    assert both.num_rows == query(sql=f"SELECT count(*) AS n FROM {view}", scores=scores).column("n")[0].as_py()
 
 
 def test_a_marker_without_a_summary_is_nothing_and_a_rerun_on_another_date_shows_on_its_new_date(scored_output, tmp_path, caplog):

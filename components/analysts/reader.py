@@ -12,17 +12,20 @@
 complete runs' summaries name, and for `predictions_current` those of the current run of each
 run date (the same choice, `current_summaries`). A filter on the partition keys (`run_date`,
 `run_id`) is applied to the file list before anything is opened: a one-day read opens that
-day's files only. A view with no rows (the errors of clean runs) is an empty table with the
+day's files only, and reads only that day's run summaries (found by the run index). A view with no rows (the errors of clean runs) is an empty table with the
 view's columns, never an error.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from pyarrow import fs as pa_fs
 
 from components.analysts.tables import (
     CURRENT_PREDICTIONS_VIEW,
@@ -39,6 +42,8 @@ from components.analysts.tables import (
     runs_table,
 )
 from components.constants import CLASS_NAMES
+from components.contracts import run_index
+from components.contracts.run_index import DateRange
 from components.contracts.schema import ERROR_SCHEMA, ERRORS_TABLE, PARTITION_SCHEMA, PREDICTION_SCHEMA, PREDICTIONS_TABLE
 from components.errors import InputError
 
@@ -75,7 +80,7 @@ def read(scores: str, view: str, where: Where = None, columns: Sequence[str] | N
     if unknown:
         raise InputError(f"columns {unknown}: not columns of {view}; it has {', '.join(schema.names)}")
     expression = _expression(where)
-    summaries = complete_run_summaries(scores)
+    summaries = complete_run_summaries(scores, None if view == MODELS_VIEW else _dates_kept(scores, schema, expression))
     if view in (RUNS_VIEW, MODELS_VIEW):
         table = runs_table(summaries) if view == RUNS_VIEW else models_table(model_roots_of(summaries))
         return (table if expression is None else table.filter(expression)).select(wanted)
@@ -96,6 +101,31 @@ def read(scores: str, view: str, where: Where = None, columns: Sequence[str] | N
     if "true_class" in wanted:
         table = table.append_column("true_class", pc.take(pa.array(CLASS_NAMES, pa.string()), table.column("true_label")))
     return table.select(wanted)
+
+
+def _dates_kept(scores: str, schema: pa.Schema, expression: pc.Expression | None) -> DateRange | None:
+    """The run dates a filter can keep, from the run index (None: every date).
+
+    pyarrow decides it, as it prunes a dataset's files by their partition keys: each indexed
+    date stands for one file that is never opened, and the filter keeps the dates it does not
+    contradict. So only those dates' summaries are read."""
+    if expression is None or not run_index.is_complete(scores):
+        return None
+    days = [day for day, _ in run_index.dates_newest_first(scores)]
+    probe = ds.FileSystemDataset.from_paths(
+        [str(index) for index in range(len(days))],
+        schema=schema,
+        format=ds.ParquetFileFormat(),
+        filesystem=pa_fs.LocalFileSystem(),
+        partitions=[pc.field("run_date") == day for day in days],
+    )
+    try:
+        kept = [days[int(fragment.path)] for fragment in probe.get_fragments(filter=expression)]
+    except (pa.ArrowException, TypeError, ValueError):  # a filter pyarrow cannot apply: the scan says why
+        return None
+    if not kept:
+        return DateRange(datetime.date.max, datetime.date.min)  # no date: nothing to read
+    return DateRange(min(kept), max(kept))
 
 
 def _expression(where: Where) -> pc.Expression | None:
