@@ -12,8 +12,9 @@
 complete runs' summaries name, and for `predictions_current` those of the current run of each
 run date (the same choice, `current_summaries`). A filter on the partition keys (`run_date`,
 `run_id`) is applied to the file list before anything is opened: a one-day read opens that
-day's files only, and reads only that day's run summaries (found by the run index). A view with no rows (the errors of clean runs) is an empty table with the
-view's columns, never an error.
+day's files only, and reads only that day's run summaries (found by the run index). A view
+with no rows (the errors of clean runs) is an empty table with the view's columns, never an
+error.
 """
 
 from __future__ import annotations
