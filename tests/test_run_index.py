@@ -180,3 +180,24 @@ def test_on_gcs_a_one_date_query_and_a_report_make_as_many_requests_with_a_long_
         assert query(sql=one_date, scores=root) == query(sql=one_date + " OR false", scores=root)
     assert counted["one date", 40] == counted["one date", 3] > 0
     assert counted["report", 40] == counted["report", 3] > 0
+
+
+def test_a_storage_error_while_indexing_an_older_root_writes_no_flag(scored_output, tmp_path, monkeypatch):
+    """A summary the backfill could not read for a storage error must not be left out of an index
+    marked complete: the writer fails, and the next one indexes it."""
+    scores = copy_of(scored_output[1], tmp_path)
+    shutil.rmtree(run_index.index_uri(scores))
+    original = storage.read_bytes
+
+    def failing(uri, **options):
+        if uri.endswith("nightly-2026-11-28.json"):
+            raise OSError("connection reset")
+        return original(uri, **options)
+
+    monkeypatch.setattr(storage, "read_bytes", failing)
+    with pytest.raises(OSError):
+        run_index.ensure_complete(scores)
+    assert not run_index.is_complete(scores)
+    monkeypatch.setattr(storage, "read_bytes", original)
+    run_index.ensure_complete(scores)
+    assert run_index.run_ids(scores, DateRange()) == ["nightly-2026-11-27", "nightly-2026-11-28"]

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 from components.contracts.schema import RUNS_FOLDER, is_run_id, parse_run_date
 from components.contracts.summary import MAX_SUMMARY_BYTES
+from components.errors import InputError
 from components.io import storage
 
 INDEX_FOLDER = "_run_index"
@@ -96,8 +97,8 @@ def _run_key(summary_uri: str) -> tuple[str, str] | None:
         document = json.loads(storage.read_bytes(summary_uri, max_bytes=MAX_SUMMARY_BYTES))
         run_date, run_id = document["run_date"], document["run_id"]
         parse_run_date(run_date)
-    except Exception:  # unreadable, too large, not JSON, no or a bad date: not a summary to index
-        return None
+    except (InputError, KeyError, TypeError, ValueError):  # gone, too large, not JSON, no or a bad date
+        return None  # (a storage error propagates: the flag must not be written over a summary not read)
     if not (isinstance(run_id, str) and is_run_id(run_id) and storage.basename(summary_uri) == f"{run_id}.json"):
         return None
     return run_date, run_id
