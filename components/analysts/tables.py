@@ -161,7 +161,11 @@ def read_run_summaries(scores: str, *, dates: DateRange | None = None, skipped: 
     threads at once: on GCS each is a round trip.
     """
     dates = dates or DateRange()
-    uris = summary_uris(scores, dates)
+    return _read_summaries(scores, summary_uris(scores, dates), dates, skipped=skipped)
+
+
+def _read_summaries(scores: str, uris: list[str], dates: DateRange, *, skipped: dict[str, str] | None = None) -> list[RunSummary]:
+    """read_run_summaries of the summaries at `uris`."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=SUMMARY_READERS) as pool:
         outcomes = list(pool.map(lambda uri: _checked_run(uri, scores, dates), uris))
     summaries, v1_uris = [], []
@@ -189,8 +193,11 @@ def published_dates_newest_first(scores: str, *, before: datetime.date | None = 
         return None
     return (
         day
-        for day, _ in run_index.dates_newest_first(scores, before=before)
-        if any(summary.published for summary in read_run_summaries(scores, dates=DateRange(day, day)))
+        for day, run_ids in run_index.dates_newest_first(scores, before=before)
+        if any(
+            summary.published
+            for summary in _read_summaries(scores, [run_summary_uri(scores, run_id) for run_id in run_ids], DateRange(day, day))
+        )
     )
 
 

@@ -33,8 +33,8 @@ RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _PART_NAME = re.compile(r"part-p(\d{1,9})-[A-Za-z0-9._-]+\.parquet")
 _ANY_PART_NAME = re.compile(r"part-[A-Za-z0-9._-]+\.parquet")
 # Published parts are about this size, whatever the shards' size: the parts of consecutive
-# small shards are merged into one (a day of 10M images in shards of 1,250 is ~12 parts, not
-# 8,000), the part of a large shard stays as it is. The usual size for Parquet files read by
+# small shards are merged into one (a day of 10M images in shards of 1,250 is ~5 parts, not
+# 8,000: docs/benchmarks.md), the part of a large shard stays as it is. The usual size for Parquet files read by
 # BigQuery, DuckDB or Spark: few enough files, and row groups (components/io/parquet_parts.py) to split on.
 PART_TARGET_BYTES = 128 * 1024 * 1024
 
