@@ -259,7 +259,8 @@ def run_tf_data_loop(shard_glob: str, model_root: str, output: str, beam_args: l
     import tensorflow as tf
 
     from components.constants import CLASS_NAMES
-    from components.contracts.schema import PREDICTION_SCHEMA
+    from components.contracts.schema import DICTIONARY_COLUMNS, PREDICTION_SCHEMA
+    from components.io.parquet_parts import writer_options
 
     model = keras.saving.load_model(os.path.join(model_root, "bench", "model.keras"), compile=False)
     features = {
@@ -290,7 +291,9 @@ def run_tf_data_loop(shard_glob: str, model_root: str, output: str, beam_args: l
     class_names = np.array(CLASS_NAMES, dtype=object)
     rows = 0
     os.makedirs(output)
-    with pq.ParquetWriter(os.path.join(output, "predictions.parquet"), PREDICTION_SCHEMA) as writer:
+    with pq.ParquetWriter(
+        os.path.join(output, "predictions.parquet"), PREDICTION_SCHEMA, **writer_options(PREDICTION_SCHEMA, DICTIONARY_COLUMNS)
+    ) as writer:
         for sources, image_ids, images, labels in dataset:
             probabilities = predict(images).numpy()
             predicted = probabilities.argmax(axis=1).astype(np.int32)

@@ -203,7 +203,8 @@ def in_memory_limit(shard_paths: list[str], model_path: str) -> dict:
     import tensorflow as tf
 
     from components.constants import CLASS_NAMES
-    from components.contracts.schema import PREDICTION_SCHEMA
+    from components.contracts.schema import DICTIONARY_COLUMNS, PREDICTION_SCHEMA
+    from components.io.parquet_parts import writer_options
 
     records = [[r.numpy() for r in tf.data.TFRecordDataset(path)] for path in shard_paths]
     model = keras.saving.load_model(model_path, compile=False)
@@ -230,7 +231,7 @@ def in_memory_limit(shard_paths: list[str], model_path: str) -> dict:
 
     def one_shard(shard: list[bytes]) -> int:
         sink = pa.BufferOutputStream()
-        with pq.ParquetWriter(sink, PREDICTION_SCHEMA) as writer:
+        with pq.ParquetWriter(sink, PREDICTION_SCHEMA, **writer_options(PREDICTION_SCHEMA, DICTIONARY_COLUMNS)) as writer:
             for start in range(0, len(shard), BATCH_SIZE):
                 image_ids, labels, probabilities = (
                     t.numpy() for t in score(np.array(shard[start : start + BATCH_SIZE], dtype=object))

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from components.constants import CLASS_NAMES, NUM_CLASSES
 from components.contracts import run_index
 from components.contracts.manifest import Manifest, SplitEntry
 from components.contracts.schema import (
+    DICTIONARY_COLUMNS,
     ERROR_SCHEMA,
     ERRORS_TABLE,
     PREDICTION_SCHEMA,
@@ -41,6 +40,7 @@ from components.contracts.schema import (
 from components.contracts.shards import ShardTask, class_histogram, parse_example, shard_name, write_shard
 from components.contracts.summary import RunCounts, RunInputs, RunParts, RunSummary
 from components.io import storage
+from components.io.parquet_parts import write_part
 from components.io.tfrecord import read_records
 from components.prepare.dataset import publish_manifest
 
@@ -160,7 +160,11 @@ def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bo
         for table, rows, schema in ((PREDICTIONS_TABLE, predictions, PREDICTION_SCHEMA), (ERRORS_TABLE, errors, ERROR_SCHEMA)):
             if rows:  # like the scorer, which writes no file for a shard without rows of a table
                 part_uri = storage.join(partition_uri(output, table, run.run_date, run.run_id), part)
-                _write_parquet(part_uri, pa.Table.from_pylist(rows, schema=with_lineage(schema, **lineage)))
+                write_part(  # as the scorer writes
+                    part_uri,
+                    pa.Table.from_pylist(rows, schema=with_lineage(schema, **lineage)),
+                    dictionary_columns=DICTIONARY_COLUMNS,
+                )
                 parts[table].append(storage.absolute_uri(part_uri))
     failed = sum(failed_by_type.values())
     finished_at = datetime.datetime.now(datetime.UTC)
@@ -188,12 +192,6 @@ def write_run(output: str, shard_uris: list[str], run: ScoredRun, *, summary: bo
     if summary:
         storage.write_bytes(run_summary_uri(output, run.run_id), (document.to_json() + "\n").encode())
     return document
-
-
-def _write_parquet(uri: str, table: pa.Table) -> None:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)  # pyarrow's defaults, as the scorer writes
-    storage.write_bytes(uri, buffer.getvalue())
 
 
 def write_scored_output(root: str) -> tuple[str, str]:

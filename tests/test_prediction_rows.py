@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from components.contracts.schema import ERROR_SCHEMA, PREDICTION_SCHEMA
+from components.constants import NUM_CLASSES
+from components.contracts.schema import DICTIONARY_COLUMNS, ERROR_SCHEMA, PREDICTION_SCHEMA
 from components.contracts.shard_contract import is_model_png
 from components.contracts.shards import serialize_example
 from components.io.images import encode_png, to_model_image
@@ -112,10 +113,10 @@ def test_prediction_batch_has_the_table_schema_and_values():
     probabilities = np.array([[0.1] * 10, np.eye(10)[9] * 0.91 + 0.01], dtype=np.float32)
     probabilities[0, 2] = 0.19
     batch = prediction_batch(
-        image_ids=["a", "b"],
+        image_ids=pa.array(["a", "b"]),
         source_uri="gs://b/s.tfrecord",
         probabilities=probabilities,
-        true_labels=[2, None],
+        true_labels=np.array([2, -1]),
         model_version="v1",
         scored_at=SCORED_AT,
     )
@@ -134,10 +135,10 @@ def test_prediction_batch_has_the_table_schema_and_values():
 def test_prediction_batch_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="for 2 images"):
         prediction_batch(
-            image_ids=["a", "b"],
+            image_ids=pa.array(["a", "b"]),
             source_uri="s",
             probabilities=np.zeros((3, 10)),
-            true_labels=[1, 2],
+            true_labels=np.array([1, 2]),
             model_version="v",
             scored_at=SCORED_AT,
         )
@@ -162,7 +163,7 @@ def test_error_batch_has_the_table_schema():
 def test_part_writer_streams_row_groups_and_stores_one_file(tmp_path):
     uri = str(tmp_path / "table" / "part-00000.parquet")
     rows = [RecordError(i, "decode_error", f"bad {i}") for i in range(25)]
-    with PartWriter(uri, ERROR_SCHEMA, row_group_rows=10) as writer:
+    with PartWriter(uri, ERROR_SCHEMA, dictionary_columns=DICTIONARY_COLUMNS, row_group_rows=10) as writer:
         for start in range(0, 25, 5):
             writer.write(error_batch(rows[start : start + 5], source_uri="s", scored_at=SCORED_AT))
     metadata = pq.read_metadata(uri)
@@ -172,11 +173,37 @@ def test_part_writer_streams_row_groups_and_stores_one_file(tmp_path):
     assert [p.name for p in (tmp_path / "table").iterdir()] == ["part-00000.parquet"]
 
 
+def test_parts_dictionary_encode_only_the_repeating_columns(tmp_path):
+    uri = str(tmp_path / "part-00000.parquet")
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(NUM_CLASSES), 40).astype(np.float32)
+    batch = prediction_batch(
+        image_ids=pa.array([f"img-{i}" for i in range(40)]),
+        source_uri="gs://b/s",
+        probabilities=probabilities,
+        true_labels=np.arange(40) % NUM_CLASSES,
+        model_version="v1",
+        scored_at=SCORED_AT,
+    )
+    with PartWriter(uri, PREDICTION_SCHEMA, dictionary_columns=DICTIONARY_COLUMNS) as writer:
+        writer.write(batch)
+    row_group = pq.read_metadata(uri).row_group(0)
+    encoded = {
+        row_group.column(i).path_in_schema.split(".")[0]
+        for i in range(row_group.num_columns)
+        if row_group.column(i).has_dictionary_page
+    }
+    assert encoded == set(DICTIONARY_COLUMNS) & set(PREDICTION_SCHEMA.names)
+    assert "image_id" not in encoded and "probabilities" not in encoded
+    assert pq.read_table(uri).equals(pa.Table.from_batches([batch]))
+
+
 def test_part_writer_stores_nothing_without_rows_or_on_error(tmp_path):
-    with PartWriter(str(tmp_path / "empty.parquet"), ERROR_SCHEMA) as writer:
+    with PartWriter(str(tmp_path / "empty.parquet"), ERROR_SCHEMA, dictionary_columns=DICTIONARY_COLUMNS) as writer:
         writer.write(pa.RecordBatch.from_pylist([], schema=ERROR_SCHEMA))
     with pytest.raises(RuntimeError):
-        with PartWriter(str(tmp_path / "failed.parquet"), ERROR_SCHEMA, row_group_rows=1) as writer:
+        with PartWriter(
+            str(tmp_path / "failed.parquet"), ERROR_SCHEMA, dictionary_columns=DICTIONARY_COLUMNS, row_group_rows=1
+        ) as writer:
             writer.write(error_batch([RecordError(0, "x", "y")], source_uri="s", scored_at=SCORED_AT))
             raise RuntimeError("the shard failed half way")
     assert list(tmp_path.iterdir()) == []

@@ -134,6 +134,10 @@ def contract_breaking(kind: str) -> bytes:
     elif kind == "text-label":
         feature["label"].Clear()
         feature["label"].bytes_list.value.append(b"3")
+    elif kind == "latin-1-id":
+        feature["image_id"].bytes_list.value[0] = "chemise-caf\xe9".encode("latin-1")
+    elif kind == "latin-1-uri":
+        feature["image/uri"].bytes_list.value.append("file:///caf\xe9.jpg".encode("latin-1"))
     return example.SerializeToString()
 
 
@@ -305,7 +309,10 @@ def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
         serialize_example("", encode_png(np.zeros((28, 28), np.uint8)), 1),
         example_without_image("no-image"),
         b"\xff not an example",
-        *[contract_breaking(kind) for kind in ("two-images", "float-label", "two-labels", "text-label")],
+        *[
+            contract_breaking(kind)
+            for kind in ("two-images", "float-label", "two-labels", "text-label", "latin-1-id", "latin-1-uri")
+        ],
     ],
     ids=[
         "jpeg",
@@ -318,6 +325,8 @@ def test_one_call_path_gives_the_careful_paths_rows(tiny_model):
         "float-label",
         "two-labels",
         "text-label",
+        "latin-1-id",
+        "latin-1-uri",
     ],
 )
 def test_one_odd_record_sends_its_batch_the_careful_way(tiny_model, odd_record):
@@ -335,6 +344,8 @@ def test_one_odd_record_sends_its_batch_the_careful_way(tiny_model, odd_record):
         ("two-labels", "bad_label"),
         ("text-label", "bad_label"),
         ("label-12", "bad_label"),
+        ("latin-1-id", "invalid_example"),
+        ("latin-1-uri", "invalid_example"),
     ],
 )
 def test_contract_breaking_record_is_an_error_row_the_rest_scored(tiny_model, kind, error_type):

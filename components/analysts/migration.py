@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from components.analysts.tables import scores_root
 from components.contracts import run_index
 from components.contracts.schema import (
+    DICTIONARY_COLUMNS,
     ERROR_SCHEMA,
     ERRORS_TABLE,
     PREDICTION_SCHEMA,
@@ -46,6 +47,7 @@ from components.contracts.summary import MAX_SUMMARY_BYTES, RunCounts, RunInputs
 from components.errors import InputError, RunConflict
 from components.io import storage
 from components.io.lease import hold_lease, lease_uri
+from components.io.parquet_parts import write_part
 from components.score.run import next_publication, publish_point, remove_unreachable_parts
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,7 @@ def migrate_run(scores: str, document: dict, summary_uri: str) -> str:
                 name = part_file_name(publication=publication, attempt=attempt, index=index)
                 new = storage.join(storage.dirname(old), name)
                 publish_point("part-move")
-                _write(new, _as_v2(old, with_lineage(schema, **lineage)))
+                write_part(new, _as_v2(old, with_lineage(schema, **lineage)), dictionary_columns=DICTIONARY_COLUMNS)
                 parts[table].append(storage.absolute_uri(new))
         inputs = document.get("inputs") or {}
         summary = RunSummary(
@@ -189,9 +191,3 @@ def _as_v2(uri: str, schema: pa.Schema) -> pa.Table:
         if field.name not in table.column_names and field.nullable:
             table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
     return table.select(schema.names).cast(schema)
-
-
-def _write(uri: str, table: pa.Table) -> None:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    storage.write_bytes(uri, buffer.getvalue())

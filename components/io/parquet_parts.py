@@ -8,8 +8,10 @@ whole part or nothing, and a retried writer replaces it with the same rows.
 from __future__ import annotations
 
 import collections
+import io
 import os
 import tempfile
+from collections.abc import Collection
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,12 +26,16 @@ ROW_GROUP_ROWS = 65_536
 class PartWriter:
     """Writes record batches of one schema into one Parquet part at `uri`.
 
-    Nothing is stored when no row was written (an empty part is no part).
+    Only the `dictionary_columns` are dictionary-encoded. Nothing is stored when no row was
+    written (an empty part is no part).
     """
 
-    def __init__(self, uri: str, schema: pa.Schema, *, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+    def __init__(
+        self, uri: str, schema: pa.Schema, *, dictionary_columns: Collection[str], row_group_rows: int = ROW_GROUP_ROWS
+    ) -> None:
         self.uri = uri
         self.schema = schema
+        self._options = writer_options(schema, dictionary_columns)
         self.rows = 0
         self._row_group_rows = row_group_rows
         self._pending: list[pa.RecordBatch] = []
@@ -84,18 +90,30 @@ class PartWriter:
         if self._writer is None:
             handle, self._local_path = tempfile.mkstemp(prefix="part-", suffix=".parquet")
             os.close(handle)
-            self._writer = pq.ParquetWriter(self._local_path, self.schema)
+            self._writer = pq.ParquetWriter(self._local_path, self.schema, **self._options)
         self._writer.write_table(pa.Table.from_batches(self._pending, schema=self.schema), row_group_size=self._pending_rows)
         self._pending.clear()
         self._pending_rows = 0
 
 
-def merge_parts(sources: list[str], uri: str) -> int:
+def writer_options(schema: pa.Schema, dictionary_columns: Collection[str]) -> dict:
+    """pyarrow's Parquet writer options of a part: a dictionary only for the columns named."""
+    return {"use_dictionary": [name for name in schema.names if name in dictionary_columns]}
+
+
+def write_part(uri: str, table: pa.Table, *, dictionary_columns: Collection[str]) -> None:
+    """Stores a whole table (small: held in memory) as one part at `uri`, in one piece."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, **writer_options(table.schema, dictionary_columns))
+    storage.write_bytes(uri, buffer.getvalue())
+
+
+def merge_parts(sources: list[str], uri: str, *, dictionary_columns: Collection[str]) -> int:
     """Writes the rows of `sources` (parts of one schema, lineage metadata included) in their
     order into one part at `uri`, a row group at a time; returns its row count."""
     with storage.open_read(sources[0]) as stream:
         schema = pq.ParquetFile(stream).schema_arrow
-    with PartWriter(uri, schema) as writer:
+    with PartWriter(uri, schema, dictionary_columns=dictionary_columns) as writer:
         for source in sources:
             with storage.open_read(source) as stream:
                 for batch in pq.ParquetFile(stream).iter_batches(batch_size=ROW_GROUP_ROWS):

@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from components.constants import (
     FEATURE_FORMAT,
@@ -181,7 +182,7 @@ class ModelScorer:
             first_labels = tf.gather(
                 with_missing, tf.where(label_counts > 0, label_starts, tf.size(label_values, label_splits.dtype))
             )
-            return contract, image_ids, first_labels, scores, image_uris
+            return contract, image_ids, first_labels, scores, image_uris, tf.strings.length(image_uris) > 0
 
         self._score_contract_batch = tf.function(score_contract_batch, input_signature=[strings], autograph=False)
 
@@ -213,20 +214,20 @@ class ModelScorer:
         labels = [values[start:end] for start, end in zip(splits, splits[1:])]
         return list(zip(image_ids.tolist(), encoded.tolist(), formats.tolist(), labels, image_uris.tolist()))
 
-    def score_contract_batch(
-        self, serialized: Sequence[bytes]
-    ) -> tuple[list[str], list[int | None], np.ndarray, list[str | None]] | None:
-        """(image_ids, labels, (n, 10) probabilities, image_uris) of a batch of shard Examples holding model
-        PNGs with non-empty ids and at most one label in 0-9, scored finite, in one call; None
-        if any record is not such an Example (the caller then takes the careful path, which
-        finds and reports the bad ones)."""
+    def score_contract_batch(self, serialized: Sequence[bytes]) -> tuple[pa.Array, np.ndarray, np.ndarray, pa.Array] | None:
+        """(image_ids, labels (-1: none), (n, 10) probabilities, image_uris (null: none)) of a batch
+        of shard Examples holding model PNGs with non-empty UTF-8 ids and at most one label in
+        0-9, scored finite, in one call; None if any record is not such an Example (the caller
+        then takes the careful path, which finds and reports the bad ones). The columns come
+        out as arrays, never a Python object per record."""
         try:
             # A list converts to a string tensor faster than a numpy object array.
-            contract, image_ids, labels, scores, image_uris = self._score_contract_batch(list(serialized))
+            contract, image_ids, labels, scores, image_uris, has_uri = self._score_contract_batch(list(serialized))
             if not contract:
                 return None
-            ids = [image_id.decode() for image_id in image_ids.numpy()]
-            uris = [uri.decode() or None for uri in image_uris.numpy()]
-        except (self._invalid_argument, UnicodeDecodeError):  # see parse_examples
+            # The casts check UTF-8: an id that is not fails the batch like any other bad record.
+            ids = pa.array(image_ids.numpy(), pa.binary()).cast(pa.string())
+            uris = pa.array(image_uris.numpy(), pa.binary(), mask=~has_uri.numpy()).cast(pa.string())
+        except (self._invalid_argument, UnicodeDecodeError, pa.ArrowInvalid):  # see parse_examples
             return None
-        return ids, [None if label < 0 else label for label in labels.numpy().tolist()], scores.numpy(), uris
+        return ids, labels.numpy(), scores.numpy(), uris

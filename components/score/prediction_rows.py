@@ -102,25 +102,27 @@ def _checked(record_index: int, example: ShardExample) -> ParsedRecord | RecordE
 
 def prediction_batch(
     *,
-    image_ids: Sequence[str],
+    image_ids: pa.Array,
     source_uri: str,
     probabilities: np.ndarray,
-    true_labels: Sequence[int | None],
+    true_labels: np.ndarray,
     model_version: str,
     scored_at: datetime.datetime,
-    image_uris: Sequence[str | None] | None = None,
+    image_uris: pa.Array | None = None,
 ) -> pa.RecordBatch:
-    """Rows of the prediction table for one model call: `probabilities` is (n, 10) softmax."""
+    """Rows of the prediction table for one model call: `image_ids` and `image_uris` are string
+    arrays (a null URI: none), `probabilities` is (n, 10) softmax, `true_labels` class indices
+    (-1: none)."""
     count = len(image_ids)
     probabilities = np.ascontiguousarray(probabilities, dtype=np.float32)
-    if probabilities.shape != (count, NUM_CLASSES):
-        raise ValueError(f"probabilities of shape {probabilities.shape} for {count} images")
+    if probabilities.shape != (count, NUM_CLASSES) or len(true_labels) != count:
+        raise ValueError(f"probabilities of shape {probabilities.shape} and {len(true_labels)} labels for {count} images")
     predicted = probabilities.argmax(axis=1).astype(np.int32)
-    labels = np.array([-1 if label is None else label for label in true_labels], dtype=np.int32)
+    labels = np.asarray(true_labels, dtype=np.int32)
     offsets = pa.array(np.arange(0, (count + 1) * NUM_CLASSES, NUM_CLASSES, dtype=np.int32))
     columns = {
-        "image_id": pa.array(image_ids, pa.string()),
-        "image_uri": pa.array(image_uris, pa.string()) if image_uris is not None else pa.nulls(count, pa.string()),
+        "image_id": image_ids,
+        "image_uri": image_uris if image_uris is not None else pa.nulls(count, pa.string()),
         "source_uri": _repeat(source_uri, pa.string(), count),
         "predicted_label": pa.array(predicted),
         "predicted_class": pa.array(_CLASS_NAMES[predicted], pa.string()),

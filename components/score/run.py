@@ -48,6 +48,7 @@ from components.contracts import run_index
 from components.contracts.parameters import flag_of
 from components.contracts.registry import resolve
 from components.contracts.schema import (
+    DICTIONARY_COLUMNS,
     ERRORS_TABLE,
     PART_TARGET_BYTES,
     PREDICTIONS_TABLE,
@@ -310,7 +311,7 @@ def publish(
             source = first_uri
             if len(group) > 1:  # small shards' parts become one part of about the target size
                 source = storage.join(storage.dirname(first_uri), f"merged-{first_index:05d}.parquet")
-                merge_parts([staged[member][1] for member in group], source)
+                merge_parts([staged[member][1] for member in group], source, dictionary_columns=DICTIONARY_COLUMNS)
             lease.check()  # a lease the heartbeat lost stops us before we touch the partitions again
             name = part_file_name(publication=summary.publication, attempt=summary.attempt, index=first_index)
             published = storage.join(partition_uri(output, table, summary.run_date, summary.run_id), name)

@@ -23,7 +23,14 @@ import numpy as np
 import pyarrow as pa
 
 from components.constants import NUM_CLASSES, PROGRESS_LOG_FIELD
-from components.contracts.schema import ERROR_SCHEMA, ERRORS_TABLE, PREDICTION_SCHEMA, PREDICTIONS_TABLE, with_lineage
+from components.contracts.schema import (
+    DICTIONARY_COLUMNS,
+    ERROR_SCHEMA,
+    ERRORS_TABLE,
+    PREDICTION_SCHEMA,
+    PREDICTIONS_TABLE,
+    with_lineage,
+)
 from components.contracts.shard_contract import EXIF_CHUNK, is_model_png
 from components.contracts.shards import ShardExpectation
 from components.contracts.summary import ShardReceipt, summed_counts
@@ -161,10 +168,10 @@ def _score_batch_carefully(
     ]
     scored = [parsed[position].example for position, ok in zip(positions, finite) if ok]
     return _table_batches(
-        [example.image_id for example in scored],
-        [example.label for example in scored],
+        pa.array([example.image_id for example in scored], pa.string()),
+        np.array([-1 if example.label is None else example.label for example in scored], np.int32),
         probabilities[finite],
-        [example.image_uri for example in scored],
+        pa.array([example.image_uri for example in scored], pa.string()),
         sorted(errors + image_errors + score_errors, key=lambda error: error.record_index),
         source_uri=source_uri,
         target=target,
@@ -173,10 +180,10 @@ def _score_batch_carefully(
 
 
 def _table_batches(
-    image_ids: Sequence[str],
-    labels: Sequence[int | None],
+    image_ids: pa.Array,
+    labels: np.ndarray,
     probabilities: np.ndarray,
-    image_uris: Sequence[str | None],
+    image_uris: pa.Array,
     errors: Sequence[RecordError],
     *,
     source_uri: str,
@@ -255,9 +262,15 @@ def score_shard(
     with (
         storage.open_read(shard_uri) as stream,
         PartWriter(
-            staged_part_uri(target.staging, PREDICTIONS_TABLE, part), target.part_schema(PREDICTION_SCHEMA)
+            staged_part_uri(target.staging, PREDICTIONS_TABLE, part),
+            target.part_schema(PREDICTION_SCHEMA),
+            dictionary_columns=DICTIONARY_COLUMNS,
         ) as predictions,
-        PartWriter(staged_part_uri(target.staging, ERRORS_TABLE, part), target.part_schema(ERROR_SCHEMA)) as errors,
+        PartWriter(
+            staged_part_uri(target.staging, ERRORS_TABLE, part),
+            target.part_schema(ERROR_SCHEMA),
+            dictionary_columns=DICTIONARY_COLUMNS,
+        ) as errors,
     ):
         reader = ShardReader(stream, expected_records=expected.num_records if expected else None)
         for prediction_rows, error_rows in score_records(counted(reader), scorer=scorer, source_uri=source_uri, target=target):

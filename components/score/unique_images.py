@@ -16,11 +16,13 @@ import io
 from collections.abc import Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from components.contracts.schema import ERROR_SCHEMA
+from components.contracts.schema import DICTIONARY_COLUMNS, ERROR_SCHEMA
 from components.contracts.summary import ShardReceipt, summed_counts
 from components.io import storage
+from components.io.parquet_parts import write_part
 from components.io.tfrecord import read_records
 from components.score.prediction_rows import ParsedRecord, RecordError, error_batch, parse_record
 
@@ -33,15 +35,18 @@ def drop_repeated_images(receipts: Sequence[ShardReceipt], *, errors_part_of: di
     `receipts` are in input order; `errors_part_of[shard_index]` is where a shard's error part
     is staged when it has none yet.
     """
+    image_ids = {r.shard_index: _read_table(r.predictions, ["image_id"]).column("image_id") for r in receipts if r.predictions}
+    every_id = pa.chunked_array([chunk for column in image_ids.values() for chunk in column.chunks], pa.string())
+    if pc.count_distinct(every_id).as_py() == len(every_id):  # the usual run: no id twice, counted without Python objects
+        return list(receipts)
     first_shard: dict[str, int] = {}
     result = []
     for receipt in receipts:
         if receipt.predictions is None:
             result.append(receipt)
             continue
-        image_ids = _read_table(receipt.predictions, ["image_id"]).column("image_id").to_pylist()
         repeated = []
-        for row, image_id in enumerate(image_ids):
+        for row, image_id in enumerate(image_ids[receipt.shard_index].to_pylist()):
             if image_id in first_shard:
                 repeated.append(row)
             else:
@@ -89,9 +94,9 @@ def _move_to_errors(receipt: ShardReceipt, rows: list[int], first_shard: dict[st
     combined = combined.sort_by("record_index").replace_schema_metadata(lineage)
     kept = predictions.filter(pa.array([row in kept_rows for row in range(predictions.num_rows)]))
     errors_uri = receipt.errors or new_errors_uri
-    _write_table(errors_uri, combined)
+    write_part(errors_uri, combined, dictionary_columns=DICTIONARY_COLUMNS)
     if kept.num_rows:
-        _write_table(receipt.predictions, kept)
+        write_part(receipt.predictions, kept, dictionary_columns=DICTIONARY_COLUMNS)
     else:
         storage.delete(receipt.predictions)  # an empty part is no part
     by_type = summed_counts(receipt.failed_by_type, {DUPLICATE_IMAGE_ID: len(rows)})
@@ -123,9 +128,3 @@ def _read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     # a scoring run tens of milliseconds).
     with storage.open_read(uri) as stream:
         return pq.ParquetFile(io.BytesIO(stream.read())).read(columns=columns)
-
-
-def _write_table(uri: str, table: pa.Table) -> None:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    storage.write_bytes(uri, buffer.getvalue())
