@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import IO, NamedTuple
 
 import google_crc32c
@@ -58,6 +58,9 @@ class Record(NamedTuple):
     error_message: str | None = None
 
 
+_new_tuple = tuple.__new__
+
+
 class ShardReader:
     """Iterates over the records of a TFRecord stream, damaged ones as error records.
 
@@ -86,9 +89,7 @@ class ShardReader:
     def __iter__(self) -> Iterator[Record]:
         index = 0
         while self._available(1):
-            for record in self._intact_records(index):
-                yield record
-                index += 1
+            index = yield from self._intact_records(index)
             if not self._available(1):
                 break
             framed = self._framed_record()
@@ -105,29 +106,36 @@ class ShardReader:
                 error_message=f"record {missing} of the {self._expected} in the manifest cannot be framed ({reason})",
             )
 
-    def _intact_records(self, index: int) -> Iterator[Record]:
+    def _intact_records(self, index: int) -> Generator[Record, None, int]:
         """The intact records from the current position up to the first one that is damaged or
         not wholly buffered (left to the careful path): the common case, in one tight loop
-        (the CRC masking inlined: a function call per record is a measurable share of its cost)."""
+        (the CRC masking inlined: a function call per record is a measurable share of its cost).
+        Returns the index of the next record."""
         buffer, position, end = self._buffer, self._position, len(self._buffer)
         crc32c, unpack_header, unpack_crc = google_crc32c.value, _HEADER.unpack_from, _CRC.unpack_from
+        # The length field's masked CRC is a function of the length: computed once per length
+        # seen (records of similar images share few lengths), then one dict lookup per record.
+        length_crcs: dict[int, int] = {}
         try:
             while position + _HEADER_BYTES <= end:
                 length, length_crc = unpack_header(buffer, position)
                 data_start = position + _HEADER_BYTES
                 data_end = data_start + length
                 if data_end + _CRC.size > end:
-                    return
-                crc = crc32c(buffer[position : position + _LENGTH.size])
-                if (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF != length_crc:
-                    return
+                    break
+                expected_length_crc = length_crcs.get(length)
+                if expected_length_crc is None:
+                    expected_length_crc = length_crcs[length] = _masked_crc(buffer[position : data_start - _CRC.size])
+                if expected_length_crc != length_crc:
+                    break
                 data = buffer[data_start:data_end]
                 crc = crc32c(data)
                 if (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF != unpack_crc(buffer, data_end)[0]:
-                    return
+                    break
                 position = data_end + _CRC.size
-                yield Record(index, data)
+                yield _new_tuple(Record, (index, data, None, None))  # Record(index, data) without its Python-level __new__
                 index += 1
+            return index
         finally:
             self._position = position
 

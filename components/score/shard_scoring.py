@@ -129,9 +129,11 @@ def _score_batch(
     """
     scored_at = datetime.datetime.now(datetime.UTC)
     # The one-call path checks is_model_png's header in TensorFlow; its eXIf test is done here,
-    # on the whole record (TensorFlow's regex ops cannot search binary data).
-    if all(record.data is not None and EXIF_CHUNK not in record.data for record in records):
-        clean = scorer.score_contract_batch([record.data for record in records])
+    # on the whole records (TensorFlow's regex ops cannot search binary data), in one search
+    # of the batch's bytes: a match spanning two records only sends the batch the careful way.
+    data = [record.data for record in records]
+    if None not in data and EXIF_CHUNK not in b"".join(data):
+        clean = scorer.score_contract_batch(data)
         if clean is not None:
             image_ids, labels, probabilities, image_uris = clean
             return _table_batches(
