@@ -1,7 +1,7 @@
 """Run integrity of `fmnist score`'s publish step: one writer per run id, atomic reruns, one row per image.
 
 Real `python -m jobs.cli score` processes: killed with SIGKILL at named points of the publish
-sequence (the FMNIST_KILL_AT hook of components/score/run.py), racing on one run id, writing
+sequence (the FMNIST_KILL_AT hook of components/io/lease.py), racing on one run id, writing
 into a small full tmpfs (mounted here, as root); locally and on the GCS API server on loopback.
 After every hostile event the readers (the views of components/analysts/tables.py) must show the
 previous complete run or the new one, never a mix and never nothing, and the next attempt

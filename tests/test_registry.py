@@ -3,7 +3,9 @@
 import dataclasses
 import glob
 import json
+import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -182,6 +184,35 @@ def test_two_promotes_at_once_leave_one_of_them_and_both_history_lines_in_order(
     assert first.from_version == versions["v1"] and second.from_version == first.to_version  # the order they happened
     assert first.at <= second.at
     assert registry.latest_version(model_root) == second.to_version
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+@pytest.mark.parametrize("point", ["latest-pending", "latest-moved", "latest-told"])
+def test_a_change_of_latest_killed_between_its_writes_is_told_once(request, tmp_path, point, where):
+    """kill -9 before LATEST moves, after it moves, after its history line: LATEST and its
+    history always agree, and the next change writes any line the killed one could not."""
+    model_root = f"{request.getfixturevalue('gcs_bucket')}/models" if where == "gcs" else str(tmp_path / "models")
+    v1, v2, v3 = (make_version(model_root, f"2026120{day}T100000Z-0000000{day}") for day in (1, 2, 3))
+    registry.publish(model_root, v1, command="train", reason="fixture")
+
+    killed = run_cli("model", "promote", "--model-root", model_root, v2, env={**os.environ, "FMNIST_KILL_AT": point})
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    moved = point != "latest-pending"
+    told = [(None, v1, "train"), *([(v1, v2, "promote")] if moved else [])]
+    assert registry.latest_version(model_root) == (v2 if moved else v1)
+    assert _history(model_root) == told  # read as it happened, before the next change writes a missing line
+    listing = run_cli("model", "list", "--model-root", model_root)
+    assert listing.returncode == 0 and (f"{v1} -> {v2}  promote" in listing.stdout) == moved, listing.stdout
+
+    result = run_cli("model", "promote", "--model-root", model_root, v3)
+    assert result.returncode == 0, result.stderr
+    assert _history(model_root) == [*told, (told[-1][1], v3, "promote")]
+    lines = storage.read_bytes(storage.join(model_root, registry.HISTORY_NAME)).decode().splitlines()
+    assert len(lines) == len(told) + 1  # each change written once, in the file itself
+    assert not storage.exists(storage.join(model_root, registry.PENDING_NAME))
+    assert run_cli("model", "rollback", "--model-root", model_root).returncode == 0
+    assert registry.latest_version(model_root) == told[-1][1]
 
 
 def test_latest_on_gcs_changes_only_over_the_generation_read(gcs_bucket, monkeypatch):

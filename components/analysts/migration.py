@@ -46,9 +46,9 @@ from components.contracts.schema import (
 from components.contracts.summary import MAX_SUMMARY_BYTES, RunCounts, RunInputs, RunParts, RunSummary
 from components.errors import InputError, RunConflict
 from components.io import storage
-from components.io.lease import hold_lease, lease_uri
+from components.io.lease import hold_lease, lease_uri, publish_point
 from components.io.parquet_parts import write_part
-from components.score.run import next_publication, publish_point, remove_unreachable_parts
+from components.score.run import next_publication, remove_unreachable_parts
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,9 @@ MODEL_CARD_FILE = "model_card.md"
 VERSION_SUMMARY_FILE = "version.json"  # the version's `model list` row on one JSON line (BigQuery's models view)
 HISTORY_NAME = "LATEST.history"  # one JSON line per change of LATEST, oldest first; only ever appended
 HISTORY_MAX_BYTES = 16 * 1024 * 1024  # ~80,000 changes
+# The change of LATEST in progress, written before LATEST moves and removed once its history
+# line is written: a writer killed between the two leaves it, and the change is still told.
+PENDING_NAME = "LATEST.pending"
 PUBLISH_WAIT_S = 120.0  # how long a change of LATEST waits for another one in progress
 ANY_VERSION = object()  # publish(expected_from=...): whatever LATEST names
 # LATEST holds one version name (~25 bytes); a file far larger is not a pointer and is not read whole.
@@ -88,6 +91,7 @@ def publish(
     """
     storage.child(model_root, version)  # a plain name inside the root
     latest_uri = storage.join(model_root, LATEST_NAME)
+    history_uri, pending_uri = storage.join(model_root, HISTORY_NAME), storage.join(model_root, PENDING_NAME)
     with lease.hold_lease(
         storage.join(model_root, lease.LEASES_FOLDER, f"{LATEST_NAME}.json"),
         owner=secrets.token_hex(8),
@@ -95,6 +99,9 @@ def publish(
     ) as held:
         seen = storage.read_snapshot(latest_uri, max_bytes=POINTER_MAX_BYTES)
         current = _version_in(latest_uri, seen.data)
+        if unrecorded := _unrecorded_change(model_root, _recorded_history(model_root), current):
+            _append_history(history_uri, unrecorded)  # an earlier writer's change, killed before its line
+        storage.delete(pending_uri)  # told now, or never made: nothing left to tell
         if current == version:
             return None
         if expected_from is not ANY_VERSION and current != expected_from:
@@ -110,17 +117,49 @@ def publish(
             reason=reason,
         )
         held.confirm()  # still ours: a holder frozen past its lease changes nothing
+        storage.write_bytes(pending_uri, change.to_json().encode())
+        lease.publish_point("latest-pending")
         try:  # over exactly what was read: the generation on GCS, compare-and-swap under an flock locally
             storage.replace_if_unchanged(seen, f"{version}\n".encode())
         except storage.StorageConflictError as error:
             raise RunConflict(f"{error}; {version} not published") from None
-        _append_history(storage.join(model_root, HISTORY_NAME), change)
+        lease.publish_point("latest-moved")
+        _append_history(history_uri, change)
+        lease.publish_point("latest-told")
+        storage.delete(pending_uri)
     log.info("%s: %s -> %s (%s: %s)", latest_uri, current, version, command, reason)
     return change
 
 
 def read_history(model_root: str) -> list[LatestChange]:
-    """Every change of LATEST under a model root, oldest first; [] before the first."""
+    """Every change of LATEST under a model root, oldest first; [] before the first.
+
+    A change whose writer was killed after moving LATEST and before writing its line is
+    included (from the pending change it left); the next change of LATEST writes that line.
+    """
+    history = _recorded_history(model_root)
+    unrecorded = _unrecorded_change(model_root, history, latest_version(model_root))
+    return [*history, unrecorded] if unrecorded else history
+
+
+def _unrecorded_change(model_root: str, history: list[LatestChange], current: str | None) -> LatestChange | None:
+    """The pending change when LATEST (`current`) names its version but the history does not
+    lead there: its writer moved LATEST and was stopped before the line. A pending change that
+    LATEST does not name never happened (its writer was stopped before moving LATEST, or lost
+    the race for it), and one the history leads to is told already."""
+    uri = storage.join(model_root, PENDING_NAME)
+    data = storage.read_snapshot(uri, max_bytes=HISTORY_MAX_BYTES).data  # one line of the history
+    if data is None:
+        return None
+    try:
+        change = LatestChange.from_json(data)
+    except ContractError as error:
+        raise InputError(f"{uri}: not a change of {LATEST_NAME} ({error})") from None
+    told = bool(history) and history[-1].to_version == change.to_version
+    return change if current == change.to_version and not told else None
+
+
+def _recorded_history(model_root: str) -> list[LatestChange]:
     uri = storage.join(model_root, HISTORY_NAME)
     if not storage.exists(uri):
         return []

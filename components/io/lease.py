@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -41,6 +42,13 @@ log = logging.getLogger(__name__)
 
 LEASES_FOLDER = "_leases"
 DEFAULT_TTL_S = 60.0  # a killed holder blocks its run id for at most this long
+# Name a point of a fenced write sequence at which the process kills itself (SIGKILL) or freezes
+# itself once (SIGSTOP, until a SIGCONT): tests only. They prove that a kill -9 between any two
+# steps leaves readable, complete output, and that a holder frozen before a write and resumed
+# after another one took over changes nothing.
+KILL_POINT_VARIABLE = "FMNIST_KILL_AT"
+FREEZE_POINT_VARIABLE = "FMNIST_FREEZE_AT"
+_frozen_at: set[str] = set()
 MAX_TTL_S = 3600.0  # a longer lease would let one dead holder block its run id for hours
 _WAIT_POLL_S = 0.05  # how often a waiting taker asks again
 
@@ -307,3 +315,14 @@ def _upload(blob, data: bytes, *, if_generation_match: object) -> None:
     blob.upload_from_string(
         data, content_type="application/json", if_generation_match=if_generation_match, retry=storage.gcs_retry()
     )
+
+
+def publish_point(name: str) -> None:
+    """A named point of a write sequence under a lease (scoring's publish, the table migration,
+    a change of a model root's LATEST): the process kills or freezes itself there when a test
+    asks for it through the environment."""
+    if os.environ.get(KILL_POINT_VARIABLE) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(FREEZE_POINT_VARIABLE) == name and name not in _frozen_at:
+        _frozen_at.add(name)
+        os.kill(os.getpid(), signal.SIGSTOP)

@@ -37,7 +37,6 @@ import datetime
 import logging
 import os
 import secrets
-import signal
 import time
 from collections.abc import Sequence
 
@@ -72,7 +71,7 @@ from components.contracts.summary import (
 )
 from components.errors import CheckFailed, InputError, RunConflict
 from components.io import storage
-from components.io.lease import DEFAULT_TTL_S, Lease, check_ttl, hold_lease, lease_uri
+from components.io.lease import DEFAULT_TTL_S, Lease, check_ttl, hold_lease, lease_uri, publish_point
 from components.io.parquet_parts import merge_parts, part_rows, value_counts
 from components.score.dataflow_job import run_and_wait
 from components.score.model_scorer import check_model_fits, load_model
@@ -89,13 +88,6 @@ DEFAULT_MAX_ERROR_RATE = 0.01
 DEFAULT_REPLACED_PARTS_GRACE_S = 3600.0
 LOCAL_RUNNER = "FnApiRunner"
 TABLES = (PREDICTIONS_TABLE, ERRORS_TABLE)
-# Name a point of the publish sequence at which the process kills itself (SIGKILL) or freezes
-# itself once (SIGSTOP, until a SIGCONT): tests only. They prove that a kill -9 between any two
-# steps leaves a readable, complete run, and that an attempt frozen before any write and resumed
-# after another attempt took over changes nothing.
-KILL_POINT_VARIABLE = "FMNIST_KILL_AT"
-FREEZE_POINT_VARIABLE = "FMNIST_FREEZE_AT"
-_frozen_at: set[str] = set()
 
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
@@ -451,16 +443,6 @@ def _dead_attempts(output: str, run_id: str, attempt: str) -> list[str]:
     prefix = staging_uri(output, run_id)
     folders = {storage.join(prefix, uri[len(prefix) :].strip("/").split("/", 1)[0]) for uri in storage.list_prefix(prefix)}
     return sorted(folder for folder in folders if storage.basename(folder) != attempt)
-
-
-def publish_point(name: str) -> None:
-    """A named point of a publish sequence (here and in components/analysts/migration.py): the
-    process kills or freezes itself there when a test asks for it through the environment."""
-    if os.environ.get(KILL_POINT_VARIABLE) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-    if os.environ.get(FREEZE_POINT_VARIABLE) == name and name not in _frozen_at:
-        _frozen_at.add(name)
-        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def pipeline_options(beam_args: Sequence[str], *, shard_count: int | None = None) -> PipelineOptions:
