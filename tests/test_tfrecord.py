@@ -118,3 +118,22 @@ def test_chunk_boundaries_change_nothing(monkeypatch):
         # Each flip loses at most its record and the one after; the cut at most one more.
         whole_records = sum(1 for end in np.cumsum([len(f) for f in many]) if end <= len(cut))
         assert sum(data is not None for _, data, _ in whole) >= whole_records - 3 * 2
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 512])
+def test_batches_hold_the_records_in_order_size_by_size(size):
+    """Damaged, intact and missing records: batches of any size are the iteration, cut in lists."""
+    rng = np.random.default_rng(2)
+    many = [frame_record(bytes(rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8))) for _ in range(40)]
+    data = bytearray(b"".join(many))
+    for position in rng.integers(0, len(data), 4):
+        data[position] ^= int(rng.integers(1, 256))
+    stream = bytes(data[: len(data) - 50])  # a cut tail too
+    expected = len(many) + 3  # and records the manifest counts that the shard lacks
+
+    batches = list(ShardReader(io.BytesIO(stream), expected_records=expected).batches(size))
+
+    flat = [(r.index, r.data, r.error_type) for batch in batches for r in batch]
+    assert flat == outcome(stream, expected_records=expected)
+    assert [r[0] for r in flat] == list(range(len(flat))) and len(flat) >= expected
+    assert all(len(batch) == size for batch in batches[:-1]) and 0 < len(batches[-1]) <= size

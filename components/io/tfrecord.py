@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import IO, NamedTuple
 
 import google_crc32c
@@ -29,6 +29,7 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024
 _HIGH_LENGTH_BYTES = b"\x00\x00\x00\x00"
 _HIGH_LENGTH_OFFSET = 4
 _CHUNK_BYTES = 1024 * 1024
+_ITERATION_BATCH = 512  # records framed at a time when iterated one by one
 
 CORRUPT_RECORD = "corrupt_record"  # framed, but its data fails the CRC
 TRUNCATED_RECORD = "truncated_record"  # the stream ends inside a record
@@ -87,14 +88,34 @@ class ShardReader:
         return self._hash.hexdigest()
 
     def __iter__(self) -> Iterator[Record]:
+        for batch in self.batches(_ITERATION_BATCH):
+            yield from batch
+
+    def batches(self, size: int) -> Iterator[list[Record]]:
+        """The records in order, in lists of `size` (the last one shorter): the intact ones are
+        framed straight into the list, without a generator step per record."""
+        batch: list[Record] = []
         index = 0
         while self._available(1):
-            index = yield from self._intact_records(index)
-            if not self._available(1):
-                break
-            framed = self._framed_record()
-            yield self._take(index, *framed) if framed else self._skip_damage(index)
-            index += 1
+            index = self._frame_intact(index, batch, size)
+            if len(batch) < size and self._available(1):  # damage, or a record across the buffer's end
+                framed = self._framed_record()
+                batch.append(self._take(index, *framed) if framed else self._skip_damage(index))
+                index += 1
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        for record in self._records_not_framed(index):
+            batch.append(record)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _records_not_framed(self, index: int) -> Iterator[Record]:
+        """After the last framed record (`index` is the next one's): an empty shard's error
+        record, then one per record the manifest counts and the shard lacks."""
         if self.size == 0 and self._expected != 0:
             yield Record(index, error_type=UNREADABLE_RECORD, error_message="shard is empty (0 bytes)")
             index += 1
@@ -106,38 +127,38 @@ class ShardReader:
                 error_message=f"record {missing} of the {self._expected} in the manifest cannot be framed ({reason})",
             )
 
-    def _intact_records(self, index: int) -> Generator[Record, None, int]:
-        """The intact records from the current position up to the first one that is damaged or
-        not wholly buffered (left to the careful path): the common case, in one tight loop
-        (the CRC masking inlined: a function call per record is a measurable share of its cost).
-        Returns the index of the next record."""
+    def _frame_intact(self, index: int, batch: list[Record], size: int) -> int:
+        """Appends the intact records from the current position to `batch`, until it holds `size`
+        or the next record is damaged or not wholly buffered (left to the careful path): the
+        common case, in one tight loop (the CRC masking inlined: a function call per record is
+        a measurable share of its cost). Returns the index of the next record."""
         buffer, position, end = self._buffer, self._position, len(self._buffer)
         crc32c, unpack_header, unpack_crc = google_crc32c.value, _HEADER.unpack_from, _CRC.unpack_from
+        append, room = batch.append, size - len(batch)
         # The length field's masked CRC is a function of the length: computed once per length
         # seen (records of similar images share few lengths), then one dict lookup per record.
         length_crcs: dict[int, int] = {}
-        try:
-            while position + _HEADER_BYTES <= end:
-                length, length_crc = unpack_header(buffer, position)
-                data_start = position + _HEADER_BYTES
-                data_end = data_start + length
-                if data_end + _CRC.size > end:
-                    break
-                expected_length_crc = length_crcs.get(length)
-                if expected_length_crc is None:
-                    expected_length_crc = length_crcs[length] = _masked_crc(buffer[position : data_start - _CRC.size])
-                if expected_length_crc != length_crc:
-                    break
-                data = buffer[data_start:data_end]
-                crc = crc32c(data)
-                if (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF != unpack_crc(buffer, data_end)[0]:
-                    break
-                position = data_end + _CRC.size
-                yield _new_tuple(Record, (index, data, None, None))  # Record(index, data) without its Python-level __new__
-                index += 1
-            return index
-        finally:
-            self._position = position
+        while room > 0 and position + _HEADER_BYTES <= end:
+            length, length_crc = unpack_header(buffer, position)
+            data_start = position + _HEADER_BYTES
+            data_end = data_start + length
+            if data_end + _CRC.size > end:
+                break
+            expected_length_crc = length_crcs.get(length)
+            if expected_length_crc is None:
+                expected_length_crc = length_crcs[length] = _masked_crc(buffer[position : data_start - _CRC.size])
+            if expected_length_crc != length_crc:
+                break
+            data = buffer[data_start:data_end]
+            crc = crc32c(data)
+            if (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF != unpack_crc(buffer, data_end)[0]:
+                break
+            position = data_end + _CRC.size
+            append(_new_tuple(Record, (index, data, None, None)))  # Record(index, data) without its Python-level __new__
+            index += 1
+            room -= 1
+        self._position = position
+        return index
 
     def _framed_record(self) -> tuple[int, bool] | None:
         """(total bytes, data CRC holds) of the record at the current position, or None when

@@ -205,21 +205,10 @@ def _table_batches(
     return predictions, error_batch(errors, source_uri=source_uri, scored_at=scored_at)
 
 
-def _record_batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    batch: list[Record] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def score_records(
-    records: Iterable[Record], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget
+def score_batches(
+    batches: Iterable[list[Record]], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget
 ) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
-    """Scores a stream of records in batches: yields (prediction rows, error rows) per batch, in order.
+    """Scores a stream of record batches: yields (prediction rows, error rows) per batch, in order.
 
     The stages overlap: while model threads parse, decode and score earlier batches (mostly
     TensorFlow, which releases the GIL: two batches decode in parallel), this thread reads
@@ -227,7 +216,7 @@ def score_records(
     """
     with concurrent.futures.ThreadPoolExecutor(MODEL_THREADS, thread_name_prefix="fmnist-model") as model_threads:
         in_flight: collections.deque[concurrent.futures.Future] = collections.deque()
-        for batch in _record_batches(records, target.batch_size):
+        for batch in batches:
             in_flight.append(model_threads.submit(_score_batch, batch, scorer=scorer, source_uri=source_uri, target=target))
             if len(in_flight) > MODEL_THREADS:
                 yield in_flight.popleft().result()
@@ -254,11 +243,11 @@ def score_shard(
     source_uri = storage.absolute_uri(shard_uri)  # lineage that holds wherever the tables are read
     read = 0
 
-    def counted(records: Iterable[Record]) -> Iterator[Record]:
+    def counted(batches: Iterable[list[Record]]) -> Iterator[list[Record]]:
         nonlocal read
-        for record in records:
-            read += 1
-            yield record
+        for batch in batches:
+            read += len(batch)
+            yield batch
 
     failed_by_type: dict[str, int] = {}
     with (
@@ -275,7 +264,8 @@ def score_shard(
         ) as errors,
     ):
         reader = ShardReader(stream, expected_records=expected.num_records if expected else None)
-        for prediction_rows, error_rows in score_records(counted(reader), scorer=scorer, source_uri=source_uri, target=target):
+        batches = counted(reader.batches(target.batch_size))
+        for prediction_rows, error_rows in score_batches(batches, scorer=scorer, source_uri=source_uri, target=target):
             predictions.write(prediction_rows)
             errors.write(error_rows)
             failed_by_type = summed_counts(failed_by_type, collections.Counter(error_rows.column("error_type").to_pylist()))
