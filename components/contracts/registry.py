@@ -99,9 +99,10 @@ def publish(
     ) as held:
         seen = storage.read_snapshot(latest_uri, max_bytes=POINTER_MAX_BYTES)
         current = _version_in(latest_uri, seen.data)
-        if unrecorded := _unrecorded_change(model_root, _recorded_history(model_root), current):
-            _append_history(history_uri, unrecorded)  # an earlier writer's change, killed before its line
-        storage.delete(pending_uri)  # told now, or never made: nothing left to tell
+        if pending := _pending_change(model_root):
+            if _unrecorded(pending, _recorded_history(model_root), current):
+                _append_history(history_uri, pending)  # an earlier writer's change, killed before its line
+            storage.delete(pending_uri)  # told now, or never made: nothing left to tell
         if current == version:
             return None
         if expected_from is not ANY_VERSION and current != expected_from:
@@ -138,25 +139,31 @@ def read_history(model_root: str) -> list[LatestChange]:
     included (from the pending change it left); the next change of LATEST writes that line.
     """
     history = _recorded_history(model_root)
-    unrecorded = _unrecorded_change(model_root, history, latest_version(model_root))
-    return [*history, unrecorded] if unrecorded else history
+    pending = _pending_change(model_root)
+    if pending and _unrecorded(pending, history, latest_version(model_root)):
+        return [*history, pending]
+    return history
 
 
-def _unrecorded_change(model_root: str, history: list[LatestChange], current: str | None) -> LatestChange | None:
-    """The pending change when LATEST (`current`) names its version but the history does not
-    lead there: its writer moved LATEST and was stopped before the line. A pending change that
-    LATEST does not name never happened (its writer was stopped before moving LATEST, or lost
-    the race for it), and one the history leads to is told already."""
+def _pending_change(model_root: str) -> LatestChange | None:
+    """The change a writer of LATEST left in LATEST.pending (None: there is none)."""
     uri = storage.join(model_root, PENDING_NAME)
     data = storage.read_snapshot(uri, max_bytes=HISTORY_MAX_BYTES).data  # one line of the history
     if data is None:
         return None
     try:
-        change = LatestChange.from_json(data)
+        return LatestChange.from_json(data)
     except ContractError as error:
         raise InputError(f"{uri}: not a change of {LATEST_NAME} ({error})") from None
-    told = bool(history) and history[-1].to_version == change.to_version
-    return change if current == change.to_version and not told else None
+
+
+def _unrecorded(pending: LatestChange, history: list[LatestChange], current: str | None) -> bool:
+    """Whether a pending change happened without its history line: LATEST (`current`) names its
+    version and the history does not lead there. A pending change that LATEST does not name
+    never happened (its writer was stopped before moving LATEST, or lost the race for it), and
+    one the history leads to is told already."""
+    told = bool(history) and history[-1].to_version == pending.to_version
+    return current == pending.to_version and not told
 
 
 def _recorded_history(model_root: str) -> list[LatestChange]:
