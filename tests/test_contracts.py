@@ -10,6 +10,7 @@ import pytest
 
 from components.contracts.summary import (
     ContractError,
+    GroupReceipt,
     RunCounts,
     RunFailure,
     RunInputs,
@@ -54,13 +55,14 @@ def test_a_receipt_reads_back_equal_and_leaves_room_for_source_checks():
         scored=4,
         failed=1,
         failed_by_type={"corrupt_record": 1},
-        predictions="p",
-        errors="e",
     )
     assert (receipt.expected, receipt.sha256, receipt.expected_sha256) == (None, None, None)
     assert ShardReceipt.from_json(receipt.to_json()) == receipt
     checked = dataclasses.replace(receipt, expected=5, sha256="ab", expected_sha256="ab")
-    assert ShardReceipt.from_json(checked.to_json()) == checked
+    shards = [receipt, dataclasses.replace(checked, shard_index=3)]
+    group = GroupReceipt(group_index=2, shards=shards, predictions="p", errors="e")
+    assert GroupReceipt.from_json(group.to_json()) == group
+    assert isinstance(GroupReceipt.from_json(group.to_json()).shards[1], ShardReceipt)
 
 
 @pytest.mark.parametrize(
@@ -89,6 +91,9 @@ def test_a_receipt_reads_back_equal_and_leaves_room_for_source_checks():
 def test_a_receipt_that_breaks_the_contract_is_refused_naming_the_field(document, message):
     with pytest.raises(ContractError, match=message):
         ShardReceipt.from_json(document)
+    if document.startswith("{"):  # the same shard inside a group's receipt
+        with pytest.raises(ContractError, match=message):
+            GroupReceipt.from_json(f'{{"group_index": 0, "shards": [{document}], "predictions": null, "errors": null}}')
 
 
 def test_the_runs_bigquery_schema_covers_every_field_of_a_summary():

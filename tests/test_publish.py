@@ -32,7 +32,7 @@ from components.io.images import encode_png
 from components.io.lease import acquire, lease_uri, release
 from components.io.tfrecord import frame_record
 from components.score import run as run_module
-from components.score.run import part_groups, score, staging_uri
+from components.score.run import part_groups, score, shard_groups, staging_uri
 from tests.test_score import fit_tiny_model, save_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -383,31 +383,40 @@ def test_a_second_live_attempt_exits_2_in_one_line_having_written_nothing(inputs
     release(holder)
 
 
+def _with_first_shard(receipt, **changes):
+    return dataclasses.replace(receipt, shards=[dataclasses.replace(receipt.shards[0], **changes), *receipt.shards[1:]])
+
+
 @pytest.mark.parametrize(
     "tamper, message",
     [
-        (lambda receipt, other: dataclasses.replace(receipt, source_uri=other), "expected shard 0"),
-        (lambda receipt, other: dataclasses.replace(receipt, shard_index=1), "receipt of shard 1"),
+        (lambda receipt, other: _with_first_shard(receipt, source_uri=other), "expected shards"),
+        (lambda receipt, other: _with_first_shard(receipt, shard_index=1), "expected shards"),
+        (lambda receipt, other: dataclasses.replace(receipt, shards=receipt.shards[:1]), "expected shards"),
+        (lambda receipt, other: dataclasses.replace(receipt, group_index=1), "expected shards"),
         (
-            lambda receipt, other: dataclasses.replace(receipt, scored=receipt.scored + 1, read=receipt.read + 1),
+            lambda receipt, other: _with_first_shard(
+                receipt, scored=receipt.shards[0].scored + 1, read=receipt.shards[0].read + 1
+            ),
             "staged parts hold",
         ),
-        (lambda receipt, other: dataclasses.replace(receipt, predictions=other), "not this shard's staged"),
+        (lambda receipt, other: _with_first_shard(receipt, read=receipt.shards[0].read + 1), "read"),
+        (lambda receipt, other: dataclasses.replace(receipt, predictions=other), "not this group's staged"),
     ],
 )
-def test_a_receipt_is_checked_against_its_shard_and_its_parts(inputs, tmp_path, tiny_model, tamper, message):
+def test_a_receipt_is_checked_against_its_shards_and_its_parts(inputs, tmp_path, tiny_model, tamper, message):
     from components.score.model_scorer import ModelScorer
     from components.score.run import checked_receipts
-    from components.score.shard_scoring import ScoringTarget, part_name, receipt_uri, score_shard
+    from components.score.shard_scoring import ScoringTarget, part_name, receipt_uri, score_group
 
     shards = storage.glob(inputs["glob"])
     staging = str(tmp_path / "staging")
     target = ScoringTarget(staging=staging, run_id=RUN_ID, run_date="2026-11-30", model_version="v1")
-    receipt = score_shard(0, shards[0], scorer=ModelScorer(tiny_model), target=target)
-    assert checked_receipts(staging, shards[:1]) == [receipt]
-    storage.write_bytes(receipt_uri(staging, part_name(0)), tamper(receipt, storage.absolute_uri(shards[1])).to_json().encode())
+    receipt = score_group(list(enumerate(shards[:2])), scorer=ModelScorer(tiny_model), target=target)
+    assert checked_receipts(staging, shards[:2], [[0, 1]]) == [receipt]
+    storage.write_bytes(receipt_uri(staging, part_name(0)), tamper(receipt, storage.absolute_uri(shards[2])).to_json().encode())
     with pytest.raises(RuntimeError, match=message):
-        checked_receipts(staging, shards[:1])
+        checked_receipts(staging, shards[:2], [[0, 1]])
 
 
 @pytest.mark.integration
@@ -419,7 +428,7 @@ def test_an_attempt_that_lost_its_lease_never_swaps_the_summary(inputs, tmp_path
     from components.errors import RunConflict
     from components.score.model_scorer import ModelScorer
     from components.score.run import checked_receipts, publish, run_counts
-    from components.score.shard_scoring import ScoringTarget, score_shard
+    from components.score.shard_scoring import ScoringTarget, score_group
 
     output, shards = str(tmp_path / "scores"), storage.glob(inputs["glob"])
     score(
@@ -430,8 +439,8 @@ def test_an_attempt_that_lost_its_lease_never_swaps_the_summary(inputs, tmp_path
     target = ScoringTarget(staging=staging, run_id=RUN_ID, run_date="2026-11-30", model_version="new")
     scorer = ModelScorer(tiny_model)
     for index, shard in enumerate(shards):
-        score_shard(index, shard, scorer=scorer, target=target)
-    receipts = checked_receipts(staging, shards)
+        score_group([(index, shard)], scorer=scorer, target=target)
+    receipts = checked_receipts(staging, shards, [[index] for index in range(len(shards))])
     time.sleep(0.4)
     successor = acquire(lease_uri(output, RUN_ID), owner="successor", ttl_s=30)
     summary = RunSummary(
@@ -514,11 +523,31 @@ def test_parts_a_rerun_replaced_stay_readable_for_the_grace_period(inputs, tmp_p
         ([10, 10, 10, 10], [[0, 1, 2], [3]]),  # target 30
         ([40, 5, 5], [[0], [1, 2]]),  # a part above the target stays alone
         ([5, 40, 5], [[0], [1], [2]]),
+        ([20, 25, 5, 20, 5], [[0], [1], [2], [3], [4]]),  # at least the minimum (20): as it is
+        ([19, 5, 19, 19], [[0, 1], [2], [3]]),
         ([], []),
     ],
 )
-def test_staged_parts_are_grouped_up_to_the_target_size(sizes, groups):
-    assert part_groups(sizes, target_bytes=30) == groups
+def test_staged_parts_below_the_minimum_are_grouped_up_to_the_target_size(sizes, groups):
+    assert part_groups(sizes, target_bytes=30, min_bytes=20) == groups
+
+
+@pytest.mark.parametrize(
+    ("sizes", "workers", "groups"),
+    [
+        ([9] * 8, 2, [[0, 1, 2, 3], [4, 5, 6, 7]]),  # within the maximum (100): one group per worker
+        ([9] * 8, 1, [[0, 1, 2, 3, 4, 5, 6, 7]]),
+        ([9] * 8, 3, [[0, 1, 2], [3, 4], [5, 6, 7]]),
+        ([9] * 3, 4, [[0], [1], [2]]),  # never more groups than shards
+        ([1, 1, 1, 1, 30, 30], 2, [[0, 1, 2, 3, 4], [5]]),  # about equal bytes, in input order
+        ([40] * 10, 2, [[0, 1], [2], [3, 4], [5, 6], [7], [8, 9]]),  # 400 bytes: each worker 3 groups of at most 100
+        ([0, 0, 0, 0], 2, [[0, 1], [2, 3]]),  # empty shards weigh alike
+    ],
+)
+def test_shards_are_cut_into_groups_of_consecutive_shards_of_about_equal_bytes(sizes, workers, groups):
+    result = shard_groups(sizes, workers=workers, max_bytes=100)
+    assert result == groups
+    assert sum(result, []) == list(range(len(sizes)))
 
 
 @pytest.mark.integration
@@ -530,7 +559,9 @@ def test_parts_of_small_shards_are_merged_up_to_the_target_in_input_order(tmp_pa
         write_shard(str(shards / f"test-0000{index}-of-00005.tfrecord"), ids, seed=index)
     model = save_model(tiny_model, str(tmp_path / "models"), "v1")
     one_part = os.path.getsize(_a_staged_part_size_probe(tmp_path, tiny_model, model))
+    monkeypatch.setattr(run_module, "GROUP_MAX_BYTES", 1)  # a group per shard: a staged part per shard
     monkeypatch.setattr(run_module, "PART_TARGET_BYTES", int(one_part * 2.5))  # two shards' parts per published part
+    monkeypatch.setattr(run_module, "PART_MIN_BYTES", int(one_part * 2.5))
     output = str(tmp_path / "scores")
     summary = score(input=str(shards / "*.tfrecord"), model=model, output=output, run_id=RUN_ID)
     names = [storage.basename(uri) for uri in summary["parts"]["predictions"]]

@@ -23,13 +23,13 @@ from PIL import Image
 from components.contracts import registry
 from components.contracts.schema import ERROR_SCHEMA, PREDICTION_SCHEMA, run_summary_uri
 from components.contracts.shards import serialize_example
-from components.contracts.summary import RunSummary, ShardReceipt
+from components.contracts.summary import GroupReceipt, RunSummary
 from components.errors import CheckFailed, InputError
 from components.io import storage
 from components.io.images import encode_png
 from components.io.tfrecord import Record, frame_record
 from components.score.model_scorer import ModelScorer
-from components.score.pipeline import ScoreShardFn, ScoreShards
+from components.score.pipeline import ScoreGroupFn, ScoreShards
 from components.score.prediction_rows import parse_record, parsed_example
 from components.score.run import score, staging_uri
 from components.score.shard_scoring import ScoringTarget, receipt_uri
@@ -211,29 +211,40 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.integration
-def test_score_shard_fn_process_stages_parts_and_a_receipt(shard_folder, model_root, tmp_path):
+def test_score_group_fn_process_stages_parts_and_a_receipt(shard_folder, model_root, tmp_path):
     folder, shards = shard_folder
-    shard_uri = storage.join(folder, "test-00000-of-00003.tfrecord")
+    names = ["test-00000-of-00003.tfrecord", "test-00001-of-00003.tfrecord"]
+    shard_uris = [storage.join(folder, name) for name in names]
     target = ScoringTarget(
         staging=str(tmp_path / "staging"), run_id="r1", run_date="2026-11-29", model_version="v1", batch_size=4
     )
-    fn = ScoreShardFn(keras_uri=registry.resolve(model_root).keras_uri, target=target)
+    fn = ScoreGroupFn(keras_uri=registry.resolve(model_root).keras_uri, target=target)
     fn.setup()
-    [receipt] = list(fn.process((0, shard_uri)))
+    [receipt] = list(fn.process([(3, shard_uris[0]), (4, shard_uris[1])]))
 
-    scored, errors = expected_outcome({"test-00000-of-00003.tfrecord": shards["test-00000-of-00003.tfrecord"]}, folder)
-    assert (receipt.read, receipt.scored, receipt.failed) == (10, len(scored), len(errors))
-    assert receipt.failed_by_type == {"corrupt_record": 1, "missing_feature": 1, "decode_error": 2, "invalid_example": 1}
-    assert ShardReceipt.from_json(storage.read_bytes(receipt_uri(target.staging, "part-00000"))) == receipt
-    assert receipt.source_uri == storage.absolute_uri(shard_uri) and receipt.source_uri.startswith("file:///")
+    assert GroupReceipt.from_json(storage.read_bytes(receipt_uri(target.staging, "part-00003"))) == receipt
+    first, second = receipt.shards
+    assert (receipt.group_index, first.shard_index, second.shard_index) == (3, 3, 4)
+    scored, errors = expected_outcome({names[0]: shards[names[0]]}, folder)
+    assert (first.read, first.scored, first.failed) == (10, len(scored), len(errors))
+    assert first.failed_by_type == {"corrupt_record": 1, "missing_feature": 1, "decode_error": 2, "invalid_example": 1}
+    assert first.source_uri == storage.absolute_uri(shard_uris[0]) and first.source_uri.startswith("file:///")
     predictions = ds.dataset(receipt.predictions).to_table()
     assert predictions.schema.equals(PREDICTION_SCHEMA)
     lineage = predictions.schema.metadata
     assert (lineage[b"run_id"], lineage[b"run_date"], lineage[b"model_version"]) == (b"r1", b"2026-11-29", b"v1")
-    assert set(predictions.column("image_id").to_pylist()) == scored
     error_rows = ds.dataset(receipt.errors).to_table()
     assert error_rows.schema.equals(ERROR_SCHEMA)
-    assert {(r["source_uri"], r["record_index"], r["error_type"]) for r in error_rows.to_pylist()} == errors
+    # One part per table for the group: each shard's rows where its counts say, in shard order.
+    for shard, (prediction_start, error_start) in zip(receipt.shards, [(0, 0), (first.scored, first.failed)]):
+        name = storage.basename(shard.source_uri)
+        scored, errors = expected_outcome({name: shards[name]}, folder)
+        own_predictions = predictions.slice(prediction_start, shard.scored)
+        assert set(own_predictions.column("image_id").to_pylist()) == scored
+        assert set(own_predictions.column("source_uri").to_pylist()) == {shard.source_uri}
+        own_errors = error_rows.slice(error_start, shard.failed).to_pylist()
+        assert {(r["source_uri"], r["record_index"], r["error_type"]) for r in own_errors} == errors
+    assert (predictions.num_rows, error_rows.num_rows) == (first.scored + second.scored, first.failed + second.failed)
 
 
 def test_vectorized_parse_agrees_with_the_record_parser(tiny_model):
@@ -419,9 +430,9 @@ def test_non_finite_probabilities_are_error_rows_on_both_paths(tiny_model):
         assert [(row["record_index"], row["image_id"], row["error_type"]) for row in errors] == [(1, "white", "non_finite_score")]
 
 
-def receipt_counts(receipt: ShardReceipt) -> tuple:
-    """Module-level matcher input: a receipt reduced to what a test can predict."""
-    return os.path.basename(receipt.source_uri), receipt.read, receipt.scored, receipt.failed
+def receipt_counts(receipt: GroupReceipt) -> list[tuple]:
+    """Module-level matcher input: a receipt reduced to what a test can predict, a tuple per shard."""
+    return [(os.path.basename(shard.source_uri), shard.read, shard.scored, shard.failed) for shard in receipt.shards]
 
 
 @pytest.mark.integration
@@ -440,7 +451,7 @@ def test_score_shards_transform_in_a_test_pipeline(shard_folder, model_root, tmp
             keras_uri=registry.resolve(model_root).keras_uri,
             target=target,
         )
-        assert_that(receipts | beam.Map(receipt_counts), equal_to(expected))
+        assert_that(receipts | beam.FlatMap(receipt_counts), equal_to(expected))
 
 
 # --- The whole run ------------------------------------------------------------------------
@@ -733,10 +744,12 @@ def test_dataflow_translation_dry_run(gcs_bucket, gcs_inputs):
             f"{gcs_bucket}/tmp",
             "--sdk_container_image",
             "europe-docker.pkg.dev/fmnist-test/fmnist/fmnist-jobs:0.1.0",
+            "--max_num_workers",
+            "2",  # two groups of shards: they are spread over the workers
         ],
     )
     assert result["dry_run"] is True
-    assert result["steps"] == ["ScoreShards/DistributeShards", "ScoreShards/ListShards", "ScoreShards/ScoreShard"]
+    assert result["steps"] == ["ScoreShards/DistributeGroups", "ScoreShards/ListGroups", "ScoreShards/ScoreGroup"]
     assert result["worker_images"] == ["europe-docker.pkg.dev/fmnist-test/fmnist/fmnist-jobs:0.1.0"]
     assert result["job_name"].startswith("beamapp-")
     assert storage.list_prefix(output) == []

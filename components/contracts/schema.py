@@ -32,11 +32,14 @@ RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # the run id it belongs to) tells which files no summary can name any more (components/score/run.py).
 _PART_NAME = re.compile(r"part-p(\d{1,9})-[A-Za-z0-9._-]+\.parquet")
 _ANY_PART_NAME = re.compile(r"part-[A-Za-z0-9._-]+\.parquet")
-# Published parts are about this size, whatever the shards' size: the parts of consecutive
-# small shards are merged into one (a day of 10M images in shards of 1,250 is ~5 parts, not
-# 8,000: docs/benchmarks.md), the part of a large shard stays as it is. The usual size for Parquet files read by
-# BigQuery, DuckDB or Spark: few enough files, and row groups (components/io/parquet_parts.py) to split on.
+# Published parts are between PART_MIN_BYTES and PART_TARGET_BYTES, whatever the shards' size
+# (unless the whole run is smaller): the consecutive parts below the minimum are merged into
+# parts of up to the target (a day of 10M images in shards of 1,250 is a few dozen parts, not
+# 8,000: docs/benchmarks.md), larger ones stay as they are. The usual sizes for Parquet files
+# read by BigQuery, DuckDB or Spark: few enough files that opening one costs little against
+# reading it, and row groups (components/io/parquet_parts.py) to split on.
 PART_TARGET_BYTES = 128 * 1024 * 1024
+PART_MIN_BYTES = 8 * 1024 * 1024
 # Columns of either table with few distinct values in a part: dictionary-encoded in Parquet.
 # The others (ids, probabilities, confidences: nearly one value per row) are written plain;
 # a dictionary there only costs its build before Parquet drops it. Measured on 700,000

@@ -1,4 +1,4 @@
-"""The scoring step's contracts as types: the receipt of one scored shard and the run summary.
+"""The scoring step's contracts as types: the receipt of one scored group of shards and the run summary.
 
 Every writer builds these classes and every reader parses them back with `from_json`, so a
 field is declared once. Both serialize to one JSON line: the summaries are read as a
@@ -15,8 +15,8 @@ A run summary has one schema for every way a run ends. `status` says which:
   by the record of a later attempt that changed nothing), and the next published summary of
   the run id replaces it.
 
-    receipt = ShardReceipt(shard_index=0, source_uri="file:///d/test-00000-of-00001.tfrecord", ...)
-    ShardReceipt.from_json(receipt.to_json()) == receipt
+    receipt = GroupReceipt(group_index=0, shards=[ShardReceipt(shard_index=0, ...)], predictions=..., errors=...)
+    GroupReceipt.from_json(receipt.to_json()) == receipt
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _checked(owner: str, name: str, hint: Any, value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ShardReceipt(_JsonRecord):
-    """What one scored shard left in staging: its counts and its staged parts (written after them)."""
+    """What scoring one shard counted: its records and the shard's hash as read."""
 
     shard_index: int
     source_uri: str
@@ -114,8 +114,6 @@ class ShardReceipt(_JsonRecord):
     scored: int
     failed: int
     failed_by_type: dict[str, int]
-    predictions: str | None  # staged part URI; None when no row was scored
-    errors: str | None  # staged part URI; None when no record failed
     expected: int | None = None  # record count of the shard in the data set's manifest, if known
     sha256: str | None = None  # SHA-256 of the shard's bytes as read
     expected_sha256: str | None = None  # the manifest's SHA-256 of the shard, if known
@@ -127,6 +125,19 @@ class ShardReceipt(_JsonRecord):
         if self.expected is not None and self.read != self.expected:
             return f"{self.source_uri}: {self.read} records, the manifest says {self.expected}"
         return None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GroupReceipt(_JsonRecord):
+    """What one scored group of consecutive shards left in staging (written after its parts):
+    one part per table, holding the rows of its shards in shard order, and each shard's counts.
+    A shard's rows in a part follow those of the shards before it: its `scored` prediction rows
+    after the earlier shards' `scored`, its `failed` error rows after their `failed`."""
+
+    group_index: int  # the index of its first shard
+    shards: list[ShardReceipt]
+    predictions: str | None  # staged part URI; None when no row was scored
+    errors: str | None  # staged part URI; None when no record failed
 
     def part(self, table: str) -> str | None:
         """The staged part of a table (PREDICTIONS_TABLE or ERRORS_TABLE)."""

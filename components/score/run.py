@@ -13,8 +13,9 @@ nothing, whatever stops the attempt (kill -9, ENOSPC, a lost lease, a freeze of 
   0. at the start, the attempt puts the run's marker in the run index (components/contracts/
      run_index.py), reads the summary in place (its baseline) and takes the next publication
      number n; its parts carry n in their names;
-  1. the parts move from staging into the partitions under those names (the parts of
-     consecutive small shards merged into one of about PART_TARGET_BYTES first);
+  1. the parts (one per table for each group of consecutive shards the pipeline scored) move
+     from staging into the partitions under those names (consecutive parts below
+     PART_MIN_BYTES merged into parts of up to PART_TARGET_BYTES first);
   2. the summary is replaced in one compare-and-swap against the baseline (a generation
      precondition on GCS, compare and replace under an flock locally): an attempt that lost
      the run to another, even one frozen for minutes before this write, changes nothing, withdraws
@@ -35,12 +36,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import math
 import os
 import secrets
 import time
 from collections.abc import Sequence
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions, WorkerOptions
 
 from components.constants import PROGRESS_LOG_FIELD, tool_version
 from components.contracts import run_index
@@ -49,6 +51,7 @@ from components.contracts.registry import resolve
 from components.contracts.schema import (
     DICTIONARY_COLUMNS,
     ERRORS_TABLE,
+    PART_MIN_BYTES,
     PART_TARGET_BYTES,
     PREDICTIONS_TABLE,
     is_run_id,
@@ -62,11 +65,11 @@ from components.contracts.shards import shard_expectations
 from components.contracts.summary import (
     MAX_SUMMARY_BYTES,
     ContractError,
+    GroupReceipt,
     RunCounts,
     RunInputs,
     RunParts,
     RunSummary,
-    ShardReceipt,
     summed_counts,
 )
 from components.errors import CheckFailed, InputError, RunConflict
@@ -87,6 +90,9 @@ DEFAULT_MAX_ERROR_RATE = 0.01
 # (a report, a query, a BigQuery job) has this long to read the parts it names.
 DEFAULT_REPLACED_PARTS_GRACE_S = 3600.0
 LOCAL_RUNNER = "FnApiRunner"
+# The most shard bytes one group (the unit of work) scores: about 700,000 28x28 images, whose
+# parts hold about 35 MB; a larger input is spread over more groups, so over more workers.
+GROUP_MAX_BYTES = 256 * 1024 * 1024
 TABLES = (PREDICTIONS_TABLE, ERRORS_TABLE)
 
 
@@ -138,10 +144,12 @@ def score(
         lease_ttl_s=lease_ttl_s,
         replaced_parts_grace_s=replaced_parts_grace_s,
     )
-    shard_uris = input_shards(input)
+    shard_sizes = input_shards(input)
+    shard_uris = list(shard_sizes)
     model_ref = resolve(model, check_file=False)  # load_model checks the hash on the bytes it loads
     check_model_fits(load_model(model_ref.keras_uri, expected_sha256=model_ref.sha256), model_ref.keras_uri)
     options = pipeline_options(beam_args, shard_count=len(shard_uris))
+    groups = shard_groups(list(shard_sizes.values()), workers=parallel_workers(options), max_bytes=GROUP_MAX_BYTES)
     attempt = new_run_id(started_at)
     staging = staging_uri(output, run_id, attempt)
     target = ScoringTarget(
@@ -153,6 +161,7 @@ def score(
         keras_uri=model_ref.keras_uri,
         target=target,
         options=options,
+        groups=groups,
         expectations=expectations,
         model_sha256=model_ref.sha256,
     )
@@ -176,16 +185,16 @@ def score(
             if state != "DONE":
                 raise RuntimeError(f"scoring pipeline ended in state {state}")
             pipeline_seconds = time.monotonic() - started
-            receipts = checked_receipts(staging, shard_uris)
+            receipts = checked_receipts(staging, shard_uris, groups)
             receipts = drop_repeated_images(
                 receipts,
                 errors_part_of={
-                    r.shard_index: staged_part_uri(staging, ERRORS_TABLE, part_name(r.shard_index)) for r in receipts
+                    r.group_index: staged_part_uri(staging, ERRORS_TABLE, part_name(r.group_index)) for r in receipts
                 },
             )
             counts = run_counts(receipts)
             error_rate = counts.failed / counts.read if counts.read else 0.0
-            mismatches = [mismatch for receipt in receipts if (mismatch := receipt.source_mismatch())]
+            mismatches = [mismatch for receipt in receipts for shard in receipt.shards if (mismatch := shard.source_mismatch())]
             publish_started = time.monotonic()
             summary = RunSummary(
                 run_id=run_id,
@@ -264,10 +273,10 @@ def _log_start(run_id: str, run_date: str, model_version: str, shard_uris: Seque
     )
 
 
-def input_shards(pattern: str) -> list[str]:
-    """The sorted shards of the input glob; the same file twice (a link and its target) is refused,
-    since it would score every image twice under two names."""
-    shard_uris = storage.glob(pattern)
+def input_shards(pattern: str) -> dict[str, int]:
+    """The sorted shards of the input glob with their sizes; the same file twice (a link and its
+    target) is refused, since it would score every image twice under two names."""
+    shard_uris = storage.glob_sizes(pattern)
     if not shard_uris:
         raise InputError(f"{pattern}: no file matches the input glob")
     seen: dict[str, str] = {}
@@ -279,10 +288,42 @@ def input_shards(pattern: str) -> list[str]:
     return shard_uris
 
 
+def shard_groups(sizes: Sequence[int], *, workers: int, max_bytes: int) -> list[list[int]]:
+    """The shards (their sizes in bytes, in input order) cut into the pipeline's units of work:
+    groups of consecutive shards of about equal bytes, as few as keep each within `max_bytes`
+    and a multiple of `workers` (every worker scores as many), never more than the shards.
+
+    A group costs its worker one set of part writers and one receipt, and the launcher one
+    part to merge, whatever the number of its shards (measured: docs/benchmarks.md).
+    """
+    weights = [size + 1 for size in sizes]  # an empty shard still has its error row to write
+    total = sum(weights)
+    count = min(len(weights), workers * math.ceil(total / (max_bytes * workers)))
+    groups: dict[int, list[int]] = {}
+    before = 0
+    for index, weight in enumerate(weights):
+        # A shard goes to the group its middle byte falls in: groups stay in order, about equal.
+        groups.setdefault(min(count - 1, (2 * before + weight) * count // (2 * total)), []).append(index)
+        before += weight
+    return list(groups.values())
+
+
+def parallel_workers(options: PipelineOptions) -> int:
+    """How many groups the runner scores at once, as far as its options tell (1 when they do not)."""
+    runner = (options.view_as(StandardOptions).runner or "").lower()
+    if runner in ("fnapirunner", "directrunner", "direct"):
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode == "in_memory":
+            return 1
+        return direct.direct_num_workers or os.cpu_count() or 1
+    worker_options = options.view_as(WorkerOptions)
+    return worker_options.max_num_workers or worker_options.num_workers or 1
+
+
 def publish(
     output: str,
     summary: RunSummary,
-    receipts: Sequence[ShardReceipt],
+    receipts: Sequence[GroupReceipt],
     *,
     lease: Lease,
     baseline: storage.Snapshot,
@@ -297,11 +338,12 @@ def publish(
     another attempt published the run since this one started."""
     parts: dict[str, list[str]] = {table: [] for table in TABLES}
     for table in TABLES:
-        staged = [(receipt.shard_index, uri) for receipt in receipts if (uri := receipt.part(table))]
-        for group in part_groups([storage.size(uri) for _, uri in staged], target_bytes=PART_TARGET_BYTES):
+        staged = [(receipt.group_index, uri) for receipt in receipts if (uri := receipt.part(table))]
+        sizes = [storage.size(uri) for _, uri in staged]
+        for group in part_groups(sizes, target_bytes=PART_TARGET_BYTES, min_bytes=PART_MIN_BYTES):
             first_index, first_uri = staged[group[0]]
             source = first_uri
-            if len(group) > 1:  # small shards' parts become one part of about the target size
+            if len(group) > 1:  # small groups' parts become one part of about the target size
                 source = storage.join(storage.dirname(first_uri), f"merged-{first_index:05d}.parquet")
                 merge_parts([staged[member][1] for member in group], source, dictionary_columns=DICTIONARY_COLUMNS)
             lease.check()  # a lease the heartbeat lost stops us before we touch the partitions again
@@ -338,18 +380,20 @@ def publish(
     return summary
 
 
-def part_groups(sizes: Sequence[int], *, target_bytes: int) -> list[list[int]]:
-    """The staged parts (their sizes, in input order) grouped into published parts: runs of
-    consecutive parts whose sizes add up to at most `target_bytes` (a larger part alone)."""
+def part_groups(sizes: Sequence[int], *, target_bytes: int, min_bytes: int) -> list[list[int]]:
+    """The staged parts (their sizes, in input order) grouped into published parts: a part of
+    at least `min_bytes` alone, as it is; runs of consecutive smaller ones merged into parts of
+    at most `target_bytes`."""
     groups: list[list[int]] = []
     total = 0
+    merging = False  # the last group is one of small parts
     for index, size in enumerate(sizes):
-        if groups and total + size <= target_bytes:
+        if merging and size < min_bytes and total + size <= target_bytes:
             groups[-1].append(index)
             total += size
         else:
             groups.append([index])
-            total = size
+            total, merging = size, size < min_bytes
     return groups
 
 
@@ -488,50 +532,58 @@ def translate_only(pipeline, options: PipelineOptions) -> dict:
     return {"dry_run": True, "job_name": result.job.proto.name, "steps": sorted(steps), "worker_images": sorted(images)}
 
 
-def checked_receipts(staging: str, shard_uris: Sequence[str]) -> list[ShardReceipt]:
-    """The receipts of a finished pipeline, each checked against the shard it claims and the parts it names.
+def checked_receipts(staging: str, shard_uris: Sequence[str], groups: Sequence[Sequence[int]]) -> list[GroupReceipt]:
+    """The receipts of a finished pipeline, each checked against the shards it claims and the parts it names.
 
-    Every shard must have a receipt for its own index and URI, whose staged parts belong to
-    this run and hold exactly the rows it claims, and read = scored + failed.
+    Every group must have a receipt naming its own shards (index and URI) in order, whose
+    staged parts belong to this group and hold exactly the rows its shards claim, and each
+    shard must have read = scored + failed.
     """
     receipts = []
-    for index, shard_uri in enumerate(shard_uris):
-        uri = receipt_uri(staging, part_name(index))
+    for group in groups:
+        first_uri = shard_uris[group[0]]
+        uri = receipt_uri(staging, part_name(group[0]))
         if not storage.exists(uri):
-            raise RuntimeError(f"{shard_uri}: the pipeline finished but left no receipt {uri}")
+            raise RuntimeError(f"{first_uri}: the pipeline finished but left no receipt {uri}")
         try:
-            receipt = ShardReceipt.from_json(storage.read_bytes(uri))
+            receipt = GroupReceipt.from_json(storage.read_bytes(uri))
         except ContractError as error:
             raise RuntimeError(f"{uri}: {error}") from error
-        if (receipt.shard_index, receipt.source_uri) != (index, storage.absolute_uri(shard_uri)):
-            raise RuntimeError(
-                f"{uri}: receipt of shard {receipt.shard_index} {receipt.source_uri}, "
-                f"expected shard {index} {storage.absolute_uri(shard_uri)}"
-            )
+        claimed = [(shard.shard_index, shard.source_uri) for shard in receipt.shards]
+        expected = [(index, storage.absolute_uri(shard_uris[index])) for index in group]
+        if receipt.group_index != group[0] or claimed != expected:
+            raise RuntimeError(f"{uri}: receipt of shards {claimed}, expected shards {expected}")
+        for shard in receipt.shards:
+            if shard.read != shard.scored + shard.failed:
+                raise RuntimeError(f"{shard.source_uri}: read {shard.read} != scored {shard.scored} + failed {shard.failed}")
+        claims = {
+            PREDICTIONS_TABLE: sum(shard.scored for shard in receipt.shards),
+            ERRORS_TABLE: sum(shard.failed for shard in receipt.shards),
+        }
         rows = {}
         for table in TABLES:
             part = receipt.part(table)
-            if part and part != staged_part_uri(staging, table, part_name(index)):
-                raise RuntimeError(f"{uri}: names {part}, which is not this shard's staged {table} part")
+            if part and part != staged_part_uri(staging, table, part_name(group[0])):
+                raise RuntimeError(f"{uri}: names {part}, which is not this group's staged {table} part")
             rows[table] = part_rows(part) if part else 0
-        if (rows[PREDICTIONS_TABLE], rows[ERRORS_TABLE]) != (receipt.scored, receipt.failed):
-            raise RuntimeError(f"{shard_uri}: staged parts hold {rows}, the receipt claims {receipt.to_json()}")
-        if receipt.read != receipt.scored + receipt.failed:
-            raise RuntimeError(f"{shard_uri}: read {receipt.read} != scored + failed {rows}")
-        if receipt.errors and value_counts(receipt.errors, "error_type") != receipt.failed_by_type:
-            raise RuntimeError(f"{shard_uri}: error rows by type differ from the receipt's {receipt.failed_by_type}")
+        if rows != claims:
+            raise RuntimeError(f"{first_uri}: staged parts hold {rows}, the receipt claims {claims}")
+        failed_by_type = summed_counts(*(shard.failed_by_type for shard in receipt.shards))
+        if receipt.errors and value_counts(receipt.errors, "error_type") != failed_by_type:
+            raise RuntimeError(f"{uri}: error rows by type differ from the receipt's {failed_by_type}")
         receipts.append(receipt)
     return receipts
 
 
-def run_counts(receipts: Sequence[ShardReceipt]) -> RunCounts:
+def run_counts(receipts: Sequence[GroupReceipt]) -> RunCounts:
     """The run's counts: the sum of its shards' (read = scored + failed holds for each)."""
-    by_type = summed_counts(*(receipt.failed_by_type for receipt in receipts))
-    expected = [receipt.expected for receipt in receipts]
+    shards = [shard for receipt in receipts for shard in receipt.shards]
+    by_type = summed_counts(*(shard.failed_by_type for shard in shards))
+    expected = [shard.expected for shard in shards]
     return RunCounts(
-        read=sum(receipt.read for receipt in receipts),
-        scored=sum(receipt.scored for receipt in receipts),
-        failed=sum(receipt.failed for receipt in receipts),
+        read=sum(shard.read for shard in shards),
+        scored=sum(shard.scored for shard in shards),
+        failed=sum(shard.failed for shard in shards),
         failed_by_type=dict(sorted(by_type.items())),
         expected=None if None in expected else sum(expected),
     )

@@ -1,4 +1,4 @@
-"""One shard scored: records in batches -> staged Parquet parts of the prediction and error tables, and a receipt.
+"""A group of shards scored: records in batches -> staged Parquet parts of the prediction and error tables, and a receipt.
 
 Records are streamed with components.io.tfrecord (a damaged record or an unframeable byte range
 becomes an error row, the next intact record is still read; with the shard's manifest entry,
@@ -7,8 +7,9 @@ contract PNGs in one TensorFlow call; any other picture through components.io.im
 with one model call per batch, turned into one Arrow record batch and streamed into a
 Parquet part. Memory is bounded by the batch and one row group, whatever the size of the input.
 
-Each shard's parts are staged under unique, deterministic names (a retried shard replaces
-its own parts) with a receipt written last; the launcher (components.score.run) publishes them.
+A group of consecutive shards is the unit of work: its shards' rows go, in shard order, into
+one part per table, staged under a deterministic name (a retried group replaces its own
+parts) with the group's receipt written last; the launcher (components.score.run) publishes them.
 """
 
 import collections
@@ -17,7 +18,7 @@ import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +34,7 @@ from components.contracts.schema import (
 )
 from components.contracts.shard_contract import EXIF_CHUNK, is_model_png
 from components.contracts.shards import ShardExpectation
-from components.contracts.summary import ShardReceipt, summed_counts
+from components.contracts.summary import GroupReceipt, ShardReceipt, summed_counts
 from components.io import storage
 from components.io.images import ImageError, to_model_image
 from components.io.parquet_parts import PartWriter
@@ -74,17 +75,17 @@ class ScoringTarget:
 
 
 def staged_part_uri(staging: str, table: str, part: str) -> str:
-    """Staging location of one shard's part of a table."""
+    """Staging location of one group's part of a table."""
     return storage.join(staging, table, f"{part}.parquet")
 
 
 def receipt_uri(staging: str, part: str) -> str:
-    """Staging location of one shard's receipt (written after its parts)."""
+    """Staging location of one group's receipt (written after its parts)."""
     return storage.join(staging, RECEIPTS_FOLDER, f"{part}.json")
 
 
 def part_name(shard_index: int) -> str:
-    """Name of the parts made from shard number `shard_index` of the run's sorted inputs."""
+    """Name of the parts of the group whose first shard is number `shard_index` of the run's sorted inputs."""
     return f"part-{shard_index:05d}"
 
 
@@ -206,52 +207,45 @@ def _table_batches(
 
 
 def score_batches(
-    batches: Iterable[list[Record]], *, scorer: ModelScorer, source_uri: str, target: ScoringTarget
+    batches: Iterable[list[Record]],
+    *,
+    scorer: ModelScorer,
+    source_uri: str,
+    target: ScoringTarget,
+    model_threads: concurrent.futures.Executor,
 ) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
     """Scores a stream of record batches: yields (prediction rows, error rows) per batch, in order.
 
-    The stages overlap: while model threads parse, decode and score earlier batches (mostly
-    TensorFlow, which releases the GIL: two batches decode in parallel), this thread reads
-    and frames the next one. At most MODEL_THREADS + 2 batches are in memory at once.
+    The stages overlap: while the `model_threads` (MODEL_THREADS of them) parse, decode and
+    score earlier batches (mostly TensorFlow, which releases the GIL: two batches decode in
+    parallel), this thread reads and frames the next one. At most MODEL_THREADS + 2 batches
+    are in memory at once.
     """
-    with concurrent.futures.ThreadPoolExecutor(MODEL_THREADS, thread_name_prefix="fmnist-model") as model_threads:
-        in_flight: collections.deque[concurrent.futures.Future] = collections.deque()
-        for batch in batches:
-            in_flight.append(model_threads.submit(_score_batch, batch, scorer=scorer, source_uri=source_uri, target=target))
-            if len(in_flight) > MODEL_THREADS:
-                yield in_flight.popleft().result()
-        while in_flight:
+    in_flight: collections.deque[concurrent.futures.Future] = collections.deque()
+    for batch in batches:
+        in_flight.append(model_threads.submit(_score_batch, batch, scorer=scorer, source_uri=source_uri, target=target))
+        if len(in_flight) > MODEL_THREADS:
             yield in_flight.popleft().result()
+    while in_flight:
+        yield in_flight.popleft().result()
 
 
-def score_shard(
-    shard_index: int,
-    shard_uri: str,
+def score_group(
+    shards: Sequence[tuple[int, str]],
     *,
     scorer: ModelScorer,
     target: ScoringTarget,
-    expected: ShardExpectation | None = None,
-) -> ShardReceipt:
-    """Scores one shard into staged parts; writes and returns its receipt (the counts).
+    expectations: Mapping[str, ShardExpectation] | None = None,
+) -> GroupReceipt:
+    """Scores a group of consecutive shards (index, URI) into one staged part per table; writes
+    and returns its receipt.
 
-    With the manifest's `expected` count, every record the shard lacks is an error row, so
-    that read = expected = scored + failed; the receipt carries the shard's SHA-256 beside
-    the manifest's, for the launcher to compare.
+    The group is the unit of work: its parts, writers and model threads are set up once for
+    all its shards, so that small shards cost no more per image than large ones.
     """
-    started = time.monotonic()
-    part = part_name(shard_index)
-    source_uri = storage.absolute_uri(shard_uri)  # lineage that holds wherever the tables are read
-    read = 0
-
-    def counted(batches: Iterable[list[Record]]) -> Iterator[list[Record]]:
-        nonlocal read
-        for batch in batches:
-            read += len(batch)
-            yield batch
-
-    failed_by_type: dict[str, int] = {}
+    part = part_name(shards[0][0])
+    expectations = expectations or {}
     with (
-        storage.open_read(shard_uri) as stream,
         PartWriter(
             staged_part_uri(target.staging, PREDICTIONS_TABLE, part),
             target.part_schema(PREDICTION_SCHEMA),
@@ -262,36 +256,89 @@ def score_shard(
             target.part_schema(ERROR_SCHEMA),
             dictionary_columns=DICTIONARY_COLUMNS,
         ) as errors,
+        concurrent.futures.ThreadPoolExecutor(MODEL_THREADS, thread_name_prefix="fmnist-model") as model_threads,
     ):
-        reader = ShardReader(stream, expected_records=expected.num_records if expected else None)
-        batches = counted(reader.batches(target.batch_size))
-        for prediction_rows, error_rows in score_batches(batches, scorer=scorer, source_uri=source_uri, target=target):
-            predictions.write(prediction_rows)
-            errors.write(error_rows)
-            failed_by_type = summed_counts(failed_by_type, collections.Counter(error_rows.column("error_type").to_pylist()))
-    receipt = ShardReceipt(
-        shard_index=shard_index,
-        source_uri=source_uri,
-        read=read,
-        scored=predictions.rows,
-        failed=errors.rows,
-        failed_by_type=failed_by_type,
-        predictions=staged_part_uri(target.staging, PREDICTIONS_TABLE, part) if predictions.rows else None,
-        errors=staged_part_uri(target.staging, ERRORS_TABLE, part) if errors.rows else None,
-        expected=expected.num_records if expected else None,
-        sha256=reader.sha256,
-        expected_sha256=expected.sha256 if expected else None,
+        shard_receipts = [
+            score_shard(
+                index,
+                uri,
+                scorer=scorer,
+                target=target,
+                predictions=predictions,
+                errors=errors,
+                model_threads=model_threads,
+                expected=expectations.get(uri),
+            )
+            for index, uri in shards
+        ]
+    receipt = GroupReceipt(
+        group_index=shards[0][0],
+        shards=shard_receipts,
+        predictions=predictions.uri if predictions.rows else None,
+        errors=errors.uri if errors.rows else None,
     )
     storage.write_bytes(receipt_uri(target.staging, part), receipt.to_json().encode())
+    return receipt
+
+
+def score_shard(
+    shard_index: int,
+    shard_uri: str,
+    *,
+    scorer: ModelScorer,
+    target: ScoringTarget,
+    predictions: PartWriter,
+    errors: PartWriter,
+    model_threads: concurrent.futures.Executor,
+    expected: ShardExpectation | None = None,
+) -> ShardReceipt:
+    """Scores one shard: its rows are appended to the group's part writers; returns its counts.
+
+    With the manifest's `expected` count, every record the shard lacks is an error row, so
+    that read = expected = scored + failed; the receipt carries the shard's SHA-256 beside
+    the manifest's, for the launcher to compare.
+    """
+    started = time.monotonic()
+    source_uri = storage.absolute_uri(shard_uri)  # lineage that holds wherever the tables are read
+    read = scored = failed = 0
+
+    def counted(batches: Iterable[list[Record]]) -> Iterator[list[Record]]:
+        nonlocal read
+        for batch in batches:
+            read += len(batch)
+            yield batch
+
+    failed_by_type: dict[str, int] = {}
+    with storage.open_read(shard_uri) as stream:
+        reader = ShardReader(stream, expected_records=expected.num_records if expected else None)
+        batches = counted(reader.batches(target.batch_size))
+        for prediction_rows, error_rows in score_batches(
+            batches, scorer=scorer, source_uri=source_uri, target=target, model_threads=model_threads
+        ):
+            predictions.write(prediction_rows)
+            errors.write(error_rows)
+            scored += prediction_rows.num_rows
+            failed += error_rows.num_rows
+            failed_by_type = summed_counts(failed_by_type, collections.Counter(error_rows.column("error_type").to_pylist()))
     seconds = time.monotonic() - started
     log.info(
         "scored shard %s: %d records (%d scored, %d failed) in %.1f s, %.0f images/s",
         shard_uri,
         read,
-        predictions.rows,
-        errors.rows,
+        scored,
+        failed,
         seconds,
         read / seconds if seconds else 0.0,
         extra={PROGRESS_LOG_FIELD: {"unit": "shards", "items": read}},
     )
-    return receipt
+    return ShardReceipt(
+        shard_index=shard_index,
+        source_uri=source_uri,
+        read=read,
+        scored=scored,
+        failed=failed,
+        failed_by_type=failed_by_type,
+        expected=expected.num_records if expected else None,
+        sha256=reader.sha256,
+        expected_sha256=expected.sha256 if expected else None,
+    )
