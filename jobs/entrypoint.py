@@ -291,9 +291,10 @@ class ProgressHandler(logging.StreamHandler):
 class _MutedImport(importlib.abc.MetaPathFinder):
     """Imports one package with file descriptor 2 pointed at /dev/null.
 
-    TensorFlow 2.21 prints its oneDNN banner from C++ static initialisers while it is
-    imported, before TF_CPP_MIN_LOG_LEVEL or any log setting applies. An import that fails
-    still raises its ImportError, reported once stderr is back.
+    TensorFlow 2.21 prints its C++ banners (oneDNN's, or the CPU feature guard's where oneDNN
+    is off) from static initialisers while it is imported, before TF_CPP_MIN_LOG_LEVEL or any
+    log setting applies. An import that fails still raises its ImportError, reported once
+    stderr is back.
     """
 
     def __init__(self, name: str):
