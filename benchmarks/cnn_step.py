@@ -5,8 +5,9 @@
 Each variant is the network `build_model("cnn")` builds (same layers, weights drawn from the same
 seed, Adam, batch 128, 64 steps per call) with one thing changed:
 
-- committed: every layer but the logits in `mixed_bfloat16`, batch normalization in the 7x7
-  block only;
+- committed: every layer but the logits in this CPU's `compute_dtype()` (`mixed_bfloat16` where
+  the CPU computes bfloat16 natively, float32 elsewhere), batch normalization in the 7x7 block only;
+- mixed_bfloat16: every layer but the logits in `mixed_bfloat16`, whatever the CPU;
 - bfloat16 convolutions only: the other layers in float32;
 - float32: every layer in float32;
 - batch norm everywhere: every convolution followed by batch normalization, as at 7x7;
@@ -27,7 +28,7 @@ import numpy as np
 
 from components.constants import DEFAULT_SOURCE, IDX_FILES
 from components.io.idx import load_split
-from components.train.models import COMPUTE_DTYPE, RECIPES, STEPS_PER_EXECUTION, build_model
+from components.train.models import RECIPES, STEPS_PER_EXECUTION, build_model, compute_dtype
 
 BATCH = RECIPES["cnn"].batch_size
 
@@ -54,8 +55,11 @@ def variants(keras) -> dict:
     def clone(layer, **changes):
         return layer.__class__.from_config({**layer.get_config(), **changes})
 
+    def mixed_bfloat16(layers):
+        return [clone(layer, dtype="mixed_bfloat16") for layer in layers[:-1]] + [clone(layers[-1])]
+
     def bfloat16_convolutions_only(layers):
-        return [clone(layer) if isinstance(layer, keras.layers.Conv2D) else clone(layer, dtype="float32") for layer in layers]
+        return [clone(layer, dtype="mixed_bfloat16" if isinstance(layer, keras.layers.Conv2D) else "float32") for layer in layers]
 
     def float32(layers):
         return [clone(layer, dtype="float32") for layer in layers]
@@ -67,8 +71,8 @@ def variants(keras) -> dict:
                 conv = clone(layer, activation="linear", use_bias=False)
                 rebuilt_layers += [
                     conv,
-                    keras.layers.BatchNormalization(dtype=COMPUTE_DTYPE),
-                    keras.layers.ReLU(dtype=COMPUTE_DTYPE),
+                    keras.layers.BatchNormalization(dtype=compute_dtype()),
+                    keras.layers.ReLU(dtype=compute_dtype()),
                 ]
             else:
                 rebuilt_layers.append(clone(layer))
@@ -76,6 +80,7 @@ def variants(keras) -> dict:
 
     return {
         "committed": committed,
+        "mixed_bfloat16": lambda: rebuilt(mixed_bfloat16),
         "bfloat16 convolutions only": lambda: rebuilt(bfloat16_convolutions_only),
         "float32": lambda: rebuilt(float32),
         "batch norm everywhere": lambda: rebuilt(batch_norm_everywhere),

@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -516,8 +517,8 @@ def test_steps_per_execution_changes_speed_not_weights():
 
 @pytest.mark.integration
 def test_cnn_trains_reproducibly_and_serves(tiny_shards, tmp_path):
-    """Its augmentation (random flips and erasing) is seeded too, and its bfloat16 convolutions are
-    deterministic: same seed, same weights."""
+    """Its augmentation (random flips and erasing) is seeded too, and its convolutions (bfloat16
+    where the CPU computes it) are deterministic: same seed, same weights."""
     import tensorflow as tf
 
     summary, again = (
@@ -558,6 +559,26 @@ def test_the_published_cnn_averages_an_image_and_its_mirror(tiny_shards, tmp_pat
     # error against the mirror's own effect, which is far larger.
     error, mirror_effect = (np.abs(probabilities - softmax(expected)).max(), np.abs(softmax(alone) - softmax(expected)).max())
     assert error < 2e-3 and error < mirror_effect / 5, (error, mirror_effect)
+
+
+@pytest.mark.parametrize(
+    "flags, dtype",
+    [
+        ({"fma", "avx2"}, "float32"),
+        ({"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+        ({"avx512_bf16", "amx_bf16"}, "mixed_bfloat16"),
+    ],
+)
+def test_the_cnn_computes_in_bfloat16_only_where_the_cpu_does(monkeypatch, flags, dtype):
+    """Emulated bfloat16 (an AVX2 CPU) trains eight times slower than float32."""
+    from components.train import models
+
+    assert platform.machine() != "x86_64" or "sse2" in models.cpu_flags()  # this machine's flags are read
+    monkeypatch.setattr(models, "cpu_flags", lambda: frozenset(flags))
+    layers = build_model("cnn", learning_rate=0.001).layers
+    convolutions = [layer for layer in layers if type(layer).__name__ == "Conv2D"]
+    assert len(convolutions) == 4 and {layer.dtype_policy.name for layer in convolutions} == {dtype}
+    assert layers[-1].dtype_policy.name == "float32"  # the logits
 
 
 def test_label_smoothing_spreads_a_share_of_each_label_over_all_classes():

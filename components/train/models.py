@@ -46,10 +46,8 @@ MIRROR_AVERAGED = frozenset({"cnn"})
 # Keras' per-call Python overhead, so 64 steps per call train about twice as fast; the
 # updates, and so the weights, are identical to one step per call (tests/test_train.py).
 STEPS_PER_EXECUTION = 64
-# Every CNN layer but the logits computes in bfloat16 (its weights stay float32): on CPUs with
-# AMX or AVX-512 BF16, oneDNN runs it several times faster; elsewhere bfloat16 is emulated,
-# slower but the same network. The logits stay float32 for the loss and the temperature.
-COMPUTE_DTYPE = "mixed_bfloat16"
+# CPU flags (Linux's names) of the instructions that compute bfloat16 natively: AMX, AVX-512 BF16.
+BFLOAT16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 ERASING_FACTOR = 1.0  # each batch erases a patch in a random share (0 to 100%) of its images
 
 
@@ -157,17 +155,36 @@ def _mlp(keras):
     )
 
 
+def cpu_flags() -> frozenset[str]:
+    """The instruction sets this machine's CPU reports (/proc/cpuinfo; none where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((frozenset(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), frozenset())
+    except OSError:
+        return frozenset()
+
+
+def compute_dtype() -> str:
+    """The Keras dtype policy of the CNN's layers but the logits (whose weights stay float32).
+
+    bfloat16 where the CPU computes it natively: oneDNN runs the CNN several times faster than
+    in float32. Elsewhere (AVX2) bfloat16 is emulated, eight times slower than float32
+    (docs/benchmarks.md), so float32. The logits stay float32 for the loss and the temperature.
+    """
+    return "mixed_bfloat16" if cpu_flags() & BFLOAT16_CPU_FLAGS else "float32"
+
+
 def _cnn(keras):
     layers = keras.layers
-    bfloat16 = {"dtype": COMPUTE_DTYPE}
+    computed = {"dtype": compute_dtype()}
 
     def conv(filters: int, *, normalized: bool) -> list:
         if not normalized:
-            return [layers.Conv2D(filters, 3, padding="same", activation="relu", **bfloat16)]
+            return [layers.Conv2D(filters, 3, padding="same", activation="relu", **computed)]
         return [
-            layers.Conv2D(filters, 3, padding="same", use_bias=False, **bfloat16),
-            layers.BatchNormalization(**bfloat16),
-            layers.ReLU(**bfloat16),
+            layers.Conv2D(filters, 3, padding="same", use_bias=False, **computed),
+            layers.BatchNormalization(**computed),
+            layers.ReLU(**computed),
         ]
 
     return keras.Sequential(
@@ -182,15 +199,15 @@ def _cnn(keras):
             # Batch normalization only at 7x7: at 28x28 and 14x14 it cost a third of each step on
             # the CPU and the network trains as well without it there (docs/benchmarks.md).
             *conv(32, normalized=False),
-            layers.MaxPooling2D(**bfloat16),  # 28x28 -> 14x14
+            layers.MaxPooling2D(**computed),  # 28x28 -> 14x14
             *conv(64, normalized=False),
-            layers.MaxPooling2D(**bfloat16),  # -> 7x7
+            layers.MaxPooling2D(**computed),  # -> 7x7
             *conv(128, normalized=True),
             *conv(128, normalized=True),
-            layers.MaxPooling2D(**bfloat16),  # -> 3x3
-            layers.Flatten(**bfloat16),
-            layers.Dropout(0.3, **bfloat16),  # the dense head over-fits without it
-            layers.Dense(128, activation="relu", **bfloat16),
+            layers.MaxPooling2D(**computed),  # -> 3x3
+            layers.Flatten(**computed),
+            layers.Dropout(0.3, **computed),  # the dense head over-fits without it
+            layers.Dense(128, activation="relu", **computed),
             layers.Dense(NUM_CLASSES),
         ],
         name="cnn",
