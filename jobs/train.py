@@ -19,8 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # oneDNN is TensorFlow's default only on CPUs with AVX-512; on AVX2 it trains the float32 CNN
-    # about twice as fast as Eigen does (docs/benchmarks.md). TensorFlow reads the setting when it
-    # is first imported, after this; a value the caller set is kept.
+    # with a third less CPU time than Eigen (docs/benchmarks.md). TensorFlow reads the setting
+    # when it is first imported, after this; a value the caller set is kept.
     if "tensorflow" not in sys.modules:
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     return main_of(build_parser, train)(argv)
