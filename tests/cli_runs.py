@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 from tests.kfp_spec import IMAGE, REPO, WORKER
 
@@ -42,3 +43,15 @@ def pipeline_submit(*args: str, home, deployment: str | None = EXAMPLE_DEPLOYMEN
     ~/.config/kfp/context.json of the machine's user takes part."""
     named = ["--deployment", deployment] if deployment else []
     return run_cli("pipeline", action, *named, *args, env={**os.environ, "HOME": str(home)})
+
+
+def wait_until_stopped(process: subprocess.Popen, timeout_s: float = 300) -> None:
+    """Waits until the process has stopped itself (state T in /proc), or fails if it ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        with open(f"/proc/{process.pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.05)
+    raise AssertionError("the attempt never reached its freeze point")

@@ -27,7 +27,7 @@ from components.io.idx import load_idx
 from components.io.images import to_model_image
 from components.prepare.dataset import prepare
 from tests import cli_runs
-from tests.cli_runs import jobs_command, prepare_args
+from tests.cli_runs import jobs_command, prepare_args, wait_until_stopped
 from tests.conftest import write_idx, write_random_idx
 from tests.kfp_spec import REPO
 
@@ -288,9 +288,10 @@ def long_idx(tmp_path) -> str:
     return random_idx(tmp_path / "long-raw", 30000)
 
 
-def start_prepare(source: str, output: str, shards_per_split: int) -> subprocess.Popen:
+def start_prepare(source: str, output: str, shards_per_split: int, *, freeze_at: str | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         jobs_command(*prepare_args(source, output, "--overwrite", "--workers", "1", "--shards-per-split", str(shards_per_split))),
+        env={**os.environ, "FMNIST_FREEZE_AT": freeze_at} if freeze_at else None,
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -354,6 +355,39 @@ def test_a_run_killed_holding_the_output_is_taken_over_by_the_next(busy_idx, tmp
     _, stderr = retry.communicate(timeout=300)
     assert retry.returncode == 0, stderr
     assert_published_data_set_is_whole(output)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("where", ["local", "gcs"])
+@pytest.mark.parametrize("point", ["prepare-unpublish", "prepare-shard", "prepare-removal", "prepare-manifest"])
+def test_a_run_frozen_past_its_lease_changes_nothing_of_the_run_that_took_over(tmp_path, where, point, request):
+    """A run frozen (SIGSTOP) before one of its writes, whose output another run then takes over
+    and publishes anew from other images: resumed, it exits 2 in one line and the other run's
+    data set is whole. The takeover removes the frozen run's lease, as a taker of an expired one
+    replaces it (the TTL is minutes, and the frozen holder is alive on this host)."""
+    output = (request.getfixturevalue("gcs_bucket") + f"/frozen-{point}") if where == "gcs" else str(tmp_path / "shards")
+    lock = storage.join(output, ".prepare.lock")
+    first_images = write_random_idx(tmp_path / "first", {"train": 30, "test": 12}, seed=1)
+    other_images = write_random_idx(tmp_path / "other", {"train": 30, "test": 12}, seed=2)
+    # A data set of three shards per split beforehand: the runs of two leave stale shards to remove.
+    prepare(source=first_images, output=output, shards_per_split=3, allow_unknown_source=True, workers=1)
+    frozen = start_prepare(first_images, output, 2, freeze_at=point)
+    wait_until_stopped(frozen)
+    storage.delete(lock)
+    # Before its removals, the frozen run would remove the three-shard files the winner rewrites.
+    winner = start_prepare(other_images, output, 3 if point == "prepare-removal" else 2)
+    _, stderr = winner.communicate(timeout=300)
+    assert winner.returncode == 0, stderr
+    published = storage.read_bytes(storage.join(output, MANIFEST_NAME))
+
+    frozen.send_signal(signal.SIGCONT)
+    _, stderr = frozen.communicate(timeout=300)
+    assert frozen.returncode == 2, stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and "another run took" in last_line, stderr
+    assert storage.read_bytes(storage.join(output, MANIFEST_NAME)) == published
+    assert_published_data_set_is_whole(output)
+    assert read_manifest(output).source["uri"] == other_images
 
 
 @pytest.mark.integration

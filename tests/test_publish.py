@@ -33,6 +33,7 @@ from components.io.lease import acquire, lease_uri, release
 from components.io.tfrecord import frame_record
 from components.score import run as run_module
 from components.score.run import part_groups, score, shard_groups, staging_uri
+from tests.cli_runs import wait_until_stopped
 from tests.test_score import fit_tiny_model, save_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,18 +182,6 @@ def test_kill_9_in_the_publish_sequence_on_gcs(inputs, gcs_bucket, point):
 
 FREEZE_POINTS = ("part-move", "summary", "removal")
 FROZEN_TTL_S = 2.0  # long enough for a live attempt's heartbeat on a loaded machine, short for the test
-
-
-def wait_until_stopped(process: subprocess.Popen, timeout_s: float = 300) -> None:
-    """Waits until the process has stopped itself (state T in /proc), or fails if it ended."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1][-2000:]
-        with open(f"/proc/{process.pid}/stat") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] == "T":
-                return
-        time.sleep(0.05)
-    raise AssertionError("the attempt never reached its freeze point")
 
 
 def freeze_and_take_over(inputs: dict, output: str, point: str, attempts: int, env: dict | None = None) -> None:

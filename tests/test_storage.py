@@ -38,6 +38,32 @@ def test_create_only_write_refuses_a_second_writer(root):
     assert storage.read_bytes(uri) == b"first"
 
 
+def test_a_fenced_write_or_delete_changes_only_the_version_it_found(root):
+    """write_if_version/delete_if_version: refused once another writer replaced, created or
+    removed the file since it was found; a write of the same bytes again (a retry) passes."""
+    shard, fresh = storage.join(root, "d", "a.bin"), storage.join(root, "d", "b.bin")
+    storage.write_bytes(shard, b"first")
+    found = storage.versions_below(storage.join(root, "d"))
+    assert sorted(found) == [shard]
+    absent = storage.Version(fresh)
+    storage.write_bytes(shard, b"rival")  # another writer since
+    storage.write_bytes(fresh, b"rival")
+    for fenced in (lambda: storage.write_if_version(found[shard], b"mine"), lambda: storage.delete_if_version(found[shard])):
+        with pytest.raises(storage.StorageConflictError, match="a.bin"):
+            fenced()
+    with pytest.raises(storage.StorageConflictError, match="b.bin"):
+        storage.write_if_version(absent, b"mine")
+    assert storage.read_bytes(shard) == b"rival" and storage.read_bytes(fresh) == b"rival"
+
+    ours = storage.versions_below(storage.join(root, "d"))
+    storage.write_if_version(ours[shard], b"mine")
+    if root.startswith("gs://"):
+        storage.write_if_version(ours[shard], b"mine")  # retried after a lost response: the same bytes
+    storage.delete_if_version(ours[fresh])
+    assert storage.read_bytes(shard) == b"mine" and not storage.exists(fresh)
+    assert [name for name in storage.list_prefix(storage.join(root, "d"))] == [shard]  # no temporary file left
+
+
 def test_missing_file_is_an_input_error_naming_it(root):
     missing = storage.join(root, "nope.bin")
     with pytest.raises(InputError, match="nope.bin: file not found"):

@@ -23,9 +23,8 @@ from components.contracts.summary import RunSummary
 from components.errors import InputError
 from components.io import storage
 from jobs import query as query_job
-from tests.cli_runs import jobs_command, run_cli
+from tests.cli_runs import jobs_command, run_cli, wait_until_stopped
 from tests.scoring_fixture import RUNS, UNFINISHED, ScoredRun, write_run
-from tests.test_publish import wait_until_stopped
 
 
 def counts_by_run(connection, view: str) -> dict[str, int]:

@@ -29,6 +29,7 @@ from components.contracts.summary import ContractError
 from components.errors import InputError
 from components.io import storage
 from components.io.images import encode_png
+from components.io.lease import publish_point
 from components.io.tfrecord import frame_record, read_records
 
 SHARD_NAME_RE = re.compile(r"^(?P<split>[a-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
@@ -93,6 +94,8 @@ class ShardTask:
     images: np.ndarray  # (n, 28, 28) uint8
     labels: np.ndarray | None  # (n,) or None for unlabeled data
     image_uris: Sequence[str] | None = None  # where each picture came from, when known
+    # The file at `uri` as the writer found it: written only if still so (None: unconditionally).
+    replaces: storage.Version | None = None
 
 
 def write_shard(task: ShardTask) -> ShardEntry:
@@ -104,7 +107,11 @@ def write_shard(task: ShardTask) -> ShardEntry:
         png = encode_png(task.images[position])
         chunks.append(frame_record(serialize_example(image_id, png, label, image_uri=image_uri)))
     data = b"".join(chunks)
-    storage.write_bytes(task.uri, data)
+    if task.replaces is None:
+        storage.write_bytes(task.uri, data)
+    else:
+        publish_point("prepare-shard")
+        storage.write_if_version(task.replaces, data)
     return ShardEntry(
         name=storage.basename(task.uri),
         num_records=len(task.image_ids),

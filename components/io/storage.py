@@ -439,24 +439,34 @@ def write_bytes(uri: str, data: bytes, *, if_absent: bool = False) -> None:
         _write_gcs(uri, data, if_absent=if_absent)
         return
     _refuse_http(uri)
-    directory = os.path.dirname(os.path.abspath(uri))
+    tmp = _written_beside(uri, data)
+    try:
+        if if_absent:
+            try:
+                os.link(tmp, uri)  # fails if uri exists: the local create-only write
+            except FileExistsError as error:
+                if read_bytes(uri) != data:  # the same bytes again is a repeated write, not a rival
+                    raise StorageConflictError(f"{uri}: already exists") from error
+        else:
+            os.replace(tmp, uri)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _written_beside(path: str, data: bytes) -> str:
+    """A temporary file holding `data` in the folder of `path` (to be renamed or linked there)."""
+    directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", delete=False)
     try:  # a full disk fails the write or the close: the temporary file goes either way
         with tmp:
             tmp.write(data)
         os.chmod(tmp.name, 0o666 & ~_umask())  # temp files are private; published files are not
-        if if_absent:
-            try:
-                os.link(tmp.name, uri)  # fails if uri exists: the local create-only write
-            except FileExistsError as error:
-                if read_bytes(uri) != data:  # the same bytes again is a repeated write, not a rival
-                    raise StorageConflictError(f"{uri}: already exists") from error
-        else:
-            os.replace(tmp.name, uri)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp.name)
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
+    return tmp.name
 
 
 def _write_gcs(uri: str, data: bytes, *, if_absent: bool) -> None:
@@ -531,6 +541,84 @@ def replace_if_unchanged(seen: Snapshot, data: bytes) -> None:
         if not _holds(uri, seen.data):
             raise StorageConflictError(f"{uri}: replaced by another writer since it was read")
         write_bytes(uri, data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Version:
+    """Which write of a file a writer found, without its content: what a fenced write or delete
+    (write_if_version, delete_if_version) requires to be still in place. For files too large to
+    compare (shards); a small file's compare-and-swap is read_snapshot/replace_if_unchanged."""
+
+    uri: str
+    tag: object = None  # GCS: the object's generation; locally: (inode, mtime_ns, size); None: no file
+
+
+def versions_below(uri: str) -> dict[str, Version]:
+    """The version of every file below a folder-like prefix (one listing on GCS), by URI."""
+    if _is_gcs(uri):
+        bucket, key = _split_gcs(uri)
+        prefix = key.rstrip("/") + "/" if key else ""
+        blobs = _gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry())
+        return {f"gs://{bucket}/{blob.name}": Version(f"gs://{bucket}/{blob.name}", blob.generation) for blob in blobs}
+    return {path: Version(path, _local_tag(path)) for path in list_prefix(uri)}
+
+
+def _local_tag(path: str) -> tuple[int, int, int] | None:
+    # Every write replaces the file by a new one (write_bytes), so a write changes its inode.
+    try:
+        status = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_mtime_ns, status.st_size
+
+
+def write_if_version(seen: Version, data: bytes) -> None:
+    """Writes the file (atomically, as write_bytes) only if it is still the version `seen` found;
+    StorageConflictError otherwise. GCS: a generation precondition (0: must not exist); locally:
+    the new file is written beside it, then checked and renamed under an flock of the folder."""
+    if _is_gcs(seen.uri):
+        blob = _blob(seen.uri)
+        try:
+            blob.upload_from_file(io.BytesIO(data), size=len(data), if_generation_match=seen.tag or 0, retry=_retry())
+        except _precondition_failed() as error:
+            # A retried write whose first attempt succeeded also lands here: same bytes = ours.
+            if not exists(seen.uri) or read_bytes(seen.uri) != data:
+                raise _changed(seen.uri) from error
+        return
+    _refuse_http(seen.uri)
+    tmp = _written_beside(seen.uri, data)
+    try:
+        with folder_lock(seen.uri):
+            if _local_tag(seen.uri) != seen.tag:
+                raise _changed(seen.uri)
+            os.replace(tmp, seen.uri)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def delete_if_version(seen: Version) -> None:
+    """Deletes the file only if it is still the version `seen` found (nothing to do if it found
+    none); StorageConflictError otherwise."""
+    if seen.tag is None:
+        return
+    if _is_gcs(seen.uri):
+        try:
+            _blob(seen.uri).delete(if_generation_match=seen.tag, retry=_retry())
+        except _gcs_not_found():
+            pass  # a retried delete whose first attempt succeeded
+        except _precondition_failed() as error:
+            raise _changed(seen.uri) from error
+        return
+    _refuse_http(seen.uri)
+    with folder_lock(seen.uri):
+        if _local_tag(seen.uri) != seen.tag:
+            raise _changed(seen.uri)
+        os.unlink(seen.uri)
+
+
+def _changed(uri: str) -> StorageConflictError:
+    return StorageConflictError(f"{uri}: written or removed by another writer since this one found it")
 
 
 def _holds(path: str, expected: bytes | None) -> bool:

@@ -16,10 +16,10 @@ from components.constants import DEFAULT_SOURCE, IDX_FILES, MANIFEST_NAME, PUBLI
 from components.contracts.manifest import Manifest, SplitEntry
 from components.contracts.parameters import flag_of, parameter
 from components.contracts.shards import SHARD_NAME_RE, ShardTask, class_histogram, shard_name, write_shard
-from components.errors import InputError
+from components.errors import InputError, RunConflict
 from components.io import storage
 from components.io.idx import IdxFile, load_split
-from components.io.lease import hold_lease
+from components.io.lease import hold_lease, publish_point
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,9 @@ def _write_data_set(
         )
         for split, (images, labels) in splits.items()
     }
-    storage.delete(storage.join(output, MANIFEST_NAME))  # unpublish before rewriting
-    entries = iter(run_parallel(write_shard, [task for group in tasks.values() for task in group], workers=workers))
+    fence = OutputFence(output)
+    fence.unpublish()
+    entries = iter(run_parallel(write_shard, [fence.fenced(task) for group in tasks.values() for task in group], workers=workers))
     manifest = Manifest.new(
         source={"uri": source, "files": source_files},
         splits={
@@ -84,7 +85,7 @@ def _write_data_set(
             for split, (_, labels) in splits.items()
         },
     )
-    publish_manifest(output, manifest)
+    publish_manifest(output, manifest, fence)
     return manifest
 
 
@@ -127,20 +128,63 @@ def refuse_complete_output(output: str, *, overwrite: bool) -> None:
         raise InputError(f"{output}: already holds a complete data set (manifest.json); pass --overwrite to replace it")
 
 
-def publish_manifest(output: str, manifest: Manifest) -> None:
-    """Removes shards of earlier runs that the new manifest does not list, then writes it.
+def publish_manifest(output: str, manifest: Manifest, fence: OutputFence | None = None) -> None:
+    """Removes shards of earlier runs that the new manifest does not list (each only if still as
+    the run's `fence` found it; by default, as found now), then writes it.
 
     The writer removed any earlier manifest before writing shards, so the manifest is created
     only if still absent: a concurrent run that published first makes this one fail with
     StorageConflictError instead of silently replacing its manifest.
     """
     listed = manifest.shard_names()
-    for uri in storage.list_prefix(output):
-        name = storage.basename(uri)
-        if SHARD_NAME_RE.match(name) and name not in listed and storage.join(output, name) == uri:
-            storage.delete(uri)
+    fence = fence or OutputFence(output)
+    for name in fence.names():
+        if SHARD_NAME_RE.match(name) and name not in listed:
+            publish_point("prepare-removal")
+            fence.remove(name)
+    publish_point("prepare-manifest")
     storage.write_bytes(storage.join(output, MANIFEST_NAME), manifest.to_bytes(), if_absent=True)
     log.info("published %s with %d shards", storage.join(output, MANIFEST_NAME), len(listed))
+
+
+class OutputFence:
+    """The files right in a data set's output as this run found them once it held the output.
+
+    Every shard write and removal of the run is conditional on the file being still as found
+    (storage.write_if_version, delete_if_version): a run paused past its lease (a VM pause,
+    SIGSTOP) that resumes after another run took the output over changes nothing the other
+    one wrote; its first such write fails, and it stops (exit 2, one line). A shard it creates
+    under a name the other run does not use before that is left beside the other's data set,
+    named by no manifest; the next prepare of the output removes it.
+    """
+
+    def __init__(self, output: str) -> None:
+        self._output = output
+        found = storage.versions_below(output).items()
+        # Only the files right in the output (a deeper one is no file of the data set).
+        self._found = {storage.basename(uri): version.tag for uri, version in found if storage.dirname(uri) == output.rstrip("/")}
+
+    def names(self) -> list[str]:
+        """The files found, by name."""
+        return sorted(self._found)
+
+    def version(self, name: str) -> storage.Version:
+        return storage.Version(storage.join(self._output, name), self._found.get(name))
+
+    def fenced(self, task: ShardTask) -> ShardTask:
+        """The task, written only over the shard file found at its name (or where there was none)."""
+        return dataclasses.replace(task, replaces=self.version(storage.basename(task.uri)))
+
+    def unpublish(self) -> None:
+        """Removes the manifest found (the data set is incomplete until the new one is written)."""
+        publish_point("prepare-unpublish")
+        self.remove(MANIFEST_NAME)
+
+    def write(self, name: str, data: bytes) -> None:
+        storage.write_if_version(self.version(name), data)
+
+    def remove(self, name: str) -> None:
+        storage.delete_if_version(self.version(name))
 
 
 LOCK_NAME = ".prepare.lock"
@@ -158,8 +202,12 @@ def exclusive_output(output: str) -> Iterator[None]:
     object naming its holder, released in `finally` (SIGTERM included), taken over once its
     holder is provably gone.
     """
-    with hold_lease(storage.join(output, LOCK_NAME), owner=secrets.token_hex(8), ttl_s=LOCK_TTL_S):
-        yield
+    with hold_lease(storage.join(output, LOCK_NAME), owner=secrets.token_hex(8), ttl_s=LOCK_TTL_S) as lease:
+        try:
+            yield
+        except storage.StorageConflictError as conflict:  # a fenced write found another run's file
+            lost = f" ({lease.lost})" if lease.lost else ""
+            raise RunConflict(f"{conflict}: another run took {output} over{lost}; this one stops") from None
 
 
 def _check_sources(splits: dict[str, tuple[IdxFile, IdxFile]], *, allow_unknown_source: bool) -> dict:

@@ -20,6 +20,7 @@ from components.errors import InputError
 from components.io import storage
 from components.io.images import ImageError, to_model_image
 from components.prepare.dataset import (
+    OutputFence,
     exclusive_output,
     publish_manifest,
     refuse_complete_output,
@@ -106,14 +107,15 @@ def _write_data_set(
 
     shard_count = math.ceil(len(image_ids) / IMAGES_PER_SHARD)
     tasks = shard_tasks(output, UNLABELED_SPLIT, image_ids, np.stack(pixels), None, shard_count, image_uris=image_uris)
-    storage.delete(storage.join(output, "manifest.json"))  # unpublish before rewriting
-    entries = run_parallel(write_shard, tasks, workers=workers)
-    storage.write_bytes(storage.join(output, REJECTS_NAME), "".join(json.dumps(r) + "\n" for r in rejects).encode())
+    fence = OutputFence(output)
+    fence.unpublish()
+    entries = run_parallel(write_shard, [fence.fenced(task) for task in tasks], workers=workers)
+    fence.write(REJECTS_NAME, "".join(json.dumps(r) + "\n" for r in rejects).encode())
     manifest = Manifest.new(
         source={"uri": images, "files_matched": len(uris), "rejected": len(rejects)},
         splits={UNLABELED_SPLIT: SplitEntry(num_records=len(image_ids), class_histogram=None, shards=entries)},
     )
-    publish_manifest(output, manifest)
+    publish_manifest(output, manifest, fence)
     for reject in rejects:
         log.warning("rejected %s: %s", reject["uri"], reject["reason"])
     return manifest
