@@ -143,6 +143,11 @@ class GroupReceipt(_JsonRecord):
         """The staged part of a table (PREDICTIONS_TABLE or ERRORS_TABLE)."""
         return {PREDICTIONS_TABLE: self.predictions, ERRORS_TABLE: self.errors}[table]
 
+    @property
+    def failed_by_type(self) -> dict[str, int]:
+        """Its shards' failed records by error type, added up."""
+        return summed_counts(*(shard.failed_by_type for shard in self.shards))
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RunCounts(_JsonRecord):

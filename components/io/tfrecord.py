@@ -80,6 +80,7 @@ class ShardReader:
         self._eof = False
         self._hash = hashlib.sha256()
         self._skipped: list[str] = []  # byte ranges that held no record, for the messages
+        self._length_crcs: dict[int, int] = {}  # record length -> masked CRC of its length field
         self.size = 0
 
     @property
@@ -136,8 +137,8 @@ class ShardReader:
         crc32c, unpack_header, unpack_crc = google_crc32c.value, _HEADER.unpack_from, _CRC.unpack_from
         append, room = batch.append, size - len(batch)
         # The length field's masked CRC is a function of the length: computed once per length
-        # seen (records of similar images share few lengths), then one dict lookup per record.
-        length_crcs: dict[int, int] = {}
+        # seen in the stream (records of similar images share few lengths), then a dict lookup.
+        length_crcs = self._length_crcs
         while room > 0 and position + _HEADER_BYTES <= end:
             length, length_crc = unpack_header(buffer, position)
             data_start = position + _HEADER_BYTES

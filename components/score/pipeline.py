@@ -61,11 +61,10 @@ class ScoreGroupFn(beam.DoFn):
             stop._tagged_with_step = True
             raise
         Metrics.counter(COUNTER_NAMESPACE, "shards").inc(len(receipt.shards))
-        for shard in receipt.shards:
-            for name in ("read", "scored", "failed"):
-                Metrics.counter(COUNTER_NAMESPACE, f"records_{name}").inc(getattr(shard, name))
-            for error_type, count in shard.failed_by_type.items():
-                Metrics.counter(COUNTER_NAMESPACE, f"failed_{error_type}").inc(count)
+        for name in ("read", "scored", "failed"):
+            Metrics.counter(COUNTER_NAMESPACE, f"records_{name}").inc(sum(getattr(shard, name) for shard in receipt.shards))
+        for error_type, count in receipt.failed_by_type.items():
+            Metrics.counter(COUNTER_NAMESPACE, f"failed_{error_type}").inc(count)
         yield receipt
 
 

@@ -568,9 +568,8 @@ def checked_receipts(staging: str, shard_uris: Sequence[str], groups: Sequence[S
             rows[table] = part_rows(part) if part else 0
         if rows != claims:
             raise RuntimeError(f"{first_uri}: staged parts hold {rows}, the receipt claims {claims}")
-        failed_by_type = summed_counts(*(shard.failed_by_type for shard in receipt.shards))
-        if receipt.errors and value_counts(receipt.errors, "error_type") != failed_by_type:
-            raise RuntimeError(f"{uri}: error rows by type differ from the receipt's {failed_by_type}")
+        if receipt.errors and value_counts(receipt.errors, "error_type") != receipt.failed_by_type:
+            raise RuntimeError(f"{uri}: error rows by type differ from the receipt's {receipt.failed_by_type}")
         receipts.append(receipt)
     return receipts
 
@@ -578,7 +577,7 @@ def checked_receipts(staging: str, shard_uris: Sequence[str], groups: Sequence[S
 def run_counts(receipts: Sequence[GroupReceipt]) -> RunCounts:
     """The run's counts: the sum of its shards' (read = scored + failed holds for each)."""
     shards = [shard for receipt in receipts for shard in receipt.shards]
-    by_type = summed_counts(*(shard.failed_by_type for shard in shards))
+    by_type = summed_counts(*(receipt.failed_by_type for receipt in receipts))
     expected = [shard.expected for shard in shards]
     return RunCounts(
         read=sum(shard.read for shard in shards),

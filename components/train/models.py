@@ -9,6 +9,7 @@ their softmax is calibrated, and for the CNN averaged over each image and its mi
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from components.constants import IMAGE_SIZE, NUM_CLASSES
 
@@ -155,8 +156,10 @@ def _mlp(keras):
     )
 
 
+@functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The instruction sets this machine's CPU reports (/proc/cpuinfo; none where there is none)."""
+    """The instruction sets this machine's CPU reports (/proc/cpuinfo; none where there is none),
+    read once per process."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             return next((frozenset(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), frozenset())
