@@ -360,12 +360,15 @@ def test_a_run_killed_holding_the_output_is_taken_over_by_the_next(busy_idx, tmp
 @pytest.mark.integration
 @pytest.mark.parametrize("where", ["local", "gcs"])
 @pytest.mark.parametrize("point", ["prepare-unpublish", "prepare-shard", "prepare-removal", "prepare-manifest"])
-def test_a_run_frozen_past_its_lease_changes_nothing_of_the_run_that_took_over(tmp_path, where, point, request):
-    """A run frozen (SIGSTOP) before one of its writes, whose output another run then takes over
-    and publishes anew from other images: resumed, it exits 2 in one line and the other run's
-    data set is whole. The takeover removes the frozen run's lease, as a taker of an expired one
-    replaces it (the TTL is minutes, and the frozen holder is alive on this host)."""
-    output = (request.getfixturevalue("gcs_bucket") + f"/frozen-{point}") if where == "gcs" else str(tmp_path / "shards")
+@pytest.mark.parametrize("winner_shards", [2, 3])
+def test_a_run_frozen_past_its_lease_changes_nothing_of_the_run_that_took_over(tmp_path, where, point, winner_shards, request):
+    """A run of two shards per split frozen (SIGSTOP) before one of its writes, whose output
+    another run then takes over and publishes anew from other images, with the same shard names
+    or with the three-shard names the frozen run would remove: resumed, it exits 2 in one line,
+    and the other run's data set is whole, with no file of the frozen run beside it. The takeover
+    removes the frozen run's lease, as a taker of an expired one replaces it (the TTL is
+    minutes, and the frozen holder is alive on this host)."""
+    output = (request.getfixturevalue("gcs_bucket") + "/shards") if where == "gcs" else str(tmp_path / "shards")
     lock = storage.join(output, ".prepare.lock")
     first_images = write_random_idx(tmp_path / "first", {"train": 30, "test": 12}, seed=1)
     other_images = write_random_idx(tmp_path / "other", {"train": 30, "test": 12}, seed=2)
@@ -374,8 +377,7 @@ def test_a_run_frozen_past_its_lease_changes_nothing_of_the_run_that_took_over(t
     frozen = start_prepare(first_images, output, 2, freeze_at=point)
     wait_until_stopped(frozen)
     storage.delete(lock)
-    # Before its removals, the frozen run would remove the three-shard files the winner rewrites.
-    winner = start_prepare(other_images, output, 3 if point == "prepare-removal" else 2)
+    winner = start_prepare(other_images, output, winner_shards)
     _, stderr = winner.communicate(timeout=300)
     assert winner.returncode == 0, stderr
     published = storage.read_bytes(storage.join(output, MANIFEST_NAME))

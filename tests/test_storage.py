@@ -56,9 +56,10 @@ def test_a_fenced_write_or_delete_changes_only_the_version_it_found(root):
     assert storage.read_bytes(shard) == b"rival" and storage.read_bytes(fresh) == b"rival"
 
     ours = storage.versions_below(storage.join(root, "d"))
-    storage.write_if_version(ours[shard], b"mine")
+    written = storage.write_if_version(ours[shard], b"mine")
     if root.startswith("gs://"):
-        storage.write_if_version(ours[shard], b"mine")  # retried after a lost response: the same bytes
+        assert storage.write_if_version(ours[shard], b"mine") == written  # retried after a lost response: the same bytes
+    assert storage.versions_below(storage.join(root, "d"))[shard] == written
     storage.delete_if_version(ours[fresh])
     assert storage.read_bytes(shard) == b"mine" and not storage.exists(fresh)
     assert [name for name in storage.list_prefix(storage.join(root, "d"))] == [shard]  # no temporary file left

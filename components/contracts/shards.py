@@ -29,7 +29,6 @@ from components.contracts.summary import ContractError
 from components.errors import InputError
 from components.io import storage
 from components.io.images import encode_png
-from components.io.lease import publish_point
 from components.io.tfrecord import frame_record, read_records
 
 SHARD_NAME_RE = re.compile(r"^(?P<split>[a-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
@@ -94,24 +93,28 @@ class ShardTask:
     images: np.ndarray  # (n, 28, 28) uint8
     labels: np.ndarray | None  # (n,) or None for unlabeled data
     image_uris: Sequence[str] | None = None  # where each picture came from, when known
-    # The file at `uri` as the writer found it: written only if still so (None: unconditionally).
-    replaces: storage.Version | None = None
 
 
 def write_shard(task: ShardTask) -> ShardEntry:
     """Encodes and writes one shard; returns its manifest entry."""
+    data = encode_shard(task)
+    storage.write_bytes(task.uri, data)
+    return shard_entry(task, data)
+
+
+def encode_shard(task: ShardTask) -> bytes:
+    """The shard file of a task: its images as PNG Examples in TFRecord framing."""
     chunks = []
     for position, image_id in enumerate(task.image_ids):
         label = None if task.labels is None else int(task.labels[position])
         image_uri = None if task.image_uris is None else task.image_uris[position]
         png = encode_png(task.images[position])
         chunks.append(frame_record(serialize_example(image_id, png, label, image_uri=image_uri)))
-    data = b"".join(chunks)
-    if task.replaces is None:
-        storage.write_bytes(task.uri, data)
-    else:
-        publish_point("prepare-shard")
-        storage.write_if_version(task.replaces, data)
+    return b"".join(chunks)
+
+
+def shard_entry(task: ShardTask, data: bytes) -> ShardEntry:
+    """The manifest entry of a task's shard file."""
     return ShardEntry(
         name=storage.basename(task.uri),
         num_records=len(task.image_ids),

@@ -572,19 +572,22 @@ def _local_tag(path: str) -> tuple[int, int, int] | None:
     return status.st_ino, status.st_mtime_ns, status.st_size
 
 
-def write_if_version(seen: Version, data: bytes) -> None:
-    """Writes the file (atomically, as write_bytes) only if it is still the version `seen` found;
-    StorageConflictError otherwise. GCS: a generation precondition (0: must not exist); locally:
-    the new file is written beside it, then checked and renamed under an flock of the folder."""
+def write_if_version(seen: Version, data: bytes) -> Version:
+    """Writes the file (atomically, as write_bytes) only if it is still the version `seen` found,
+    and returns the version written; StorageConflictError otherwise. GCS: a generation
+    precondition (0: must not exist); locally: the new file is written beside it, then checked
+    and renamed under an flock of the folder."""
     if _is_gcs(seen.uri):
         blob = _blob(seen.uri)
         try:
             blob.upload_from_file(io.BytesIO(data), size=len(data), if_generation_match=seen.tag or 0, retry=_retry())
         except _precondition_failed() as error:
             # A retried write whose first attempt succeeded also lands here: same bytes = ours.
-            if not exists(seen.uri) or read_bytes(seen.uri) != data:
+            again = read_snapshot(seen.uri, max_bytes=len(data) + 1)
+            if again.data != data:
                 raise _changed(seen.uri) from error
-        return
+            return Version(seen.uri, again.generation)
+        return Version(seen.uri, blob.generation)
     _refuse_http(seen.uri)
     tmp = _written_beside(seen.uri, data)
     try:
@@ -592,6 +595,7 @@ def write_if_version(seen: Version, data: bytes) -> None:
             if _local_tag(seen.uri) != seen.tag:
                 raise _changed(seen.uri)
             os.replace(tmp, seen.uri)
+            return Version(seen.uri, _local_tag(seen.uri))
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from components.constants import DEFAULT_SOURCE, IDX_FILES, MANIFEST_NAME, PUBLISHED_SHA256
-from components.contracts.manifest import Manifest, SplitEntry
+from components.contracts.manifest import Manifest, ShardEntry, SplitEntry
 from components.contracts.parameters import flag_of, parameter
-from components.contracts.shards import SHARD_NAME_RE, ShardTask, class_histogram, shard_name, write_shard
+from components.contracts.shards import SHARD_NAME_RE, ShardTask, class_histogram, encode_shard, shard_entry, shard_name
 from components.errors import InputError, RunConflict
 from components.io import storage
 from components.io.idx import IdxFile, load_split
@@ -71,21 +71,21 @@ def _write_data_set(
         )
         for split, (images, labels) in splits.items()
     }
-    fence = OutputFence(output)
-    fence.unpublish()
-    entries = iter(run_parallel(write_shard, [fence.fenced(task) for group in tasks.values() for task in group], workers=workers))
-    manifest = Manifest.new(
-        source={"uri": source, "files": source_files},
-        splits={
-            split: SplitEntry(
-                num_records=len(labels.array),
-                class_histogram=class_histogram(labels.array),
-                shards=[next(entries) for _ in tasks[split]],
-            )
-            for split, (_, labels) in splits.items()
-        },
-    )
-    publish_manifest(output, manifest, fence)
+    with OutputFence(output) as fence:
+        fence.unpublish()
+        entries = iter(fence.write_shards([task for group in tasks.values() for task in group], workers=workers))
+        manifest = Manifest.new(
+            source={"uri": source, "files": source_files},
+            splits={
+                split: SplitEntry(
+                    num_records=len(labels.array),
+                    class_histogram=class_histogram(labels.array),
+                    shards=[next(entries) for _ in tasks[split]],
+                )
+                for split, (_, labels) in splits.items()
+            },
+        )
+        publish_manifest(output, manifest, fence)
     return manifest
 
 
@@ -150,12 +150,12 @@ def publish_manifest(output: str, manifest: Manifest, fence: OutputFence | None 
 class OutputFence:
     """The files right in a data set's output as this run found them once it held the output.
 
-    Every shard write and removal of the run is conditional on the file being still as found
+    Every write and removal of the run is conditional on the file being still as found
     (storage.write_if_version, delete_if_version): a run paused past its lease (a VM pause,
     SIGSTOP) that resumes after another run took the output over changes nothing the other
-    one wrote; its first such write fails, and it stops (exit 2, one line). A shard it creates
-    under a name the other run does not use before that is left beside the other's data set,
-    named by no manifest; the next prepare of the output removes it.
+    one wrote. Its first such write fails; leaving the `with` block on that failure withdraws
+    the files the run created, where they are still as it wrote them, and it stops (exit 2,
+    one line).
     """
 
     def __init__(self, output: str) -> None:
@@ -163,6 +163,14 @@ class OutputFence:
         found = storage.versions_below(output).items()
         # Only the files right in the output (a deeper one is no file of the data set).
         self._found = {storage.basename(uri): version.tag for uri, version in found if storage.dirname(uri) == output.rstrip("/")}
+        self._created: list[storage.Version] = []  # files this run wrote where it had found none
+
+    def __enter__(self) -> OutputFence:
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is not None and issubclass(error_type, storage.StorageConflictError):
+            self.withdraw()
 
     def names(self) -> list[str]:
         """The files found, by name."""
@@ -171,20 +179,52 @@ class OutputFence:
     def version(self, name: str) -> storage.Version:
         return storage.Version(storage.join(self._output, name), self._found.get(name))
 
-    def fenced(self, task: ShardTask) -> ShardTask:
-        """The task, written only over the shard file found at its name (or where there was none)."""
-        return dataclasses.replace(task, replaces=self.version(storage.basename(task.uri)))
-
     def unpublish(self) -> None:
         """Removes the manifest found (the data set is incomplete until the new one is written)."""
         publish_point("prepare-unpublish")
         self.remove(MANIFEST_NAME)
 
+    def write_shards(self, tasks: Sequence[ShardTask], *, workers: int | None) -> list[ShardEntry]:
+        """Encodes and writes the shards in worker processes, each over the file found at its name."""
+        written = run_parallel(
+            write_fenced_shard, [(task, self.version(storage.basename(task.uri))) for task in tasks], workers=workers
+        )
+        for result in written:
+            if not isinstance(result, str):
+                self._wrote(result[1])
+        refused = [result for result in written if isinstance(result, str)]
+        if refused:
+            raise storage.StorageConflictError(refused[0])
+        return [entry for entry, _ in written]
+
     def write(self, name: str, data: bytes) -> None:
-        storage.write_if_version(self.version(name), data)
+        self._wrote(storage.write_if_version(self.version(name), data))
 
     def remove(self, name: str) -> None:
         storage.delete_if_version(self.version(name))
+
+    def withdraw(self) -> None:
+        """Removes the files this run created where they are still as it wrote them."""
+        for version in self._created:
+            with contextlib.suppress(storage.StorageConflictError):  # the other run's now
+                storage.delete_if_version(version)
+
+    def _wrote(self, version: storage.Version) -> None:
+        if self._found.get(storage.basename(version.uri)) is None:
+            self._created.append(version)
+
+
+def write_fenced_shard(task_and_found: tuple[ShardTask, storage.Version]) -> tuple[ShardEntry, storage.Version] | str:
+    """Encodes a shard and writes it only over the file version found (in a worker process): its
+    manifest entry and the version written, or why it was not written. A refusal is returned,
+    not raised, so that the other workers' writes are still known to the run."""
+    task, found = task_and_found
+    data = encode_shard(task)
+    publish_point("prepare-shard")
+    try:
+        return shard_entry(task, data), storage.write_if_version(found, data)
+    except storage.StorageConflictError as refused:
+        return str(refused)
 
 
 LOCK_NAME = ".prepare.lock"

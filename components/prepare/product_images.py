@@ -15,7 +15,6 @@ import numpy as np
 
 from components.contracts.manifest import Manifest, SplitEntry
 from components.contracts.parameters import parameter
-from components.contracts.shards import write_shard
 from components.errors import InputError
 from components.io import storage
 from components.io.images import ImageError, to_model_image
@@ -107,15 +106,15 @@ def _write_data_set(
 
     shard_count = math.ceil(len(image_ids) / IMAGES_PER_SHARD)
     tasks = shard_tasks(output, UNLABELED_SPLIT, image_ids, np.stack(pixels), None, shard_count, image_uris=image_uris)
-    fence = OutputFence(output)
-    fence.unpublish()
-    entries = run_parallel(write_shard, [fence.fenced(task) for task in tasks], workers=workers)
-    fence.write(REJECTS_NAME, "".join(json.dumps(r) + "\n" for r in rejects).encode())
-    manifest = Manifest.new(
-        source={"uri": images, "files_matched": len(uris), "rejected": len(rejects)},
-        splits={UNLABELED_SPLIT: SplitEntry(num_records=len(image_ids), class_histogram=None, shards=entries)},
-    )
-    publish_manifest(output, manifest, fence)
+    with OutputFence(output) as fence:
+        fence.unpublish()
+        entries = fence.write_shards(tasks, workers=workers)
+        fence.write(REJECTS_NAME, "".join(json.dumps(r) + "\n" for r in rejects).encode())
+        manifest = Manifest.new(
+            source={"uri": images, "files_matched": len(uris), "rejected": len(rejects)},
+            splits={UNLABELED_SPLIT: SplitEntry(num_records=len(image_ids), class_histogram=None, shards=entries)},
+        )
+        publish_manifest(output, manifest, fence)
     for reject in rejects:
         log.warning("rejected %s: %s", reject["uri"], reject["reason"])
     return manifest
