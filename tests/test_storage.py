@@ -62,7 +62,7 @@ def test_a_fenced_write_or_delete_changes_only_the_version_it_found(root):
     assert storage.versions_below(storage.join(root, "d"))[shard] == written
     storage.delete_if_version(ours[fresh])
     assert storage.read_bytes(shard) == b"mine" and not storage.exists(fresh)
-    assert [name for name in storage.list_prefix(storage.join(root, "d"))] == [shard]  # no temporary file left
+    assert storage.list_prefix(storage.join(root, "d")) == [shard]  # no temporary file left
 
 
 def test_missing_file_is_an_input_error_naming_it(root):

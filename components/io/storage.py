@@ -559,7 +559,8 @@ def versions_below(uri: str) -> dict[str, Version]:
         bucket, key = _split_gcs(uri)
         prefix = key.rstrip("/") + "/" if key else ""
         blobs = _gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry())
-        return {f"gs://{bucket}/{blob.name}": Version(f"gs://{bucket}/{blob.name}", blob.generation) for blob in blobs}
+        versions = (Version(f"gs://{bucket}/{blob.name}", blob.generation) for blob in blobs)
+        return {version.uri: version for version in versions}
     return {path: Version(path, _local_tag(path)) for path in list_prefix(uri)}
 
 

@@ -189,10 +189,12 @@ class OutputFence:
         written = run_parallel(
             write_fenced_shard, [(task, self.version(storage.basename(task.uri))) for task in tasks], workers=workers
         )
+        refused = []
         for result in written:
-            if not isinstance(result, str):
+            if isinstance(result, str):
+                refused.append(result)
+            else:
                 self._wrote(result[1])
-        refused = [result for result in written if isinstance(result, str)]
         if refused:
             raise storage.StorageConflictError(refused[0])
         return [entry for entry, _ in written]
